@@ -1,0 +1,77 @@
+"""What every update rule shares: the rule record, the EWMA primitive, and gradient preparation.
+
+An update rule is a pure function ``update(param, grad, **state, step=..., **hyperparameters)``
+that returns a dict with the new ``"param"`` and the new state tensors. Hyperparameters may be
+Python numbers or tensors that broadcast against the parameter (the lab sweeps them that way);
+boolean options are Python ``bool``. State keys use torch.optim's names, so a ``state_dict``
+moves between optimlab and torch.optim unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+Number = float | Tensor
+
+
+def ewma(average: Tensor, value: Tensor, beta: Number) -> Tensor:
+    """The exponentially weighted moving average step ``V_t = beta * V_{t-1} + (1 - beta) * x_t``.
+
+    The one primitive under Momentum (EWMA of gradients), RMSProp (EWMA of squared gradients),
+    Adam and Nadam (both). Written as a lerp, ``V + (1 - beta) * (x - V)``, as torch.optim does.
+    """
+    return average + (1 - beta) * (value - average)
+
+
+def is_zero(value: Number) -> bool:
+    """True for a Python number equal to zero; a tensor hyperparameter is never skipped."""
+    return not isinstance(value, Tensor) and value == 0
+
+
+def descent_direction(param: Tensor, grad: Tensor, weight_decay: Number, maximize: bool) -> Tensor:
+    """The gradient the rule follows: ``g = -grad`` when maximizing, plus L2 decay ``wd * param``."""
+    g = -grad if maximize else grad
+    if not is_zero(weight_decay):
+        g = g + weight_decay * param
+    return g
+
+
+def decoupled_decay(param: Tensor, lr: Number, weight_decay: Number) -> Tensor:
+    """Decoupled weight decay (Loshchilov & Hutter, 2019): ``param * (1 - lr * wd)``."""
+    if is_zero(weight_decay):
+        return param
+    return param * (1 - lr * weight_decay)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One algorithm: its pure update, its initial state, and how a param group feeds it.
+
+    ``update``        the math, written once; returns ``{"param": ..., <state name>: ...}``.
+    ``init_state``    ``(param, group) -> {name: tensor}``: state created before the first step
+                      (entries a rule creates lazily, like SGD's momentum buffer, are absent).
+    ``hyperparams``   ``group -> keyword arguments`` of ``update`` (torch names to rule names).
+    ``validate``      ``group -> None``, raising ValueError/TypeError naming the argument.
+    ``counts_steps``  keep torch's per-parameter ``state["step"]`` and pass ``step=`` to update.
+    ``scalar_state``  0-dim state entries passed to ``update`` as Python floats.
+    """
+
+    name: str
+    update: Callable[..., dict[str, Tensor]]
+    init_state: Callable[[Tensor, Mapping[str, Any]], dict[str, Tensor]]
+    hyperparams: Callable[[Mapping[str, Any]], dict[str, Any]]
+    validate: Callable[[Mapping[str, Any]], None]
+    counts_steps: bool = True
+    scalar_state: tuple[str, ...] = field(default=())
+
+
+def no_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+    return {}
+
+
+def zeros(param: Tensor) -> Tensor:
+    return torch.zeros_like(param, memory_format=torch.preserve_format)

@@ -1,0 +1,78 @@
+"""Adam (Kingma & Ba, 2015) and AdamW (Loshchilov & Hutter, 2019)::
+
+    w   = w * (1 - lr * wd)                    decoupled_weight_decay=True (AdamW)
+    g   = g + wd * w                           otherwise (L2 in the gradient)
+    m   = b1 * m + (1 - b1) * g                first moment: EWMA of gradients
+    v   = b2 * v + (1 - b2) * g * g            second moment: EWMA of squared gradients
+    v'  = max(v'_prev, v)                      amsgrad=True (Reddi et al., 2018), else v' = v
+    w   = w - lr / bc1 * m / (sqrt(v') / sqrt(bc2) + eps)
+
+with ``bc1 = 1 - b1**t`` and ``bc2 = 1 - b2**t`` (the default, torch.optim.Adam), or
+``bc1 = bc2 = 1`` with ``bias_correction=False`` (the form of the seed's worked example: weight
+0.5, lr 1e-3, grad 0.2 -> 0.49684 on the first step; with bias correction -> 0.499).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .._checks import check_betas, check_bool, check_nonnegative, check_positive
+from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, zeros
+
+
+def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+         max_exp_avg_sq: Tensor | None = None, *, step: Number, lr: Number, beta1: Number = 0.9,
+         beta2: Number = 0.999, eps: Number = 1e-8, weight_decay: Number = 0.0, amsgrad: bool = False,
+         maximize: bool = False, decoupled_weight_decay: bool = False,
+         bias_correction: bool = True) -> dict[str, Tensor]:
+    """One Adam / AdamW step; see the module docstring."""
+    if decoupled_weight_decay:
+        param = decoupled_decay(param, lr, weight_decay)
+        g = descent_direction(param, grad, 0.0, maximize)
+    else:
+        g = descent_direction(param, grad, weight_decay, maximize)
+    m = ewma(exp_avg, g, beta1)
+    v = ewma(exp_avg_sq, g * g, beta2)
+    out = {"exp_avg": m, "exp_avg_sq": v}
+    if amsgrad:
+        v = torch.maximum(max_exp_avg_sq, v)
+        out["max_exp_avg_sq"] = v
+    if bias_correction:
+        step_size = lr / (1 - beta1 ** step)
+        denom = torch.sqrt(v) / (1 - beta2 ** step) ** 0.5 + eps
+    else:
+        step_size = lr
+        denom = torch.sqrt(v) + eps
+    out["param"] = param - step_size * (m / denom)
+    return out
+
+
+def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+    state = {"exp_avg": zeros(param), "exp_avg_sq": zeros(param)}
+    if group["amsgrad"]:
+        state["max_exp_avg_sq"] = zeros(param)
+    return state
+
+
+def validate(group: Mapping[str, Any]) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_betas(group["betas"])
+    check_positive("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
+        check_bool(name, group[name])
+    check_bool("bias_correction", group.get("bias_correction", True))
+
+
+def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
+    beta1, beta2 = group["betas"]
+    return {"lr": group["lr"], "beta1": beta1, "beta2": beta2, "eps": group["eps"],
+            "weight_decay": group["weight_decay"], "amsgrad": group["amsgrad"],
+            "maximize": group["maximize"], "decoupled_weight_decay": group["decoupled_weight_decay"],
+            "bias_correction": group.get("bias_correction", True)}
+
+
+RULE = Rule("adam", adam, init_state, hyperparams, validate)

@@ -1,0 +1,73 @@
+"""RMSProp (Tieleman & Hinton, 2012, Coursera lecture 6.5): AdaGrad with an EWMA of squares::
+
+    V   = alpha * V + (1 - alpha) * g * g
+    var = V - G * G,  G = alpha * G + (1 - alpha) * g      centered=True (Graves, 2013)
+    var = V                                                 otherwise
+    d   = sqrt(var) + eps                                   torch.optim.RMSprop (default)
+    d   = sqrt(var + eps)                                   eps_inside_sqrt=True (the seed's form)
+    B   = momentum * B + g / d;  w = w - lr * B             momentum > 0
+    w   = w - lr * g / d                                    otherwise
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .._checks import check_bool, check_nonnegative, check_positive, check_unit
+from ._base import Number, Rule, descent_direction, ewma, is_zero, zeros
+
+
+def rmsprop(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Tensor | None = None,
+            momentum_buffer: Tensor | None = None, *, step: Number = 1, lr: Number,
+            alpha: Number = 0.99, eps: Number = 1e-8, weight_decay: Number = 0.0,
+            momentum: Number = 0.0, centered: bool = False, maximize: bool = False,
+            eps_inside_sqrt: bool = False) -> dict[str, Tensor]:
+    """One RMSProp step; state names as in torch.optim.RMSprop."""
+    g = descent_direction(param, grad, weight_decay, maximize)
+    out: dict[str, Tensor] = {}
+    v = ewma(square_avg, g * g, alpha)
+    out["square_avg"] = v
+    var = v
+    if centered:
+        ga = ewma(grad_avg, g, alpha)
+        out["grad_avg"] = ga
+        var = v - ga * ga
+    denom = torch.sqrt(var + eps) if eps_inside_sqrt else torch.sqrt(var) + eps
+    if is_zero(momentum):
+        out["param"] = param - lr * (g / denom)
+    else:
+        buf = momentum * momentum_buffer + g / denom
+        out["momentum_buffer"] = buf
+        out["param"] = param - lr * buf
+    return out
+
+
+def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+    state = {"square_avg": zeros(param)}
+    if not is_zero(group["momentum"]):
+        state["momentum_buffer"] = zeros(param)
+    if group["centered"]:
+        state["grad_avg"] = zeros(param)
+    return state
+
+
+def validate(group: Mapping[str, Any]) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_unit("alpha", group["alpha"])
+    check_positive("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    check_nonnegative("momentum", group["momentum"])
+    check_bool("centered", group["centered"])
+    check_bool("maximize", group["maximize"])
+    check_bool("eps_inside_sqrt", group.get("eps_inside_sqrt", False))
+
+
+def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: group[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")} | {
+        "eps_inside_sqrt": group.get("eps_inside_sqrt", False)}
+
+
+RULE = Rule("rmsprop", rmsprop, init_state, hyperparams, validate)

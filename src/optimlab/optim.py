@@ -1,0 +1,243 @@
+"""The torch.optim adapter: each optimizer is a ``torch.optim.Optimizer`` driving one pure rule.
+
+Param groups, closures, ``zero_grad``, hooks, ``state_dict`` / ``load_state_dict`` and every
+``torch.optim.lr_scheduler`` come from ``torch.optim.Optimizer`` itself; this module adds only the
+step: per-parameter state created next to the rule that declares it, and the rule applied to it.
+Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved by
+``torch.optim.Adam`` loads into ``optimlab.Adam`` and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from ._scalar import scalar_dtype
+from .algorithms import adagrad, adam, nadam, rmsprop, sgd
+from .algorithms._base import Rule
+
+Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's."""
+
+    rule: Rule
+    #: options of optimlab's own, set by ``load_state_dict`` when a torch.optim state lacks them
+    extra_defaults: dict[str, Any] = {}
+
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        for name in ("capturable", "differentiable"):
+            if defaults.get(name):
+                raise ValueError(f"{name}=True is not supported by optimlab (allowed: False)")
+        if defaults.get("fused") and defaults.get("foreach"):
+            raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group as torch does, then validate it; a bad group is not kept."""
+        super().add_param_group(param_group)
+        try:
+            self.rule.validate(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in {**self.defaults, **self.extra_defaults}.items():
+                if key != "params":
+                    group.setdefault(key, value)
+        for per_param in self.state.values():
+            if "step" in per_param and not torch.is_tensor(per_param["step"]):
+                per_param["step"] = torch.tensor(float(per_param["step"]), dtype=scalar_dtype())
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Apply the rule once to every parameter that has a gradient; return ``closure()``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for group in self.param_groups:
+            self.rule.validate(group)
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            work.append((group, params))
+        for group, params in work:
+            hyperparams = self.rule.hyperparams(group)
+            for p in params:
+                self._apply_rule(p, hyperparams, group)
+        return loss
+
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state = self.state[param]
+        if not state:
+            if self.rule.counts_steps:
+                state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            state.update(self.rule.init_state(param, group))
+        return state
+
+    def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
+        state = self._init_state(param, group)
+        real = torch.view_as_real if param.is_complex() else (lambda t: t)
+        inputs: dict[str, Any] = {}
+        for name, value in state.items():
+            if name == "step":
+                continue
+            inputs[name] = value.item() if name in self.rule.scalar_state else real(value)
+        if self.rule.counts_steps:
+            state["step"] += 1
+            inputs["step"] = state["step"].item()
+        out = self.rule.update(real(param), real(param.grad), **inputs, **hyperparams)
+        real(param).copy_(out.pop("param"))
+        for name, value in out.items():
+            if name in self.rule.scalar_state:
+                state[name].fill_(value)
+            elif name in state:
+                real(state[name]).copy_(value)
+            else:
+                fresh = value.clone()
+                state[name] = torch.view_as_complex(fresh) if param.is_complex() else fresh
+
+
+def _torch_flags(foreach: bool | None, fused: bool | None, differentiable: bool,
+                 capturable: bool | None = False) -> dict[str, Any]:
+    flags = {"foreach": foreach, "differentiable": differentiable, "fused": fused}
+    if capturable is not None:
+        flags["capturable"] = capturable
+    return flags
+
+
+class SGD(Optimizer):
+    """Stochastic / mini-batch / batch gradient descent with Momentum and Nesterov.
+
+    Arguments and defaults are ``torch.optim.SGD``'s; ``momentum_form`` picks the momentum formula:
+    ``"torch"`` (default), ``"ewma"`` (the seed's ``v = b*v + (1-b)*g``, ``v0 = 0``) or
+    ``"lr_in_velocity"`` (``v = b*v + lr*g; w = w - v``). Rules: :mod:`optimlab.algorithms.sgd`.
+    """
+
+    rule = sgd.RULE
+    extra_defaults = {"momentum_form": "torch"}
+
+    def __init__(self, params: Params, lr: float | Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
+                 momentum_form: str = "torch") -> None:
+        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+                    "nesterov": nesterov, "maximize": maximize,
+                    **_torch_flags(foreach, fused, differentiable, capturable=None),
+                    "momentum_form": momentum_form}
+        super().__init__(params, defaults)
+
+
+class Adagrad(Optimizer):
+    """AdaGrad with ``torch.optim.Adagrad``'s arguments and defaults.
+
+    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
+    Rules: :mod:`optimlab.algorithms.adagrad`.
+    """
+
+    rule = adagrad.RULE
+    extra_defaults = {"eps_inside_sqrt": False}
+
+    def __init__(self, params: Params, lr: float | Tensor = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
+                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 eps_inside_sqrt: bool = False) -> None:
+        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+                    "initial_accumulator_value": initial_accumulator_value, "maximize": maximize,
+                    **_torch_flags(foreach, fused, differentiable, capturable=None),
+                    "eps_inside_sqrt": eps_inside_sqrt}
+        super().__init__(params, defaults)
+        for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
+            for p in group["params"]:
+                self._init_state(p, group)
+
+
+class RMSprop(Optimizer):
+    """RMSProp with ``torch.optim.RMSprop``'s arguments and defaults.
+
+    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
+    Rules: :mod:`optimlab.algorithms.rmsprop`.
+    """
+
+    rule = rmsprop.RULE
+    extra_defaults = {"eps_inside_sqrt": False}
+
+    def __init__(self, params: Params, lr: float | Tensor = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
+                 fused: bool | None = None, eps_inside_sqrt: bool = False) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
+                    "weight_decay": weight_decay, "maximize": maximize,
+                    **_torch_flags(foreach, fused, differentiable, capturable),
+                    "eps_inside_sqrt": eps_inside_sqrt}
+        super().__init__(params, defaults)
+
+
+class Adam(Optimizer):
+    """Adam with ``torch.optim.Adam``'s arguments and defaults.
+
+    ``bias_correction=False`` gives the seed's uncorrected form (0.5 -> 0.49684 in its worked
+    example); ``decoupled_weight_decay=True`` is AdamW. Rules: :mod:`optimlab.algorithms.adam`.
+    """
+
+    rule = adam.RULE
+    extra_defaults = {"bias_correction": True}
+
+    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
+                 bias_correction: bool = True) -> None:
+        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
+                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
+                    **_torch_flags(foreach, fused, differentiable, capturable),
+                    "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction}
+        super().__init__(params, defaults)
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
+
+    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True, bias_correction=bias_correction)
+
+
+class NAdam(Optimizer):
+    """Nadam with ``torch.optim.NAdam``'s arguments and defaults.
+
+    ``momentum_schedule=False`` drops Dozat's warming momentum (``mu_t = beta1``), the plain Nadam
+    of the seed. Rules: :mod:`optimlab.algorithms.nadam`.
+    """
+
+    rule = nadam.RULE
+    extra_defaults = {"momentum_schedule": True}
+
+    def __init__(self, params: Params, lr: float | Tensor = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
+                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 momentum_schedule: bool = True) -> None:
+        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
+                    "weight_decay": weight_decay, "momentum_decay": momentum_decay,
+                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
+                    **_torch_flags(foreach, fused, differentiable, capturable),
+                    "momentum_schedule": momentum_schedule}
+        super().__init__(params, defaults)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "nadam": NAdam}
