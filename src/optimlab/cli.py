@@ -1,0 +1,41 @@
+"""The ``optimlab`` command. Each feature area registers its own subcommands.
+
+A module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+subcommands with ``subparsers.add_parser(...)`` and sets ``func=`` (taking the parsed args,
+returning an exit code) through ``parser.set_defaults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES: list[str] = [
+    "optimlab.demo_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optimlab", description="Gradient-descent optimizers and a lab for them.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError) as exc:  # bad input: a clear message, no traceback
+        print(f"optimlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
