@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
+from . import faults
 from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
@@ -35,12 +36,14 @@ class Optimizer(torch.optim.Optimizer):
         if defaults.get("fused") and defaults.get("foreach"):
             raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
         super().__init__(params, defaults)
+        faults.keep_state_dtype_on_load(self)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group as torch does, then validate it; a bad group is not kept."""
         super().add_param_group(param_group)
         try:
             self.rule.validate(self.param_groups[-1])
+            faults.validate(self.param_groups[-1])
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -65,11 +68,14 @@ class Optimizer(torch.optim.Optimizer):
         work = []
         for group in self.param_groups:
             self.rule.validate(group)
+            faults.validate(group)
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
                 if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                    faults.check_sparse(self, group, p)
             work.append((group, params))
+        if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
+            return loss
         for group, params in work:
             hyperparams = self.rule.hyperparams(group)
             for p in params:
@@ -81,11 +87,12 @@ class Optimizer(torch.optim.Optimizer):
         if not state:
             if self.rule.counts_steps:
                 state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state.update(self.rule.init_state(param, group))
+            state.update(self.rule.init_state(faults.state_template(param, group), group))
         return state
 
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
         state = self._init_state(param, group)
+        dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
         inputs: dict[str, Any] = {}
         for name, value in state.items():
@@ -95,7 +102,12 @@ class Optimizer(torch.optim.Optimizer):
         if self.rule.counts_steps:
             state["step"] += 1
             inputs["step"] = state["step"].item()
-        out = self.rule.update(real(param), real(param.grad), **inputs, **hyperparams)
+        update, grad = self.rule.update, faults.upcast(param.grad, dtype)
+        if grad.is_sparse:
+            update = self.rule.sparse_update
+        else:
+            grad = real(grad)
+        out = update(real(faults.upcast(param, dtype)), grad, **inputs, **hyperparams)
         real(param).copy_(out.pop("param"))
         for name, value in out.items():
             if name in self.rule.scalar_state:
@@ -129,11 +141,12 @@ class SGD(Optimizer):
     def __init__(self, params: Params, lr: float | Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 momentum_form: str = "torch") -> None:
+                 momentum_form: str = "torch", nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                     "nesterov": nesterov, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "momentum_form": momentum_form}
+                    "momentum_form": momentum_form, **faults.options(nonfinite, state_dtype)}
         super().__init__(params, defaults)
 
 
@@ -150,11 +163,12 @@ class Adagrad(Optimizer):
     def __init__(self, params: Params, lr: float | Tensor = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 eps_inside_sqrt: bool = False) -> None:
+                 eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "eps_inside_sqrt": eps_inside_sqrt}
+                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
         super().__init__(params, defaults)
         for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
             for p in group["params"]:
@@ -174,11 +188,12 @@ class RMSprop(Optimizer):
     def __init__(self, params: Params, lr: float | Tensor = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
-                 fused: bool | None = None, eps_inside_sqrt: bool = False) -> None:
+                 fused: bool | None = None, eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
                     "weight_decay": weight_decay, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
-                    "eps_inside_sqrt": eps_inside_sqrt}
+                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
         super().__init__(params, defaults)
 
 
@@ -196,11 +211,13 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
-                 bias_correction: bool = True) -> None:
+                 bias_correction: bool = True, nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
-                    "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction}
+                    "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction,
+                    **faults.options(nonfinite, state_dtype)}
         super().__init__(params, defaults)
 
 
@@ -210,10 +227,12 @@ class AdamW(Adam):
     def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True) -> None:
+                 differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True, nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, bias_correction=bias_correction)
+                         decoupled_weight_decay=True, bias_correction=bias_correction,
+                         nonfinite=nonfinite, state_dtype=state_dtype)
 
 
 class NAdam(Optimizer):
@@ -230,12 +249,13 @@ class NAdam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 momentum_schedule: bool = True) -> None:
+                 momentum_schedule: bool = True, nonfinite: str = "ignore",
+                 state_dtype: torch.dtype | None = None) -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "momentum_decay": momentum_decay,
                     "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
-                    "momentum_schedule": momentum_schedule}
+                    "momentum_schedule": momentum_schedule, **faults.options(nonfinite, state_dtype)}
         super().__init__(params, defaults)
 
 

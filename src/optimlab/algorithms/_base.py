@@ -58,6 +58,8 @@ class Rule:
     ``validate``      ``group -> None``, raising ValueError/TypeError naming the argument.
     ``counts_steps``  keep torch's per-parameter ``state["step"]`` and pass ``step=`` to update.
     ``scalar_state``  0-dim state entries passed to ``update`` as Python floats.
+    ``sparse_update`` the rule for a sparse (COO) gradient, same signature as ``update``; None
+                      when the algorithm does not take sparse gradients (torch.optim's set).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Rule:
     validate: Callable[[Mapping[str, Any]], None]
     counts_steps: bool = True
     scalar_state: tuple[str, ...] = field(default=())
+    sparse_update: Callable[..., dict[str, Tensor]] | None = None
 
 
 def no_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -1,0 +1,159 @@
+"""Faults and precision: what every optimizer does about non-finite gradients and low-precision params.
+
+Two per-group options, accepted by every optimlab optimizer (keyword-only):
+
+``nonfinite="ignore" | "skip" | "raise"``
+    What ``step()`` does when a gradient holds ``inf`` or ``nan``. ``"ignore"`` (default) checks
+    nothing, as torch.optim. ``"skip"`` skips the whole step: no parameter of any group moves, no
+    state changes, no step count advances; ``optimizer.skipped_steps`` counts the skips.
+    ``"raise"`` raises :class:`NonFiniteGradientError` (a ``FloatingPointError``) naming the
+    parameter, before any parameter is touched. The check runs only over the groups that ask for
+    it (one device sync per step).
+
+``state_dtype=None | torch.float32 | torch.float64``
+    The dtype of the optimizer state and of the arithmetic of the update. ``None`` (default) keeps
+    the parameter's dtype, as torch.optim. With ``torch.float32`` a ``float16`` / ``bfloat16``
+    parameter keeps its state in float32, the update is computed in float32 from float32 copies of
+    the parameter and the gradient, and the result is rounded once into the parameter. (The
+    parameter itself stays low precision: there is no float32 master copy, so an update smaller
+    than half a unit in the last place of the parameter is lost, as in any low-precision model.)
+
+The functions here are called from ``optimlab.optim.Optimizer`` with a line each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+NONFINITE_CHOICES = ("ignore", "skip", "raise")
+STATE_DTYPES = (torch.float32, torch.float64)
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds inf or nan and the optimizer was built with ``nonfinite="raise"``."""
+
+
+def options(nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The two options as param-group defaults (what each optimizer's ``__init__`` adds)."""
+    return {"nonfinite": nonfinite, "state_dtype": state_dtype}
+
+
+DEFAULTS = options()
+
+
+def validate(group: Mapping[str, Any]) -> None:
+    """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""
+    nonfinite = group.get("nonfinite", "ignore")
+    if nonfinite not in NONFINITE_CHOICES:
+        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE_CHOICES))}, got {nonfinite!r}")
+    state_dtype = group.get("state_dtype")
+    if state_dtype is None:
+        return
+    if not isinstance(state_dtype, torch.dtype):
+        raise TypeError(f"state_dtype must be None, torch.float32 or torch.float64, got {state_dtype!r}")
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be None, torch.float32 or torch.float64, got {state_dtype}")
+    for p in group["params"]:
+        real_dtype = p.real.dtype if p.is_complex() else p.dtype
+        if torch.finfo(real_dtype).bits > torch.finfo(state_dtype).bits:
+            raise ValueError(f"state_dtype={state_dtype} is less precise than a {p.dtype} parameter "
+                             f"(allowed: a dtype at least as precise as the parameter, or None)")
+
+
+def compute_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
+    """The dtype the update of ``param`` is computed in (and its state kept in)."""
+    state_dtype = group.get("state_dtype")
+    if state_dtype is None or param.dtype in (state_dtype, _COMPLEX_OF[state_dtype]):
+        return param.dtype
+    return _COMPLEX_OF[state_dtype] if param.is_complex() else state_dtype
+
+
+def upcast(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor`` in the compute dtype (itself when it already is)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def state_template(param: Tensor, group: Mapping[str, Any]) -> Tensor:
+    """What a rule's ``init_state`` builds its state like: the parameter, in the compute dtype."""
+    return upcast(param.detach(), compute_dtype(param, group))
+
+
+def _is_finite(grad: Tensor) -> Tensor:
+    values = grad.coalesce().values() if grad.is_sparse else grad
+    return torch.isfinite(values).all()
+
+
+def grads_finite(optimizer: torch.optim.Optimizer, work: Iterable[tuple[Mapping[str, Any], list[Tensor]]]) -> bool:
+    """Check the gradients of the groups that ask for it; False means "skip this step".
+
+    Raises :class:`NonFiniteGradientError` for a group with ``nonfinite="raise"``. Nothing has been
+    touched when this runs, so a skip or a raise leaves parameters and state as they were.
+    """
+    checked: list[tuple[Mapping[str, Any], Tensor, Tensor]] = []
+    for group, params in work:
+        if group.get("nonfinite", "ignore") != "ignore":
+            checked.extend((group, p, _is_finite(p.grad)) for p in params)
+    if not checked:
+        return True
+    flags = torch.stack([f.to(checked[0][2].device) for _, _, f in checked])
+    if bool(flags.all()):
+        return True
+    for group, p, flag in checked:
+        if not bool(flag) and group["nonfinite"] == "raise":
+            index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
+            shape = tuple(p.shape)
+            raise NonFiniteGradientError(
+                f"non-finite gradient (inf or nan) for a parameter of shape {shape} in param group {index}; "
+                f"nothing was updated (nonfinite='raise')")
+    optimizer.skipped_steps = getattr(optimizer, "skipped_steps", 0) + 1
+    return False
+
+
+def check_sparse(optimizer: Any, group: Mapping[str, Any], param: Tensor) -> None:
+    """Before any parameter moves: raise unless the rule takes this sparse gradient (as torch.optim)."""
+    name = type(optimizer).__name__
+    if optimizer.rule.sparse_update is None:
+        raise RuntimeError(f"{name} does not support sparse gradients")
+    if param.is_complex():
+        raise RuntimeError(f"{name} does not support sparse gradients of complex parameters")
+    if float(group.get("weight_decay", 0)) != 0:
+        raise RuntimeError(f"weight_decay option is not compatible with sparse gradients (allowed: 0), "
+                           f"got weight_decay={group['weight_decay']!r}")
+
+
+def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
+    """Make ``load_state_dict`` keep state in the group's ``state_dtype``.
+
+    torch's ``load_state_dict`` casts every floating state tensor to its parameter's dtype, which
+    would round float32 state of a bfloat16 parameter down to bfloat16 on every resume. A pre-hook
+    remembers the saved tensors and a post-hook puts them back, at full precision, into the state
+    of the groups that keep ``state_dtype``.
+    """
+    saved: dict[str, Any] = {}
+
+    def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+        saved["state_dict"] = state_dict
+
+    def post(opt: torch.optim.Optimizer) -> None:
+        state_dict = saved.pop("state_dict", None)
+        if state_dict is None:
+            return
+        for saved_group, group in zip(state_dict["param_groups"], opt.param_groups):
+            if group.get("state_dtype") is None:
+                continue
+            for param_id, param in zip(saved_group["params"], group["params"]):
+                dtype = compute_dtype(param, group)
+                for key, value in state_dict["state"].get(param_id, {}).items():
+                    if key == "step" or not torch.is_tensor(value) or not (value.is_floating_point() or value.is_complex()):
+                        continue
+                    scalar = key in getattr(opt.rule, "scalar_state", ())  # e.g. NAdam's mu_product
+                    opt.state[param][key] = value.to(dtype=value.dtype if scalar else dtype,
+                                                     device=param.device, copy=True)
+
+    optimizer.register_load_state_dict_pre_hook(pre)
+    optimizer.register_load_state_dict_post_hook(post)
