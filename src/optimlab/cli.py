@@ -13,6 +13,8 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "optimlab.demo_cli",
+    "optimlab.quicktask",
+    "optimlab.tune",
 ]
 
 

@@ -1,0 +1,194 @@
+"""``optimlab tune``: hyperparameter search with Optuna, one study shared by any number of workers.
+
+The study lives in a database: SQLite by default (a file, nothing to run), or any database URL
+Optuna accepts (``postgresql://...``, ``mysql+pymysql://...``) for many workers on many
+machines. Each worker runs ``optimlab tune --storage URL --study NAME ...``; Optuna hands every
+trial to exactly one worker (the trial row is created in a transaction), so starting more
+workers only makes the study finish sooner.
+
+The objective is pluggable: :func:`objective` takes an Optuna trial, asks :func:`suggest` for the
+algorithm's hyperparameters, and trains a *task* -- any callable
+``task(make_optimizer, *, trial, report) -> float`` returning the value to minimize. The default
+task is the small built-in MLP of :mod:`optimlab.quicktask`; ``--task module:function`` picks
+another (for instance a training task of ``optimlab.train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from functools import partial
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .optim import OPTIMIZERS
+
+DEFAULT_STORAGE = "sqlite:///optimlab-tune.db"
+Task = Callable[..., float]
+
+
+def suggest(trial: Any, algorithm: str) -> dict[str, Any]:
+    """The learning rate and the algorithm's main hyperparameters, drawn from the trial."""
+    if algorithm not in OPTIMIZERS:
+        raise ValueError(f"algorithm must be one of {', '.join(OPTIMIZERS)}, got {algorithm!r}")
+    hp: dict[str, Any] = {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}
+    if algorithm == "sgd":
+        hp["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
+        hp["nesterov"] = trial.suggest_categorical("nesterov", [False, True]) if hp["momentum"] > 0 else False
+    elif algorithm == "adagrad":
+        hp["lr_decay"] = trial.suggest_float("lr_decay", 1e-6, 1e-1, log=True)
+        hp["initial_accumulator_value"] = trial.suggest_float("initial_accumulator_value", 0.0, 1.0)
+    elif algorithm == "rmsprop":
+        hp["alpha"] = trial.suggest_float("alpha", 0.8, 0.999)
+        hp["momentum"] = trial.suggest_float("momentum", 0.0, 0.95)
+        hp["centered"] = trial.suggest_categorical("centered", [False, True])
+    else:  # adam, adamw, nadam
+        beta1 = 1 - trial.suggest_float("one_minus_beta1", 1e-3, 0.5, log=True)
+        beta2 = 1 - trial.suggest_float("one_minus_beta2", 1e-4, 0.1, log=True)
+        hp["betas"] = (beta1, beta2)
+        if algorithm == "adamw":
+            hp["weight_decay"] = trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True)
+    return hp
+
+
+def quicktask(make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer], *,
+              trial: Any = None, report: Callable[[int, float], None] | None = None,
+              steps: int = 60, seed: int = 0) -> float:
+    """The default task: the built-in MLP (:mod:`optimlab.quicktask`); returns its validation loss."""
+    from . import quicktask as task
+    return task.train(make_optimizer, steps=steps, seed=seed, report=report)[1]
+
+
+def objective(trial: Any, algorithm: str = "adam", task: Task = quicktask) -> float:
+    """What Optuna minimizes: ``task`` trained with the hyperparameters ``suggest`` draws.
+
+    A run that diverges (non-finite loss) is reported as pruned, not as a failure of the worker.
+    """
+    import optuna
+
+    hp = suggest(trial, algorithm)
+    cls = OPTIMIZERS[algorithm]
+
+    def report(step: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise optuna.TrialPruned(f"loss became {loss} at step {step}")
+        if step % 10 == 0:
+            trial.report(loss, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (loss {loss:.4g})")
+
+    value = float(task(lambda params: cls(params, **hp), trial=trial, report=report))
+    if not math.isfinite(value):
+        raise optuna.TrialPruned(f"final value {value}")
+    return value
+
+
+def storage_for(url: str, *, heartbeat: float = 0.0) -> Any:
+    """An Optuna storage for ``url``; SQLite waits for its lock (many local workers) instead of failing."""
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    if heartbeat < 0:
+        raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
+    if heartbeat:
+        kwargs["heartbeat_interval"] = heartbeat
+        kwargs["grace_period"] = 4 * heartbeat
+        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def load_task(spec: str) -> Task:
+    """``"module:function"`` -> the function (the ``--task`` option)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"task must look like 'module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"task {spec!r} cannot be loaded: {exc}") from exc
+    if not callable(fn):
+        raise ValueError(f"task {spec!r} is not callable")
+    return fn
+
+
+def run(algorithm: str = "adam", *, n_trials: int = 20, storage: str = DEFAULT_STORAGE,
+        study_name: str | None = None, task: Task = quicktask, seed: int | None = None,
+        total_trials: int | None = None, heartbeat: float = 0.0,
+        on_trial: Callable[[Any], None] | None = None) -> Any:
+    """Run ``n_trials`` trials in this worker on the shared study; return the study."""
+    import optuna
+
+    if algorithm not in OPTIMIZERS:
+        raise ValueError(f"algorithm must be one of {', '.join(OPTIMIZERS)}, got {algorithm!r}")
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if total_trials is not None and total_trials < 1:
+        raise ValueError(f"total_trials must be >= 1, got {total_trials}")
+    study_name = study_name or f"optimlab-{algorithm}"
+    study = optuna.create_study(study_name=study_name, storage=storage_for(storage, heartbeat=heartbeat),
+                                direction="minimize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    known = study.user_attrs.get("algorithm")
+    if known is None:
+        study.set_user_attr("algorithm", algorithm)
+    elif known != algorithm:
+        raise ValueError(f"algorithm {algorithm!r} does not match study {study_name!r}, which tunes {known!r}")
+    callbacks = []
+    if total_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(total_trials, states=None))
+    if on_trial is not None:
+        callbacks.append(lambda study, trial: on_trial(trial))
+    study.optimize(partial(objective, algorithm=algorithm, task=task), n_trials=n_trials, callbacks=callbacks,
+                   catch=())
+    return study
+
+
+def register(sub) -> None:
+    p = sub.add_parser("tune", help="tune an optimizer's hyperparameters with Optuna (many workers, one study)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algorithm", default="adam", choices=sorted(OPTIMIZERS))
+    p.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
+    p.add_argument("--total-trials", type=int, default=None,
+                   help="stop every worker once the study holds this many trials")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"database URL of the study (default {DEFAULT_STORAGE}; e.g. postgresql://user@host/db)")
+    p.add_argument("--study", default=None, help="study name (default optimlab-ALGORITHM)")
+    p.add_argument("--task", default=None, help="module:function of the task to tune on (default: built-in MLP)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (give each worker its own)")
+    p.add_argument("--heartbeat", type=float, default=0.0,
+                   help="seconds between worker heartbeats; a trial of a dead worker is retried (0: off)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def on_trial(trial: Any) -> None:
+        print(json.dumps({"trial": trial.number, "state": trial.state.name, "value": trial.value,
+                          "params": trial.params}), flush=True)
+
+    task = load_task(args.task) if args.task else quicktask
+    study = run(args.algorithm, n_trials=args.trials, storage=args.storage, study_name=args.study, task=task,
+                seed=args.seed, total_trials=args.total_trials, heartbeat=args.heartbeat, on_trial=on_trial)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if done:
+        best = study.best_trial
+        print(json.dumps({"best_trial": best.number, "best_value": best.value, "best_params": best.params}),
+              flush=True)
+    else:
+        print(json.dumps({"best_trial": None}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+    sys.exit(main(["tune", *sys.argv[1:]]))
