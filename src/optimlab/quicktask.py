@@ -68,11 +68,13 @@ def validation_loss(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -
 def train(make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], *, steps: int = 100,
           batch_size: int = 32, seed: int = 0, schedule: str = "cosine",
           checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 0,
-          report: Callable[[int, float], None] | None = None, pause: float = 0.0) -> tuple[nn.Module, float]:
+          report: Callable[[int, float], None] | None = None, pause: float = 0.0,
+          on_resume: Callable[[int], None] | None = None) -> tuple[nn.Module, float]:
     """Train the task's MLP for ``steps`` mini-batch steps; return ``(model, validation loss)``.
 
     With ``checkpoint_path`` the run resumes from that file when it exists, and writes it every
-    ``checkpoint_every`` steps (atomically). ``report(step, loss)`` is called after each step.
+    ``checkpoint_every`` steps (atomically). ``report(step, loss)`` is called after each step,
+    ``on_resume(step)`` once when a checkpoint was loaded.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -89,6 +91,8 @@ def train(make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimiz
     torch.manual_seed(seed)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         start = checkpoint.load(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler)["step"]
+        if on_resume is not None:
+            on_resume(start)
     for step in range(start, steps):
         idx = torch.randint(0, x.shape[0], (batch_size,))
         optimizer.zero_grad()
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     model, val = train(optimizer_factory(args.optimizer, settings), steps=args.steps, batch_size=args.batch_size,
                        seed=args.seed, schedule=args.schedule, checkpoint_path=args.checkpoint,
                        checkpoint_every=args.checkpoint_every if args.checkpoint else 0, report=report,
-                       pause=args.pause)
+                       pause=args.pause, on_resume=lambda step: print(f"resumed from step {step}", flush=True))
     if args.out is not None:
         checkpoint.save(args.out, model=model, step=args.steps, rng=False)
     print(json.dumps({"validation_loss": val, "steps": args.steps}), flush=True)
