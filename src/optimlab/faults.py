@@ -8,7 +8,11 @@ Two per-group options, accepted by every optimlab optimizer (keyword-only):
     state changes, no step count advances; ``optimizer.skipped_steps`` counts the skips.
     ``"raise"`` raises :class:`NonFiniteGradientError` (a ``FloatingPointError``) naming the
     parameter, before any parameter is touched. The check runs only over the groups that ask for
-    it (one device sync per step).
+    it (one device sync per step). Under DDP every rank holds the same averaged gradient, so all
+    ranks decide alike; FSDP2's sharded (DTensor) gradients are checked across their ranks. With
+    ``ZeroRedundancyOptimizer`` each rank's optimizer sees only its own shard of the parameters,
+    so a skip there is per shard: check the gradients before ``step()`` instead (or use
+    ``torch.amp.GradScaler``, which does).
 
 ``state_dtype=None | torch.float32 | torch.float64``
     The dtype of the optimizer state and of the arithmetic of the update. ``None`` (default) keeps
@@ -83,9 +87,26 @@ def state_template(param: Tensor, group: Mapping[str, Any]) -> Tensor:
     return upcast(param.detach(), compute_dtype(param, group))
 
 
+def _dtensor_mesh(tensor: Tensor) -> Any:
+    """The device mesh of a DTensor (FSDP2, tensor parallel), or None for a plain tensor."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return tensor.device_mesh if isinstance(tensor, DTensor) else None
+
+
 def _is_finite(grad: Tensor) -> Tensor:
-    values = grad.coalesce().values() if grad.is_sparse else grad
-    return torch.isfinite(values).all()
+    """A 0-dim bool: every entry finite. A sharded (DTensor) gradient is checked on all its ranks,
+    so that every rank skips (or raises) together and the shards never drift apart."""
+    mesh = _dtensor_mesh(grad)
+    if mesh is None:
+        values = grad.coalesce().values() if grad.is_sparse else grad
+        return torch.isfinite(values).all()
+    flag = torch.isfinite(grad.to_local()).all().to(torch.int32)
+    for dim in range(mesh.ndim):
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN, group=mesh.get_group(dim))
+    return flag.bool()
 
 
 def grads_finite(optimizer: torch.optim.Optimizer, work: Iterable[tuple[Mapping[str, Any], list[Tensor]]]) -> bool:
