@@ -16,12 +16,14 @@ another (for instance a training task of ``optimlab.train``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import sys
+import time
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -100,7 +102,41 @@ def storage_for(url: str, *, heartbeat: float = 0.0) -> Any:
         kwargs["heartbeat_interval"] = heartbeat
         kwargs["grace_period"] = 4 * heartbeat
         kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
-    return optuna.storages.RDBStorage(url, **kwargs)
+    # Workers started together on a new database race to create its tables (Optuna does not lock
+    # the schema creation). For SQLite, a lock file next to the database serializes it; for a
+    # server database, the loser of the race retries against the schema the winner made.
+    import sqlalchemy.exc
+
+    with _schema_lock(url):
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, **kwargs)
+            except sqlalchemy.exc.SQLAlchemyError:
+                if attempt == 5:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on ``DB.lock`` for a SQLite file database (POSIX); nothing otherwise."""
+    import sqlalchemy.engine
+
+    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: rely on the retries
+        fcntl = None
+    if not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_task(spec: str) -> Task:
