@@ -282,3 +282,18 @@ def test_complex_param_trained_through_autograd():
             o.step()
     torch.testing.assert_close(w_ours, w_torch, rtol=1e-4, atol=1e-5)
     assert (x @ w_ours - x @ target).abs().pow(2).mean() < 0.1 * (x @ target).abs().pow(2).mean()
+
+
+def test_float16_eps_underflow_is_torchs_and_state_dtype_avoids_it():
+    """eps=1e-8 is 0 in float16, so a zero gradient gives 0/0 = NaN in torch.optim.Adam and in the
+    drop-in default alike; state_dtype=torch.float32 computes the update in float32 and stays finite."""
+    def first_step(opt_cls, **kwargs):
+        p = torch.zeros(3, dtype=torch.float16, requires_grad=True)
+        opt = opt_cls([p], **kwargs)
+        p.grad = torch.zeros(3, dtype=torch.float16)
+        opt.step()
+        return p
+
+    assert torch.isnan(first_step(torch.optim.Adam)).all()
+    assert torch.isnan(first_step(optimlab.Adam)).all()
+    assert torch.equal(first_step(optimlab.Adam, state_dtype=torch.float32), torch.zeros(3, dtype=torch.float16))
