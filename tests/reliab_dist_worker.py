@@ -8,7 +8,8 @@ parameters to OUT_DIR/rank{RANK}.pt:
 - ``reference``: one process, full batch (every rank computes it alone, no communication);
 - ``ddp``: DistributedDataParallel, each rank half of the batch;
 - ``zero``: DDP + torch.distributed.optim.ZeroRedundancyOptimizer wrapping the optimlab optimizer
-  (plus the size of its consolidated state_dict);
+  (plus the size of its consolidated state_dict, and whether resuming every rank from rank 0's
+  consolidated checkpoint continues bit for bit);
 - ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) on CPU, parameters as sharded DTensors;
 - ``ddp_skip`` / ``fsdp_skip``: like ddp / fsdp with ``nonfinite="skip"`` and one extra step whose
   gradient is NaN on rank 1 only; every rank must skip it, so the result equals ``reference``.
@@ -26,6 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliab_configs import CONFIGS, data, mlp  # noqa: E402
+
+from optimlab import checkpoint  # noqa: E402
 
 STEPS = 5
 DTYPE = torch.float64  # the equivalence is algorithmic; float64 keeps summation-order noise negligible
@@ -62,7 +65,7 @@ def _fsdp_model():
     return model
 
 
-def run(rank, world):
+def run(rank, world, out_dir):
     x, y = data(n=8 * world, dtype=DTYPE)
     lo, hi = rank * 8, (rank + 1) * 8
     results = {}
@@ -96,9 +99,20 @@ def run(rank, world):
             assert all(isinstance(o, cls) for o in [opt.optim]), type(opt.optim)
             opt.consolidate_state_dict(to=0)
             out = _params(model)
+            path = out_dir / f"zero-{name}.pt"
             if rank == 0:
                 state = opt.state_dict()
                 out["__state_entries__"] = torch.tensor(len(state["state"]))
+                checkpoint.save(path, model=model.module, optimizer=opt, step=STEPS)
+            dist.barrier()
+            # resume on every rank from rank 0's consolidated checkpoint; 2 more steps both ways
+            model2 = DDP(mlp(seed=5, dtype=DTYPE))
+            opt2 = ZeroRedundancyOptimizer(model2.parameters(), optimizer_class=cls, **kwargs)
+            checkpoint.load(path, model=model2.module, optimizer=opt2)
+            _train(model, opt, x[lo:hi], y[lo:hi], 2)
+            _train(model2, opt2, x[lo:hi], y[lo:hi], 2)
+            a, b = _params(model), _params(model2)
+            out["__resume_equal__"] = torch.tensor(all(torch.equal(a[k], b[k]) for k in a))
             return out
 
         def fsdp(skip=False):
@@ -122,7 +136,7 @@ def main():
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        results = run(rank, world)
+        results = run(rank, world, out_dir)
     finally:
         dist.destroy_process_group()
     torch.save(results, out_dir / f"rank{rank}.pt")

@@ -68,6 +68,8 @@ def test_zero_consolidated_state_dict_holds_every_parameter(results, name):
     got = _check(results[0][name]["zero"], f"{name}/zero")
     # rank 0 gathered the state of the parameters rank 1's optimizer owns as well as its own
     assert int(got["__state_entries__"]) == len(results[0][name]["reference"])
+    for rank in range(WORLD):  # resumed from that checkpoint, every rank continues bit for bit
+        assert bool(_check(results[rank][name]["zero"], f"{name}/zero")["__resume_equal__"])
 
 
 def test_training_moved_the_parameters(results):
