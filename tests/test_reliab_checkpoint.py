@@ -63,7 +63,7 @@ def test_resume_at_every_step_is_bit_identical(name, schedule, tmp_path):
     torch.manual_seed(123)
     model, opt, sched = _setup(name, schedule, seed=0)
     _steps(model, opt, sched, 0, STEPS)
-    for stop in range(0, STEPS + 1, 2):
+    for stop in range(STEPS + 1):
         torch.manual_seed(123)
         m1, o1, s1 = _setup(name, schedule, seed=0)
         _steps(m1, o1, s1, 0, stop)
@@ -177,26 +177,26 @@ def _quicktrain(*args):
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path, capsys):
     ckpt = tmp_path / "run.ckpt"
-    victim = _quicktrain("--checkpoint", ckpt, "--checkpoint-every", 7, "--pause", 0.05,
+    victim = _quicktrain("--checkpoint", ckpt, "--checkpoint-every", 7, "--pause", 0.1,
                          "--out", tmp_path / "resumed.pt")
     deadline = time.monotonic() + 120
     seen = 0
     for line in victim.stdout:  # wait until the run is well past its first checkpoints
         if line.startswith("step "):
             seen = int(line.split()[1])
-            if seen >= 25:
+            if seen >= 20:
                 break
         assert time.monotonic() < deadline, "the training subprocess made no progress"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     assert victim.returncode == -signal.SIGKILL
-    assert 25 <= seen < 60 and ckpt.exists() and not (tmp_path / "resumed.pt").exists()
+    assert 20 <= seen < 60 and ckpt.exists() and not (tmp_path / "resumed.pt").exists()
 
     resumed = _quicktrain("--checkpoint", ckpt, "--checkpoint-every", 7, "--out", tmp_path / "resumed.pt")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     first = out.splitlines()[0]
-    assert first.startswith("resumed from step ") and 21 <= int(first.split()[-1]) < 60, first
+    assert first.startswith("resumed from step ") and 14 <= int(first.split()[-1]) < 60, first
     threads = torch.get_num_threads()
     try:  # the uninterrupted run, here (same command, same single thread as the subprocesses)
         assert cli.main([*QUICKTRAIN, "--out", str(tmp_path / "reference.pt")]) == 0
