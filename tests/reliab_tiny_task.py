@@ -21,4 +21,4 @@ def quadratic(make_optimizer, *, trial=None, report=None):
         opt.step()
         if report is not None:
             report(step, loss.item())
-    return float((scales * w ** 2).sum())
+    return float((scales * w.detach() ** 2).sum())

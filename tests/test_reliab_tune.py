@@ -99,3 +99,25 @@ def test_pluggable_objective_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="task"):
         tune.load_task("no_colon")
     assert cli.main(["tune", "--task", "nosuchmodule:f", "--storage", f"sqlite:///{tmp_path / 'q.db'}"]) == 2
+
+
+def test_trial_of_a_dead_worker_is_failed_and_retried_with_its_params(tmp_path):
+    """A worker that dies mid-trial stops its heartbeat; the next worker fails that trial and
+    re-runs its parameters, so a crash loses no trial (``--heartbeat``)."""
+    import time
+
+    from reliab_tiny_task import quadratic
+
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    storage = tune.storage_for(url, heartbeat=1)
+    study = optuna.create_study(study_name="optimlab-sgd", storage=storage)
+    dead = study.ask()  # the dead worker's trial: params drawn, a heartbeat recorded, then silence
+    tune.suggest(dead, "sgd")
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(4.5)  # past the grace period (4 heartbeats)
+    trials = tune.run("sgd", n_trials=2, storage=url, task=quadratic, seed=0, heartbeat=1).trials
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retried) == 1 and retried[0].state in (optuna.trial.TrialState.COMPLETE,
+                                                      optuna.trial.TrialState.PRUNED)  # ran to its end
+    assert retried[0].params == trials[dead.number].params

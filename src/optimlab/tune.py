@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
@@ -89,7 +90,7 @@ def objective(trial: Any, algorithm: str = "adam", task: Task = quicktask) -> fl
     return value
 
 
-def storage_for(url: str, *, heartbeat: float = 0.0) -> Any:
+def storage_for(url: str, *, heartbeat: int = 0) -> Any:
     """An Optuna storage for ``url``; SQLite waits for its lock (many local workers) instead of failing."""
     import optuna
 
@@ -98,16 +99,23 @@ def storage_for(url: str, *, heartbeat: float = 0.0) -> Any:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat < 0:
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
-    if heartbeat:
-        kwargs["heartbeat_interval"] = heartbeat
-        kwargs["grace_period"] = 4 * heartbeat
-        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
+    if heartbeat:  # a trial whose worker stops beating is failed, and re-queued with its params
+        kwargs["heartbeat_interval"] = max(1, round(heartbeat))
+        kwargs["grace_period"] = 4 * kwargs["heartbeat_interval"]
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+            kwargs["heartbeat_stale_trial_callback"] = retry
+        else:
+            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
     # Workers started together on a new database race to create its tables (Optuna does not lock
     # the schema creation). For SQLite, a lock file next to the database serializes it; for a
     # server database, the loser of the race retries against the schema the winner made.
     import sqlalchemy.exc
 
-    with _schema_lock(url):
+    with _schema_lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in use
         for attempt in range(6):
             try:
                 return optuna.storages.RDBStorage(url, **kwargs)
@@ -155,7 +163,7 @@ def load_task(spec: str) -> Task:
 
 def run(algorithm: str = "adam", *, n_trials: int = 20, storage: str = DEFAULT_STORAGE,
         study_name: str | None = None, task: Task = quicktask, seed: int | None = None,
-        total_trials: int | None = None, heartbeat: float = 0.0,
+        total_trials: int | None = None, heartbeat: int = 0,
         on_trial: Callable[[Any], None] | None = None) -> Any:
     """Run ``n_trials`` trials in this worker on the shared study; return the study."""
     import optuna
@@ -198,8 +206,9 @@ def register(sub) -> None:
     p.add_argument("--study", default=None, help="study name (default optimlab-ALGORITHM)")
     p.add_argument("--task", default=None, help="module:function of the task to tune on (default: built-in MLP)")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (give each worker its own)")
-    p.add_argument("--heartbeat", type=float, default=0.0,
-                   help="seconds between worker heartbeats; a trial of a dead worker is retried (0: off)")
+    p.add_argument("--heartbeat", type=int, default=0,
+                   help="seconds between worker heartbeats; a trial of a worker silent for 4 beats is "
+                        "failed and retried with the same parameters (0: off)")
     p.set_defaults(func=_main)
 
 
