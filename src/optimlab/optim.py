@@ -23,7 +23,10 @@ Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tenso
 
 
 class Optimizer(torch.optim.Optimizer):
-    """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's."""
+    """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's.
+
+    Every optimizer also takes ``nonfinite=`` and ``state_dtype=`` (see :mod:`optimlab.faults`).
+    """
 
     rule: Rule
     #: options of optimlab's own, set by ``load_state_dict`` when a torch.optim state lacks them
