@@ -11,6 +11,7 @@ parameters to OUT_DIR/rank{RANK}.pt:
   (plus the size of its consolidated state_dict, and whether resuming every rank from rank 0's
   consolidated checkpoint continues bit for bit);
 - ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) on CPU, parameters as sharded DTensors;
+- ``fsdp_dcp_resume``: FSDP2 saved with torch.distributed.checkpoint and resumed (bit for bit?);
 - ``ddp_skip`` / ``fsdp_skip``: like ddp / fsdp with ``nonfinite="skip"`` and one extra step whose
   gradient is NaN on rank 1 only; every rank must skip it, so the result equals ``reference``.
 
@@ -122,12 +123,35 @@ def run(rank, world, out_dir):
             _train(model, opt, x[lo:hi], y[lo:hi], STEPS + skip, nan_step=2 if skip else None, rank=rank)
             return _params(model)
 
+        def fsdp_dcp_resume():
+            """FSDP2 checkpoint with torch.distributed.checkpoint (sharded), resumed bit for bit."""
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+            model = _fsdp_model()
+            opt = cls(model.parameters(), **kwargs)
+            _train(model, opt, x[lo:hi], y[lo:hi], STEPS)
+            msd, osd = get_state_dict(model, opt)
+            path = out_dir / f"dcp-{name}"
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(path))
+            model2 = _fsdp_model()
+            opt2 = cls(model2.parameters(), **kwargs)
+            msd2, osd2 = get_state_dict(model2, opt2)
+            loaded = {"model": msd2, "optim": osd2}
+            dcp.load(loaded, checkpoint_id=str(path))
+            set_state_dict(model2, opt2, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+            _train(model, opt, x[lo:hi], y[lo:hi], 2)
+            _train(model2, opt2, x[lo:hi], y[lo:hi], 2)
+            a, b = _params(model), _params(model2)
+            return {"__resume_equal__": torch.tensor(all(torch.equal(a[k], b[k]) for k in a))}
+
         attempt("reference", reference)
         attempt("ddp", ddp)
         attempt("zero", zero)
         attempt("fsdp", fsdp)
         attempt("ddp_skip", lambda: ddp(skip=True))
         attempt("fsdp_skip", lambda: fsdp(skip=True))
+        attempt("fsdp_dcp_resume", fsdp_dcp_resume)
     return results
 
 

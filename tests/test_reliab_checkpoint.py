@@ -98,6 +98,25 @@ def test_resume_keeps_float32_state_of_bfloat16_params(name, tmp_path):
     assert _same(o2.state_dict(), opt.state_dict())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_resume_keeps_nadam_mu_product_precision(dtype, tmp_path):
+    """torch's load_state_dict would cast NAdam's float32 mu_product to the param dtype."""
+    torch.manual_seed(5)
+    model, opt, sched = _setup("nadam", "step", seed=0, dtype=dtype)
+    _steps(model, opt, sched, 0, STEPS, dtype)
+    torch.manual_seed(5)
+    m1, o1, s1 = _setup("nadam", "step", seed=0, dtype=dtype)
+    _steps(m1, o1, s1, 0, 3, dtype)
+    checkpoint.save(tmp_path / "c.pt", model=m1, optimizer=o1, scheduler=s1, step=3)
+    m2, o2, s2 = _setup("nadam", "step", seed=1, dtype=dtype)
+    checkpoint.load(tmp_path / "c.pt", model=m2, optimizer=o2, scheduler=s2)
+    assert all(s["mu_product"].dtype == o1.state[p]["mu_product"].dtype
+               for s, p in zip(o2.state.values(), m1.parameters()))
+    _steps(m2, o2, s2, 3, STEPS, dtype)
+    assert _same(m2.state_dict(), model.state_dict())
+    assert _same(o2.state_dict(), opt.state_dict())
+
+
 def test_state_dict_moves_between_optimlab_and_torch_mid_run():
     """A checkpoint written with optimlab resumes in torch.optim and the other way round."""
     torch.manual_seed(0)

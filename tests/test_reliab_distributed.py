@@ -72,6 +72,14 @@ def test_zero_consolidated_state_dict_holds_every_parameter(results, name):
         assert bool(_check(results[rank][name]["zero"], f"{name}/zero")["__resume_equal__"])
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fsdp2_sharded_checkpoint_resumes_bit_for_bit(results, name):
+    """get_state_dict / torch.distributed.checkpoint / set_state_dict with an optimlab optimizer."""
+    for rank in range(WORLD):
+        got = _check(results[rank][name]["fsdp_dcp_resume"], f"{name}/fsdp_dcp_resume on rank {rank}")
+        assert bool(got["__resume_equal__"])
+
+
 def test_training_moved_the_parameters(results):
     """The comparison is not vacuous: every algorithm changed the initial weights."""
     from reliab_configs import mlp

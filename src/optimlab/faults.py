@@ -148,12 +148,14 @@ def check_sparse(optimizer: Any, group: Mapping[str, Any], param: Tensor) -> Non
 
 
 def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
-    """Make ``load_state_dict`` keep state in the group's ``state_dtype``.
+    """Make ``load_state_dict`` keep each state tensor in the dtype the optimizer keeps it in.
 
-    torch's ``load_state_dict`` casts every floating state tensor to its parameter's dtype, which
-    would round float32 state of a bfloat16 parameter down to bfloat16 on every resume. A pre-hook
-    remembers the saved tensors and a post-hook puts them back, at full precision, into the state
-    of the groups that keep ``state_dtype``.
+    torch's ``load_state_dict`` casts every floating state tensor except ``step`` to its
+    parameter's dtype. That would round the float32 state of a bfloat16 parameter down to
+    bfloat16 on every resume (``state_dtype``), and move 0-dim running products such as NAdam's
+    ``mu_product`` from float32 to the parameter's dtype (bfloat16, or float64), so a resumed run
+    would not repeat an uninterrupted one. A pre-hook remembers the saved tensors and a post-hook
+    puts them back at the precision they were saved in.
     """
     saved: dict[str, Any] = {}
 
@@ -164,17 +166,20 @@ def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
         state_dict = saved.pop("state_dict", None)
         if state_dict is None:
             return
+        scalar_keys = getattr(opt.rule, "scalar_state", ())
         for saved_group, group in zip(state_dict["param_groups"], opt.param_groups):
-            if group.get("state_dtype") is None:
+            keep_state = group.get("state_dtype") is not None
+            if not (keep_state or scalar_keys):
                 continue
             for param_id, param in zip(saved_group["params"], group["params"]):
                 dtype = compute_dtype(param, group)
                 for key, value in state_dict["state"].get(param_id, {}).items():
                     if key == "step" or not torch.is_tensor(value) or not (value.is_floating_point() or value.is_complex()):
                         continue
-                    scalar = key in getattr(opt.rule, "scalar_state", ())  # e.g. NAdam's mu_product
-                    opt.state[param][key] = value.to(dtype=value.dtype if scalar else dtype,
-                                                     device=param.device, copy=True)
+                    if key in scalar_keys:  # e.g. NAdam's mu_product: as saved
+                        opt.state[param][key] = value.to(device=param.device, copy=True)
+                    elif keep_state:
+                        opt.state[param][key] = value.to(dtype=dtype, device=param.device, copy=True)
 
     optimizer.register_load_state_dict_pre_hook(pre)
     optimizer.register_load_state_dict_post_hook(post)
