@@ -22,6 +22,14 @@ def _prepare(p, g, weight_decay, maximize):
     return g + weight_decay * p
 
 
+def _decay(p, g, lr, weight_decay, maximize, decoupled):
+    """Adam/Nadam's weight decay: decoupled (shrink p) or L2 (into the gradient)."""
+    g = -g if maximize else g
+    if decoupled:
+        return p * (1 - lr * weight_decay), g
+    return p, g + weight_decay * p
+
+
 def ref_sgd(p0, steps, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
             maximize=False, momentum_form="torch", lrs=None):
     p = p0.astype(np.float64).copy()
@@ -105,12 +113,7 @@ def ref_adam(p0, steps, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsg
     v = np.zeros_like(p)
     vmax = np.zeros_like(p)
     for t in range(1, steps + 1):
-        g = grad_fn(p, t)
-        g = -g if maximize else g
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
+        p, g = _decay(p, grad_fn(p, t), lr, weight_decay, maximize, decoupled_weight_decay)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g ** 2
         vmax = np.maximum(vmax, v)
@@ -136,12 +139,7 @@ def ref_nadam(p0, steps, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mom
     v = np.zeros_like(p)
     prod = 1.0
     for t in range(1, steps + 1):
-        g = grad_fn(p, t)
-        g = -g if maximize else g
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
+        p, g = _decay(p, grad_fn(p, t), lr, weight_decay, maximize, decoupled_weight_decay)
         prod = prod * mu(t)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g ** 2

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, descent_direction
+from ._base import Number, Rule, descent_direction, validator
 
 
 def adagrad(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr: Number,
@@ -34,14 +34,11 @@ def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return {"sum": torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)}
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
-    check_nonnegative("lr_decay", group["lr_decay"])
-    check_nonnegative("weight_decay", group["weight_decay"])
-    check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-    check_positive("eps", group["eps"])
-    check_bool("maximize", group["maximize"])
-    check_bool("eps_inside_sqrt", group.get("eps_inside_sqrt", False))
+validate = validator(
+    {"lr": check_nonnegative, "lr_decay": check_nonnegative, "weight_decay": check_nonnegative,
+     "initial_accumulator_value": check_nonnegative, "eps": check_positive, "maximize": check_bool,
+     "eps_inside_sqrt": check_bool},
+    optional={"eps_inside_sqrt": False})
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
