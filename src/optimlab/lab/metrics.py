@@ -92,6 +92,15 @@ def saddle_escape(loss: Tensor, landscape: Landscape, margin: float = 1.0) -> tu
     return escaped, torch.where(escaped, first, torch.full_like(first, -1))
 
 
+def effective_lr(path: Tensor, grads: Tensor) -> Tensor:
+    """``|w_t - w_{t-1}| / |g_t|`` per coordinate, ``(T, N, 2)``: the learning rate each coordinate
+    actually got (for AdaGrad / RMSProp without momentum this is ``lr / (sqrt(V) + eps)``),
+    measured from the run rather than recomputed from a formula. NaN where the gradient is 0."""
+    step = (path[1:] - path[:-1]).abs()
+    g = grads.abs()
+    return torch.where(g > 0, step / torch.where(g > 0, g, torch.ones_like(g)), torch.full_like(g, math.nan))
+
+
 def measure(run: Any, tol: float = 1e-6, saddle_margin: float = 1.0) -> dict[str, Tensor]:
     """All metrics of a run, each an ``(N,)`` tensor (see the module docstring)."""
     land = run.landscape
