@@ -264,37 +264,52 @@ def ewma_figure(series: Tensor, betas: Sequence[float], truth: Tensor | None = N
     return fig
 
 
-def animate(landscape: str | Landscape, paths: Mapping[str, Tensor], out_path: str, frames: int = 60,
-            fps: int = 12, title: str | None = None) -> str:
-    """An animated GIF (matplotlib ``PillowWriter``) of trajectories drawn step by step."""
-    from matplotlib.animation import FuncAnimation, PillowWriter
+def animate(landscape: str | Landscape, paths: Mapping[str, Tensor], out_path: str, frames: int = 40,
+            fps: int = 10, title: str | None = None) -> str:
+    """An animated GIF of trajectories drawn step by step, written with matplotlib's ``PillowWriter``.
+
+    The landscape is an image (``imshow``) with a few contour lines, and each frame is drawn once
+    (``writer.grab_frame()`` in a loop, not ``FuncAnimation``, which draws every frame twice).
+    """
+    from matplotlib.animation import PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from ._io import atomic_write
 
     land = get_landscape(landscape)
-    fig = Figure(figsize=(6.4, 5.0))
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+    fig = Figure(figsize=(6.0, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    draw_landscape(ax, land, colorbar=False)
+    X, Y, Z = _grid(land, 160)
+    H, _ = _height(land, Z)
+    (x0, x1), (y0, y1) = land.window
+    ax.imshow(H, origin="lower", extent=(x0, x1, y0, y1), cmap=GREYS, aspect="auto", interpolation="bilinear")
+    ax.contour(X, Y, H, levels=12, colors="#808080", linewidths=0.4)
+    for mx, my in land.minima:
+        ax.plot(mx, my, "*", markersize=12, markerfacecolor="white", markeredgecolor="black")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
     data = _paths(paths)
     colors = colors_for(list(data))
     lines = {k: ax.plot([], [], color=colors[k], linewidth=1.8, label=k)[0] for k in data}
     heads = {k: ax.plot([], [], "o", color=colors[k], markersize=6)[0] for k in data}
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     steps = max(len(p) for p in data.values()) - 1
     marks = np.unique(np.linspace(0, steps, frames).round().astype(int))
-    ax.set_title(title or f"{land.name}")
+    fig.tight_layout()
 
-    def update(t: int):
-        for k, p in data.items():
-            q = p[: t + 1]
-            lines[k].set_data(q[:, 0], q[:, 1])
-            heads[k].set_data(q[-1:, 0], q[-1:, 1])
-        ax.set_title(f"{title or land.name}  (step {t})")
-        return [*lines.values(), *heads.values()]
+    def write(tmp: str) -> None:
+        writer = PillowWriter(fps=fps)
+        with writer.saving(fig, tmp, dpi=72):
+            for t in marks:
+                for k, p in data.items():
+                    q = p[: t + 1]
+                    lines[k].set_data(q[:, 0], q[:, 1])
+                    heads[k].set_data(q[-1:, 0], q[-1:, 1])
+                ax.set_title(f"{title or land.name}  (step {t})")
+                writer.grab_frame()
 
-    anim = FuncAnimation(fig, update, frames=marks, blit=False)
-    atomic_write(out_path, lambda tmp: anim.save(tmp, writer=PillowWriter(fps=fps), dpi=80))
+    atomic_write(out_path, write)
     return out_path
