@@ -230,7 +230,7 @@ _BUILTIN = [
     ("shallow_deep", shallow_deep, list(_double_well_minima()), ((-2, 2.5), (-1.5, 1.5)), (2.2, 0.8),
      dict(formula="(x^2 - 1)^2 + 0.3 x + y^2",
           description="shallow local minimum (x ~ +0.96) beside a deep global one (x ~ -1.04)",
-          global_minima=1)),
+          global_minima=1, log_plot=True)),
 ]
 
 for _name, _fn, _minima, _window, _start, _opts in _BUILTIN:

@@ -139,15 +139,15 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
 
 
 def loss_curves(losses: Mapping[str, Tensor], f_star: float = 0.0, title: str = "loss vs step",
-                colors: Mapping[str, str] | None = None, ylabel: str | None = None) -> Figure:
-    """``f(w_t) - f*`` against the step, log scale."""
+                colors: Mapping[str, str] | None = None, ylabel: str | None = None, first_step: int = 0) -> Figure:
+    """``f(w_t) - f*`` against the step ``t = first_step, first_step + 1, ...``, log scale."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     colors = dict(colors or colors_for(list(losses)))
     for i, (label, loss) in enumerate(losses.items()):
         gap = torch.as_tensor(loss).double().numpy() - f_star
         gap = np.where(np.isfinite(gap), np.maximum(gap, 1e-300), np.nan)
-        ax.plot(np.arange(len(gap)), gap, color=colors[label], linestyle=LINESTYLES[i // 7 % 4], label=label)
+        ax.plot(np.arange(first_step, first_step + len(gap)), gap, color=colors[label], linestyle=LINESTYLES[i // 7 % 4], label=label)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel or ("loss - minimum" if f_star else "loss"))
@@ -244,7 +244,8 @@ def ewma_figure(series: Tensor, betas: Sequence[float], truth: Tensor | None = N
     from ..ewma import ewma_series
 
     fig = Figure(figsize=(12.0, 4.6))
-    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    first = fig.add_subplot(1, 2, 1)
+    axes = [first, fig.add_subplot(1, 2, 2, sharey=first)]
     t = np.arange(1, len(series) + 1)
     colors = OKABE_ITO[1:]
     for ax, corrected in zip(axes, (True, False)):

@@ -297,11 +297,11 @@ def adam_bias_section() -> Section:
                      not 0.8 <= r10 <= 1.25))
     s.checks.append(("the difference fades later", f"|late ratio - 1| = {abs(rlast - 1):.3f} < |early ratio - 1| = {abs(r10 - 1):.3f}",
                      abs(rlast - 1) < abs(r10 - 1)))
-    fig = plots.loss_curves({get_optimizer(n).label: torch.cat([lengths[n][:1], lengths[n]]) for n in runs}, 0.0,
+    fig = plots.loss_curves({get_optimizer(n).label: lengths[n] for n in runs}, 0.0,
                             f"{land.name}: Adam step length with and without bias correction, lr {lr}",
                             colors={get_optimizer("adam").label: plots.OPTIMIZER_COLORS["adam"],
                                     get_optimizer("adam-nobc").label: plots.OPTIMIZER_COLORS["momentum"]},
-                            ylabel="|w_t - w_(t-1)|")
+                            ylabel="step length |w_t - w_(t-1)|", first_step=1)
     s.figures.append(("adam_bias.png", fig))
     return s
 
