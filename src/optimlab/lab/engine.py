@@ -25,6 +25,7 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -159,25 +160,38 @@ _RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
 
 def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
-    """Build (and so validate) the optimizer's param group for scalar hyperparameter values."""
+    """The param group the optimizer class would build for scalar hyperparameter ``values``,
+    validated by the rule's own ``validate`` (what ``add_param_group`` does).
+
+    The defaults are read from the class's constructor signature rather than by building an
+    instance: the first ``torch.optim.Optimizer`` built in a process imports ``torch._dynamo``
+    (about 5 s), which the lab does not otherwise need.
+    """
     kwargs = dict(spec.options)
     betas = None
     for key, value in values.items():
         if key in _RULE_TO_CTOR:
             if betas is None:
-                betas = list(kwargs.get("betas", (0.9, 0.999)))
+                betas = list(kwargs.get("betas", _defaults(spec.cls)["betas"]))
             betas[_RULE_TO_CTOR[key][1]] = value
         else:
             kwargs[key] = value
     if betas is not None:
         kwargs["betas"] = tuple(betas)
-    try:
-        opt = spec.cls([torch.zeros(2)], **kwargs)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc):
-            raise ValueError(f"{spec.name} has no hyperparameter named in {sorted(values)}: {exc}") from None
-        raise
-    return opt.param_groups[0]
+    defaults = _defaults(spec.cls)
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        allowed = sorted(set(defaults) - {"params", "foreach", "fused", "differentiable", "capturable"})
+        raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
+    group = {**defaults, **kwargs}
+    spec.rule.validate(group)
+    return group
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    sig = inspect.signature(cls.__init__)
+    return {name: p.default for name, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in ("self", "params")}
 
 
 def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
