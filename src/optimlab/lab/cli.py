@@ -197,6 +197,11 @@ def cmd_landscapes(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(*r.values())
     Console(width=160).print(table)
+    if args.plot:
+        from . import plots
+
+        path = _io.save_figure(plots.gallery(), Path(args.plot) / "landscapes.png")
+        print(f"wrote {path}")
     return 0
 
 
@@ -354,6 +359,7 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("landscapes", help="list the lab's 2-D landscapes")
+    p.add_argument("--plot", metavar="DIR", default=None, help="also write a gallery landscapes.png into DIR")
     p.set_defaults(func=cmd_landscapes)
 
     def common(p, steps: int, default_optimizers: str = ",".join(MAIN_OPTIMIZERS)) -> None:

@@ -17,7 +17,7 @@ Add your own with :func:`register_landscape`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -54,7 +54,6 @@ class Landscape:
     saddles: tuple[Point, ...] = ()
     log_plot: bool = False
     global_minima: int | None = None
-    default_lr: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.minima:
@@ -226,7 +225,7 @@ _BUILTIN = [
      (0.5, 0.01),
      dict(formula="x^3 - 3xy^2 + (x^2 + y^2)^2 / 4",
           description="monkey saddle (flat to second order) at the origin; three minima at r = 3",
-          saddles=((0.0, 0.0),))),
+          saddles=((0.0, 0.0),), log_plot=True)),
     ("shallow_deep", shallow_deep, list(_double_well_minima()), ((-2, 2.5), (-1.5, 1.5)), (2.2, 0.8),
      dict(formula="(x^2 - 1)^2 + 0.3 x + y^2",
           description="shallow local minimum (x ~ +0.96) beside a deep global one (x ~ -1.04)",

@@ -61,8 +61,13 @@ def _grid(land: Landscape, n: int = 240) -> tuple[np.ndarray, np.ndarray, np.nda
 def _height(land: Landscape, Z: np.ndarray) -> tuple[np.ndarray, str]:
     """What the contour shows: ``f`` itself, or ``log10(f - f_min + 1e-3)`` for steep landscapes."""
     if land.log_plot:
-        return np.log10(Z - np.nanmin(Z) + 1e-3), "log10(f - min f + 0.001)"
+        return np.log10(Z - _floor(land, Z) + 1e-3), "log10(f - min f + 0.001)"
     return Z, "f(x, y)"
+
+
+def _floor(land: Landscape, Z: np.ndarray) -> float:
+    """The lowest value shown: the known minimum (trajectories reach it; the grid may not)."""
+    return min(float(np.nanmin(Z)), land.min_value)
 
 
 def draw_landscape(ax: Any, land: Landscape, levels: int = 30, colorbar: bool = True) -> None:
@@ -109,6 +114,25 @@ def contour(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
     return fig
 
 
+def gallery(names: Sequence[str] | None = None) -> Figure:
+    """Every landscape's contour in one figure, minima as stars, saddles as crosses, start as a dot."""
+    from .landscapes import LANDSCAPES
+
+    names = list(names or LANDSCAPES)
+    cols = 4
+    rows_ = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows_))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows_, cols, i + 1)
+        land = get_landscape(name)
+        draw_landscape(ax, land, levels=25, colorbar=False)
+        ax.plot(*land.start, "o", color=OKABE_ITO[5], markersize=7)
+        ax.set_title(f"{name}{'  (log scale)' if land.log_plot else ''}", fontsize=10)
+    fig.suptitle("optimlab landscapes: known minima (stars), saddles (crosses), default start (dot); light = low")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
 def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str | None = None,
             colors: Mapping[str, str] | None = None) -> Figure:
     """3-D surface of a landscape with trajectories lifted onto it."""
@@ -119,7 +143,7 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(X, Y, H, cmap="cividis", alpha=0.55, linewidth=0, antialiased=True, rstride=2, cstride=2)
     colors = dict(colors or colors_for(list(paths)))
-    zmin = float(np.nanmin(Z))
+    zmin = _floor(land, Z)
     for label, p in _paths(paths).items():
         inside = land.in_window(torch.as_tensor(p)).numpy() & np.isfinite(p).all(axis=1)
         q = p[inside]
@@ -127,7 +151,7 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
             continue
         with torch.no_grad():
             f = land.value(torch.as_tensor(q)).numpy()
-        h = np.log10(f - zmin + 1e-3) if land.log_plot else f  # same height as the surface
+        h = np.log10(np.maximum(f - zmin, 0) + 1e-3) if land.log_plot else f  # the surface's height
         ax.plot(q[:, 0], q[:, 1], h, color=colors[label], linewidth=2.0, label=label, zorder=10)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
