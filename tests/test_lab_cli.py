@@ -72,6 +72,7 @@ def test_basins(tmp_path):
     (["compare", "--start", "1"], "argument --start: must be two numbers"),
     (["compare", "--schedule", "cosin"], "argument --schedule: schedule must be one of"),
     (["sweep", "--num-lr", "0"], "argument --num-lr: must be an integer in [1, 1000]"),
+    (["sweep", "--optimizers", "adam,nestorov"], "did you mean 'nesterov'"),
 ])
 def test_bad_arguments_name_the_argument(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
@@ -79,6 +80,12 @@ def test_bad_arguments_name_the_argument(argv, message, capsys, tmp_path):
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_start_outside_the_window_is_refused(tmp_path, capsys):
+    assert main(["compare", "--landscape", "bowl", "--start", "5,0", "--out", str(tmp_path / "c")]) == 2
+    assert "--start must lie in bowl's window x in [-3, 3]" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_runtime_error_leaves_no_results_file(tmp_path, capsys):

@@ -140,6 +140,25 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str,
     Console(width=max(120, len(columns) * 14)).print(table)
 
 
+def _check_start(land, start) -> None:
+    if start is not None and not bool(land.in_window(torch.tensor(start, dtype=torch.float64))):
+        (x0, x1), (y0, y1) = land.window
+        raise ValueError(f"--start must lie in {land.name}'s window x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}], "
+                         f"got ({start[0]:g}, {start[1]:g})")
+
+
+def _display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the terminal: 'never' instead of -1 for step counts."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        for key in ("steps_to_tol", "steps_to_escape"):
+            if r.get(key) == -1:
+                r[key] = "never"
+        out.append(r)
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -157,7 +176,7 @@ def _auto_lr(landscape: str, name: str, start: tuple[float, float], steps: int, 
     res = run(landscape, name, [start] * len(AUTO_LRS), steps, lr=AUTO_LRS, schedule=schedule)
     m = measure(res)
     score = torch.where(m["diverged"] | ~torch.isfinite(m["loss_gap"]), torch.inf, m["loss_gap"])
-    # ties (several lrs reach the minimum to round-off): take the smallest such lr's neighbour
+    # ties (several lrs reach the minimum to round-off): take the smallest of them
     best = float(score.min())
     ok = torch.nonzero(score <= best + 1e-12 * max(1.0, abs(best))).flatten()
     return float(AUTO_LRS[ok[0]])
@@ -210,6 +229,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .metrics import rows as metric_rows
 
     land = get_landscape(args.landscape)
+    _check_start(land, args.start)
     start = args.start or land.start
     names = args.optimizers
     t0 = time.perf_counter()
@@ -240,7 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "schedule": args.schedule, "tol": args.tol, "seconds": round(time.perf_counter() - t0, 3)}
     _io.write_json(out / "results.json", {"meta": meta, "results": table})
     _io.write_csv(out / "results.csv", table)
-    print_table(f"{land.name}: {what} (tolerance {args.tol:g} on f - f*)", table, RESULT_COLUMNS)
+    print_table(f"{land.name}: {what} (tolerance {args.tol:g} on f - f*)", _display(table), RESULT_COLUMNS)
     print(f"wrote {', '.join(sorted(figs))}{', trajectories.gif' if args.gif else ''}, results.csv, results.json to {out}")
     return 0
 
@@ -259,6 +279,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.lr_min >= args.lr_max:
         raise ValueError(f"--lr-min must be < --lr-max, got {args.lr_min:g} >= {args.lr_max:g}")
     land = get_landscape(args.landscape)
+    _check_start(land, args.start)
     names = args.optimizers
     starts = torch.tensor([args.start], dtype=torch.float64) if args.start else _starts(land, args.starts, args.seed)
     lrs = torch.logspace(math.log10(args.lr_min), math.log10(args.lr_max), args.num_lr, dtype=torch.float64)
