@@ -7,7 +7,8 @@ calls the core's pure rule ``optimlab.algorithms.RULES[...].update`` once: no op
 written here. An LR sweep is one call with ``lr`` a tensor, not a Python loop.
 
 Hyperparameter defaults, argument names and validation come from the ``optimlab.optim`` class
-the lab optimizer stands for (a throw-away instance is built to read its param group), so a lab
+the lab optimizer stands for (read from its constructor's signature and checked by the rule's
+``validate``, as ``add_param_group`` does), so a lab
 trajectory is, number for number, what ``optimlab.SGD`` / ``Adam`` / ... produce one trajectory
 at a time (tested in ``tests/test_lab_engine.py``).
 
@@ -142,13 +143,14 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
     return pts
 
 
-def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype) -> float | Tensor:
+def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
+                    device: torch.device | None = None) -> float | Tensor:
     """A float stays a float; a sequence / tensor becomes an ``(N, 1)`` column."""
     if isinstance(value, (bool, str)) or value is None:
         return value
     if isinstance(value, (int, float)):
         return float(value)
-    t = torch.as_tensor(value, dtype=dtype).flatten()
+    t = torch.as_tensor(value, dtype=dtype, device=device).flatten()
     if t.numel() == 1:
         return float(t.item())
     if t.numel() != n:
@@ -195,11 +197,11 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 
 def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
-            dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
+            dtype: torch.dtype, device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rule's keyword arguments for a batch of ``n`` (tensors ``(N, 1)`` where swept) and the
     param group (validated at the smallest and largest value of every swept hyperparameter)."""
-    values = {"lr": _per_trajectory("lr", lr, n, dtype)}
-    values.update({k: _per_trajectory(k, v, n, dtype) for k, v in hyper.items()})
+    values = {"lr": _per_trajectory("lr", lr, n, dtype, device)}
+    values.update({k: _per_trajectory(k, v, n, dtype, device) for k, v in hyper.items()})
     low = {k: (float(v.min()) if isinstance(v, Tensor) else v) for k, v in values.items()}
     high = {k: (float(v.max()) if isinstance(v, Tensor) else v) for k, v in values.items()}
     group = _group_for(spec, low)
@@ -254,7 +256,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     p = _as_points(starts, dtype)
     n = p.shape[0]
-    kwargs, group = prepare(spec, n, spec.default_lr if lr is None else lr, hyper, dtype)
+    kwargs, group = prepare(spec, n, spec.default_lr if lr is None else lr, hyper, dtype, p.device)
     base_lr = kwargs["lr"]
     lr_factors = schedule_factors(schedule, steps)
     rule = spec.rule
@@ -265,13 +267,14 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     if spec.lookahead:
         state["momentum_buffer"] = torch.zeros_like(p)
 
-    path = torch.empty((steps + 1, n, 2), dtype=dtype)
-    loss = torch.empty((steps + 1, n), dtype=dtype)
-    grads = torch.empty((steps, n, 2), dtype=dtype) if record_grads else None
+    path = torch.empty((steps + 1, n, 2), dtype=dtype, device=p.device)
+    loss = torch.empty((steps + 1, n), dtype=dtype, device=p.device)
+    grads = torch.empty((steps, n, 2), dtype=dtype, device=p.device) if record_grads else None
     path[0] = p
     for t in range(1, steps + 1):
         if spec.lookahead:
-            f = land.value(p)
+            with torch.no_grad():
+                f = land.value(p)
             _, g = land.value_and_grad(p - kwargs["momentum"] * state["momentum_buffer"])
         else:
             f, g = land.value_and_grad(p)
@@ -288,7 +291,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
             progress(t)
     with torch.no_grad():
         loss[steps] = land.value(p)
-    lr_col = base_lr if isinstance(base_lr, Tensor) else torch.full((n, 1), base_lr, dtype=dtype)
+    lr_col = base_lr if isinstance(base_lr, Tensor) else torch.full((n, 1), base_lr, dtype=dtype, device=p.device)
     swept = {k: v.flatten() for k, v in kwargs.items() if isinstance(v, Tensor) and k != "lr"}
     return Run(land, spec, path, loss, lr_col.flatten().clone(), lr_factors, swept, grads)
 

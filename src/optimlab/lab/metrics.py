@@ -27,7 +27,7 @@ from .landscapes import Landscape
 
 def nearest_minimum(points: Tensor, minima: Tensor) -> tuple[Tensor, Tensor]:
     """``(index, distance)`` of the closest of ``minima`` ``(M, 2)`` to each of ``points`` ``(N, 2)``."""
-    d = torch.linalg.vector_norm(points[:, None, :] - minima[None, :, :].to(points.dtype), dim=-1)
+    d = torch.linalg.vector_norm(points[:, None, :] - minima[None, :, :].to(points), dim=-1)
     d = torch.nan_to_num(d, nan=math.inf)
     dist, idx = d.min(dim=1)
     return idx, dist
@@ -65,9 +65,9 @@ def oscillation(path: Tensor, axis: Tensor | None = None) -> Tensor:
     proj = torch.nan_to_num(proj, nan=0.0, posinf=0.0, neginf=0.0)
     scale = proj.abs().amax(dim=0, keepdim=True)
     sign = torch.sign(torch.where(proj.abs() > 1e-12 * scale, proj, torch.zeros_like(proj)))
-    counts = torch.zeros(path.shape[1], dtype=torch.long)
+    counts = torch.zeros(path.shape[1], dtype=torch.long, device=path.device)
     # compare each nonzero sign with the previous nonzero sign, per trajectory
-    last = torch.zeros(path.shape[1], dtype=sign.dtype)
+    last = torch.zeros(path.shape[1], dtype=sign.dtype, device=path.device)
     for s in sign:  # T is at most a few thousand; the work per step is one vector op
         flip = (s != 0) & (last != 0) & (s != last)
         counts += flip.long()
@@ -84,7 +84,8 @@ def saddle_escape(loss: Tensor, landscape: Landscape, margin: float = 1.0) -> tu
     """``(escaped, first_step)`` relative to the landscape's first saddle; (all False, -1) if none."""
     n = loss.shape[1]
     if not landscape.saddles:
-        return torch.zeros(n, dtype=torch.bool), torch.full((n,), -1, dtype=torch.long)
+        return (torch.zeros(n, dtype=torch.bool, device=loss.device),
+                torch.full((n,), -1, dtype=torch.long, device=loss.device))
     f_saddle = float(landscape.value(torch.tensor(landscape.saddles[0], dtype=torch.float64)))
     below = loss < f_saddle - margin
     first = torch.argmax(below.to(torch.int8), dim=0)
