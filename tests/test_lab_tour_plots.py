@@ -23,7 +23,7 @@ def test_tour_page_is_self_contained_with_a_figure_and_verdict_per_claim(built):
     text = page.read_text()
     sections = json.loads((out / "tour.json").read_text())
     assert {s["key"] for s in sections} >= {"ewma", "momentum", "nag", "local_minimum", "saddle", "adagrad",
-                                             "adam_bias", "learning_rate"}
+                                             "adam_bias", "learning_rate", "schedule"}
     assert text.count("<section") == len(sections)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(images) >= len(sections)

@@ -163,7 +163,8 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
 
 
 def loss_curves(losses: Mapping[str, Tensor], f_star: float = 0.0, title: str = "loss vs step",
-                colors: Mapping[str, str] | None = None, ylabel: str | None = None, first_step: int = 0) -> Figure:
+                colors: Mapping[str, str] | None = None, ylabel: str | None = None, first_step: int = 0,
+                styles: Mapping[str, str] | None = None) -> Figure:
     """``f(w_t) - f*`` against the step ``t = first_step, first_step + 1, ...``, log scale."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
@@ -171,7 +172,8 @@ def loss_curves(losses: Mapping[str, Tensor], f_star: float = 0.0, title: str = 
     for i, (label, loss) in enumerate(losses.items()):
         gap = torch.as_tensor(loss).double().numpy() - f_star
         gap = np.where(np.isfinite(gap), np.maximum(gap, 1e-300), np.nan)
-        ax.plot(np.arange(first_step, first_step + len(gap)), gap, color=colors[label], linestyle=LINESTYLES[i // 7 % 4], label=label)
+        ls = (styles or {}).get(label, LINESTYLES[i // 7 % 4])
+        ax.plot(np.arange(first_step, first_step + len(gap)), gap, color=colors[label], linestyle=ls, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel or ("loss - minimum" if f_star else "loss"))

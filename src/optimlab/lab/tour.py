@@ -343,6 +343,40 @@ def lr_section() -> Section:
     return s
 
 
+def schedule_section() -> Section:
+    land = get_landscape("rosenbrock")
+    g = torch.Generator().manual_seed(1)
+    starts = torch.stack([torch.rand(40, generator=g, dtype=torch.float64) * 3 - 1.5,
+                          torch.rand(40, generator=g, dtype=torch.float64) * 2.5 - 0.5], dim=1)
+    steps = 500
+    setups = {"rmsprop": 0.03, "adam": 0.1}
+    s = Section("schedule", "A decaying learning rate fine-tunes the solution",
+                "\"Using learning rate schedulers (like ReduceLROnPlateau or cosine decay) to decrease it as training "
+                "progresses, helping fine-tune the solution.\" (seed 000)",
+                setup=f"{land.name}, {len(starts)} random starts, {steps} steps; constant learning rate vs cosine decay "
+                      "to 0 (torch's CosineAnnealingLR) from the same initial rate: " +
+                      ", ".join(f"{get_optimizer(n).label} lr {lr}" for n, lr in setups.items()) +
+                      ". Compared: the median final loss over the starts.")
+    curves = {}
+    for n, lr in setups.items():
+        med = {}
+        for sched in (None, "cosine"):
+            r = run(land, n, starts, steps, lr=lr, schedule=sched)
+            m = measure(r)
+            med[sched] = float(m["loss_gap"].median())
+            label = f"{get_optimizer(n).label}, {'cosine decay' if sched else 'constant'}"
+            curves[label] = r.loss.median(dim=1).values
+            s.numbers.append((f"{label}: median final f - f*", f"{med[sched]:.3g}"))
+        s.checks.append((f"cosine decay ends lower for {get_optimizer(n).label}",
+                         f"{med['cosine']:.3g} < {med[None]:.3g}", med["cosine"] < med[None]))
+    colors = {k: plots.OPTIMIZER_COLORS[n] for k, n in zip(curves, [n for n in setups for _ in range(2)])}
+    styles = {k: ("--" if "cosine" in k else "-") for k in curves}
+    fig = plots.loss_curves(curves, 0.0, f"{land.name}: median loss over {len(starts)} starts, constant (solid) vs "
+                            "cosine-decayed (dashed) lr", colors, ylabel="median f(w_t) - f*", styles=styles)
+    s.figures.append(("schedule.png", fig))
+    return s
+
+
 def basins_section() -> Section:
     land = get_landscape("himmelblau")
     n_grid, steps = 31, 200
@@ -423,7 +457,8 @@ def build(gif: bool = True) -> list[Section]:
     """Compute every section (no files written)."""
     ravine, grid = ravine_runs()
     sections = [ewma_section(), momentum_section(ravine, grid), nag_section(ravine, grid), local_minimum_section(),
-                saddle_section(), adagrad_section(), adam_bias_section(), lr_section(), basins_section()]
+                saddle_section(), adagrad_section(), adam_bias_section(), lr_section(), schedule_section(),
+                basins_section()]
     if gif:
         sections[2].figures.append(("ravine_nag.gif", ravine))  # marker, rendered in main()
     return sections
