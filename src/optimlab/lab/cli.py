@@ -169,11 +169,12 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _auto_lr(landscape: str, name: str, start: tuple[float, float], steps: int, schedule: str | None) -> float:
+def _auto_lr(landscape: str, name: str, start: tuple[float, float], steps: int, schedule: str | None,
+             progress=None) -> float:
     """The learning rate (of 26, 1e-5..1) with the lowest final loss, from one batched run."""
     from .metrics import measure
 
-    res = run(landscape, name, [start] * len(AUTO_LRS), steps, lr=AUTO_LRS, schedule=schedule)
+    res = run(landscape, name, [start] * len(AUTO_LRS), steps, lr=AUTO_LRS, schedule=schedule, progress=progress)
     m = measure(res)
     score = torch.where(m["diverged"] | ~torch.isfinite(m["loss_gap"]), torch.inf, m["loss_gap"])
     # ties (several lrs reach the minimum to round-off): take the smallest of them
@@ -182,7 +183,8 @@ def _auto_lr(landscape: str, name: str, start: tuple[float, float], steps: int, 
     return float(AUTO_LRS[ok[0]])
 
 
-def _resolve_lrs(spec: Any, names: list[str], landscape: str, start, steps: int, schedule) -> tuple[dict[str, float], dict[str, str]]:
+def _resolve_lrs(spec: Any, names: list[str], landscape: str, start, steps: int, schedule,
+                 progress=None) -> tuple[dict[str, float], dict[str, str]]:
     lrs, how = {}, {}
     for n in names:
         if isinstance(spec, float):
@@ -190,7 +192,7 @@ def _resolve_lrs(spec: Any, names: list[str], landscape: str, start, steps: int,
         elif isinstance(spec, dict) and n in spec:
             lrs[n], how[n] = spec[n], "given"
         else:
-            lrs[n], how[n] = _auto_lr(landscape, n, start, steps, schedule), "auto (best of 26 in 1e-5..1)"
+            lrs[n], how[n] = _auto_lr(landscape, n, start, steps, schedule, progress), "auto (best of 26 in 1e-5..1)"
     return lrs, how
 
 
@@ -233,9 +235,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     start = args.start or land.start
     names = args.optimizers
     t0 = time.perf_counter()
-    lrs, how = _resolve_lrs(args.lr, names, land.name, start, args.steps, args.schedule)
+    n_auto = sum(1 for n in names if not (isinstance(args.lr, float) or (isinstance(args.lr, dict) and n in args.lr)))
     runs, table = {}, []
-    with progress_bar(args.steps * len(names), f"compare on {land.name}") as advance:
+    with progress_bar(args.steps * (len(names) + n_auto), f"compare on {land.name}") as advance:
+        lrs, how = _resolve_lrs(args.lr, names, land.name, start, args.steps, args.schedule, lambda t: advance())
         for n in names:
             runs[n] = run(land, n, [start], args.steps, lr=lrs[n], schedule=args.schedule,
                           progress=lambda t: advance())
