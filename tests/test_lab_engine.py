@@ -108,3 +108,19 @@ def test_engine_runs_single_threaded_for_small_batches_and_restores_threads():
     assert [t for t, _ in seen] == [1, 2, 3]
     assert all(n == 1 for _, n in seen)
     assert torch.get_num_threads() == before
+
+
+def test_schedule_factors_and_errors():
+    from optimlab.lab.schedules import factors
+
+    assert factors(None, 3) == [1.0, 1.0, 1.0]
+    assert factors("step:2:0.5", 5) == [1.0, 1.0, 0.5, 0.5, 0.25]
+    warm = factors("warmup:4", 6)
+    assert warm == pytest.approx([0.25, 0.4375, 0.625, 0.8125, 1.0, 1.0])  # torch LinearLR: 1/4 -> 1 over 4 steps
+    cos = factors("cosine", 10)
+    assert cos[0] == 1.0 and cos[5] == pytest.approx(0.5) and all(a > b for a, b in zip(cos, cos[1:]))
+    for bad, msg in [("cosin", "schedule must be one of"), ("step:0:0.5", "allowed: integers >= 1"),
+                     ("step:10:2", "gamma must be in"), ("warmup:x", "not an integer"),
+                     ("warmup-cosine:20", "warm-up length must be < steps")]:
+        with pytest.raises(ValueError, match=msg):
+            factors(bad, 10)
