@@ -124,3 +124,21 @@ def test_schedule_factors_and_errors():
                      ("warmup-cosine:20", "warm-up length must be < steps")]:
         with pytest.raises(ValueError, match=msg):
             factors(bad, 10)
+
+
+def test_plain_data_for_a_web_page():
+    import json
+
+    from optimlab.lab import get_landscape
+
+    res = run("rosenbrock", "sgd", [[-1.2, 1.0], [1.5, 2.5]], 10, lr=torch.tensor([1e-3, 1.0]))
+    d = res.as_dict(stride=4)
+    assert d["steps"] == [0, 4, 8, 10]
+    assert d["trajectories"][0]["path"][0] == [-1.2, 1.0]
+    assert d["trajectories"][0]["loss"][-1] == pytest.approx(float(res.loss[10, 0]))
+    assert None in sum(d["trajectories"][1]["path"], [])  # lr 1.0 blows up: non-finite -> None
+    json.dumps(d, allow_nan=False)
+    land = get_landscape("himmelblau")
+    g = land.grid(5)
+    assert len(g["z"]) == 5 and g["z"][0][0] == float(land.value(torch.tensor([g["x"][0], g["y"][0]], dtype=torch.float64)))
+    json.dumps(land.describe(), allow_nan=False)

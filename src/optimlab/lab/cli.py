@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path

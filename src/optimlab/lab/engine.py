@@ -27,6 +27,7 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -122,6 +123,24 @@ class Run:
     @property
     def final(self) -> Tensor:
         return self.path[-1]
+
+    def as_dict(self, stride: int = 1, max_trajectories: int | None = None) -> dict[str, Any]:
+        """Plain lists (JSON-ready, e.g. for a web page): every ``stride``-th step of each trajectory,
+        plus the last one; non-finite numbers become None."""
+        steps = list(range(0, self.steps + 1, max(1, stride)))
+        if steps[-1] != self.steps:
+            steps.append(self.steps)
+        n = self.n if max_trajectories is None else min(self.n, max_trajectories)
+
+        def clean(t: Tensor) -> list:
+            return [[None if not math.isfinite(v) else v for v in row] if isinstance(row, list)
+                    else (None if not math.isfinite(row) else row) for row in t.tolist()]
+
+        return {"landscape": self.landscape.name, "optimizer": self.optimizer.name, "label": self.optimizer.label,
+                "steps": steps, "lr_factors": [self.lr_factors[t - 1] for t in steps[1:]],
+                "trajectories": [{"lr": float(self.lr[i]), **{k: float(v[i]) for k, v in self.hyper.items()},
+                                  "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
+                                 for i in range(n)]}
 
     def select(self, index: Tensor | slice | int) -> "Run":
         """The sub-batch of trajectories ``index`` (a slice, an int or an index tensor)."""

@@ -87,6 +87,24 @@ class Landscape:
         n = self.global_minima or len(self.minima)
         return float(values[:n].min())
 
+    def grid(self, n: int = 100) -> dict[str, list]:
+        """``f`` on an ``n x n`` grid over the window: ``{"x": [n], "y": [n], "z": [n][n]}`` with
+        ``z[i][j] = f(x[j], y[i])`` (JSON-ready, e.g. for a web heat map)."""
+        (x0, x1), (y0, y1) = self.window
+        xs = torch.linspace(x0, x1, n, dtype=torch.float64)
+        ys = torch.linspace(y0, y1, n, dtype=torch.float64)
+        X, Y = torch.meshgrid(xs, ys, indexing="xy")
+        with torch.no_grad():
+            Z = self.fn(X, Y)
+        return {"x": xs.tolist(), "y": ys.tolist(), "z": Z.tolist()}
+
+    def describe(self) -> dict:
+        """The landscape's facts as plain data."""
+        return {"name": self.name, "formula": self.formula, "description": self.description,
+                "minima": [list(m) for m in self.minima], "saddles": [list(s) for s in self.saddles],
+                "window": [list(w) for w in self.window], "start": list(self.start), "min_value": self.min_value,
+                "log_plot": self.log_plot}
+
     def in_window(self, points: Tensor) -> Tensor:
         (x0, x1), (y0, y1) = self.window
         x, y = points[..., 0], points[..., 1]

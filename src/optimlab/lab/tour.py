@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import sys
 import time
 from dataclasses import dataclass, field
