@@ -8,7 +8,7 @@ from optimlab.cli import main as cli_main
 
 
 def test_demo_writes_table_and_figure(tmp_path):
-    assert demo.main(["--out", str(tmp_path), "--epochs", "2"]) == 0
+    assert demo.main(["--out", str(tmp_path), "--epochs", "2", "--no-tour"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["optimizer"] for r in rows] == [label for label, _, _ in demo.CONTENDERS]
     for r in rows:

@@ -1,8 +1,12 @@
-"""The main job: train one small network with every optimizer, write a table and a figure.
+"""The main job: every optimizer on a real training task, then the lab's tour of the seeds' claims.
 
-``python -m optimlab.demo --out out/demo`` trains the same MLP (same initial weights, same
-mini-batches) on a generated two-spirals task with each optimizer at a customary learning rate,
-prints a results table, and writes ``results.csv`` and ``loss_curves.png`` into ``--out``.
+``python -m optimlab.demo --out out/demo``
+
+1. trains the same MLP (same initial weights, same mini-batches) on a generated two-spirals task
+   with each optimizer at a customary learning rate, prints a results table, and writes
+   ``results.csv`` and ``loss_curves.png`` into ``--out``;
+2. runs the lab's tour (:mod:`optimlab.lab.tour`) into ``--out/tour``: ``tour.html`` shows each
+   claim of the seed documents with a figure and the number measured for it.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=40, help="passes over the training set (>= 1)")
     parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size (>= 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-tour", action="store_true", help="skip the lab tour (training table only)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(args.out / "loss_curves.png", lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     print(f"wrote {args.out / 'results.csv'} and {args.out / 'loss_curves.png'}")
+
+    if not args.no_tour:
+        from .lab import tour
+
+        print("running the lab tour (about a minute)...")
+        page = tour.main(args.out / "tour")
+        print(f"open {page} in a browser: every seed claim with its figure and measured number")
     return 0
 
 
