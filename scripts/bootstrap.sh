@@ -11,5 +11,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 echo "optimlab: setting up .venv (first run only)..." >&2
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+# (this machine's pip configuration names local index folders that may be absent: drop those warnings)
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2)
 echo "$want" > "$stamp"

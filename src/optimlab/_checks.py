@@ -52,11 +52,11 @@ def check_unit(name: str, value: Any) -> None:
     check_range(name, value, 0.0, 1.0)
 
 
-def check_betas(value: Any) -> None:
+def check_betas(name: str, value: Any) -> None:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), each in [0, 1), got {value!r}")
-    check_unit("betas[0]", value[0])
-    check_unit("betas[1]", value[1])
+        raise ValueError(f"{name} must be a pair (beta1, beta2), each in [0, 1), got {value!r}")
+    check_unit(f"{name}[0]", value[0])
+    check_unit(f"{name}[1]", value[1])
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -67,3 +67,8 @@ def check_bool(name: str, value: Any) -> None:
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def one_of(*choices: str):
+    """A check accepting only ``choices``."""
+    return lambda name, value: check_choice(name, value, choices)

@@ -1,8 +1,12 @@
-"""The main job: train one small network with every optimizer, write a table and a figure.
+"""The main job: every optimizer on a real training task, then the lab's tour of the seeds' claims.
 
-``python -m optimlab.demo --out out/demo`` trains the same MLP (same initial weights, same
-mini-batches) on a generated two-spirals task with each optimizer at a customary learning rate,
-prints a results table, and writes ``results.csv`` and ``loss_curves.png`` into ``--out``.
+``python -m optimlab.demo --out out/demo``
+
+1. trains the same MLP (same initial weights, same mini-batches) on a generated two-spirals task
+   with each optimizer at a customary learning rate, prints a results table, and writes
+   ``results.csv`` and ``loss_curves.png`` into ``--out``;
+2. runs the lab's tour (:mod:`optimlab.lab.tour`) into ``--out/tour``: ``tour.html`` shows each
+   claim of the seed documents with a figure and the number measured for it.
 """
 
 from __future__ import annotations
@@ -28,16 +32,16 @@ CONTENDERS = [
     ("Momentum", optim.SGD, {"lr": 0.05, "momentum": 0.9}),
     ("Nesterov", optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
     ("AdaGrad", optim.Adagrad, {"lr": 0.05}),
-    ("RMSProp", optim.RMSprop, {"lr": 3e-3}),
-    ("Adam", optim.Adam, {"lr": 3e-3}),
-    ("Adam (no bias corr.)", optim.Adam, {"lr": 3e-3, "bias_correction": False}),
-    ("Nadam", optim.NAdam, {"lr": 3e-3}),
+    ("RMSProp", optim.RMSprop, {"lr": 1e-2}),
+    ("Adam", optim.Adam, {"lr": 1e-2}),
+    ("Adam (no bias corr.)", optim.Adam, {"lr": 1e-2, "bias_correction": False}),
+    ("Nadam", optim.NAdam, {"lr": 1e-2}),
 ]
 
 
 def two_spirals(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Two interleaved noisy spirals in the plane, labels 0 / 1."""
-    t = torch.rand(n, generator=generator) * 3 * math.pi + 0.5
+    t = torch.rand(n, generator=generator) * 2 * math.pi + 0.5
     label = torch.randint(0, 2, (n,), generator=generator)
     angle = t + label * math.pi
     x = torch.stack([t * torch.cos(angle), t * torch.sin(angle)], dim=1) / 5
@@ -82,17 +86,25 @@ def write_atomic(path: Path, write) -> None:
         raise
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for results.csv and figures")
+    parser.add_argument("--epochs", type=int, default=40, help="passes over the training set (>= 1)")
+    parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size (>= 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-tour", action="store_true", help="skip the lab tour (training table only)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for results.csv and figures")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
-        parser.error("--epochs must be >= 1")
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(args.seed)
@@ -140,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(args.out / "loss_curves.png", lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     print(f"wrote {args.out / 'results.csv'} and {args.out / 'loss_curves.png'}")
+
+    if not args.no_tour:
+        from .lab import tour
+
+        print("running the lab tour (about a minute)...")
+        page = tour.main(args.out / "tour")
+        print(f"open {page} in a browser: every seed claim with its figure and measured number")
     return 0
 
 

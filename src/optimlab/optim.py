@@ -60,6 +60,11 @@ class Optimizer(torch.optim.Optimizer):
         for per_param in self.state.values():
             if "step" in per_param and not torch.is_tensor(per_param["step"]):
                 per_param["step"] = torch.tensor(float(per_param["step"]), dtype=scalar_dtype())
+            # torch's load_state_dict casts 0-dim state such as NAdam's mu_product to the parameter's
+            # dtype; keep it in the dtype it is saved and stepped in, so a resumed run is bit-identical.
+            for name in self.rule.scalar_state:
+                if torch.is_tensor(per_param.get(name)):
+                    per_param[name] = per_param[name].to(scalar_dtype())
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -86,11 +91,15 @@ class Optimizer(torch.optim.Optimizer):
         return loss
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = self.state[param]
-        if not state:
-            if self.rule.counts_steps:
-                state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state.update(self.rule.init_state(faults.state_template(param, group), group))
+        """The parameter's state, created on first use; a rule with no state leaves no entry."""
+        if param in self.state:
+            return self.state[param]
+        state: dict[str, Any] = {}
+        if self.rule.counts_steps:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        state.update(self.rule.init_state(faults.state_template(param, group), group))
+        if state:
+            self.state[param] = state
         return state
 
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
@@ -120,6 +129,7 @@ class Optimizer(torch.optim.Optimizer):
             else:
                 fresh = value.clone()
                 state[name] = torch.view_as_complex(fresh) if param.is_complex() else fresh
+                self.state[param] = state
 
 
 def _torch_flags(foreach: bool | None, fused: bool | None, differentiable: bool,

@@ -72,6 +72,24 @@ class Rule:
     sparse_update: Callable[..., dict[str, Tensor]] | None = None
 
 
+def validator(checks: Mapping[str, Callable[[str, Any], None]], optional: Mapping[str, Any] | None = None,
+              also: Callable[[Mapping[str, Any]], None] | None = None) -> Callable[[Mapping[str, Any]], None]:
+    """A group validator from ``{argument: check(name, value)}``.
+
+    ``optional`` gives defaults for optimlab's own options, absent from a torch.optim group;
+    ``also`` checks constraints between arguments.
+    """
+    optional = dict(optional or {})
+
+    def validate(group: Mapping[str, Any]) -> None:
+        for name, check in checks.items():
+            check(name, group[name] if name in group else optional[name])
+        if also is not None:
+            also(group)
+
+    return validate
+
+
 def no_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return {}
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, descent_direction, is_zero
+from ._base import Number, Rule, descent_direction, is_zero, validator
 
 
 def adagrad(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr: Number,
@@ -46,21 +46,19 @@ def adagrad_sparse(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr
     acc = sum + torch.sparse_coo_tensor(indices, values * values, g.size(), check_invariants=False)
     acc_at = acc.sparse_mask(g)._values()
     std = torch.sqrt(acc_at + eps) if eps_inside_sqrt else torch.sqrt(acc_at) + eps
-    return {"param": param.add(torch.sparse_coo_tensor(indices, values / std, g.size(), check_invariants=False), alpha=-clr), "sum": acc}
+    step_rows = torch.sparse_coo_tensor(indices, values / std, g.size(), check_invariants=False)
+    return {"param": param.add(step_rows, alpha=-clr), "sum": acc}
 
 
 def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return {"sum": torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)}
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
-    check_nonnegative("lr_decay", group["lr_decay"])
-    check_nonnegative("weight_decay", group["weight_decay"])
-    check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-    check_positive("eps", group["eps"])
-    check_bool("maximize", group["maximize"])
-    check_bool("eps_inside_sqrt", group.get("eps_inside_sqrt", False))
+validate = validator(
+    {"lr": check_nonnegative, "lr_decay": check_nonnegative, "weight_decay": check_nonnegative,
+     "initial_accumulator_value": check_nonnegative, "eps": check_positive, "maximize": check_bool,
+     "eps_inside_sqrt": check_bool},
+    optional={"eps_inside_sqrt": False})
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:

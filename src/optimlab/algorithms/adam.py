@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, zeros
+from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
 
 
 def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
@@ -57,14 +57,10 @@ def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return state
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
-    check_betas(group["betas"])
-    check_positive("eps", group["eps"])
-    check_nonnegative("weight_decay", group["weight_decay"])
-    for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
-        check_bool(name, group[name])
-    check_bool("bias_correction", group.get("bias_correction", True))
+validate = validator(
+    {"lr": check_nonnegative, "betas": check_betas, "eps": check_positive, "weight_decay": check_nonnegative,
+     "amsgrad": check_bool, "maximize": check_bool, "decoupled_weight_decay": check_bool, "bias_correction": check_bool},
+    optional={"bias_correction": True})
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, zeros
+from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
 from .._scalar import scalar_dtype
 
 
@@ -58,15 +58,11 @@ def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
             "exp_avg": zeros(param), "exp_avg_sq": zeros(param)}
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
-    check_betas(group["betas"])
-    check_positive("eps", group["eps"])
-    check_nonnegative("weight_decay", group["weight_decay"])
-    check_nonnegative("momentum_decay", group["momentum_decay"])
-    for name in ("decoupled_weight_decay", "maximize"):
-        check_bool(name, group[name])
-    check_bool("momentum_schedule", group.get("momentum_schedule", True))
+validate = validator(
+    {"lr": check_nonnegative, "betas": check_betas, "eps": check_positive, "weight_decay": check_nonnegative,
+     "momentum_decay": check_nonnegative, "decoupled_weight_decay": check_bool, "maximize": check_bool,
+     "momentum_schedule": check_bool},
+    optional={"momentum_schedule": True})
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:

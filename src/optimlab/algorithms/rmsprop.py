@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_nonnegative, check_positive, check_unit
-from ._base import Number, Rule, descent_direction, ewma, is_zero, zeros
+from ._base import Number, Rule, descent_direction, ewma, is_zero, validator, zeros
 
 
 def rmsprop(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Tensor | None = None,
@@ -54,15 +54,10 @@ def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return state
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
-    check_unit("alpha", group["alpha"])
-    check_positive("eps", group["eps"])
-    check_nonnegative("weight_decay", group["weight_decay"])
-    check_nonnegative("momentum", group["momentum"])
-    check_bool("centered", group["centered"])
-    check_bool("maximize", group["maximize"])
-    check_bool("eps_inside_sqrt", group.get("eps_inside_sqrt", False))
+validate = validator(
+    {"lr": check_nonnegative, "alpha": check_unit, "eps": check_positive, "weight_decay": check_nonnegative,
+     "momentum": check_nonnegative, "centered": check_bool, "maximize": check_bool, "eps_inside_sqrt": check_bool},
+    optional={"eps_inside_sqrt": False})
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .._checks import check_bool, check_choice, check_nonnegative, check_range, check_unit
-from ._base import Number, Rule, descent_direction, ewma, is_zero, no_state
+from .._checks import check_bool, check_nonnegative, check_range, check_unit, one_of
+from ._base import Number, Rule, descent_direction, ewma, is_zero, no_state, validator
 
 MOMENTUM_FORMS = ("torch", "ewma", "lr_in_velocity")
 
@@ -73,24 +73,23 @@ def sgd(param: Tensor, grad: Tensor, momentum_buffer: Tensor | None = None, *,
     raise ValueError(f"momentum_form must be one of {MOMENTUM_FORMS}, got {momentum_form!r}")
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
+def _momentum_and_dampening(group: Mapping[str, Any]) -> None:
     form = group.get("momentum_form", "torch")
-    check_choice("momentum_form", form, MOMENTUM_FORMS)
-    if form == "torch":
-        check_nonnegative("momentum", group["momentum"])
-    else:
+    if form != "torch":
         check_unit("momentum", group["momentum"])
-    check_range("dampening", group["dampening"], 0.0, 1.0, high_open=False)
-    check_nonnegative("weight_decay", group["weight_decay"])
-    check_bool("nesterov", group["nesterov"])
-    check_bool("maximize", group["maximize"])
+        if float(group["dampening"]) != 0:
+            raise ValueError(f"dampening applies only to momentum_form='torch' (allowed: 0 with "
+                             f"momentum_form={form!r}), got dampening={group['dampening']!r}")
     if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
         raise ValueError("nesterov=True requires momentum > 0 and dampening = 0, "
                          f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}")
-    if form != "torch" and float(group["dampening"]) != 0:
-        raise ValueError(f"dampening applies only to momentum_form='torch' (allowed: 0 with "
-                         f"momentum_form={form!r}), got dampening={group['dampening']!r}")
+
+
+validate = validator(
+    {"lr": check_nonnegative, "momentum_form": one_of(*MOMENTUM_FORMS), "momentum": check_nonnegative,
+     "dampening": lambda name, value: check_range(name, value, 0.0, 1.0, high_open=False),
+     "weight_decay": check_nonnegative, "nesterov": check_bool, "maximize": check_bool},
+    optional={"momentum_form": "torch"}, also=_momentum_and_dampening)
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
