@@ -227,3 +227,16 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path, capsys):
     b = torch.load(tmp_path / "reference.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert out.splitlines()[-1] == ref_out.splitlines()[-1]  # same validation loss, printed the same
+
+
+@pytest.mark.parametrize("argv, word", [(["--set", "lr"], "--set"), (["--optimizer", "lbfgs"], "optimizer"),
+                                        (["--set", "lr=-1"], "lr"), (["--steps", "-1"], "steps"),
+                                        (["--threads", "0"], "--threads")])
+def test_quicktrain_bad_input_is_a_clear_error(argv, word, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["quicktrain", *argv]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert "error" in err and word in err

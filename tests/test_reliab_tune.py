@@ -99,6 +99,7 @@ def test_pluggable_objective_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="task"):
         tune.load_task("no_colon")
     assert cli.main(["tune", "--task", "nosuchmodule:f", "--storage", f"sqlite:///{tmp_path / 'q.db'}"]) == 2
+    assert cli.main(["tune", "--trials", "0", "--storage", f"sqlite:///{tmp_path / 'q.db'}"]) == 2
 
 
 def test_trial_of_a_dead_worker_is_failed_and_retried_with_its_params(tmp_path):

@@ -2,8 +2,8 @@
 
 The study lives in a database: SQLite by default (a file, nothing to run), or any database URL
 Optuna accepts (``postgresql://...``, ``mysql+pymysql://...``) for many workers on many
-machines. Each worker runs ``optimlab tune --storage URL --study NAME ...``; Optuna hands every
-trial to exactly one worker (the trial row is created in a transaction), so starting more
+machines. Each worker runs ``optimlab tune --storage URL --study NAME ...``; the storage hands
+every trial to exactly one worker (tested with two workers on one SQLite file), so starting more
 workers only makes the study finish sooner.
 
 The objective is pluggable: :func:`objective` takes an Optuna trial, asks :func:`suggest` for the
@@ -221,6 +221,11 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps({"trial": trial.number, "state": trial.state.name, "value": trial.value,
                           "params": trial.params}), flush=True)
 
+    for flag, value in (("--trials", args.trials), ("--total-trials", args.total_trials)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.heartbeat < 0:
+        raise ValueError(f"--heartbeat must be >= 0 seconds, got {args.heartbeat}")
     task = load_task(args.task) if args.task else quicktask
     study = run(args.algorithm, n_trials=args.trials, storage=args.storage, study_name=args.study, task=task,
                 seed=args.seed, total_trials=args.total_trials, heartbeat=args.heartbeat, on_trial=on_trial)
