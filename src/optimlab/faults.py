@@ -96,17 +96,31 @@ def _dtensor_mesh(tensor: Tensor) -> Any:
     return tensor.device_mesh if isinstance(tensor, DTensor) else None
 
 
-def _is_finite(grad: Tensor) -> Tensor:
-    """A 0-dim bool: every entry finite. A sharded (DTensor) gradient is checked on all its ranks,
-    so that every rank skips (or raises) together and the shards never drift apart."""
-    mesh = _dtensor_mesh(grad)
-    if mesh is None:
-        values = grad.coalesce().values() if grad.is_sparse else grad
-        return torch.isfinite(values).all()
-    flag = torch.isfinite(grad.to_local()).all().to(torch.int32)
-    for dim in range(mesh.ndim):
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN, group=mesh.get_group(dim))
-    return flag.bool()
+def _local_finite(grad: Tensor) -> Tensor:
+    """A 0-dim bool: every entry this rank holds is finite (a DTensor's local shard)."""
+    if grad.is_sparse:
+        return torch.isfinite(grad.coalesce().values()).all()
+    if _dtensor_mesh(grad) is not None:
+        return torch.isfinite(grad.to_local()).all()
+    return torch.isfinite(grad).all()
+
+
+def _agree_across_shards(grads: list[Tensor], flags: list[Tensor]) -> list[Tensor]:
+    """Sharded (DTensor) gradients: AND each flag over all ranks of its mesh, one all-reduce per
+    mesh dimension, so that every rank skips (or raises) together and the shards never drift."""
+    by_mesh: dict[Any, list[int]] = {}
+    for i, grad in enumerate(grads):
+        mesh = _dtensor_mesh(grad)
+        if mesh is not None:
+            by_mesh.setdefault(mesh, []).append(i)  # same order on every rank: the params' order
+    flags = list(flags)
+    for mesh, indices in by_mesh.items():
+        agreed = torch.stack([flags[i] for i in indices]).to(torch.int32)
+        for dim in range(mesh.ndim):
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN, group=mesh.get_group(dim))
+        for j, i in enumerate(indices):
+            flags[i] = agreed[j].bool()
+    return flags
 
 
 def grads_finite(optimizer: torch.optim.Optimizer, work: Iterable[tuple[Mapping[str, Any], list[Tensor]]]) -> bool:
@@ -115,10 +129,10 @@ def grads_finite(optimizer: torch.optim.Optimizer, work: Iterable[tuple[Mapping[
     Raises :class:`NonFiniteGradientError` for a group with ``nonfinite="raise"``. Nothing has been
     touched when this runs, so a skip or a raise leaves parameters and state as they were.
     """
-    checked: list[tuple[Mapping[str, Any], Tensor, Tensor]] = []
-    for group, params in work:
-        if group.get("nonfinite", "ignore") != "ignore":
-            checked.extend((group, p, _is_finite(p.grad)) for p in params)
+    pairs = [(group, p) for group, params in work if group.get("nonfinite", "ignore") != "ignore" for p in params]
+    grads = [p.grad for _, p in pairs]
+    flags = _agree_across_shards(grads, [_local_finite(g) for g in grads])
+    checked = [(group, p, flag) for (group, p), flag in zip(pairs, flags)]
     if not checked:
         return True
     flags = torch.stack([f.to(checked[0][2].device) for _, _, f in checked])
