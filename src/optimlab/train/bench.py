@@ -74,6 +74,19 @@ def summarize(task: Task, lr: float, runs: list[RunResult]) -> dict[str, Any]:
     }
 
 
+def tune(task: Task | str, optimizer: str, grid: list[float], steps: int | None = None, mode=None,
+         schedule: str = "none", callback: Callable[[str], None] | None = None) -> tuple[RunResult, list[RunResult]]:
+    """One seed-0 run per grid LR (stopped at the target); returns (best run, all runs), best by
+    fewest steps to target, then by the validation metric."""
+    task = get_task(task) if isinstance(task, str) else task
+    runs = []
+    for lr in grid:
+        runs.append(train(task, optimizer, lr, mode, steps, schedule, seed=0, stop_at_target=True))
+        if callback:
+            callback(f"tune {optimizer} lr={lr:g}")
+    return min(runs, key=lambda r: _score(task, r)), runs
+
+
 def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps: int | None = None,
               seeds: int = 3, mode=None, schedule: str = "none",
               callback: Callable[[str], None] | None = None) -> BenchResult:
@@ -95,13 +108,7 @@ def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps:
                           "mode": str(mode) if mode else "task default", "schedule": schedule,
                           "eval_every": task.eval_every})
     for name in optimizers:
-        tuning = []
-        for lr in grid:
-            r = train(task, name, lr, stop_at_target=True, seed=0, **common)
-            tuning.append(r)
-            if callback:
-                callback(f"tune {name} lr={lr:g}")
-        best = min(tuning, key=lambda r: _score(task, r))
+        best, tuning = tune(task, name, grid, callback=callback, **common)
         result.grid[name] = [r.to_dict(curves=False) for r in tuning]
         measured = []
         for seed in range(1, seeds + 1):
@@ -127,6 +134,26 @@ def _jsonable(x):
 
 SUMMARY_COLUMNS = ["optimizer", "lr", "seeds", "reached", "steps_to_target_median", "seconds_to_target_median",
                    "final_metric_mean", "final_metric_std", "diverged", "seconds_mean"]
+
+
+def write_all_atomic(items) -> None:
+    """Write several files all-or-nothing: each ``writer(tmp)`` writes a temporary file next to its
+    target; only when every writer has succeeded is each one renamed (``os.replace``) into place."""
+    import os
+    import tempfile
+    temps = []
+    try:
+        for path, writer in items:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(tmp)
+            writer(tmp)
+        for (path, _), tmp in zip(items, temps):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_results(result: BenchResult, out, stem: str) -> list:
@@ -158,8 +185,7 @@ def write_results(result: BenchResult, out, stem: str) -> list:
                             *[("" if s[c] is None else f"{s[c]:.6g}" if isinstance(s[c], float) else s[c])
                               for c in SUMMARY_COLUMNS[1:]]])
     paths = [out / f"{stem}.json", out / f"{stem}.csv", out / f"{stem}_curves.png", out / f"{stem}_lr_grid.png"]
-    write_atomic(paths[0], write_json)
-    write_atomic(paths[1], write_csv)
-    plots.bench_curves(task, result.summary, result.runs, paths[2])
-    plots.bench_grid(task, result.grid, paths[3])
+    write_all_atomic([(paths[0], write_json), (paths[1], write_csv),
+                      (paths[2], lambda tmp: plots.bench_curves(task, result.summary, result.runs, tmp)),
+                      (paths[3], lambda tmp: plots.bench_grid(task, result.grid, tmp))])
     return paths

@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from ..demo import write_atomic
 from .loop import OPTIMIZER_CONFIGS
 from .modes import MODES, Mode
 from .schedules import SCHEDULES
@@ -134,9 +133,8 @@ def cmd_train(args) -> int:
     paths = {k: args.out / f"{stem}{suffix}" for k, suffix in
              [("json", ".json"), ("loss", "_loss.csv"), ("evals", "_evals.csv"), ("curves", "_curves.png"),
               ("diag_csv", "_diagnostics.csv"), ("diag_png", "_diagnostics.png")]}
-    from .bench import _jsonable
+    from .bench import _jsonable, write_all_atomic
     payload = json.dumps(_jsonable(r.to_dict(curves=True)), indent=1)
-    write_atomic(paths["json"], lambda tmp: Path(tmp).write_text(payload))
 
     def write_loss(tmp):
         with open(tmp, "w", newline="") as f:
@@ -149,13 +147,17 @@ def cmd_train(args) -> int:
             w = csv.DictWriter(f, fieldnames=["step", "seconds", "metric", "val_loss", "lr"])
             w.writeheader()
             w.writerows({k: f"{v:.6g}" for k, v in e.items()} for e in r.evals)
-    write_atomic(paths["loss"], write_loss)
-    write_atomic(paths["evals"], write_evals)
-    plots.bench_curves(task, {r.optimizer: {"lr": r.lr}}, {r.optimizer: [r.to_dict()]}, paths["curves"],
-                       f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}")
-    diag.write_csv(paths["diag_csv"])
-    plots.diagnostics(diag.rows, f"{task.name}, {r.optimizer} lr={r.lr:g}, {r.mode}: per-layer step diagnostics",
-                      paths["diag_png"], lr=r.lr)
+    title = f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}"
+    write_all_atomic([
+        (paths["json"], lambda tmp: Path(tmp).write_text(payload)),
+        (paths["loss"], write_loss),
+        (paths["evals"], write_evals),
+        (paths["curves"], lambda tmp: plots.bench_curves(task, {r.optimizer: {"lr": r.lr}},
+                                                         {r.optimizer: [r.to_dict()]}, tmp, title)),
+        (paths["diag_csv"], diag.write_csv),
+        (paths["diag_png"], lambda tmp: plots.diagnostics(diag.rows, f"{title}: per-layer step diagnostics", tmp,
+                                                          lr=r.lr)),
+    ])
 
     table = Table(title=f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}")
     for col in ("steps", "train seconds", f"final {task.metric_name}", f"target ({task.target_text})",
@@ -173,6 +175,7 @@ def cmd_train(args) -> int:
 
 def cmd_lr_find(args) -> int:
     from . import plots
+    from .bench import write_all_atomic
     from .lr_finder import RULES, find_lr
     task = get_task(args.task)
     _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
@@ -192,9 +195,9 @@ def cmd_lr_find(args) -> int:
             w.writerow(["lr", "loss", "smoothed_loss"])
             w.writerows([f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"] for a, b, c in zip(result.lrs, result.losses, result.smoothed))
     csv_path, png_path = Path(f"{stem}.csv"), Path(f"{stem}.png")
-    write_atomic(csv_path, write_csv)
-    plots.lr_finder(result, f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
-                            f"{'stopped on divergence' if result.stopped_early else 'full ramp'})", png_path)
+    title = (f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
+             f"{'stopped on divergence' if result.stopped_early else 'full ramp'})")
+    write_all_atomic([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
     print(f"{task.name} / {optimizer}: suggested lr = {result.suggestion:.3g} (rule {result.rule}: "
           + ("one tenth of the LR at the smoothed loss's minimum" if result.rule == "min/10"
              else "steepest descent of the smoothed loss in log(lr)") + ")")

@@ -100,13 +100,14 @@ class RunResult:
 
 def train(task: Task | str, optimizer: str | None = None, lr: float | None = None, mode: Mode | None = None,
           steps: int | None = None, schedule: str = "none", seed: int = 0, eval_every: int | None = None,
-          stop_at_target: bool = False, diagnostics=None,
+          stop_at_target: bool = False, diagnostics=None, model: nn.Module | None = None,
           callback: Callable[[int, int, float, dict | None], None] | None = None) -> RunResult:
     """Train ``task`` once and return its curves and its steps / seconds to the target.
 
     Defaults (optimizer, lr, mini-batch size, steps, eval_every) are the task's. The run stops early
     when the loss becomes non-finite (``diverged``) or, with ``stop_at_target``, when the target is met.
     ``callback(step, steps, loss, last_eval)`` is called after every step (for a progress bar).
+    ``model``, if given, is trained in place instead of a fresh one built from ``seed``.
     """
     task = get_task(task) if isinstance(task, str) else task
     optimizer = optimizer or task.default_optimizer
@@ -119,7 +120,7 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
     data = task.data()
-    model = build_model(task, seed)
+    model = build_model(task, seed) if model is None else model
     opt = make_optimizer(optimizer, model.parameters(), lr)
     sched = make_schedule(schedule, opt, steps, task.higher_is_better)
     stream = batches(mode, data.n_train, torch.Generator().manual_seed(10_000 + seed))

@@ -9,6 +9,10 @@ record the loss of each step, smooth it with an EWMA with bias correction,
 
     s_i = beta * s_{i-1} + (1 - beta) * loss_i,   smoothed_i = s_i / (1 - beta ** i)
 
+(default ``beta = 0.9``: an EWMA lags by ``beta / (1 - beta)`` steps, here 9 steps = 0.6 decade
+of LR with the default 100-step ramp over 7 decades; fastai's 0.98 would lag 49 steps = 3.5
+decades at that ramp speed and shift both suggestions upwards)
+
 (:class:`optimlab.EWMA`), and stop once the smoothed loss exceeds ``diverge`` times its minimum
 or a loss is not finite. Two rules read a learning rate off the curve:
 
@@ -44,6 +48,7 @@ class LRFinderResult:
     smoothed: list[float]
     suggestions: dict[str, float] = field(default_factory=dict)
     rule: str = "min/10"
+    beta: float = 0.9
     stopped_early: bool = False  # stopped on divergence before num_steps
 
     @property
@@ -72,7 +77,7 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict[str, float]:
 
 
 def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor],
-                  start_lr: float = 1e-6, end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.98,
+                  start_lr: float = 1e-6, end_lr: float = 10.0, num_steps: int = 100, beta: float = 0.9,
                   diverge: float = 4.0, rule: str = "min/10") -> LRFinderResult:
     """Run the range test; ``closure()`` computes the loss of the next batch (forward pass only).
 
@@ -123,7 +128,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, closure: C
         optimizer.load_state_dict(optimizer_state)
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
-    return LRFinderResult(lrs, losses, smoothed, suggest(lrs, smoothed), rule, stopped)
+    return LRFinderResult(lrs, losses, smoothed, suggest(lrs, smoothed), rule, beta, stopped)
 
 
 def find_lr(task, optimizer: str, mode=None, seed: int = 0, **kwargs) -> LRFinderResult:

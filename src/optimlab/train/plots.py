@@ -42,26 +42,38 @@ def _smooth(values, beta: float = 0.98) -> np.ndarray:
                        beta=beta).numpy()
 
 
+def _band(ax, curves: list[np.ndarray], x: np.ndarray, label: str, style: dict) -> None:
+    """Mean over seeds as a line, min..max over seeds as a shaded band (common length only)."""
+    n = min(len(c) for c in curves)
+    stack = np.vstack([c[:n] for c in curves])
+    ax.plot(x[:n], np.nanmean(stack, 0), linewidth=1.6, label=label, **style)
+    if len(curves) > 1:
+        ax.fill_between(x[:n], np.nanmin(stack, 0), np.nanmax(stack, 0), color=style["color"], alpha=0.15, linewidth=0)
+
+
 def bench_curves(task, summary: dict, runs: dict, path: Path, title: str | None = None) -> None:
-    """Training loss (EWMA) and validation metric vs step for each optimizer at its tuned LR."""
+    """Training loss (EWMA) and validation metric vs step for each optimizer at its tuned LR:
+    mean over seeds, with the min..max band over seeds."""
     plt = _plt()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
+    seeds = max(len(v) for v in runs.values())
     for i, (name, seed_runs) in enumerate(runs.items()):
         st = _style(i)
         label = f"{name} (lr={summary[name]['lr']:.3g})"
-        for j, r in enumerate(seed_runs):
-            ax_loss.plot(np.arange(1, len(r["train_loss"]) + 1), _smooth(r["train_loss"]), linewidth=1.4,
-                         alpha=0.85, label=label if j == 0 else None, **st)
-            ax_metric.plot([e["step"] for e in r["evals"]], [e["metric"] for e in r["evals"]], linewidth=1.4,
-                           alpha=0.85, label=label if j == 0 else None, **st)
+        longest = max(len(r["train_loss"]) for r in seed_runs)
+        _band(ax_loss, [_smooth(r["train_loss"]) for r in seed_runs], np.arange(1, longest + 1), label, st)
+        evals = max((r["evals"] for r in seed_runs), key=len)
+        _band(ax_metric, [np.array([e["metric"] if e["metric"] is not None else np.nan for e in r["evals"]], dtype=float)
+                          for r in seed_runs], np.array([e["step"] for e in evals]), label, st)
     ax_metric.axhline(task.target, color="0.4", linewidth=1, linestyle=(0, (6, 3)), label=f"target {task.target_text}")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (EWMA beta=0.98, bias-corrected)")
-    ax_loss.set_title("Training loss, one line per seed")
+    spread = f"mean of {seeds} seeds, band = min..max" if seeds > 1 else "one seed"
+    ax_loss.set_title(f"Training loss ({spread})")
     ax_metric.set_xlabel("step")
     ax_metric.set_ylabel(task.metric_name)
-    ax_metric.set_title(f"Validation: {task.metric_name}")
+    ax_metric.set_title(f"{task.metric_name} ({spread})")
     if not task.higher_is_better:
         ax_metric.set_yscale("log")
     for ax in (ax_loss, ax_metric):
@@ -72,22 +84,31 @@ def bench_curves(task, summary: dict, runs: dict, path: Path, title: str | None 
 
 
 def bench_grid(task, grid_results: dict, path: Path) -> None:
-    """Final validation metric of the tuning run against the learning rate, per optimizer."""
+    """Tuning runs against the learning rate, per optimizer: steps to target, and the metric."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, (ax_steps, ax_metric) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     for i, (name, rows) in enumerate(grid_results.items()):
         lrs = [r["lr"] for r in rows]
-        vals = [r["final_metric"] if math.isfinite(r["final_metric"]) else np.nan for r in rows]
-        ax.plot(lrs, vals, marker="o", markersize=4, linewidth=1.5, label=name, **_style(i))
-    ax.axhline(task.target, color="0.4", linewidth=1, linestyle=(0, (6, 3)), label=f"target {task.target_text}")
-    ax.set_xscale("log")
+        steps = [r["steps_to_target"] if r["steps_to_target"] is not None else np.nan for r in rows]
+        vals = [r["final_metric"] if r["final_metric"] is not None and math.isfinite(r["final_metric"]) else np.nan
+                for r in rows]
+        ax_steps.plot(lrs, steps, marker="o", markersize=4, linewidth=1.5, label=name, **_style(i))
+        ax_metric.plot(lrs, vals, marker="o", markersize=4, linewidth=1.5, label=name, **_style(i))
+    ax_metric.axhline(task.target, color="0.4", linewidth=1, linestyle=(0, (6, 3)), label=f"target {task.target_text}")
+    if ax_steps.has_data() and any(np.isfinite(line.get_ydata(orig=False)).any() for line in ax_steps.lines):
+        ax_steps.set_yscale("log")
+    ax_steps.set_ylabel("steps to target (gap = not reached)")
+    ax_steps.set_title("Steps to target per learning rate")
+    ax_metric.set_ylabel(f"{task.metric_name} when the run stopped")
+    ax_metric.set_title("Validation metric (runs stop at the target; gap = diverged)")
     if not task.higher_is_better:
-        ax.set_yscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"{task.metric_name} at end of tuning run")
-    ax.set_title(f"{task.name}: learning-rate tuning grid (seed 0; gaps = diverged)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+        ax_metric.set_yscale("log")
+    for ax in (ax_steps, ax_metric):
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_steps.legend(fontsize=8)
+    fig.suptitle(f"{task.name}: learning-rate tuning grid (seed 0)", fontsize=11)
     _save(fig, path)
 
 
@@ -96,16 +117,17 @@ def lr_finder(result, title: str, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     ax.plot(result.lrs, result.losses, color="0.65", linewidth=0.8, label="loss per step")
-    ax.plot(result.lrs, result.smoothed, color=PALETTE[0], linewidth=2, label="EWMA (beta=0.98), bias-corrected")
+    ax.plot(result.lrs, result.smoothed, color=PALETTE[0], linewidth=2, label=f"EWMA (beta={result.beta:g}), bias-corrected")
     for i, (rule, lr) in enumerate(result.suggestions.items()):
         chosen = " (suggested)" if rule == result.rule else ""
         ax.axvline(lr, color=PALETTE[1 + i], linestyle=STYLES[1 + i], linewidth=1.6,
                    label=f"{rule}: lr={lr:.3g}{chosen}")
     ax.set_xscale("log")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
-    if finite:
-        low, high = min(finite), max(result.smoothed[0], min(finite) * 1.5)
-        ax.set_ylim(low - 0.1 * abs(high - low) - 1e-12, high + 0.5 * abs(high - low) + 1e-12)
+    finite = [v for v in result.smoothed + result.losses if math.isfinite(v)]
+    if finite:  # from the lowest loss to a little above the starting plateau (divergence is off-scale)
+        low, high = min(finite), max(result.smoothed[:10])
+        pad = max(high - low, 1e-6 * max(abs(high), 1.0))
+        ax.set_ylim(low - 0.05 * pad, high + 0.4 * pad)
     ax.set_xlabel("learning rate (exponential ramp)")
     ax.set_ylabel("training loss")
     ax.set_title(title)
