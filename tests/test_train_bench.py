@@ -64,6 +64,7 @@ def test_bench_measures_fresh_seeds_and_writes_results(tmp_path):
         finals = [r["final_metric"] for r in res.runs[name]]
         assert math.isclose(s["final_metric_mean"], sum(finals) / 2)
     assert res.summary["adam"]["reached"] == 2
+    assert all(s["lr_at_grid_edge"] for s in res.summary.values())  # a 2-point grid is all edge
     paths = write_results(res, tmp_path, "bench_x")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
     data = json.loads((tmp_path / "bench_x.json").read_text())

@@ -7,7 +7,8 @@
 2. **Measurement** (seeds 1..k, never the tuning seed, so the selection does not flatter the
    winner): full-budget runs at the tuned LR. Reported per optimizer: runs that reached the target,
    median steps- and seconds-to-target over those runs (training time only), final validation
-   metric mean and standard deviation over seeds, and the loss curves.
+   metric mean and standard deviation over seeds, and the loss curves. A tuned LR at either end of
+   the grid is flagged (``lr_at_grid_edge``): the grid may not bracket that optimizer's best LR.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps:
             if callback:
                 callback(f"measure {name} seed={seed}")
         result.summary[name] = summarize(task, best.lr, measured)
+        # a best LR on the edge of the grid means the grid may not contain the optimum
+        result.summary[name]["lr_at_grid_edge"] = len(grid) > 1 and best.lr in (grid[0], grid[-1])
         result.runs[name] = [r.to_dict() for r in measured]
     return result
 
@@ -132,7 +135,7 @@ def _jsonable(x):
     return x
 
 
-SUMMARY_COLUMNS = ["optimizer", "lr", "seeds", "reached", "steps_to_target_median", "seconds_to_target_median",
+SUMMARY_COLUMNS = ["optimizer", "lr", "lr_at_grid_edge", "seeds", "reached", "steps_to_target_median", "seconds_to_target_median",
                    "final_metric_mean", "final_metric_std", "diverged", "seconds_mean"]
 
 

@@ -86,6 +86,14 @@ def _console():
     return Console(stderr=True)
 
 
+def _stdout():
+    """The console for result tables: the terminal's width, or 150 columns when piped to a file."""
+    import sys
+
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
 def _progress(console):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -167,8 +175,7 @@ def cmd_train(args) -> int:
                   "reached" if r.steps_to_target else "not reached",
                   str(r.steps_to_target or "-"),
                   f"{r.seconds_to_target:.2f}" if r.seconds_to_target is not None else "-")
-    from rich.console import Console
-    Console().print(table)
+    _stdout().print(table)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -209,7 +216,6 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .bench import lr_grid, run_bench, write_results
@@ -237,10 +243,10 @@ def cmd_bench(args) -> int:
                 f"final {task.metric_name} (mean ± sd)", "diverged"):
         table.add_column(col, justify="right")
     for name, s in result.summary.items():
-        table.add_row(name, f"{s['lr']:.3g}", f"{s['reached']}/{s['seeds']}",
+        table.add_row(name, f"{s['lr']:.3g}" + (" (grid edge)" if s["lr_at_grid_edge"] else ""), f"{s['reached']}/{s['seeds']}",
                       "-" if s["steps_to_target_median"] is None else f"{s['steps_to_target_median']:g}",
                       "-" if s["seconds_to_target_median"] is None else f"{s['seconds_to_target_median']:.2f}",
                       f"{s['final_metric_mean']:.4g} ± {s['final_metric_std']:.2g}", str(s["diverged"]))
-    Console().print(table)
+    _stdout().print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
