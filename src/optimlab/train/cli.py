@@ -53,8 +53,8 @@ def register(sub) -> None:
     _common(p, "out/bench")
     p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZER_CONFIGS), metavar="NAME",
                    help=f"names (space or comma separated) from: {', '.join(OPTIMIZER_CONFIGS)} (default: all)")
-    p.add_argument("--lr-min", type=float, default=1e-4)
-    p.add_argument("--lr-max", type=float, default=1.0)
+    p.add_argument("--lr-min", type=float, default=1e-4, help="smallest LR of the tuning grid (default 1e-4)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="largest LR of the tuning grid (default 10)")
     p.add_argument("--per-decade", type=int, default=2, help="grid points per decade of LR (default 2)")
     p.add_argument("--steps", type=int, default=None, help="step budget per run (default: the task's)")
     p.add_argument("--seeds", type=int, default=3, help="measured seeds per optimizer (default 3)")

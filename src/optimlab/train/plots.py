@@ -94,7 +94,9 @@ def bench_grid(task, grid_results: dict, path: Path) -> None:
                 for r in rows]
         ax_steps.plot(lrs, steps, marker="o", markersize=4, linewidth=1.5, label=name, **_style(i))
         ax_metric.plot(lrs, vals, marker="o", markersize=4, linewidth=1.5, label=name, **_style(i))
-    ax_metric.axhline(task.target, color="0.4", linewidth=1, linestyle=(0, (6, 3)), label=f"target {task.target_text}")
+    target = ax_metric.axhline(task.target, color="0.4", linewidth=1, linestyle=(0, (6, 3)),
+                               label=f"target {task.target_text}")
+    ax_metric.legend(handles=[target], fontsize=8)
     if ax_steps.has_data() and any(np.isfinite(line.get_ydata(orig=False)).any() for line in ax_steps.lines):
         ax_steps.set_yscale("log")
     ax_steps.set_ylabel("steps to target (gap = not reached)")

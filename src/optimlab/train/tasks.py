@@ -8,7 +8,7 @@ the initial weights and the order of the examples.
 task               model and data                                              target (validation)
 =================  ==========================================================  ===================
 digits-mlp         64-64-10 ReLU MLP, scikit-learn digits (8x8, 1797 images)   accuracy >= 0.95
-digits-cnn         2 conv layers + linear, the same digits as 1x8x8 images     accuracy >= 0.95
+digits-cnn         2 conv layers + linear, the same digits as 1x8x8 images     accuracy >= 0.97
 cancer-logreg      logistic regression, breast-cancer data, features UNSCALED  accuracy >= 0.90
 sparse-logreg      logistic regression, 200 rare binary features (generated)   accuracy >= 0.92
 adding-lstm        LSTM(2->32) on the adding problem, length 20 (generated)    MSE <= 0.01
@@ -57,7 +57,10 @@ class Task:
     """A training task: data, model, loss, validation metric and the target of that metric.
 
     ``default_*`` is the tuned default (optimizer, learning rate, gradient-descent mode) with which
-    the task reaches its target within ``budget_steps``; ``bench_steps`` is the benchmark's budget.
+    the task reaches its target within ``budget_steps`` (the LR picked by ``optimlab bench`` on the
+    grid 1e-4..1, except digits-mlp, where 1e-2 replaces the bench's 3.16e-2 because at that LR
+    the accuracy of some seeds falls back below the target late in training; see docs/train.md).
+    ``budget_steps`` is also the benchmark's step budget per run.
     """
 
     name: str
@@ -326,11 +329,11 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("digits-mlp", "64-64-10 ReLU MLP on scikit-learn's 8x8 digits",
          functools.partial(digits_data, image=False), _mlp, F.cross_entropy,
          "val accuracy", _accuracy, True, 0.95,
-         "adam", 3e-3, 32, budget_steps=600, eval_every=25),
+         "adam", 1e-2, 32, budget_steps=600, eval_every=25),
     Task("digits-cnn", "small CNN (2 conv layers) on scikit-learn's 8x8 digits",
          functools.partial(digits_data, image=True), DigitsCNN, F.cross_entropy,
-         "val accuracy", _accuracy, True, 0.95,
-         "adam", 3e-3, 32, budget_steps=500, eval_every=25),
+         "val accuracy", _accuracy, True, 0.97,
+         "adam", 1e-2, 32, budget_steps=500, eval_every=25),
     Task("cancer-logreg", "logistic regression on breast-cancer data, features unscaled (1e-3 .. 4e3)",
          cancer_data, functools.partial(LogisticRegression, 30), F.binary_cross_entropy_with_logits,
          "val accuracy", _binary_accuracy, True, 0.90,
@@ -338,7 +341,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("sparse-logreg", f"logistic regression on {SPARSE_FEATURES} rare binary features (p = 0.3 .. 0.003)",
          sparse_data, functools.partial(LogisticRegression, SPARSE_FEATURES), F.binary_cross_entropy_with_logits,
          "val accuracy", _binary_accuracy, True, 0.92,
-         "adagrad", 0.3, 64, budget_steps=600, eval_every=25),
+         "adagrad", 1.0, 64, budget_steps=600, eval_every=25),
     Task("adding-lstm", f"LSTM on the adding problem, sequences of length {ADDING_LENGTH}",
          adding_data, AddingLSTM, F.mse_loss,
          "val MSE", _mse, False, 0.01,
