@@ -71,9 +71,10 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, argv, m
     assert not (tmp_path / "out").exists()
 
 
-def test_console_script_runs_from_a_clean_shell(tmp_path):
-    exe = [sys.executable, "-m", "optimlab.cli"]
-    proc = subprocess.run(exe + ["train", "--task", "cancer-logreg", "--steps", "10", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "cancer-logreg" in proc.stdout
+def test_command_line_from_a_fresh_process(tmp_path):
+    """A real process: argparse wiring, the error path and its exit code (training is tested above)."""
+    proc = subprocess.run([sys.executable, "-m", "optimlab.cli", "train", "--task", "digits_mlp",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown task 'digits_mlp' (did you mean 'digits-mlp'?)" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -28,6 +28,7 @@ import importlib
 import inspect
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -229,6 +230,16 @@ def stdlib_text(max_chars: int = 300_000) -> str:
     with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
         this = importlib.import_module("this")
     parts = [codecs.decode(this.s, "rot13")]
+    with warnings.catch_warnings():  # typing.io / typing.re warn when their docstrings are read
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parts += _docstrings()
+    text = "\n\n".join(parts)
+    text = "".join(c for c in text if c == "\n" or 32 <= ord(c) < 127)
+    return text[:max_chars]
+
+
+def _docstrings() -> list[str]:
+    parts = []
     for name in TEXT_MODULES:
         module = importlib.import_module(name)
         doc = inspect.getdoc(module)
@@ -242,9 +253,7 @@ def stdlib_text(max_chars: int = 300_000) -> str:
                 doc = inspect.getdoc(obj)
                 if doc:
                     parts.append(doc)
-    text = "\n\n".join(parts)
-    text = "".join(c for c in text if c == "\n" or 32 <= ord(c) < 127)
-    return text[:max_chars]
+    return parts
 
 
 def char_vocab() -> str:
