@@ -61,6 +61,8 @@ def test_bench_cli(tmp_path, capsys):
     (["train", "--task", "digits-mlp", "--mode", "stochastic", "--batch-size", "8"], "batch_size applies only"),
     (["train", "--task", "digits-mlp", "--schedule", "cos"], "unknown schedule"),
     (["train", "--task", "digits-mlp", "--threads", "0"], "--threads must be in [1,"),
+    (["train", "--task", "digits-mlp", "--seed", "-1"], "--seed must be in [0,"),
+    (["train", "--task", "digits-mlp", "--steps", "0"], "steps must be an integer >= 1"),
     (["lr-find", "--task", "digits-mlp", "--rule", "valley"], "--rule must be one of"),
     (["bench", "--task", "digits-mlp", "--optimizers", "adam", "sgdd"], "did you mean 'sgd'"),
     (["bench", "--task", "digits-mlp", "--seeds", "0"], "seeds must be an integer in [1, 100]"),

@@ -67,6 +67,8 @@ def _setup(args) -> None:
     cores = os.cpu_count() or 1
     if isinstance(args.threads, bool) or not 1 <= args.threads <= cores:
         raise ValueError(f"--threads must be in [1, {cores}], got {args.threads}")
+    if not 0 <= args.seed < 2**31:
+        raise ValueError(f"--seed must be in [0, {2**31 - 1}], got {args.seed}")
     torch.set_num_threads(args.threads)
 
 
