@@ -86,7 +86,7 @@ def bench_curves(task, summary: dict, runs: dict, path: Path, title: str | None 
 def bench_grid(task, grid_results: dict, path: Path) -> None:
     """Tuning runs against the learning rate, per optimizer: steps to target, and the metric."""
     plt = _plt()
-    fig, (ax_steps, ax_metric) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
+    fig, (ax_steps, ax_metric) = plt.subplots(1, 2, figsize=(12, 5), dpi=110, sharex=True)
     for i, (name, rows) in enumerate(grid_results.items()):
         lrs = [r["lr"] for r in rows]
         steps = [r["steps_to_target"] if r["steps_to_target"] is not None else np.nan for r in rows]
