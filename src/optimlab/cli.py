@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "optimlab.demo_cli",
     "optimlab.lab.cli",
+    "optimlab.train.cli",
     "optimlab.quicktask",
     "optimlab.tune",
 ]

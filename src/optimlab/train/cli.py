@@ -1,0 +1,254 @@
+"""``optimlab train``, ``optimlab lr-find`` and ``optimlab bench``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+from .loop import OPTIMIZER_CONFIGS
+from .modes import MODES, Mode
+from .schedules import SCHEDULES
+from .tasks import TASKS, get_task
+
+
+def _common(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--task", required=True, metavar="NAME", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--mode", default=None, metavar="MODE",
+                   help=f"gradient-descent mode: {', '.join(MODES)} (default: the task's)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="examples per step for --mode minibatch (default: the task's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initial weights and batch order (default 0)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: these small models run fastest on one)")
+    p.add_argument("--out", type=Path, default=Path(out), help=f"folder for results (default {out})")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one task with one optimizer (progress bar, curves, diagnostics)")
+    _common(p, "out/train")
+    p.add_argument("--optimizer", default=None, metavar="NAME",
+                   help=f"one of: {', '.join(OPTIMIZER_CONFIGS)} (default: the task's tuned default)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's tuned default)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the task's budget)")
+    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="steps between validations")
+    p.add_argument("--diagnostics-every", type=int, default=10, metavar="N",
+                   help="record per-layer diagnostics every N steps (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="Smith's learning-rate range test on a task; suggests an LR and plots")
+    _common(p, "out/lr_find")
+    p.add_argument("--optimizer", default=None, metavar="NAME", help=f"one of: {', '.join(OPTIMIZER_CONFIGS)}")
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
+    p.add_argument("--rule", default="min/10", help="suggestion rule: min/10 (default) or steepest")
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
+    _common(p, "out/bench")
+    p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZER_CONFIGS), metavar="NAME",
+                   help=f"names (space or comma separated) from: {', '.join(OPTIMIZER_CONFIGS)} (default: all)")
+    p.add_argument("--lr-min", type=float, default=1e-4, help="smallest LR of the tuning grid (default 1e-4)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="largest LR of the tuning grid (default 10)")
+    p.add_argument("--per-decade", type=int, default=2, help="grid points per decade of LR (default 2)")
+    p.add_argument("--steps", type=int, default=None, help="step budget per run (default: the task's)")
+    p.add_argument("--seeds", type=int, default=3, help="measured seeds per optimizer (default 3)")
+    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
+    p.set_defaults(func=cmd_bench)
+
+
+def _setup(args) -> None:
+    import torch
+    cores = os.cpu_count() or 1
+    if isinstance(args.threads, bool) or not 1 <= args.threads <= cores:
+        raise ValueError(f"--threads must be in [1, {cores}], got {args.threads}")
+    if not 0 <= args.seed < 2**31:
+        raise ValueError(f"--seed must be in [0, {2**31 - 1}], got {args.seed}")
+    torch.set_num_threads(args.threads)
+
+
+def _mode(args):
+    if args.mode is None:
+        if args.batch_size is not None:
+            return Mode("minibatch", args.batch_size)
+        return None
+    if args.mode == "minibatch":
+        return Mode("minibatch", args.batch_size if args.batch_size is not None
+                    else get_task(args.task).default_batch_size or 32)
+    return Mode(args.mode, args.batch_size)
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def _stdout():
+    """The console for result tables: the terminal's width, or 150 columns when piped to a file."""
+    import sys
+
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _progress(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def _check_name(kind: str, name: str, valid) -> None:
+    if name is not None and name not in valid:
+        from .tasks import unknown_name
+        raise unknown_name(kind, name, valid)
+
+
+def cmd_train(args) -> int:
+    from rich.table import Table
+
+    from . import plots
+    from .diagnostics import LayerDiagnostics
+    from .loop import train
+    task = get_task(args.task)
+    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    _check_name("schedule", args.schedule, SCHEDULES)
+    mode = _mode(args)
+    _setup(args)
+    diag = LayerDiagnostics(args.diagnostics_every)
+    console = _console()
+    optimizer = args.optimizer or task.default_optimizer
+    with _progress(console) as progress:
+        bar = progress.add_task(f"{task.name} / {optimizer}", total=args.steps or task.budget_steps, info="",
+                                visible=not args.no_progress)
+        state = {"metric": ""}
+
+        def callback(step, steps, loss, last):
+            if last is not None:
+                state["metric"] = f" {task.metric_name} {last['metric']:.4g}"
+            if step % 10 == 0 or last is not None:
+                progress.update(bar, completed=step, total=steps, info=f"loss {loss:.4g}{state['metric']}")
+        r = train(task, args.optimizer, args.lr, mode, args.steps, args.schedule, args.seed, args.eval_every,
+                  diagnostics=diag, callback=callback)
+        progress.update(bar, completed=r.steps)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"train_{task.name}_{r.optimizer}"
+    paths = {k: args.out / f"{stem}{suffix}" for k, suffix in
+             [("json", ".json"), ("loss", "_loss.csv"), ("evals", "_evals.csv"), ("curves", "_curves.png"),
+              ("diag_csv", "_diagnostics.csv"), ("diag_png", "_diagnostics.png")]}
+    from .bench import _jsonable, write_all_atomic
+    payload = json.dumps(_jsonable(r.to_dict(curves=True)), indent=1)
+
+    def write_loss(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "train_loss"])
+            w.writerows([i + 1, f"{v:.6g}"] for i, v in enumerate(r.train_loss))
+
+    def write_evals(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "seconds", "metric", "val_loss", "lr"])
+            w.writeheader()
+            w.writerows({k: f"{v:.6g}" for k, v in e.items()} for e in r.evals)
+    title = f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}"
+    write_all_atomic([
+        (paths["json"], lambda tmp: Path(tmp).write_text(payload)),
+        (paths["loss"], write_loss),
+        (paths["evals"], write_evals),
+        (paths["curves"], lambda tmp: plots.bench_curves(task, {r.optimizer: {"lr": r.lr}},
+                                                         {r.optimizer: [r.to_dict()]}, tmp, title)),
+        (paths["diag_csv"], diag.write_csv),
+        (paths["diag_png"], lambda tmp: plots.diagnostics(diag.rows, f"{title}: per-layer step diagnostics", tmp,
+                                                          lr=r.lr)),
+    ])
+
+    table = Table(title=f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}")
+    for col in ("steps", "train seconds", f"final {task.metric_name}", f"target ({task.target_text})",
+                "steps to target", "seconds to target"):
+        table.add_column(col, justify="right")
+    table.add_row(str(r.steps), f"{r.seconds:.2f}", f"{r.final_metric:.4g}" + (" (diverged)" if r.diverged else ""),
+                  "reached" if r.steps_to_target else "not reached",
+                  str(r.steps_to_target or "-"),
+                  f"{r.seconds_to_target:.2f}" if r.seconds_to_target is not None else "-")
+    _stdout().print(table)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from . import plots
+    from .bench import write_all_atomic
+    from .lr_finder import RULES, find_lr
+    task = get_task(args.task)
+    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    if args.rule not in RULES:
+        raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
+    mode = _mode(args)
+    _setup(args)
+    optimizer = args.optimizer or task.default_optimizer
+    result = find_lr(task, optimizer, mode, args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
+                     num_steps=args.steps, rule=args.rule)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"lr_find_{task.name}_{optimizer}"
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["lr", "loss", "smoothed_loss"])
+            w.writerows([f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"] for a, b, c in zip(result.lrs, result.losses, result.smoothed))
+    csv_path, png_path = Path(f"{stem}.csv"), Path(f"{stem}.png")
+    title = (f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
+             f"{'stopped on divergence' if result.stopped_early else 'full ramp'})")
+    write_all_atomic([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
+    print(f"{task.name} / {optimizer}: suggested lr = {result.suggestion:.3g} (rule {result.rule}: "
+          + ("one tenth of the LR at the smoothed loss's minimum" if result.rule == "min/10"
+             else "steepest descent of the smoothed loss in log(lr)") + ")")
+    others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.rule)
+    print(f"other rule: {others}; ramp {result.lrs[0]:.3g} .. {result.lrs[-1]:.3g} in {len(result.lrs)} steps"
+          + (" (stopped on divergence)" if result.stopped_early else ""))
+    print(f"wrote {csv_path}, {png_path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from rich.table import Table
+
+    from .bench import lr_grid, run_bench, write_results
+    task = get_task(args.task)
+    names = [n for item in args.optimizers for n in item.split(",") if n]
+    for n in names:
+        _check_name("optimizer", n, OPTIMIZER_CONFIGS)
+    _check_name("schedule", args.schedule, SCHEDULES)
+    grid = lr_grid(args.lr_min, args.lr_max, args.per_decade)
+    mode = _mode(args)
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    _setup(args)
+    total = len(names) * (len(grid) + args.seeds)
+    console = _console()
+    with _progress(console) as progress:
+        bar = progress.add_task(f"bench {task.name}", total=total, info="")
+        result = run_bench(task, names, grid, args.steps, args.seeds, mode, args.schedule,
+                           callback=lambda msg: progress.update(bar, advance=1, info=msg))
+    paths = write_results(result, args.out, f"bench_{task.name}")
+    table = Table(title=f"{task.name}: target {task.target_text}; LR tuned on {len(grid)} values "
+                        f"{grid[0]:g}..{grid[-1]:g} (seed 0), measured on seeds 1..{args.seeds}, "
+                        f"{result.settings['steps']} steps, mode {result.settings['mode']}, schedule {args.schedule}")
+    for col in ("optimizer", "tuned lr", "reached", "median steps to target", "median seconds to target",
+                f"final {task.metric_name} (mean ± sd)", "diverged"):
+        table.add_column(col, justify="right")
+    for name, s in result.summary.items():
+        table.add_row(name, f"{s['lr']:.3g}" + (" (grid edge)" if s["lr_at_grid_edge"] else ""), f"{s['reached']}/{s['seeds']}",
+                      "-" if s["steps_to_target_median"] is None else f"{s['steps_to_target_median']:g}",
+                      "-" if s["seconds_to_target_median"] is None else f"{s['seconds_to_target_median']:.2f}",
+                      f"{s['final_metric_mean']:.4g} ± {s['final_metric_std']:.2g}", str(s["diverged"]))
+    _stdout().print(table)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
