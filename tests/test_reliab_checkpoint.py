@@ -185,7 +185,7 @@ def test_load_rejects_other_files_and_missing_parts(tmp_path):
         checkpoint.load(tmp_path / "model-only.pt", optimizer=torch.optim.SGD(torch.nn.Linear(2, 1).parameters()))
 
 
-QUICKTRAIN = ["quicktrain", "--optimizer", "nadam", "--set", "lr=0.01", "--steps", "60", "--schedule", "cosine",
+QUICKTRAIN = ["quicktrain", "--optimizer", "nadam", "--set", "lr=0.01", "--steps", "100", "--schedule", "cosine",
               "--seed", "3", "--threads", "1"]
 
 
@@ -209,13 +209,13 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path, capsys):
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     assert victim.returncode == -signal.SIGKILL
-    assert 20 <= seen < 60 and ckpt.exists() and not (tmp_path / "resumed.pt").exists()
+    assert 20 <= seen < 100 and ckpt.exists() and not (tmp_path / "resumed.pt").exists()
 
     resumed = _quicktrain("--checkpoint", ckpt, "--checkpoint-every", 7, "--out", tmp_path / "resumed.pt")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     first = out.splitlines()[0]
-    assert first.startswith("resumed from step ") and 14 <= int(first.split()[-1]) < 60, first
+    assert first.startswith("resumed from step ") and 14 <= int(first.split()[-1]) < 100, first
     threads = torch.get_num_threads()
     try:  # the uninterrupted run, here (same command, same single thread as the subprocesses)
         assert cli.main([*QUICKTRAIN, "--out", str(tmp_path / "reference.pt")]) == 0

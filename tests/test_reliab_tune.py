@@ -115,7 +115,7 @@ def test_trial_of_a_dead_worker_is_failed_and_retried_with_its_params(tmp_path):
     dead = study.ask()  # the dead worker's trial: params drawn, a heartbeat recorded, then silence
     tune.suggest(dead, "sgd")
     storage.record_heartbeat(dead._trial_id)
-    time.sleep(4.5)  # past the grace period (4 heartbeats)
+    time.sleep(6.5)  # past the grace period (4 heartbeats; SQLite clocks count whole seconds)
     trials = tune.run("sgd", n_trials=2, storage=url, task=quadratic, seed=0, heartbeat=1).trials
     assert trials[dead.number].state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
