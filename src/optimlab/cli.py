@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "optimlab.demo_cli",
+    "optimlab.web.cli",
 ]
 
 
