@@ -20,6 +20,7 @@ large, 429 when the server is busy with other runs.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,6 +77,14 @@ def nested(t: torch.Tensor | np.ndarray) -> list:
     obj = a.astype(object)
     obj[~finite] = None
     return obj.tolist()
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """JSON without NaN / Infinity (``allow_nan=False``: a non-finite number left in a payload is a
+    bug, not something to send), written directly rather than through ``jsonable_encoder``, which
+    walks every float of a large trajectory array in Python."""
+    body = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    return Response(content=body, media_type="application/json", status_code=status)
 
 
 def _clean(value: Any) -> Any:
@@ -132,12 +141,18 @@ def meta(limits: Limits) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
+def landscape_grid_json(name: str, resolution: int) -> str:
+    """:func:`landscape_grid` as JSON text, cached (a page asks for the same grid again and again)."""
+    return json.dumps(landscape_grid(name, resolution), allow_nan=False, separators=(",", ":"))
+
+
 def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
     """The landscape on a ``resolution x resolution`` grid over its window.
 
     ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
-    ``log10(f - f* + 1)`` for landscapes marked ``log_plot`` (values spanning many decades), else ``f``.
+    ``log10(f - f* + 1)`` for landscapes marked ``log_plot`` (values spanning many decades), else
+    None (the page colours ``z`` itself).
     """
     land = get_landscape(name)
     (x0, x1), (y0, y1) = land.window
@@ -146,9 +161,9 @@ def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     with torch.no_grad():
         z = land.fn(xx, yy)
-    zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else z
+    zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else None
     return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
-            "zplot": nested(zplot), "log_plot": land.log_plot,
+            "zplot": nested(zplot) if land.log_plot else None, "log_plot": land.log_plot,
             "zplot_label": "log10(f - f* + 1)" if land.log_plot else "f(x, y)"}
 
 
@@ -269,6 +284,8 @@ def create_app(limits: Limits | None = None) -> FastAPI:
             if e.get("type") == "json_invalid":
                 where = e.get("loc", ())[-1]
                 details.append({"field": "request", "message": f"the body is not valid JSON (at character {where})"})
+            elif e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):
+                details.append({"field": "request", "message": "the request has no body: send a JSON object"})
             else:
                 details.append({"field": _loc(tuple(e.get("loc", ()))), "message": _message(e)})
         if not details:
@@ -296,7 +313,7 @@ def create_app(limits: Limits | None = None) -> FastAPI:
 
     @app.get("/api/meta")
     def api_meta():
-        return meta(limits)
+        return json_response(meta(limits))
 
     @app.get("/api/landscape/{name}")
     def api_landscape(name: str, resolution: int = 121):
@@ -307,7 +324,7 @@ def create_app(limits: Limits | None = None) -> FastAPI:
         if not 10 <= resolution <= limits.max_grid:
             raise ApiError(422, f"resolution must be an integer in [10, {limits.max_grid}], got {resolution}",
                            [{"field": "resolution", "message": f"must be in [10, {limits.max_grid}]"}])
-        return landscape_grid(land.name, resolution)
+        return Response(content=landscape_grid_json(land.name, resolution), media_type="application/json")
 
     @app.post("/api/run")
     def api_run(req: RunRequest):
@@ -318,7 +335,7 @@ def create_app(limits: Limits | None = None) -> FastAPI:
         if not slots.acquire(timeout=limits.queue_wait_s):
             raise ApiError(429, f"the server is busy with {limits.max_concurrent} other runs; try again")
         try:
-            return run_request(req, limits)
+            return json_response(run_request(req, limits))
         finally:
             slots.release()
 

@@ -72,6 +72,8 @@ class Limits:
     ``max_steps``         steps per run
     ``max_starts``        start points per request
     ``max_optimizers``    optimizer entries per request
+    ``max_total_steps``   ``steps * optimizers``: the engine's cost is about one step of every
+                          optimizer entry at a time (a batch of starts costs little more than one)
     ``max_points``        ``(steps + 1) * trajectories`` points returned by one request
     ``max_grid``          landscape grid resolution (points per axis)
     ``time_budget_s``     wall time one run request may take; past it the run stops with a 422
@@ -82,7 +84,8 @@ class Limits:
     max_steps: int = 2000
     max_starts: int = 8
     max_optimizers: int = 12
-    max_points: int = 300_000
+    max_total_steps: int = 6000
+    max_points: int = 100_000
     max_grid: int = 301
     time_budget_s: float = 5.0
     max_concurrent: int = 2
@@ -177,6 +180,10 @@ def check_limits(req: RunRequest, limits: Limits) -> None:
         raise ValueError(f"at most {limits.max_starts} start points per request, got {len(req.starts)}")
     if len(req.optimizers) > limits.max_optimizers:
         raise ValueError(f"at most {limits.max_optimizers} optimizers per request, got {len(req.optimizers)}")
+    total = req.steps * len(req.optimizers)
+    if total > limits.max_total_steps:
+        raise ValueError(f"steps x optimizers = {total} is more than this server's {limits.max_total_steps}; "
+                         "ask for fewer steps or optimizers")
     points = (req.steps + 1) * len(req.starts) * len(req.optimizers)
     if points > limits.max_points:
         raise ValueError(f"(steps + 1) x starts x optimizers = {points} points is more than this server's "
