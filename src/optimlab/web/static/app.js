@@ -12,6 +12,7 @@
   const DECAY = new Set(["momentum", "alpha", "beta1", "beta2"]);
   const ANIM_SECONDS = 3;          // one run plays in about this long at 1x
   const GRID_RESOLUTION = 121;
+  const SPEEDS = [0, 0.5, 1, 2, 5];  // 0: no animation, draw the whole run at once
   const BASE_TRACES = 4;           // contour, minima, saddles, starts
 
   const $ = (id) => document.getElementById(id);
@@ -95,6 +96,7 @@
       `steps=${st.steps}`,
       `schedule=${enc(st.schedule)}`,
     ];
+    if (st.speed !== 1) parts.push(`speed=${st.speed}`);
     for (const o of st.opts) {
       const kv = [`lr=${o.lr}`, ...Object.entries(o.knobs).map(([k, v]) => `${k}=${v}`)];
       parts.push(`opt=${enc(o.name)}:${kv.join(",")}`);
@@ -104,8 +106,12 @@
 
   function hashToState(hash) {
     const q = new URLSearchParams(hash.replace(/^#/, ""));
-    if (!q.has("landscape") && !q.has("opt")) return null;
+    if (![...q.keys()].length) return null;
     const st = defaultState();
+    if (q.has("speed")) {
+      const v = num(q.get("speed"));
+      if (SPEEDS.includes(v)) st.speed = v;
+    }
     if (q.has("landscape")) {
       st.landscape = q.get("landscape");
       const land = landMeta(st.landscape);
@@ -142,6 +148,7 @@
       starts: [[-9, 2]],
       steps: 150,
       schedule: "constant",
+      speed: 1,
       opts: [
         { name: "sgd", lr: 0.18, knobs: {} },
         { name: "momentum", lr: 0.02, knobs: { momentum: 0.9 } },
@@ -181,6 +188,7 @@
     $("steps").value = Number.isFinite(st.steps) ? st.steps : "";
     $("steps").max = lab.meta.limits.max_steps;
     $("schedule").value = st.schedule;
+    $("speed").value = String(st.speed);
     $("starts").value = st.starts.map((p) => p.map((v) => fmt(v, 5)).join(", ")).join("; ");
     renderCards();
   }
@@ -315,6 +323,12 @@
     $("play").addEventListener("click", () => {
       if (anim.running) stopAnimation();
       else startAnimation(lab.t >= (lab.result ? lab.result.steps : 0) ? 0 : lab.t);
+    });
+    $("speed").addEventListener("change", () => {
+      lab.state.speed = Number($("speed").value);
+      writeHash();
+      if (anim.running && lab.state.speed === 0) { stopAnimation(); drawFrame(lab.result.steps); }
+      else if (anim.running) startAnimation(lab.t);
     });
     $("scrub").addEventListener("input", () => { stopAnimation(); drawFrame(Number($("scrub").value)); });
     $("loss-log").addEventListener("change", () => { if (lab.result) { drawLoss(); drawFrame(lab.t); } });
@@ -659,6 +673,7 @@
   function startAnimation(from) {
     stopAnimation();
     if (!lab.result) return;
+    if (lab.state.speed === 0) { drawFrame(lab.result.steps); return; }
     anim.running = true;
     anim.from = from;
     anim.start = performance.now();
@@ -668,7 +683,7 @@
     const rate = Math.max(20, steps / ANIM_SECONDS);   // steps per second at 1x
     const tick = (now) => {
       if (!anim.running) return;
-      const speed = Number($("speed").value) || 1;
+      const speed = lab.state.speed || 1;
       const t = Math.min(steps, anim.from + Math.floor(((now - anim.start) / 1000) * rate * speed));
       drawFrame(t);
       if (t >= steps) { stopAnimation(); return; }
