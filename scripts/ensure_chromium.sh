@@ -2,7 +2,7 @@
 # Make sure Debian's headless-capable chromium is at /usr/bin/chromium, for the browser test of the
 # web lab (tests/test_web_browser.py drives it with Playwright via executable_path; we never run
 # `playwright install`, which downloads its own browser). Installs it once with apt when missing
-# (the test machines run as root). Set OPTIMLAB_NO_CHROMIUM=1 to never install it..
+# (the test machines run as root). Set OPTIMLAB_NO_CHROMIUM=1 to never install it.
 set -uo pipefail
 [ -x /usr/bin/chromium ] && exit 0
 [ -n "${OPTIMLAB_NO_CHROMIUM:-}" ] && exit 0
