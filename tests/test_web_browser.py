@@ -67,16 +67,14 @@ def browser():
             b.close()
 
 
-SETTLED = ("document.body.dataset.status === 'error' || "
-           "(document.body.dataset.status === 'ready' && document.body.dataset.anim === 'done')")
-
-
-def settle(page, after_run: int | None = None) -> None:
-    """Wait until a run newer than ``after_run`` is drawn and its animation finished (or an error shows)."""
-    if after_run is not None:
-        page.wait_for_function(f"Number(document.body.dataset.runId) > {after_run} || "
-                               "document.body.dataset.status === 'error'", timeout=30_000)
-    page.wait_for_function(SETTLED, timeout=30_000)
+def settle(page, after_run: int) -> None:
+    """Wait until a run newer than ``after_run`` is drawn and its animation has finished."""
+    try:
+        page.wait_for_function(f"Number(document.body.dataset.runId) > {after_run} && "
+                               "document.body.dataset.status === 'ready' && document.body.dataset.anim === 'done'",
+                               timeout=30_000)
+    except sync_api.TimeoutError:
+        raise AssertionError(f"no new run drawn within 30 s; the page says: {page.evaluate('window.optimlabLab.error')}")
 
 
 def run_id(page) -> int:
@@ -121,7 +119,14 @@ def test_the_lab_in_a_browser(server_url, browser):
     lr_box.fill("0.05")
     lr_box.dispatch_event("change")
     settle(page, before)
-    # 3. a start point, clicked on the contour at a quarter of the width, three quarters down
+    # 3. a hyperparameter, dragged: the momentum slider of the second card (Momentum)
+    before = run_id(page)
+    assert page.locator(".opt-card[data-index='1'] select.opt-name").input_value() == "momentum"
+    page.locator(".opt-card[data-index='1'] input.opt-momentum-slider").fill("2")   # -log10(1 - 0.99)
+    settle(page, before)
+    assert page.evaluate("window.optimlabLab.result.runs[1].hyper") == {"momentum": 0.99}
+    assert page.locator(".opt-card[data-index='1'] input.opt-momentum").input_value() == "0.99"
+    # 4. a start point, clicked on the contour at a quarter of the width, three quarters down
     area = page.locator("#contour .nsewdrag").bounding_box()
     (x0, x1), (y0, y1) = page.evaluate("[document.getElementById('contour').layout.xaxis.range,"
                                        " document.getElementById('contour').layout.yaxis.range]")
@@ -171,7 +176,7 @@ def test_the_lab_in_a_browser(server_url, browser):
 
     page.screenshot(path=str(ARTIFACTS / "web-lab.png"), full_page=True)
 
-    # 4. the URL holds the state: a fresh page on it shows the same runs and table
+    # 5. the URL holds the state: a fresh page on it shows the same runs and table
     url = page.url
     assert "opt=rmsprop:lr=0.05" in url and f"start={sx},{sy}" in url
     other = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -183,7 +188,7 @@ def test_the_lab_in_a_browser(server_url, browser):
     assert table(other) == new_table
     other.close()
 
-    # 5. a bad value gets the server's message on the page, and the last good run stays drawn
+    # 6. a bad value gets the server's message on the page, and the last good run stays drawn
     before = run_id(page)
     lr_box.fill("-1")
     lr_box.dispatch_event("change")
@@ -193,7 +198,7 @@ def test_the_lab_in_a_browser(server_url, browser):
     assert run_id(page) == before and table(page) == new_table
     page.screenshot(path=str(ARTIFACTS / "web-lab-error.png"))
 
-    # 6. the 3-D view draws the surface and the trajectories
+    # 7. the 3-D view draws the surface and the trajectories
     lr_box.fill("0.05")
     lr_box.dispatch_event("change")
     settle(page, before)
@@ -202,5 +207,13 @@ def test_the_lab_in_a_browser(server_url, browser):
                            "document.getElementById('surface').data.length === 1 + window.optimlabLab.result.runs.length",
                            timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "web-lab-3d.png"))
-    assert page_errors == []
     page.close()
+
+    # 8. a link with a misspelt optimizer shows the server's suggestion
+    bad = browser.new_page(viewport={"width": 1400, "height": 1000})
+    bad.on("pageerror", lambda e: page_errors.append(str(e)))
+    bad.goto(server_url + "#landscape=bowl&opt=adma:lr=0.1")
+    bad.wait_for_function("document.body.dataset.status === 'error'", timeout=30_000)
+    assert "unknown optimizer 'adma'; did you mean 'adam'?" in bad.locator("#error").inner_text()
+    bad.close()
+    assert page_errors == []

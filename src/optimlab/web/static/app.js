@@ -424,6 +424,9 @@
   async function loadLandscape() {
     try {
       lab.grid = await api(`/api/landscape/${encodeURIComponent(lab.state.landscape)}?resolution=${GRID_RESOLUTION}`);
+      let lo = Infinity, hi = -Infinity;
+      for (const row of lab.grid.zplot || lab.grid.z) for (const v of row) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      lab.grid.zrange = [lo, hi];
       surfaceDrawn = null;
       drawContourBase();
       return true;
@@ -611,10 +614,13 @@
   // ---------------------------------------------------------------- 3-D view
   let surfaceDrawn = null;
   let surfaceLast = 0;
+  // the height of a trajectory point in the 3-D view: the surface's own scale, lifted a little
+  // above the surface so the line is not hidden in it
   function surfaceZ(v) {
     if (v === null) return null;
     const g = lab.grid;
-    return g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + 1) : v;
+    const lift = 0.015 * (g.zrange[1] - g.zrange[0]);
+    return (g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + 1) : v) + lift;
   }
 
   function drawSurface(force) {
@@ -627,7 +633,7 @@
     const [[x0, x1], [y0, y1]] = land.window;
     const inside = (x, y) => x !== null && y !== null && x >= x0 && x <= x1 && y >= y0 && y <= y1;
     const traces = [{
-      type: "surface", x: g.x, y: g.y, z: g.zplot || g.z, colorscale: "Viridis", opacity: 0.92, showscale: false,
+      type: "surface", x: g.x, y: g.y, z: g.zplot || g.z, colorscale: "Viridis", opacity: 0.85, showscale: false,
       contours: { z: { show: true, usecolormap: true, project: { z: false } } },
       hovertemplate: `x %{x:.3f}<br>y %{y:.3f}<br>${g.zplot_label} %{z:.4g}<extra></extra>`,
     }];
@@ -654,7 +660,7 @@
         xaxis: { title: { text: "x" }, range: [x0, x1] }, yaxis: { title: { text: "y" }, range: [y0, y1] },
         zaxis: { title: { text: g.zplot_label } },
         aspectmode: "manual", aspectratio: { x: 1, y: 1, z: 0.6 },
-        camera: { eye: { x: 1.5, y: -1.5, z: 1.0 } },
+        camera: { eye: { x: 0.65, y: -1.05, z: 1.3 } },
       },
       font: { family: "DejaVu Sans, Arial, sans-serif", size: 12 },
     };
