@@ -374,3 +374,13 @@ def test_optimlab_serve_starts_a_server_on_localhost_and_stops():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_optimlab_serve_refuses_bad_settings_before_starting(capsys):
+    from optimlab.cli import main
+
+    assert main(["serve", "--max-steps", "0"]) == 2
+    assert main(["serve", "--port", "70000"]) == 2
+    assert main(["serve", "--time-budget", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-steps must be in [1, 100000]" in err and "--port must be in [0, 65535]" in err

@@ -266,7 +266,8 @@ def create_app(limits: Limits | None = None) -> FastAPI:
         warm_up()
         yield
 
-    app = FastAPI(title="optimlab web lab", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+    # no Swagger / ReDoc pages: they load their scripts from a CDN; the schema itself is served
+    app = FastAPI(title="optimlab web lab", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     slots = threading.BoundedSemaphore(limits.max_concurrent)

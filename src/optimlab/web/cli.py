@@ -19,13 +19,15 @@ def serve(args) -> int:
     import uvicorn
 
     from .app import create_app
-    from .schemas import Limits
+    from .schemas import HARD_MAX_STEPS, Limits
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
-    limits = Limits(max_steps=args.max_steps, time_budget_s=args.time_budget)
-    if limits.max_steps < 1 or not limits.time_budget_s > 0:
-        raise ValueError("--max-steps must be >= 1 and --time-budget > 0")
+    if not 1 <= args.max_steps <= HARD_MAX_STEPS or not args.time_budget > 0:
+        raise ValueError(f"--max-steps must be in [1, {HARD_MAX_STEPS}] and --time-budget > 0")
+    default = Limits()
+    limits = Limits(max_steps=args.max_steps, max_total_steps=max(default.max_total_steps, args.max_steps),
+                    time_budget_s=args.time_budget)
     if not _is_loopback(args.host):
         print(f"optimlab serve: warning: listening on {args.host}, not only this machine; "
               "the lab has no authentication", file=sys.stderr)
