@@ -118,7 +118,9 @@ def landscape_info(name: str) -> dict[str, Any]:
             "window": [list(land.window[0]), list(land.window[1])], "start": list(land.start),
             "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
             "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
-            "min_value": land.min_value, "default_lr": dict(land.default_lr)}
+            "min_value": land.min_value,
+            # per-landscape learning rates, where the lab defines them (not every version does)
+            "default_lr": dict(getattr(land, "default_lr", None) or {})}
 
 
 def optimizer_info(name: str) -> dict[str, Any]:
