@@ -131,7 +131,7 @@ def test_the_lab_in_a_browser(server_url, browser):
     (x0, x1), (y0, y1) = page.evaluate("[document.getElementById('contour').layout.xaxis.range,"
                                        " document.getElementById('contour').layout.yaxis.range]")
     before = run_id(page)
-    page.select_option("#speed", "2")
+    page.select_option("#speed", "1")
     page.mouse.click(area["x"] + 0.25 * area["width"], area["y"] + 0.75 * area["height"])
     # ... and the new trajectories are animated: caught part-way, drawn up to the current step
     page.wait_for_function(f"Number(document.body.dataset.runId) > {before} && document.body.dataset.anim === 'running'"
