@@ -261,6 +261,11 @@ def test_a_body_too_large_gets_a_413_declared_or_chunked(client):
             yield b"x" * 1000
     r = client.post("/api/run", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
+    r = client.post("/api/run", content=b"{}", headers={"content-type": "application/json", "content-length": "abc"})
+    assert r.status_code == 400 and "Content-Length" in r.json()["error"]
+    deep = "[" * 5000 + "]" * 5000            # too deep for the JSON parser: still a 4xx
+    r = client.post("/api/run", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]
     # a small chunked body is read and handled as usual
     small = json.dumps(BASE).encode()
     r = client.post("/api/run", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
@@ -274,6 +279,8 @@ def test_landscape_route_errors(client):
                        ("1e3", "resolution")):
         r = client.get("/api/landscape/bowl", params={"resolution": res})
         assert r.status_code == 422 and piece in r.json()["error"]
+    r = client.get("/api/landscape/" + "x" * 5000)
+    assert r.status_code == 404 and len(r.json()["error"]) < 200
     r = client.get("/api/nothing")
     assert r.status_code == 404 and r.json()["error"]
     r = client.get("/api/run")

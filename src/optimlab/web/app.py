@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, get_landscape
 from ..lab.schedules import SCHEDULES
-from .schemas import KNOB_HELP, KNOB_RANGES, KNOBS, LR_RANGE, Limits, RunRequest, check_limits
+from .schemas import HARD_MAX_NAME, KNOB_HELP, KNOB_RANGES, KNOBS, LR_RANGE, Limits, RunRequest, check_limits
 
 STATIC = Path(__file__).parent / "static"
 
@@ -228,7 +228,8 @@ class BodyLimit:
             try:
                 too_big = int(length) > self.max_bytes
             except ValueError:
-                too_big = True
+                response = JSONResponse({"error": "invalid Content-Length header", "details": []}, status_code=400)
+                return await response(scope, receive, send)
             if too_big:
                 return await self._reject(scope, receive, send)
             return await self.app(scope, receive, send)
@@ -320,6 +321,8 @@ def create_app(limits: Limits | None = None) -> FastAPI:
 
     @app.get("/api/landscape/{name}")
     def api_landscape(name: str, resolution: int = 121):
+        if len(name) > HARD_MAX_NAME:
+            raise ApiError(404, f"unknown landscape (a name of {len(name)} characters; names have at most {HARD_MAX_NAME})")
         try:
             land = get_landscape(name)
         except ValueError as exc:
