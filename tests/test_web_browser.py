@@ -105,7 +105,7 @@ def test_the_lab_in_a_browser(server_url, browser):
     n_entries = len(first["runs"])
     assert n_entries >= 2 and len(first_table) == n_entries * len(first["starts"])
     # the contour drew one line per optimizer, as long as the run
-    lens = page.evaluate("document.getElementById('contour').data.slice(4).filter(t => t.mode === 'lines')"
+    lens = page.evaluate("document.getElementById('contour-fg').data.slice(3).filter(t => t.mode === 'lines')"
                          ".map(t => t.x.length)")
     assert lens == [first["steps"] + 1] * n_entries
 
@@ -127,9 +127,9 @@ def test_the_lab_in_a_browser(server_url, browser):
     assert page.evaluate("window.optimlabLab.result.runs[1].hyper") == {"momentum": 0.99}
     assert page.locator(".opt-card[data-index='1'] input.opt-momentum").input_value() == "0.99"
     # 4. a start point, clicked on the contour at a quarter of the width, three quarters down
-    area = page.locator("#contour .nsewdrag").bounding_box()
-    (x0, x1), (y0, y1) = page.evaluate("[document.getElementById('contour').layout.xaxis.range,"
-                                       " document.getElementById('contour').layout.yaxis.range]")
+    area = page.locator("#contour-fg .nsewdrag").bounding_box()
+    (x0, x1), (y0, y1) = page.evaluate("[document.getElementById('contour-fg').layout.xaxis.range,"
+                                       " document.getElementById('contour-fg').layout.yaxis.range]")
     before = run_id(page)
     page.select_option("#speed", "1")
     page.mouse.click(area["x"] + 0.25 * area["width"], area["y"] + 0.75 * area["height"])
@@ -137,7 +137,7 @@ def test_the_lab_in_a_browser(server_url, browser):
     page.wait_for_function(f"Number(document.body.dataset.runId) > {before} && document.body.dataset.anim === 'running'"
                            " && window.optimlabLab.t > 0 && window.optimlabLab.t < window.optimlabLab.result.steps",
                            polling="raf", timeout=30_000)
-    t_mid, drawn = page.evaluate("[window.optimlabLab.t, document.getElementById('contour').data[4].x.length]")
+    t_mid, drawn = page.evaluate("[window.optimlabLab.t, document.getElementById('contour-fg').data[3].x.length]")
     assert 0 < t_mid and drawn <= t_mid + 2  # the line holds the steps up to the current one (give or take a frame)
     settle(page, before)
     page.select_option("#speed", "0")

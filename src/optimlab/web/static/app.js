@@ -13,7 +13,7 @@
   const ANIM_SECONDS = 3;          // one run plays in about this long at 1x
   const GRID_RESOLUTION = 121;
   const SPEEDS = [0, 0.5, 1, 2, 5];  // 0: no animation, draw the whole run at once
-  const BASE_TRACES = 4;           // contour, minima, saddles, starts
+  const BASE_TRACES = 3;           // in the contour view's foreground: minima, saddles, starts
 
   const $ = (id) => document.getElementById(id);
   const lab = (window.optimlabLab = {
@@ -355,17 +355,17 @@
       $(`tab-${v}`).setAttribute("aria-selected", String(v === view));
     }
     if (view === "surface") drawSurface(true);
-    else Plotly.Plots.resize($("contour"));
+    else { Plotly.Plots.resize($("contour-bg")); Plotly.Plots.resize($("contour-fg")); }
   }
 
   // a click inside the contour's plotting area sets the start (Shift+click adds one)
   function onContourClick(ev) {
-    const area = $("contour").querySelector(".nsewdrag");
+    const area = $("contour-fg").querySelector(".nsewdrag");
     if (!area || !lab.grid) return;
     const r = area.getBoundingClientRect();
     if (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom) return;
-    const [x0, x1] = $("contour").layout.xaxis.range;
-    const [y0, y1] = $("contour").layout.yaxis.range;
+    const [x0, x1] = $("contour-fg").layout.xaxis.range;
+    const [y0, y1] = $("contour-fg").layout.yaxis.range;
     const x = nice(x0 + ((ev.clientX - r.left) / r.width) * (x1 - x0), 4);
     const y = nice(y1 - ((ev.clientY - r.top) / r.height) * (y1 - y0), 4);
     const max = lab.meta.limits.max_starts;
@@ -440,19 +440,26 @@
   const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["toImage", "select2d", "lasso2d"] };
   const GREYS = [[0, "#ffffff"], [0.5, "#d9d9d9"], [1, "#9a9a9a"]];
 
-  function baseTraces() {
+  // The contour view is two plotly figures stacked in #contour: #contour-bg draws the landscape
+  // (axes, contour, colour bar) and is redrawn only when the landscape changes; #contour-fg, on
+  // top with a transparent background, draws the markers and the trajectories. An animation
+  // frame then restyles only the light foreground: redrawing the contour with every frame made
+  // each frame about five times slower (measured in headless Chromium: 210 ms vs 40 ms).
+  function contourTrace() {
     const g = lab.grid;
-    const land = landMeta(g.name);
     const label = g.zplot_label;
+    return {
+      type: "contour", x: g.x, y: g.y, z: g.zplot || g.z, colorscale: GREYS, ncontours: 28,
+      contours: { coloring: "heatmap", showlines: true },
+      line: { color: "rgba(40,40,40,0.35)", width: 0.7 },
+      colorbar: { title: { text: label, side: "right" }, thickness: 12, len: 1, x: 1.02, xanchor: "left", y: 0.5 },
+      hoverinfo: "skip", showlegend: false,
+    };
+  }
+
+  function baseTraces() {
+    const land = landMeta(lab.grid.name);
     return [
-      {
-        type: "contour", x: g.x, y: g.y, z: g.zplot || g.z, colorscale: GREYS, ncontours: 28,
-        contours: { coloring: "heatmap", showlines: true },
-        line: { color: "rgba(40,40,40,0.35)", width: 0.7 },
-        colorbar: { title: { text: label, side: "right" }, thickness: 12, len: 0.9 },
-        hovertemplate: `x %{x:.3f}<br>y %{y:.3f}<br>${label} %{z:.4g}<extra></extra>`,
-        showlegend: false,
-      },
       {
         type: "scatter", mode: "markers", name: "known minimum",
         x: land.minima.map((m) => m[0]), y: land.minima.map((m) => m[1]),
@@ -474,21 +481,41 @@
     ];
   }
 
-  function contourLayout() {
+  // both layers share these margins exactly (no automatic expansion), so their axes coincide;
+  // the top margin holds the legend (about three entries per row)
+  function contourMargin() {
+    const entries = 3 + (lab.result ? lab.result.runs.length : 0);
+    return { l: 56, r: 96, t: 12 + 24 * Math.ceil(entries / 3), b: 44, autoexpand: false };
+  }
+
+  function contourLayout(foreground) {
     const land = landMeta(lab.grid.name);
-    return {
-      margin: { l: 52, r: 8, t: 8, b: 44 },
-      xaxis: { range: land.window[0].slice(), fixedrange: true, title: { text: "x" }, zeroline: false },
-      yaxis: { range: land.window[1].slice(), fixedrange: true, title: { text: "y" }, zeroline: false },
+    const axis = (range, title) => (foreground
+      ? { range, fixedrange: true, showgrid: false, zeroline: false, showticklabels: false, ticks: "", showline: false }
+      : { range, fixedrange: true, title: { text: title }, zeroline: false });
+    const layout = {
+      margin: contourMargin(),
+      xaxis: axis(land.window[0].slice(), "x"),
+      yaxis: axis(land.window[1].slice(), "y"),
       hovermode: "closest", dragmode: false,
-      legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom", font: { size: 13 }, bgcolor: "rgba(255,255,255,0.8)" },
       font: { family: "DejaVu Sans, Arial, sans-serif", size: 13 },
       uirevision: lab.grid.name,
     };
+    if (foreground) {
+      layout.paper_bgcolor = "rgba(0,0,0,0)";
+      layout.plot_bgcolor = "rgba(0,0,0,0)";
+      layout.legend = { orientation: "h", x: 0, y: 1.0, yanchor: "bottom", font: { size: 13 }, bgcolor: "rgba(255,255,255,0.8)" };
+    } else {
+      layout.showlegend = false;
+    }
+    return layout;
   }
 
+  const FG_CONFIG = { displayModeBar: false, responsive: true };
+
   function drawContourBase() {
-    Plotly.react($("contour"), baseTraces(), contourLayout(), CONFIG);
+    Plotly.react($("contour-bg"), [contourTrace()], contourLayout(false), { ...CONFIG, displayModeBar: false });
+    Plotly.react($("contour-fg"), baseTraces(), contourLayout(true), FG_CONFIG);
   }
 
   // per entry, per start: the path as x / y arrays (clamped far outside the window, nulls kept)
@@ -519,8 +546,8 @@
     const result = lab.result;
     lab.series = series(result);
     const traces = baseTraces();
-    traces[3].x = result.starts.map((p) => p[0]);
-    traces[3].y = result.starts.map((p) => p[1]);
+    traces[2].x = result.starts.map((p) => p[0]);
+    traces[2].y = result.starts.map((p) => p[1]);
     result.runs.forEach((run, i) => {
       traces.push({
         type: "scatter", mode: "lines", name: entryName(run, i), legendgroup: `e${i}`,
@@ -533,7 +560,8 @@
         hovertemplate: `${run.label} now (%{x:.4g}, %{y:.4g})<extra></extra>`,
       });
     });
-    Plotly.react($("contour"), traces, contourLayout(), CONFIG);
+    Plotly.relayout($("contour-bg"), { margin: contourMargin() });
+    Plotly.react($("contour-fg"), traces, contourLayout(true), FG_CONFIG);
     $("scrub").max = result.steps;
     drawLoss();
     drawTable();
@@ -596,7 +624,7 @@
       xs.push(upTo(s.xs, t)); ys.push(upTo(s.ys, t)); idx.push(BASE_TRACES + 2 * i);
       xs.push(s.xs.map((a) => a[t])); ys.push(s.ys.map((a) => a[t])); idx.push(BASE_TRACES + 2 * i + 1);
     });
-    Plotly.restyle($("contour"), { x: xs, y: ys }, idx);
+    Plotly.restyle($("contour-fg"), { x: xs, y: ys }, idx);
     const log = $("loss-log").checked;
     const steps = [];
     for (let k = 0; k <= t; k++) steps.push(k);
