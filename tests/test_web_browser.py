@@ -207,9 +207,22 @@ def test_the_lab_in_a_browser(server_url, browser):
                            "document.getElementById('surface').data.length === 1 + window.optimlabLab.result.runs.length",
                            timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "web-lab-3d.png"))
+
+    # 8. Shift+click adds a second start: every optimizer runs from both
+    page.click("#tab-contour")
+    before = run_id(page)
+    area = page.locator("#contour-fg .nsewdrag").bounding_box()
+    page.keyboard.down("Shift")
+    page.mouse.click(area["x"] + 0.8 * area["width"], area["y"] + 0.2 * area["height"])
+    page.keyboard.up("Shift")
+    settle(page, before)
+    two = page.evaluate("window.optimlabLab.result")
+    assert len(two["starts"]) == 2 and two["starts"][0] == [sx, sy]
+    assert all(len(r["path"][0]) == 2 for r in two["runs"]) and len(table(page)) == 2 * n_entries
+    assert page.evaluate("document.getElementById('contour-fg').data[2].x.length") == 2   # the start markers
     page.close()
 
-    # 8. a link with a misspelt optimizer shows the server's suggestion
+    # 9. a link with a misspelt optimizer shows the server's suggestion
     bad = browser.new_page(viewport={"width": 1400, "height": 1000})
     bad.on("pageerror", lambda e: page_errors.append(str(e)))
     bad.goto(server_url + "#landscape=bowl&opt=adma:lr=0.1")
