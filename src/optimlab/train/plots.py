@@ -157,7 +157,12 @@ def diagnostics(rows: list[dict], title: str, path: Path, lr: float | None = Non
         ax_step.legend(fontsize=8)
     ax_ratio.set_title("||update|| / ||parameter|| per layer")
     ax_ratio.set_ylabel("update / parameter norm")
-    ax_step.set_title("effective step size |dw| / |g| per element: median, 25-75% band")
+    ax_step.set_title("effective step |dw| / |g| per element (median, 25-75%)")
+    values = np.array([r[c] for r in rows for c in ("step_size_q25", "step_size_q75")], dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() < 10:  # e.g. plain SGD: all equal to lr
+        mid = math.sqrt(values.max() * values.min())    # show a decade, not float rounding
+        ax_step.set_ylim(mid / math.sqrt(10), mid * math.sqrt(10))
     ax_step.set_ylabel("|dw| / |g|")
     for ax in (ax_ratio, ax_step):
         ax.set_yscale("log")
