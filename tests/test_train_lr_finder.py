@@ -131,6 +131,10 @@ def test_suggestion_rules_on_a_known_curve():
     s = suggest(lrs.tolist(), loss.tolist())
     assert math.isclose(math.log10(s["steepest"]), -3, abs_tol=0.06)
     assert math.isclose(s["min/10"], lrs[int(np.argmin(loss))] / 10)
+    from optimlab.train.lr_finder import LRFinderResult
+    assert not LRFinderResult(lrs.tolist(), loss.tolist(), loss.tolist(), s).min_at_end
+    falling = (2 - x / 10).tolist()  # never turns up: the minimum is the last point
+    assert LRFinderResult(lrs.tolist(), falling, falling, suggest(lrs.tolist(), falling)).min_at_end
 
 
 @pytest.mark.parametrize("kwargs, message", [({"start_lr": 0}, "start_lr must be"),
