@@ -5,19 +5,13 @@ import json
 import math
 
 import pytest
-import torch
 
 from optimlab.train import get_task, lr_grid, run_bench
 from optimlab.train.bench import _score, tune, write_results
 from optimlab.train.loop import RunResult
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_grid_is_log_spaced():

@@ -13,12 +13,7 @@ from optimlab.train.bench import tune
 from optimlab.train.lr_finder import suggest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(seed=0):

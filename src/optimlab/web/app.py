@@ -157,12 +157,7 @@ def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
     None (the page colours ``z`` itself).
     """
     land = get_landscape(name)
-    (x0, x1), (y0, y1) = land.window
-    xs = torch.linspace(x0, x1, resolution, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, resolution, dtype=torch.float64)
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    with torch.no_grad():
-        z = land.fn(xx, yy)
+    xs, ys, _, _, z = land.evaluate_grid(resolution)
     zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else None
     return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
             "zplot": nested(zplot) if land.log_plot else None, "log_plot": land.log_plot,
