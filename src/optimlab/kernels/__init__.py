@@ -61,6 +61,10 @@ class _Bucket:
         self.state_dicts = [state for _, state in items]
         self.states = [[state[name] for _, state in items] for name in names]
         self.sizes = array("q", map(_numel, self.params))
+        # the state tensors are the plan's own references: their addresses hold while it lives
+        self.state_ptrs = array("q")
+        for column in self.states:
+            self.state_ptrs.extend(map(_data_ptr, column))
         self.scalars: dict[str, Tensor] = {}  # name -> the buffer the per-parameter 0-dim views share
         for name in (["step"] if rule.counts_steps else []) + list(rule.scalar_state):
             per_param = [state[name] for _, state in items]
@@ -138,7 +142,7 @@ def _run_bucket(rule: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool
     params, dtype, names = bucket.params, bucket.dtype, bucket.names
     grads = list(map(_grad, params))
     # what can change between steps without the plan noticing: fresh gradients, `p.data = ...`
-    if (None in grads or set(map(_dtype, grads)) != {dtype} or not all(map(_is_contiguous, grads))
+    if (set(map(_dtype, grads)) != {dtype} or not all(map(_is_contiguous, grads))
             or not all(map(_is_contiguous, params)) or array("q", map(_numel, grads)) != bucket.sizes
             or array("q", map(_numel, params)) != bucket.sizes):
         return None
@@ -180,7 +184,8 @@ def _run_bucket(rule: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool
     new_state = [[torch.empty_like(p) for p in params] for _ in fresh]
     ptrs = array("q", map(_data_ptr, params))
     ptrs.extend(map(_data_ptr, grads))
-    for column in (*bucket.states, *new_state):
+    ptrs.extend(bucket.state_ptrs)
+    for column in new_state:
         ptrs.extend(map(_data_ptr, column))
     if rule.counts_steps:
         bucket.scalars["step"] += 1
