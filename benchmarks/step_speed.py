@@ -19,7 +19,9 @@ import gc
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -94,16 +96,25 @@ class RssSampler:
         self.thread.join()
 
 
-def bandwidth(reps: int) -> float:
-    """In-place triad ``a += 0.5 * b`` on 64M float32: GB/s of bytes read + written (median)."""
-    a, b = torch.rand(64 * M), torch.rand(64 * M)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a.add_(b, alpha=0.5)
-        times.append(time.perf_counter() - t)
-    del a, b
-    return 12 * 64 * M / statistics.median(times) / 1e9
+class Triad:
+    """In-place triad ``a += 0.5 * b`` on 32M float32 (256 MB, far beyond the caches): 12 bytes
+    per element read + written. Timed alternately with the optimizers, so each cell's bandwidth
+    is measured under the same load as its steps."""
+
+    n = 32 * M
+
+    def __init__(self) -> None:
+        self.a, self.b = torch.rand(self.n), torch.rand(self.n)
+
+    def __call__(self) -> None:
+        self.a.add_(self.b, alpha=0.5)
+
+    def gbs(self, seconds: float) -> float:
+        return 12 * self.n / seconds / 1e9
+
+
+def bandwidth(triad: Triad, reps: int) -> float:
+    return triad.gbs(statistics.median(timed(triad) for _ in range(reps)))
 
 
 def make_side(shapes, cls, kwargs, seed=0):
@@ -112,6 +123,30 @@ def make_side(shapes, cls, kwargs, seed=0):
     for p in params:
         p.grad = torch.randn(p.shape, generator=g) * 1e-2
     return params, cls(params, **kwargs)
+
+
+FIRST_STEP = """
+import sys, time, torch
+sys.path.insert(0, {src!r}); sys.path.insert(0, {here!r})
+import optimlab
+from step_speed import ALGORITHMS, layout_b, make_side
+row = [a for a in ALGORITHMS if a[0] == {name!r}][0]
+params, opt = make_side(layout_b(), row[1], row[3])
+t = time.perf_counter(); opt.step(); print(time.perf_counter() - t)
+"""
+
+
+def first_step_latency(name: str) -> tuple[float, float]:
+    """First step of a fresh process on layout (b): kernel cache empty, then warm (seconds)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = FIRST_STEP.format(src=os.path.join(here, "..", "src"), here=here, name=name)
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "OPTIMLAB_CACHE_DIR": cache}
+        for _ in range(2):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            out.append(float(res.stdout.strip().splitlines()[-1]))
+    return out[0], out[1]
 
 
 def timed(fn) -> float:
@@ -127,17 +162,20 @@ def main() -> None:
     ap.add_argument("--compiled", action="store_true", help="also time torch.compile(torch step) on layouts a, b")
     ap.add_argument("--algorithms", default=",".join(a[0] for a in ALGORITHMS))
     ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 30)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
           f"optimlab fused={kernels.fused_enabled()}")
-    bw0 = bandwidth(5 if args.quick else 9)
-    print(f"memory bandwidth (in-place triad, read+write): {bw0:.1f} GB/s")
+    triad = Triad()
+    bw0 = bandwidth(triad, 9)
+    print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
+          f"'bw' below is each cell's own triad, timed alternately with its steps")
     rows = []
     names = args.algorithms.split(",")
     header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
-              f"{'ratio':>6} {'GB/s':>6} {'%bw':>5} {'1st step s':>10} {'+RSS MB':>8} {'torch +RSS':>10}")
+              f"{'ratio':>6} {'GB/s':>6} {'bw':>5} {'%bw':>5} {'1st step s':>10} {'+RSS MB':>8} {'torch +RSS':>10}")
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
@@ -154,12 +192,14 @@ def main() -> None:
             for _ in range(3):
                 oopt.step()
                 topt.step()
-            tt, ot = [], []
+            tt, ot, bt = [], [], []
             for i in range(steps):
                 if i % 2:
                     ot.append(timed(oopt.step)); tt.append(timed(topt.step))
                 else:
                     tt.append(timed(topt.step)); ot.append(timed(oopt.step))
+                bt.append(timed(triad))
+            bw = triad.gbs(statistics.median(bt))
             with RssSampler() as s_o:
                 base_o = s_o.peak
                 for _ in range(5):
@@ -172,7 +212,7 @@ def main() -> None:
             gbs = bytes_per * n / om / 1e9
             path = "fused" if "fused" in flags else "foreach"
             line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
-                    f"{gbs:6.1f} {100 * gbs / bw0:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
+                    f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
                     f"{s_t.peak - base_t:10.1f}")
             if args.compiled and lk in ("a", "b"):
                 cp, copt = make_side(shapes, tcls, {**kw, "foreach": True})
@@ -185,7 +225,13 @@ def main() -> None:
             rows.append((name, lk, tm / om))
             del op, oopt, tp, topt
             gc.collect()
-    bw1 = bandwidth(5)
+    if not (args.quick or args.no_latency):
+        print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
+              "state creation):")
+        for name in names:
+            cold, warm = first_step_latency(name)
+            print(f"  {name:<13} cold cache {cold:6.2f} s   warm cache {warm:6.2f} s")
+    bw1 = bandwidth(triad, 9)
     print(f"memory bandwidth at the end: {bw1:.1f} GB/s; peak RSS of the run: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -126,7 +126,7 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
                 isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].is_cpu for k in scalars):
             plan.rest.append(p)
             continue
-        key = (dtype, names, tuple(state[k].item() for k in scalars))
+        key = (dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
         groups.setdefault(key, []).append((p, state))
     plan.buckets = [_Bucket(rule, dtype, names, items) for (dtype, names, _), items in groups.items()]
     return plan
