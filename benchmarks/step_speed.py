@@ -162,9 +162,12 @@ def main() -> None:
     ap.add_argument("--compiled", action="store_true", help="also time torch.compile(torch step) on layouts a, b")
     ap.add_argument("--algorithms", default=",".join(a[0] for a in ALGORITHMS))
     ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 30)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
           f"optimlab fused={kernels.fused_enabled()}")

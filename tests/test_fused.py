@@ -214,3 +214,25 @@ def test_parameters_skipping_steps_keep_their_own_step_count():
     assert fo.state[fp[1]]["step"].item() == eo.state[ep[1]]["step"].item() == 5
     assert fo.state[fp[0]]["step"].item() == 8
     assert fo.state[fp[0]]["step"].dim() == 0
+
+
+def test_multithreaded_kernel_over_several_tensors_matches_eager():
+    """Enough elements for the kernel's parallel region (>= 256k): chunks split across threads."""
+    shapes = [(150_000,), (7,), (120_000,)]
+
+    def go(fused):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+        opt = optimlab.SGD(params, lr=0.1, momentum=0.9, fused=None if fused else False)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return params
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same([p.detach() for p in go(True)], [p.detach() for p in go(False)], exact=True)
+    finally:
+        torch.set_num_threads(threads)

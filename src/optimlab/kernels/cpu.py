@@ -32,6 +32,7 @@ from .trace import Trace, Unsupported
 
 CTYPES = {torch.float32: "float", torch.float64: "double"}
 CHUNK = 1 << 15  # elements per unit of parallel work
+PARALLEL_MIN = 1 << 18  # below this many elements one thread does it: waking a second costs more
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=off",
          "-fno-trapping-math", "-fPIC", "-shared", "-std=c99"]
 
@@ -124,10 +125,10 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "  for (int64_t t = 0; t < nt; t++) total += sizes[t];",
         f"  const int64_t chunk = {CHUNK};",
         "  const int64_t nchunks = (total + chunk - 1) / chunk;",
-        "  #pragma omp parallel num_threads(threads) if (threads > 1 && nchunks > 1)",
+        f"  #pragma omp parallel num_threads(threads) if (threads > 1 && total >= {PARALLEL_MIN})",
         "  {",
         "    int64_t t = 0, base = 0;  /* tensor t covers [base, base + sizes[t]) of the whole */",
-        "    #pragma omp for schedule(static)",
+        "    #pragma omp for schedule(dynamic, 1)  /* a descheduled thread on a busy machine holds no work */",
         "    for (int64_t c = 0; c < nchunks; c++) {",
         "      int64_t lo = c * chunk, hi = lo + chunk < total ? lo + chunk : total;",
         "      if (base > lo) { t = 0; base = 0; }",
