@@ -236,3 +236,21 @@ def test_multithreaded_kernel_over_several_tensors_matches_eager():
         assert_same([p.detach() for p in go(True)], [p.detach() for p in go(False)], exact=True)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_momentum_buffers_created_at_different_steps():
+    """SGD creates its buffer lazily: parameters that start late form their own bucket."""
+    def go(fused):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(10, generator=g)) for _ in range(4)]
+        opt = optimlab.SGD(params, lr=0.1, momentum=0.9, fused=fused)
+        for i in range(6):
+            for j, p in enumerate(params):
+                p.grad = torch.randn(10, generator=g) if (j < 2 or i >= 3) else None
+            opt.step()
+        return params
+
+    before = kernels.stats["fused_tensors"]
+    fused = go(True)
+    assert kernels.stats["fused_tensors"] - before == 2 * 6 + 2 * 3
+    assert_same([p.detach() for p in fused], [p.detach() for p in go(False)], exact=True)
