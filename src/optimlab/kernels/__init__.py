@@ -95,7 +95,7 @@ def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
         plan = plans[id(group)] = _make_plan(optimizer, group, params, ids)
     rest = list(plan.rest)
     for bucket in plan.buckets:
-        outcome = _run_bucket(optimizer.rule, hyperparams, bucket)
+        outcome = _run_bucket(optimizer, hyperparams, bucket)
         if outcome is None:
             rest.extend(bucket.params)
         elif outcome:  # new state entries appeared: the layout changed
@@ -137,8 +137,9 @@ def _dense_like(t: Any, p: Tensor) -> bool:
             and t.is_contiguous() and t.shape == p.shape)
 
 
-def _run_bucket(rule: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool | None:
+def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool | None:
     """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew."""
+    rule = optimizer.rule
     params, dtype, names = bucket.params, bucket.dtype, bucket.names
     grads = list(map(_grad, params))
     # what can change between steps without the plan noticing: fresh gradients, `p.data = ...`
@@ -195,4 +196,7 @@ def _run_bucket(rule: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool
     for name, column in zip(fresh, new_state):
         for state, t in zip(bucket.state_dicts, column):
             state[name] = t
+    if fresh:  # a state created lazily (SGD's momentum buffer) is kept, as the eager path keeps it
+        for p, state in zip(params, bucket.state_dicts):
+            optimizer.state[p] = state
     return bool(fresh)
