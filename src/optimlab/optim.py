@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
+from . import kernels
 from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
@@ -77,7 +78,8 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, params))
         for group, params in work:
             hyperparams = self.rule.hyperparams(group)
-            for p in params:
+            # the fused kernels take what they can; the rest runs the eager reference below
+            for p in kernels.step_group(self, group, params, hyperparams):
                 self._apply_rule(p, hyperparams, group)
         return loss
 
