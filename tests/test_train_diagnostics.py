@@ -4,18 +4,12 @@ import csv
 import math
 
 import pytest
-import torch
 
 from optimlab.train import LayerDiagnostics, Mode, train
 from optimlab.train.diagnostics import COLUMNS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_plain_sgd_step_size_is_lr_for_every_element():

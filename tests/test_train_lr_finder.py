@@ -13,12 +13,7 @@ from optimlab.train.bench import tune
 from optimlab.train.lr_finder import suggest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(seed=0):
@@ -131,6 +126,10 @@ def test_suggestion_rules_on_a_known_curve():
     s = suggest(lrs.tolist(), loss.tolist())
     assert math.isclose(math.log10(s["steepest"]), -3, abs_tol=0.06)
     assert math.isclose(s["min/10"], lrs[int(np.argmin(loss))] / 10)
+    from optimlab.train.lr_finder import LRFinderResult
+    assert not LRFinderResult(lrs.tolist(), loss.tolist(), loss.tolist(), s).min_at_end
+    falling = (2 - x / 10).tolist()  # never turns up: the minimum is the last point
+    assert LRFinderResult(lrs.tolist(), falling, falling, suggest(lrs.tolist(), falling)).min_at_end
 
 
 @pytest.mark.parametrize("kwargs, message", [({"start_lr": 0}, "start_lr must be"),

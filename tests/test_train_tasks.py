@@ -10,12 +10,7 @@ from optimlab.train import TASKS, get_task, train
 from optimlab.train.tasks import cancer_data, sparse_bayes_accuracy, sparse_data, stdlib_text
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "optimlab.demo_cli",
     "optimlab.lab.cli",
     "optimlab.train.cli",
+    "optimlab.web.cli",
     "optimlab.quicktask",
     "optimlab.tune",
 ]

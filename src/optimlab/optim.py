@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from . import faults
+from . import faults, kernels
 from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
@@ -86,7 +86,8 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         for group, params in work:
             hyperparams = self.rule.hyperparams(group)
-            for p in params:
+            # the fused kernels take what they can; the rest runs the eager reference below
+            for p in kernels.step_group(self, group, params, hyperparams):
                 self._apply_rule(p, hyperparams, group)
         return loss
 

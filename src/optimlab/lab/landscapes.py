@@ -87,15 +87,21 @@ class Landscape:
         n = self.global_minima or len(self.minima)
         return float(values[:n].min())
 
-    def grid(self, n: int = 100) -> dict[str, list]:
-        """``f`` on an ``n x n`` grid over the window: ``{"x": [n], "y": [n], "z": [n][n]}`` with
-        ``z[i][j] = f(x[j], y[i])`` (JSON-ready, e.g. for a web heat map)."""
+    def evaluate_grid(self, n: int = 100) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``f`` on an ``n x n`` float64 grid over the window: ``(xs, ys, X, Y, Z)`` with
+        ``X, Y`` from ``meshgrid(xs, ys, indexing="xy")`` and ``Z[i, j] = f(xs[j], ys[i])``."""
         (x0, x1), (y0, y1) = self.window
         xs = torch.linspace(x0, x1, n, dtype=torch.float64)
         ys = torch.linspace(y0, y1, n, dtype=torch.float64)
         X, Y = torch.meshgrid(xs, ys, indexing="xy")
         with torch.no_grad():
             Z = self.fn(X, Y)
+        return xs, ys, X, Y, Z
+
+    def grid(self, n: int = 100) -> dict[str, list]:
+        """``f`` on an ``n x n`` grid over the window: ``{"x": [n], "y": [n], "z": [n][n]}`` with
+        ``z[i][j] = f(x[j], y[i])`` (JSON-ready, e.g. for a web heat map)."""
+        xs, ys, _, _, Z = self.evaluate_grid(n)
         return {"x": xs.tolist(), "y": ys.tolist(), "z": Z.tolist()}
 
     def describe(self) -> dict:

@@ -49,12 +49,7 @@ def colors_for(keys: Sequence[str]) -> dict[str, str]:
 
 
 def _grid(land: Landscape, n: int = 240) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    (x0, x1), (y0, y1) = land.window
-    xs = torch.linspace(x0, x1, n, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, n, dtype=torch.float64)
-    X, Y = torch.meshgrid(xs, ys, indexing="xy")
-    with torch.no_grad():
-        Z = land.fn(X, Y)
+    _, _, X, Y, Z = land.evaluate_grid(n)
     return X.numpy(), Y.numpy(), Z.numpy()
 
 

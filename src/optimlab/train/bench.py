@@ -2,8 +2,10 @@
 (Dahl et al. 2023): tune each optimizer's learning rate, then measure it on fresh seeds.
 
 1. **Tuning** (seed 0): one run per learning rate of a log grid, each with the same step budget.
-   The best LR reaches the target in the fewest steps; among LRs that never reach it (or on ties)
-   the better validation metric wins (at the step the target was met, else at the end).
+   The best LR reaches the target in the fewest steps (validation every ``eval_every`` steps);
+   ties go to the smaller LR, the one further from divergence (with ties broken by the metric
+   instead, the largest stable LR kept winning, and it collapsed on other seeds). If no LR reaches
+   the target, the best final validation metric wins.
 2. **Measurement** (seeds 1..k, never the tuning seed, so the selection does not flatter the
    winner): full-budget runs at the tuned LR. Reported per optimizer: runs that reached the target,
    median steps- and seconds-to-target over those runs (training time only), final validation
@@ -36,12 +38,15 @@ def lr_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 2) -> list[f
     return [float(f"{low * 10 ** (k / per_decade):.3g}") for k in range(n + 1)]
 
 
-def _score(task: Task, r: RunResult) -> tuple[float, float]:
-    """Smaller is better: (steps to target or inf, metric sign-adjusted so that smaller is better)."""
-    at = next((e["metric"] for e in r.evals if e["step"] == r.steps_to_target), r.final_metric)
-    value = at if math.isfinite(at) else -math.inf if task.higher_is_better else math.inf
-    return (r.steps_to_target if r.steps_to_target is not None else math.inf,
-            -value if task.higher_is_better else value)
+def _score(task: Task, r: RunResult) -> tuple[float, float, float]:
+    """Smaller is better: (steps to target or inf, then for runs that reached the target the smaller
+    LR, further from divergence; for runs that did not, the better final metric)."""
+    if r.steps_to_target is not None:
+        return (r.steps_to_target, r.lr, 0.0)
+    value = r.final_metric
+    if not math.isfinite(value):
+        value = -math.inf if task.higher_is_better else math.inf
+    return (math.inf, -value if task.higher_is_better else value, r.lr)
 
 
 @dataclass
@@ -78,7 +83,7 @@ def summarize(task: Task, lr: float, runs: list[RunResult]) -> dict[str, Any]:
 def tune(task: Task | str, optimizer: str, grid: list[float], steps: int | None = None, mode=None,
          schedule: str = "none", callback: Callable[[str], None] | None = None) -> tuple[RunResult, list[RunResult]]:
     """One seed-0 run per grid LR (stopped at the target); returns (best run, all runs), best by
-    fewest steps to target, then by the validation metric."""
+    fewest steps to target, then the smaller LR (or, if none reached it, the best final metric)."""
     task = get_task(task) if isinstance(task, str) else task
     runs = []
     for lr in grid:

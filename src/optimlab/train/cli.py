@@ -213,6 +213,9 @@ def cmd_lr_find(args) -> int:
     others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.rule)
     print(f"other rule: {others}; ramp {result.lrs[0]:.3g} .. {result.lrs[-1]:.3g} in {len(result.lrs)} steps"
           + (" (stopped on divergence)" if result.stopped_early else ""))
+    if result.min_at_end:
+        print(f"warning: the smoothed loss was still at its lowest at the end of the ramp ({result.lrs[-1]:.3g}); "
+              "the min/10 rule is unreliable here: raise --end-lr, or use the steepest rule")
     print(f"wrote {csv_path}, {png_path}")
     return 0
 

@@ -52,6 +52,13 @@ class LRFinderResult:
     stopped_early: bool = False  # stopped on divergence before num_steps
 
     @property
+    def min_at_end(self) -> bool:
+        """Whether the smoothed loss was lowest in the last 5% of the recorded ramp (it never turned up):
+        then ``min/10`` only reflects where the ramp stopped, not where the loss starts to diverge."""
+        lowest = int(np.nanargmin(self.smoothed))
+        return lowest >= len(self.smoothed) - max(1, len(self.smoothed) // 20)
+
+    @property
     def suggestion(self) -> float:
         """The suggested learning rate by :attr:`rule`."""
         return self.suggestions[self.rule]

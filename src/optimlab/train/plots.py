@@ -43,17 +43,18 @@ def _smooth(values, beta: float = 0.98) -> np.ndarray:
 
 
 def _band(ax, curves: list[np.ndarray], x: np.ndarray, label: str, style: dict) -> None:
-    """Mean over seeds as a line, min..max over seeds as a shaded band (common length only)."""
+    """Median over seeds as a line (robust to one collapsed seed), min..max over seeds as a shaded
+    band (common length only)."""
     n = min(len(c) for c in curves)
     stack = np.vstack([c[:n] for c in curves])
-    ax.plot(x[:n], np.nanmean(stack, 0), linewidth=1.6, label=label, **style)
+    ax.plot(x[:n], np.nanmedian(stack, 0), linewidth=1.6, label=label, **style)
     if len(curves) > 1:
-        ax.fill_between(x[:n], np.nanmin(stack, 0), np.nanmax(stack, 0), color=style["color"], alpha=0.15, linewidth=0)
+        ax.fill_between(x[:n], np.nanmin(stack, 0), np.nanmax(stack, 0), color=style["color"], alpha=0.1, linewidth=0)
 
 
 def bench_curves(task, summary: dict, runs: dict, path: Path, title: str | None = None) -> None:
     """Training loss (EWMA) and validation metric vs step for each optimizer at its tuned LR:
-    mean over seeds, with the min..max band over seeds."""
+    median over seeds, with the min..max band over seeds."""
     plt = _plt()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     seeds = max(len(v) for v in runs.values())
@@ -69,7 +70,7 @@ def bench_curves(task, summary: dict, runs: dict, path: Path, title: str | None 
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (EWMA beta=0.98, bias-corrected)")
-    spread = f"mean of {seeds} seeds, band = min..max" if seeds > 1 else "one seed"
+    spread = f"median of {seeds} seeds, band = min..max" if seeds > 1 else "one seed"
     ax_loss.set_title(f"Training loss ({spread})")
     ax_metric.set_xlabel("step")
     ax_metric.set_ylabel(task.metric_name)
@@ -156,7 +157,12 @@ def diagnostics(rows: list[dict], title: str, path: Path, lr: float | None = Non
         ax_step.legend(fontsize=8)
     ax_ratio.set_title("||update|| / ||parameter|| per layer")
     ax_ratio.set_ylabel("update / parameter norm")
-    ax_step.set_title("effective step size |dw| / |g| per element: median, 25-75% band")
+    ax_step.set_title("effective step |dw| / |g| per element (median, 25-75%)")
+    values = np.array([r[c] for r in rows for c in ("step_size_q25", "step_size_q75")], dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() < 10:  # e.g. plain SGD: all equal to lr
+        mid = math.sqrt(values.max() * values.min())    # show a decade, not float rounding
+        ax_step.set_ylim(mid / math.sqrt(10), mid * math.sqrt(10))
     ax_step.set_ylabel("|dw| / |g|")
     for ax in (ax_ratio, ax_step):
         ax.set_yscale("log")

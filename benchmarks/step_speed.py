@@ -1,0 +1,243 @@
+"""Optimizer step speed: optimlab's fused step against torch.optim's fastest path, in one process.
+
+For each algorithm and layout, both sides get identical parameters and gradients (the same work),
+are warmed up, then timed alternately (torch, optimlab, optimlab, torch, ...) step by step; the
+figures are medians. The machine's memory bandwidth is measured in the same run (in-place triad
+``a += s * b`` on 64M float32: 12 bytes per element read + written), and each step's bandwidth
+is the bytes the algorithm must move (read p, g and state, write p and state) over its median time.
+
+    python benchmarks/step_speed.py            # full run (>= 20 timed steps per cell)
+    python benchmarks/step_speed.py --quick    # a short run
+    python benchmarks/step_speed.py --compiled # add torch.compile of torch's step (layouts a, b;
+                                               # tens of seconds of compile per cell)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+import optimlab  # noqa: E402
+from optimlab import kernels  # noqa: E402
+
+M = 1 << 20
+# (name, optimlab class, torch class, kwargs, torch's fastest flags, bytes per float32 parameter)
+ALGORITHMS = [
+    ("sgd_momentum", optimlab.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, {"fused": True}, 20),
+    ("adagrad", optimlab.Adagrad, torch.optim.Adagrad, {"lr": 0.01}, {"fused": True}, 20),
+    ("rmsprop", optimlab.RMSprop, torch.optim.RMSprop, {"lr": 0.01}, {"foreach": True}, 20),
+    ("adam", optimlab.Adam, torch.optim.Adam, {"lr": 1e-3}, {"fused": True}, 28),
+    ("adamw", optimlab.AdamW, torch.optim.AdamW, {"lr": 1e-3}, {"fused": True}, 28),
+    ("nadam", optimlab.NAdam, torch.optim.NAdam, {"lr": 2e-3}, {"foreach": True}, 28),
+]
+
+
+def layout_a() -> list[tuple[int, ...]]:
+    return [(16 * M,)]
+
+
+def layout_b() -> list[tuple[int, ...]]:
+    """200 tensors, 16M parameters: a 16-layer transformer (d=256, ffn 1024) with embeddings."""
+    d, f, shapes = 256, 1024, []
+    for _ in range(16):
+        shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (d,), (d,), (f, d), (f,), (d, f), (d,), (d,), (d,)]
+    shapes += [(512, d), (d,), (d,), (d, d), (d,)]  # positions, final norm, pooler
+    used = sum(torch.Size(s).numel() for s in shapes)
+    vocab = (16 * M - used) // (2 * d)
+    shapes += [(vocab, d), (vocab, d), (vocab,)]  # token embedding, output head and its bias
+    return shapes
+
+
+def layout_c() -> list[tuple[int, ...]]:
+    """2,000 small tensors, 2M parameters (sizes from 64 to ~4k, like a wide shallow model's)."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.exp(torch.empty(2000).uniform_(0, 4, generator=g)) 
+    sizes = (raw / raw.sum() * 2 * M).long().clamp(min=64)
+    sizes[-1] += 2 * M - int(sizes.sum())
+    return [(int(n),) for n in sizes]
+
+
+LAYOUTS = {"a": ("a: 1 x 16M", layout_a), "b": ("b: 200 tensors, 16M", layout_b),
+           "c": ("c: 2000 tensors, 2M", layout_c)}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """Highest resident set size seen while a block runs (sampled every millisecond)."""
+
+    def __enter__(self):
+        self.peak, self.running = rss_mb(), True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while self.running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+class Triad:
+    """In-place triad ``a += 0.5 * b`` on 32M float32 (256 MB, far beyond the caches): 12 bytes
+    per element read + written. Timed alternately with the optimizers, so each cell's bandwidth
+    is measured under the same load as its steps."""
+
+    n = 32 * M
+
+    def __init__(self) -> None:
+        self.a, self.b = torch.rand(self.n), torch.rand(self.n)
+
+    def __call__(self) -> None:
+        self.a.add_(self.b, alpha=0.5)
+
+    def gbs(self, seconds: float) -> float:
+        return 12 * self.n / seconds / 1e9
+
+
+def bandwidth(triad: Triad, reps: int) -> float:
+    return triad.gbs(statistics.median(timed(triad) for _ in range(reps)))
+
+
+def make_side(shapes, cls, kwargs, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    return params, cls(params, **kwargs)
+
+
+FIRST_STEP = """
+import sys, time, torch
+sys.path.insert(0, {src!r}); sys.path.insert(0, {here!r})
+import optimlab
+from step_speed import ALGORITHMS, layout_b, make_side
+row = [a for a in ALGORITHMS if a[0] == {name!r}][0]
+params, opt = make_side(layout_b(), row[1], row[3])
+t = time.perf_counter(); opt.step(); print(time.perf_counter() - t)
+"""
+
+
+def first_step_latency(name: str) -> tuple[float, float]:
+    """First step of a fresh process on layout (b): kernel cache empty, then warm (seconds)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = FIRST_STEP.format(src=os.path.join(here, "..", "src"), here=here, name=name)
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "OPTIMLAB_CACHE_DIR": cache}
+        for _ in range(2):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            out.append(float(res.stdout.strip().splitlines()[-1]))
+    return out[0], out[1]
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer steps (still >= 20 medians) and layouts")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per side and cell (default 30, quick 20)")
+    ap.add_argument("--compiled", action="store_true", help="also time torch.compile(torch step) on layouts a, b")
+    ap.add_argument("--algorithms", default=",".join(a[0] for a in ALGORITHMS))
+    ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    args = ap.parse_args()
+    steps = args.steps or (20 if args.quick else 30)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
+          f"optimlab fused={kernels.fused_enabled()}")
+    triad = Triad()
+    bw0 = bandwidth(triad, 9)
+    print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
+          f"'bw' below is each cell's own triad, timed alternately with its steps")
+    rows = []
+    names = args.algorithms.split(",")
+    header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
+              f"{'ratio':>6} {'GB/s':>6} {'bw':>5} {'%bw':>5} {'1st step s':>10} {'+RSS MB':>8} {'torch +RSS':>10}")
+    if args.compiled:
+        header += f" {'compiled ms':>11} {'compile s':>9}"
+    print(header)
+    for name, ocls, tcls, kw, flags, bytes_per in ALGORITHMS:
+        if name not in names:
+            continue
+        for lk in args.layouts.split(","):
+            label, make = LAYOUTS[lk]
+            shapes = make()
+            n = sum(torch.Size(s).numel() for s in shapes)
+            op, oopt = make_side(shapes, ocls, kw)
+            tp, topt = make_side(shapes, tcls, {**kw, **flags})
+            first = timed(oopt.step)  # first step: state creation + kernel build / cache load
+            for _ in range(3):
+                oopt.step()
+                topt.step()
+            tt, ot, bt = [], [], []
+            for i in range(steps):
+                if i % 2:
+                    ot.append(timed(oopt.step)); tt.append(timed(topt.step))
+                else:
+                    tt.append(timed(topt.step)); ot.append(timed(oopt.step))
+                bt.append(timed(triad))
+            bw = triad.gbs(statistics.median(bt))
+            with RssSampler() as s_o:
+                base_o = s_o.peak
+                for _ in range(5):
+                    oopt.step()
+            with RssSampler() as s_t:
+                base_t = s_t.peak
+                for _ in range(5):
+                    topt.step()
+            tm, om = statistics.median(tt), statistics.median(ot)
+            gbs = bytes_per * n / om / 1e9
+            path = "fused" if "fused" in flags else "foreach"
+            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
+                    f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
+                    f"{s_t.peak - base_t:10.1f}")
+            if args.compiled and lk in ("a", "b"):
+                cp, copt = make_side(shapes, tcls, {**kw, "foreach": True})
+                cstep = torch.compile(copt.step)
+                ctime = timed(cstep)
+                ct = [timed(cstep) for _ in range(steps)]
+                line += f" {statistics.median(ct) * 1e3:11.2f} {ctime:9.1f}"
+                del cp, copt, cstep
+            print(line, flush=True)
+            rows.append((name, lk, tm / om))
+            del op, oopt, tp, topt
+            gc.collect()
+    if not (args.quick or args.no_latency):
+        print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
+              "state creation):")
+        for name in names:
+            cold, warm = first_step_latency(name)
+            print(f"  {name:<13} cold cache {cold:6.2f} s   warm cache {warm:6.2f} s")
+    bw1 = bandwidth(triad, 9)
+    print(f"memory bandwidth at the end: {bw1:.1f} GB/s; peak RSS of the run: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

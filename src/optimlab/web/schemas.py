@@ -1,0 +1,190 @@
+"""What the web lab's API accepts: pydantic models that check types, ranges and names.
+
+Everything a request can carry is checked here before the engine sees it: numbers must be real
+and finite (``NaN`` / ``Infinity`` / ``1e999`` are refused, and so are booleans and strings where
+a number belongs: the models are strict), names must be known (an unknown one is answered with
+the closest valid name), every hyperparameter must belong to the optimizer it is given for, and
+a schedule must parse. How much work a request may ask for (steps, trajectories, grid points)
+is a server setting, :class:`Limits`, checked by :func:`check_limits` after the model is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..lab.engine import LAB_OPTIMIZERS, LabOptimizer, get_optimizer, prepare
+from ..lab.landscapes import get_landscape
+from ..lab.schedules import make_scheduler
+
+#: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
+#: (``(low, high, low_open, high_open)``) and a one-line meaning
+KNOB_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "momentum": (0.0, 1.0, False, True),
+    "alpha": (0.0, 1.0, False, True),
+    "beta1": (0.0, 1.0, False, True),
+    "beta2": (0.0, 1.0, False, True),
+    "eps": (0.0, 1.0, True, False),
+}
+KNOB_HELP = {
+    "momentum": "momentum coefficient (beta of the velocity)",
+    "alpha": "decay of the EWMA of squared gradients",
+    "beta1": "decay of the first moment (EWMA of gradients)",
+    "beta2": "decay of the second moment (EWMA of squared gradients)",
+    "eps": "added to the denominator for numerical stability",
+}
+LR_RANGE = (0.0, 100.0)  # lr in (0, 100]
+
+
+def knobs(spec: LabOptimizer) -> dict[str, float]:
+    """The draggable hyperparameters of a lab optimizer and their default values.
+
+    ``momentum`` is a knob only for the optimizers that stand for a momentum method (plain GD and
+    RMSProp have the argument, at 0, but turning it on would make them another optimizer).
+    """
+    kwargs, _ = prepare(spec, 1, spec.default_lr, {}, torch.float64)
+    out = {}
+    for name in KNOB_RANGES:
+        if name not in kwargs:
+            continue
+        if name == "momentum" and "momentum" not in spec.options:
+            continue
+        out[name] = float(kwargs[name])
+    return out
+
+
+KNOBS: dict[str, dict[str, float]] = {name: knobs(spec) for name, spec in LAB_OPTIMIZERS.items()}
+
+#: hard caps on the shape of a request (the configurable, usually smaller, caps are in Limits):
+#: they bound the work of parsing and validating before Limits are looked at
+HARD_MAX_STEPS = 100_000
+HARD_MAX_LIST = 64
+HARD_MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may ask of the server.
+
+    ``max_steps``         steps per run
+    ``max_starts``        start points per request
+    ``max_optimizers``    optimizer entries per request
+    ``max_total_steps``   ``steps * optimizers``: the engine's cost is about one step of every
+                          optimizer entry at a time (a batch of starts costs little more than one)
+    ``max_points``        ``(steps + 1) * trajectories`` points returned by one request
+    ``max_grid``          landscape grid resolution (points per axis)
+    ``time_budget_s``     wall time one run request may take; past it the run stops with a 422
+    ``max_concurrent``    engine runs at once; further requests wait ``queue_wait_s``, then get a 429
+    ``max_body_bytes``    request bodies larger than this get a 413
+    """
+
+    max_steps: int = 2000
+    max_starts: int = 8
+    max_optimizers: int = 12
+    max_total_steps: int = 6000
+    max_points: int = 100_000
+    max_grid: int = 301
+    time_budget_s: float = 5.0
+    max_concurrent: int = 2
+    queue_wait_s: float = 10.0
+    max_body_bytes: int = 64 * 1024
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _range(low: float, high: float, low_open: bool, high_open: bool) -> dict[str, float]:
+    return {("gt" if low_open else "ge"): low, ("lt" if high_open else "le"): high}
+
+
+def _knob(name: str) -> Any:
+    return Field(default=None, allow_inf_nan=False, description=KNOB_HELP[name], **_range(*KNOB_RANGES[name]))
+
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+
+
+class OptimizerSpec(BaseModel):
+    """One optimizer of a run request: a lab optimizer's name, its lr and any of its knobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=HARD_MAX_NAME)
+    lr: float | None = Field(default=None, allow_inf_nan=False, gt=LR_RANGE[0], le=LR_RANGE[1],
+                             description="learning rate (default: the optimizer's lab default)")
+    momentum: float | None = _knob("momentum")
+    alpha: float | None = _knob("alpha")
+    beta1: float | None = _knob("beta1")
+    beta2: float | None = _knob("beta2")
+    eps: float | None = _knob("eps")
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return get_optimizer(value).name  # ValueError with a close-match suggestion
+
+    @model_validator(mode="after")
+    def _knobs_belong(self) -> "OptimizerSpec":
+        allowed = KNOBS[self.name]
+        for key in KNOB_RANGES:
+            if getattr(self, key) is not None and key not in allowed:
+                has = ", ".join(["lr", *allowed]) if allowed else "lr"
+                raise ValueError(f"{self.name} has no hyperparameter {key!r} (it has: {has})")
+        return self
+
+    def hyper(self) -> dict[str, float]:
+        """The knobs given in the request (the engine uses its defaults for the rest)."""
+        return {k: getattr(self, k) for k in KNOB_RANGES if getattr(self, k) is not None}
+
+
+class RunRequest(BaseModel):
+    """``POST /api/run``: every optimizer from every start on one landscape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME)
+    starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
+                                description="start points [x, y] inside the landscape's window")
+    optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
+    steps: int = Field(ge=1, le=HARD_MAX_STEPS)
+    schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME)
+    tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
+                       description="loss gap f - f* that counts as converged (metric steps_to_tol)")
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str) -> str:
+        return get_landscape(value).name
+
+    @model_validator(mode="after")
+    def _starts_and_schedule(self) -> "RunRequest":
+        land = get_landscape(self.landscape)
+        (x0, x1), (y0, y1) = land.window
+        for i, (x, y) in enumerate(self.starts):
+            if not (x0 <= x <= x1 and y0 <= y <= y1):
+                raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
+                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+        make_scheduler(self.schedule, self.steps)  # ValueError naming the allowed forms
+        return self
+
+
+def check_limits(req: RunRequest, limits: Limits) -> None:
+    """Raise ValueError when a valid request asks for more work than the server allows."""
+    if req.steps > limits.max_steps:
+        raise ValueError(f"steps must be <= {limits.max_steps} on this server, got {req.steps}")
+    if len(req.starts) > limits.max_starts:
+        raise ValueError(f"at most {limits.max_starts} start points per request, got {len(req.starts)}")
+    if len(req.optimizers) > limits.max_optimizers:
+        raise ValueError(f"at most {limits.max_optimizers} optimizers per request, got {len(req.optimizers)}")
+    total = req.steps * len(req.optimizers)
+    if total > limits.max_total_steps:
+        raise ValueError(f"steps x optimizers = {total} is more than this server's {limits.max_total_steps}; "
+                         "ask for fewer steps or optimizers")
+    points = (req.steps + 1) * len(req.starts) * len(req.optimizers)
+    if points > limits.max_points:
+        raise ValueError(f"(steps + 1) x starts x optimizers = {points} points is more than this server's "
+                         f"{limits.max_points}; ask for fewer steps, starts or optimizers")

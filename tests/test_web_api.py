@@ -1,0 +1,393 @@
+"""The web lab's API: its numbers are the engine's, and no request, however bad, gets a 5xx."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optimlab.lab import LAB_OPTIMIZERS, LANDSCAPES, engine, get_landscape, metrics
+from optimlab.web import Limits, create_app
+from optimlab.web import app as web_app
+from optimlab.web.schemas import KNOBS
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def as_tensor(nested) -> torch.Tensor:
+    """JSON nested lists (null for non-finite) back to a float64 tensor (null -> nan)."""
+    def fill(x):
+        return [fill(v) for v in x] if isinstance(x, list) else (math.nan if x is None else x)
+    return torch.tensor(fill(nested), dtype=torch.float64)
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal bit for bit where finite; non-finite (sent as null) where the engine's is non-finite."""
+    assert a.shape == b.shape
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    assert torch.equal(fa, fb)
+    assert torch.equal(a[fa], b[fb])
+
+
+def post(client, body, **kw):
+    return client.post("/api/run", json=body, **kw)
+
+
+BASE = {"landscape": "elongated_bowl", "starts": [[-9.0, 2.0]], "steps": 20,
+        "optimizers": [{"name": "adam", "lr": 0.3}]}
+
+
+# --- the numbers ----------------------------------------------------------------------------------
+
+def test_meta_lists_every_landscape_and_optimizer_with_the_engines_defaults(client):
+    r = client.get("/api/meta")
+    assert r.status_code == 200
+    m = r.json()
+    assert [l["name"] for l in m["landscapes"]] == list(LANDSCAPES)
+    assert [o["name"] for o in m["optimizers"]] == list(LAB_OPTIMIZERS)
+    for o in m["optimizers"]:
+        spec = LAB_OPTIMIZERS[o["name"]]
+        assert o["default_lr"] == spec.default_lr
+        kwargs, _ = engine.prepare(spec, 1, spec.default_lr, {}, torch.float64)
+        assert o["knobs"] == {k: float(kwargs[k]) for k in o["knobs"]}
+    # every seed optimizer has the knobs the seeds talk about
+    knobs = {o["name"]: set(o["knobs"]) for o in m["optimizers"]}
+    assert knobs["sgd"] == set()
+    assert knobs["momentum"] == knobs["nag"] == knobs["momentum-ewma"] == {"momentum"}
+    assert knobs["adagrad"] == {"eps"} and knobs["rmsprop"] == {"alpha", "eps"}
+    assert knobs["adam"] == knobs["nadam"] == knobs["adam-nobc"] == {"beta1", "beta2", "eps"}
+    assert m["limits"]["max_steps"] == Limits().max_steps
+
+
+def test_every_optimizer_matches_the_engine_number_for_number(client):
+    """One request with all eleven lab optimizers, two starts, a schedule and changed knobs."""
+    starts = [[-1.2, 1.0], [0.5, 2.5]]
+    opts = []
+    for name in LAB_OPTIMIZERS:
+        entry = {"name": name, "lr": LAB_OPTIMIZERS[name].default_lr * 0.5}
+        for k, v in KNOBS[name].items():
+            entry[k] = {"eps": 1e-6}.get(k, round(v * 0.95, 6))
+        opts.append(entry)
+    body = {"landscape": "rosenbrock", "starts": starts, "steps": 40, "schedule": "warmup-cosine:5",
+            "optimizers": opts, "tol": 1e-3}
+    r = post(client, body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [run["name"] for run in out["runs"]] == list(LAB_OPTIMIZERS)
+    for entry, got in zip(opts, out["runs"]):
+        hyper = {k: v for k, v in entry.items() if k not in ("name", "lr")}
+        ref = engine.run("rosenbrock", entry["name"], starts, 40, lr=entry["lr"], schedule="warmup-cosine:5", **hyper)
+        same(as_tensor(got["path"]), ref.path)
+        same(as_tensor(got["loss"]), ref.loss)
+        assert got["lr"] == entry["lr"] and got["hyper"] == hyper
+        assert got["metrics"] == json.loads(json.dumps(metrics.rows(ref, tol=1e-3)))
+    assert out["lr_factors"] == ref.lr_factors and out["f_star"] == get_landscape("rosenbrock").min_value
+
+
+def test_defaults_apply_when_knobs_are_left_out(client):
+    r = post(client, {**BASE, "optimizers": [{"name": "nag"}, {"name": "rmsprop", "alpha": 0.9}]})
+    assert r.status_code == 200
+    nag, rms = r.json()["runs"]
+    same(as_tensor(nag["path"]), engine.run("elongated_bowl", "nag", [[-9.0, 2.0]], 20).path)
+    same(as_tensor(rms["path"]), engine.run("elongated_bowl", "rmsprop", [[-9.0, 2.0]], 20, alpha=0.9).path)
+    assert nag["lr"] == LAB_OPTIMIZERS["nag"].default_lr and nag["hyper"] == {"momentum": 0.9}
+
+
+def test_a_diverging_run_sends_null_for_non_finite_numbers(client):
+    body = {"landscape": "rosenbrock", "starts": [[-1.5, 2.5]], "steps": 60, "optimizers": [{"name": "sgd", "lr": 50.0}]}
+    r = post(client, body)
+    assert r.status_code == 200
+    assert "NaN" not in r.text and "Infinity" not in r.text    # strict JSON
+    got = r.json()["runs"][0]
+    ref = engine.run("rosenbrock", "sgd", [[-1.5, 2.5]], 60, lr=50.0)
+    assert not torch.isfinite(ref.path).all()                    # the case is what it claims to be
+    same(as_tensor(got["path"]), ref.path)
+    assert got["metrics"][0]["diverged"] is True
+
+
+def test_landscape_grid_is_the_function_on_its_window(client):
+    for name, res in (("himmelblau", 31), ("elongated_bowl", 10)):
+        r = client.get(f"/api/landscape/{name}", params={"resolution": res})
+        assert r.status_code == 200
+        g = r.json()
+        land = get_landscape(name)
+        x, y, z = (torch.tensor(g[k], dtype=torch.float64) for k in ("x", "y", "z"))
+        assert x.shape == (res,) and y.shape == (res,) and z.shape == (res, res)
+        assert (x[0], x[-1]) == land.window[0] and (y[0], y[-1]) == land.window[1]
+        assert torch.equal(z, land.fn(x[None, :].expand(res, res), y[:, None].expand(res, res)))
+        if land.log_plot:
+            want = torch.log10(torch.clamp(z - land.min_value, min=0) + 1)
+            assert torch.allclose(torch.tensor(g["zplot"], dtype=torch.float64), want, rtol=1e-12, atol=1e-12)
+        else:
+            assert g["zplot"] is None
+
+
+def test_page_and_plotly_are_served_from_the_package_without_a_cdn(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="/vendor/plotly.min.js">' in page.text
+    js = client.get("/vendor/plotly.min.js")
+    assert js.status_code == 200
+    assert js.content == web_app.plotly_js_path().read_bytes() and b"plotly.js v" in js.content[:200]
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        text = client.get(path).text
+        assert client.get(path).status_code == 200
+        assert "https://" not in text and "http://" not in text and "cdn" not in text.lower()
+
+
+# --- bad requests -----------------------------------------------------------------------------------
+
+def opt(**kw):
+    return {**BASE, "optimizers": [{"name": "adam", "lr": 0.1, **kw}]}
+
+
+BAD = [
+    # (request body, expected status, a piece of the message)
+    ({**BASE, "steps": 10**9}, 422, "steps"),
+    ({**BASE, "steps": 2001}, 422, "steps must be <= 2000"),
+    ({**BASE, "steps": 0}, 422, "steps"),
+    ({**BASE, "steps": -5}, 422, "steps"),
+    ({**BASE, "steps": 10.5}, 422, "steps"),
+    ({**BASE, "steps": "100"}, 422, "steps"),
+    ({**BASE, "steps": True}, 422, "steps"),
+    ({**BASE, "steps": None}, 422, "steps"),
+    ({k: v for k, v in BASE.items() if k != "steps"}, 422, "steps"),
+    ({**BASE, "landscape": "rosenbrok"}, 422, "did you mean 'rosenbrock'"),
+    ({**BASE, "landscape": ""}, 422, "landscape"),
+    ({**BASE, "landscape": 3}, 422, "landscape"),
+    ({**BASE, "landscape": "x" * 10_000}, 422, "landscape"),
+    ({**BASE, "optimizers": [{"name": "adma"}]}, 422, "did you mean 'adam'"),
+    ({**BASE, "optimizers": [{"name": "RMSProp"}]}, 422, "unknown optimizer"),
+    ({**BASE, "optimizers": []}, 422, "optimizers"),
+    ({**BASE, "optimizers": [{"lr": 0.1}]}, 422, "name"),
+    ({**BASE, "optimizers": ["adam"]}, 422, "optimizers[0]"),
+    ({**BASE, "optimizers": [{"name": "sgd", "beta1": 0.9}]}, 422, "sgd has no hyperparameter 'beta1'"),
+    ({**BASE, "optimizers": [{"name": "sgd", "momentum": 0.9}]}, 422, "sgd has no hyperparameter 'momentum'"),
+    ({**BASE, "optimizers": [{"name": "adagrad", "alpha": 0.9}]}, 422, "adagrad has no hyperparameter"),
+    ({**BASE, "optimizers": [{"name": "adam", "weight_decay": 0.1}]}, 422, "weight_decay"),
+    (opt(lr=0), 422, "lr"),
+    (opt(lr=-0.1), 422, "lr"),
+    (opt(lr=1e3), 422, "lr"),
+    (opt(lr="0.1"), 422, "lr"),
+    (opt(lr=[0.1, 0.2]), 422, "lr"),
+    (opt(lr=True), 422, "lr"),
+    (opt(lr=float("nan")), 422, "finite"),
+    (opt(lr=float("inf")), 422, "finite"),
+    (opt(beta1=float("-inf")), 422, "finite"),
+    (opt(beta1=1.0), 422, "beta1"),
+    (opt(beta2=1.5), 422, "beta2"),
+    (opt(beta2=-0.1), 422, "beta2"),
+    (opt(eps=0.0), 422, "eps"),
+    (opt(eps=-1e-8), 422, "eps"),
+    (opt(eps=float("nan")), 422, "finite"),
+    ({**BASE, "optimizers": [{"name": "momentum", "momentum": 1.0}]}, 422, "momentum"),
+    ({**BASE, "optimizers": [{"name": "rmsprop", "alpha": 2}]}, 422, "alpha"),
+    ({**BASE, "starts": []}, 422, "starts"),
+    ({**BASE, "starts": [[1.0]]}, 422, "starts[0]"),
+    ({**BASE, "starts": [[1.0, 2.0, 3.0]]}, 422, "starts[0]"),
+    ({**BASE, "starts": [1.0, 2.0]}, 422, "starts[0]"),
+    ({**BASE, "starts": [[float("nan"), 0.0]]}, 422, "finite"),
+    ({**BASE, "starts": [[0.0, float("inf")]]}, 422, "finite"),
+    ({**BASE, "starts": [[50.0, 0.0]]}, 422, "outside the elongated_bowl window"),
+    ({**BASE, "starts": [[0.0, 0.0]] * 9}, 422, "at most 8 start points"),
+    ({**BASE, "starts": [[0.0, 0.0]] * 65}, 422, "starts"),
+    ({**BASE, "optimizers": [{"name": "sgd"}] * 13}, 422, "at most 12 optimizers"),
+    ({**BASE, "steps": 1000, "optimizers": [{"name": "sgd"}] * 7}, 422, "steps x optimizers = 7000"),
+    ({**BASE, "schedule": "bogus"}, 422, "schedule must be one of"),
+    ({**BASE, "schedule": "warmup-cosine:20"}, 422, "warm-up length must be < steps"),
+    ({**BASE, "schedule": "step:0:0.5"}, 422, "out of range"),
+    ({**BASE, "schedule": "step:5:2"}, 422, "gamma"),
+    ({**BASE, "schedule": "step:5:nan"}, 422, "gamma"),
+    ({**BASE, "schedule": ""}, 422, "schedule"),
+    ({**BASE, "tol": 0}, 422, "tol"),
+    ({**BASE, "tol": float("inf")}, 422, "tol"),
+    ({**BASE, "colour": "red"}, 422, "colour"),
+    ({**BASE, "optimizers": [{"name": "adam", "lr": 0.1, "foo": 1}]}, 422, "foo"),
+]
+
+
+@pytest.mark.parametrize("body,status,piece", BAD, ids=[f"{i}-{b[2][:30]}" for i, b in enumerate(BAD)])
+def test_a_bad_run_request_gets_a_4xx_with_a_message(client, body, status, piece):
+    r = client.post("/api/run", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert isinstance(err["error"], str) and err["error"]
+    assert piece in err["error"], err["error"]
+
+
+@pytest.mark.parametrize("raw,piece", [
+    ('{"landscape": "bowl"', "not valid JSON"),
+    ("", "no body"),
+    ("null", "valid dictionary"),
+    ("[]", "valid dictionary"),
+    ('"bowl"', "valid dictionary"),
+    ('{"landscape": "bowl", "starts": [[1e999, 0]], "steps": 5, "optimizers": [{"name": "sgd"}]}', "finite"),
+    ('{"landscape": "bowl", "starts": [[1, 0]], "steps": 5, "optimizers": [{"name": "sgd", "lr": -Infinity}]}', "finite"),
+    ('{"landscape": "bowl", "starts": [[NaN, 0]], "steps": 5, "optimizers": [{"name": "sgd"}]}', "finite"),
+    ('{"landscape": "bowl", "starts": [[1, 0]], "steps": 1e400, "optimizers": [{"name": "sgd"}]}', "steps"),
+    ('{"landscape": "bowl", "starts": [[1, 0]], "steps": 99999999999999999999999999, "optimizers": [{"name": "sgd"}]}',
+     "steps"),
+])
+def test_malformed_json_and_non_finite_literals_get_a_422(client, raw, piece):
+    r = client.post("/api/run", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert piece in r.json()["error"]
+
+
+def test_a_body_too_large_gets_a_413_declared_or_chunked(client):
+    big = json.dumps({**BASE, "pad": "x" * 100_000})
+    r = client.post("/api/run", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 1000
+    r = client.post("/api/run", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/api/run", content=b"{}", headers={"content-type": "application/json", "content-length": "abc"})
+    assert r.status_code == 400 and "Content-Length" in r.json()["error"]
+    deep = "[" * 5000 + "]" * 5000            # too deep for the JSON parser: still a 4xx
+    r = client.post("/api/run", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]
+    # a small chunked body is read and handled as usual
+    small = json.dumps(BASE).encode()
+    r = client.post("/api/run", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
+    assert r.status_code == 200
+
+
+def test_landscape_route_errors(client):
+    r = client.get("/api/landscape/rosenbrok")
+    assert r.status_code == 404 and "did you mean 'rosenbrock'" in r.json()["error"]
+    for res, piece in (("5000", "resolution must be"), ("3", "resolution must be"), ("abc", "resolution"),
+                       ("1e3", "resolution")):
+        r = client.get("/api/landscape/bowl", params={"resolution": res})
+        assert r.status_code == 422 and piece in r.json()["error"]
+    r = client.get("/api/landscape/" + "x" * 5000)
+    assert r.status_code == 404 and len(r.json()["error"]) < 200
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.json()["error"]
+    r = client.get("/api/run")
+    assert r.status_code == 405 and r.json()["error"]
+
+
+def test_the_point_cap_bounds_the_size_of_an_answer():
+    with TestClient(create_app(Limits(max_points=100))) as c:
+        assert post(c, {**BASE, "steps": 49, "starts": [[0.0, 0.0]] * 2}).status_code == 200
+        r = post(c, {**BASE, "steps": 50, "starts": [[0.0, 0.0]] * 2})
+        assert r.status_code == 422 and "102 points" in r.json()["error"]
+
+
+def test_a_run_past_the_time_budget_is_stopped_with_a_422():
+    with TestClient(create_app(Limits(time_budget_s=1e-6))) as c:
+        r = post(c, {**BASE, "steps": 500})
+        assert r.status_code == 422
+        assert "time budget" in r.json()["error"]
+
+
+def test_a_busy_server_answers_429_instead_of_queueing_forever(monkeypatch):
+    """With one run slot, a second request waits ``queue_wait_s`` and then gets a 429."""
+    entered, release = threading.Event(), threading.Event()
+    real_run = engine.run
+
+    def slow_run(*args, **kw):
+        entered.set()
+        assert release.wait(10)
+        return real_run(*args, **kw)
+
+    with TestClient(create_app(Limits(max_concurrent=1, queue_wait_s=0.05))) as c:
+        monkeypatch.setattr(web_app.engine, "run", slow_run)
+        first = {}
+        t = threading.Thread(target=lambda: first.setdefault("r", post(c, BASE)))
+        t.start()
+        try:
+            assert entered.wait(10)
+            r = post(c, BASE)
+            assert r.status_code == 429 and "busy" in r.json()["error"]
+        finally:
+            release.set()
+            t.join(10)
+        assert first["r"].status_code == 200
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(landscape=st.sampled_from(["bowl", "saddle", "rosenbrok"]) | JSONISH,
+       starts=st.just([[0.5, 0.5]]) | JSONISH,
+       steps=st.integers(-3, 30) | JSONISH,
+       optimizers=st.lists(st.fixed_dictionaries({"name": st.sampled_from(list(LAB_OPTIMIZERS)) | JSONISH},
+                                                 optional={"lr": st.floats() | JSONISH, "beta1": st.floats(),
+                                                           "momentum": st.floats(), "eps": st.floats()}),
+                           max_size=3) | JSONISH,
+       schedule=st.sampled_from(["constant", "cosine", "step:3:0.5", "warmup:40"]) | JSONISH)
+def test_no_request_gets_a_5xx(client, landscape, starts, steps, optimizers, schedule):
+    body = {"landscape": landscape, "starts": starts, "steps": steps, "optimizers": optimizers, "schedule": schedule}
+    r = client.post("/api/run", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["error"]
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+def test_optimlab_serve_starts_a_server_on_localhost_and_stops():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta", timeout=5) as resp:
+                    meta = json.load(resp)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "optimlab serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert [l["name"] for l in meta["landscapes"]] == list(LANDSCAPES)
+        # bound to 127.0.0.1: the server is not listening on the machine's other addresses
+        conns = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        listening = [c.split()[1] for c in conns if c.split()[3] == "0A" and int(c.split()[1].split(":")[1], 16) == port]
+        assert listening == ["0100007F:%04X" % port]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_optimlab_serve_refuses_bad_settings_before_starting(capsys):
+    from optimlab.cli import main
+
+    assert main(["serve", "--max-steps", "0"]) == 2
+    assert main(["serve", "--port", "70000"]) == 2
+    assert main(["serve", "--time-budget", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-steps must be in [1, 100000]" in err and "--port must be in [0, 65535]" in err
