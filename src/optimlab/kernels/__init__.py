@@ -115,7 +115,8 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
     for p in params:
         g = p.grad
         dtype = p.dtype
-        if (dtype not in cpu.CTYPES or not p.is_cpu or g.dtype != dtype or g.layout != torch.strided
+        if (not _plain(p) or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
+                or dtype not in cpu.CTYPES or not p.is_cpu or g.dtype != dtype or g.layout != torch.strided
                 or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape):
             plan.rest.append(p)
             continue
@@ -130,6 +131,10 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
         groups.setdefault(key, []).append((p, state))
     plan.buckets = [_Bucket(rule, dtype, names, items) for (dtype, names, _), items in groups.items()]
     return plan
+
+
+def _plain(t: Tensor) -> bool:
+    return type(t) in (torch.Tensor, torch.nn.Parameter)
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
