@@ -8,6 +8,7 @@ from reliab_configs import CONFIGS, data, mlp, torch_twin
 
 import optimlab
 from optimlab.faults import NonFiniteGradientError
+from nested import assert_same
 
 NAMES = sorted(CONFIGS)
 
@@ -29,22 +30,6 @@ def _snapshot(model, opt):
     return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
 
 
-def _assert_same(a, b):
-    """Bit-identical nested state (tensors compared with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for u, v in zip(a, b):
-            _assert_same(u, v)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("name", NAMES)
 def test_nonfinite_skip_leaves_everything_unchanged_then_continues(name, bad):
@@ -59,12 +44,12 @@ def test_nonfinite_skip_leaves_everything_unchanged_then_continues(name, bad):
     torch.nn.functional.mse_loss(model(x), y).backward()
     model[2].weight.grad[0, 3] = bad  # one entry of a parameter of the 2nd group
     opt.step()
-    _assert_same(_snapshot(model, opt), before)  # params AND state (step counts included)
+    assert_same(_snapshot(model, opt), before)  # params AND state (step counts included)
     assert opt.skipped_steps == 1
     _train_step(model, opt, x, y)  # the next finite step is the step the bad one replaced
     _train_step(ref_model, ref_opt, x, y)
-    _assert_same(model.state_dict(), ref_model.state_dict())
-    _assert_same(opt.state_dict()["state"], ref_opt.state_dict()["state"])
+    assert_same(model.state_dict(), ref_model.state_dict())
+    assert_same(opt.state_dict()["state"], ref_opt.state_dict()["state"])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,7 +63,7 @@ def test_nonfinite_raise_touches_nothing(name):
     model[2].bias.grad[0] = float("nan")
     with pytest.raises(NonFiniteGradientError, match="param group 1"):
         opt.step()
-    _assert_same(_snapshot(model, opt), before)
+    assert_same(_snapshot(model, opt), before)
     assert issubclass(NonFiniteGradientError, FloatingPointError)
 
 
@@ -134,8 +119,8 @@ def test_gradscaler_cpu_matches_unscaled_training_and_skips_overflow(name):
         scaler.step(opt_scaled)
         scaler.update()
     # a power-of-two scale is exact: scaled training is plain training, bit for bit
-    _assert_same(scaled.state_dict(), plain.state_dict())
-    _assert_same(opt_scaled.state_dict()["state"], opt_plain.state_dict()["state"])
+    assert_same(scaled.state_dict(), plain.state_dict())
+    assert_same(opt_scaled.state_dict()["state"], opt_plain.state_dict()["state"])
     assert scaler.get_scale() > 2.0**12  # it grew: no step was skipped
     # an overflowing scale: the step is skipped (nothing moves) and the scale backs off
     before = _snapshot(scaled, opt_scaled)
@@ -144,7 +129,7 @@ def test_gradscaler_cpu_matches_unscaled_training_and_skips_overflow(name):
     scaler.scale(torch.nn.functional.mse_loss(scaled(x), y) * 1e10).backward()
     scaler.step(opt_scaled)
     scaler.update()
-    _assert_same(_snapshot(scaled, opt_scaled), before)
+    assert_same(_snapshot(scaled, opt_scaled), before)
     assert scaler.get_scale() < 2.0**127
 
 
@@ -169,11 +154,11 @@ def test_low_precision_params_with_float32_state(name, dtype):
         assert torch.equal(p.float(), ref)
     tensors = {k: v for k, v in opt.state[p].items() if torch.is_tensor(v) and k != "step" and v.dim() > 0}
     assert (tensors or name == "sgd") and all(v.dtype == torch.float32 for v in tensors.values())
-    _assert_same(tensors, {k: ref_opt.state[ref][k] for k in tensors})
+    assert_same(tensors, {k: ref_opt.state[ref][k] for k in tensors})
     # a state_dict round trip keeps the float32 state (torch would cast it to the param's dtype)
     again = cls([p], **kwargs, state_dtype=torch.float32)
     again.load_state_dict(opt.state_dict())
-    _assert_same({k: again.state[p][k] for k in tensors}, tensors)
+    assert_same({k: again.state[p][k] for k in tensors}, tensors)
 
 
 def test_low_precision_without_state_dtype_keeps_torch_behaviour():
@@ -241,7 +226,7 @@ def test_sparse_gradients_rejected_before_anything_moves():
     before = copy.deepcopy(lin.state_dict())
     with pytest.raises(RuntimeError, match="weight_decay"):
         opt.step()
-    _assert_same(lin.state_dict(), before)
+    assert_same(lin.state_dict(), before)
     assert all(s["step"] == 0 for s in opt.state.values())
     emb.zero_grad()
     emb(torch.tensor([0])).sum().backward()

@@ -11,6 +11,7 @@ from optimlab import SGD, Adagrad, Adam
 from optimlab.train import find_lr, get_task, lr_grid, lr_range_test
 from optimlab.train.bench import tune
 from optimlab.train.lr_finder import suggest
+from nested import assert_same
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,22 +29,6 @@ def _problem(seed=0):
         i = state["i"] = (state["i"] + 32) % 256
         return torch.nn.functional.mse_loss(model(x[i:i + 32]), y[i:i + 32])
     return model, closure
-
-
-def _assert_same(a, b):
-    """Equal nested structures, tensors compared exactly."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            _assert_same(x, y)
-    else:
-        assert a == b
 
 
 @pytest.mark.parametrize("make_opt", [
@@ -64,8 +49,8 @@ def test_model_and_optimizer_are_restored(make_opt, warm):
     state = copy.deepcopy(opt.state_dict())
     result = lr_range_test(model, opt, closure, num_steps=60)
     assert len(result.lrs) >= 3
-    _assert_same(model.state_dict(), params)
-    _assert_same(opt.state_dict(), state)
+    assert_same(model.state_dict(), params)
+    assert_same(opt.state_dict(), state)
     assert all(p.grad is None for p in model.parameters())
     # training continues exactly as if the test had never run
     twin, twin_closure = _problem()
@@ -76,7 +61,7 @@ def test_model_and_optimizer_are_restored(make_opt, warm):
         o.zero_grad()
         torch.nn.functional.mse_loss(m(torch.ones(4, 5)), torch.zeros(4, 1)).backward()
         o.step()
-    _assert_same(model.state_dict(), twin.state_dict())
+    assert_same(model.state_dict(), twin.state_dict())
 
 
 def test_restored_even_when_closure_raises():
@@ -92,7 +77,7 @@ def test_restored_even_when_closure_raises():
         return closure()
     with pytest.raises(RuntimeError, match="boom"):
         lr_range_test(model, opt, failing)
-    _assert_same(model.state_dict(), params)
+    assert_same(model.state_dict(), params)
     assert opt.state_dict()["state"] == {} and opt.param_groups[0]["lr"] == 1e-3
 
 
