@@ -142,3 +142,9 @@ def test_plain_data_for_a_web_page():
     g = land.grid(5)
     assert len(g["z"]) == 5 and g["z"][0][0] == float(land.value(torch.tensor([g["x"][0], g["y"][0]], dtype=torch.float64)))
     json.dumps(land.describe(), allow_nan=False)
+
+
+@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "fused"])
+def test_execution_options_of_the_optimizers_are_not_lab_hyperparameters(option):
+    with pytest.raises(ValueError, match=f"no hyperparameter '{option}'"):
+        engine.run("rosenbrock", "adam", [[0.0, 0.0]], 3, **{option: None})

@@ -180,6 +180,10 @@ def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
 _RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
 
+#: optimizer arguments about execution, not the math: the lab's engine has no use for them
+_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", "nonfinite", "state_dtype"}
+
+
 def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
     """The param group the optimizer class would build for scalar hyperparameter ``values``,
     validated by the rule's own ``validate`` (what ``add_param_group`` does).
@@ -200,9 +204,10 @@ def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
     if betas is not None:
         kwargs["betas"] = tuple(betas)
     defaults = _defaults(spec.cls)
-    unknown = sorted(set(kwargs) - set(defaults))
+    allowed = set(defaults) - _NOT_IN_THE_LAB
+    unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        allowed = sorted(set(defaults) - {"params", "foreach", "fused", "differentiable", "capturable"})
+        allowed = sorted(allowed)
         raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
     group = {**defaults, **kwargs}
     spec.rule.validate(group)
