@@ -79,6 +79,6 @@ def test_result_files_are_all_or_nothing(tmp_path):
     def fails(tmp):
         raise RuntimeError("figure failed")
     with pytest.raises(RuntimeError, match="figure failed"):
-        from optimlab.train.bench import write_all_atomic
-        write_all_atomic([(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}")), (tmp_path / "b.png", fails)])
+        from optimlab._atomic import atomic_write_all
+        atomic_write_all([(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}")), (tmp_path / "b.png", fails)])
     assert list(tmp_path.iterdir()) == []

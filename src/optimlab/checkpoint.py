@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from . import _atomic
 
 FORMAT = 1
 
@@ -35,38 +36,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     If ``write`` raises (or the process dies) the temporary file is removed (or left under a
     ``.name.*.tmp`` name) and ``path`` keeps its previous content.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def to_file(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
-    return path
 
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return _atomic.atomic_write(path, to_file, durable=True)
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,8 +15,6 @@ import argparse
 import copy
 import csv
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from . import optim
+from ._atomic import atomic_write
 
 #: (label, optimizer class, keyword arguments) compared by the demo
 CONTENDERS = [
@@ -74,18 +73,6 @@ def train(opt_cls, kwargs, model, data, epochs: int, batch_size: int, seed: int)
     return {"losses": losses, "val_loss": val_loss, "val_accuracy": accuracy, "seconds": seconds}
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write a file through a temporary name and rename it, so a crash leaves no partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for results.csv and figures")
     parser.add_argument("--epochs", type=int, default=40, help="passes over the training set (>= 1)")
@@ -128,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 r = results[label]
                 w.writerow([label, kwargs, f"{sum(r['losses'][-25:]) / 25:.6f}", f"{r['val_loss']:.6f}",
                             f"{r['val_accuracy']:.4f}", f"{r['seconds']:.3f}"])
-    write_atomic(args.out / "results.csv", write_csv)
+    atomic_write(args.out / "results.csv", write_csv)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -149,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    write_atomic(args.out / "loss_curves.png", lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(args.out / "loss_curves.png", lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     print(f"wrote {args.out / 'results.csv'} and {args.out / 'loss_curves.png'}")
 

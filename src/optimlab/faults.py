@@ -32,6 +32,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from ._checks import check_choice
+
 NONFINITE_CHOICES = ("ignore", "skip", "raise")
 STATE_DTYPES = (torch.float32, torch.float64)
 
@@ -52,9 +54,7 @@ DEFAULTS = options()
 
 def validate(group: Mapping[str, Any]) -> None:
     """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""
-    nonfinite = group.get("nonfinite", "ignore")
-    if nonfinite not in NONFINITE_CHOICES:
-        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE_CHOICES))}, got {nonfinite!r}")
+    check_choice("nonfinite", group.get("nonfinite", "ignore"), NONFINITE_CHOICES)
     state_dtype = group.get("state_dtype")
     if state_dtype is None:
         return

@@ -8,26 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .. import _atomic
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Call ``write(tmp_path)`` and move the result to ``path`` in one step (the temporary name
+    keeps ``path``'s suffix: matplotlib's writers infer the format from it)."""
+    return _atomic.atomic_write(path, write, keep_suffix=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -144,26 +144,6 @@ SUMMARY_COLUMNS = ["optimizer", "lr", "lr_at_grid_edge", "seeds", "reached", "st
                    "final_metric_mean", "final_metric_std", "diverged", "seconds_mean"]
 
 
-def write_all_atomic(items) -> None:
-    """Write several files all-or-nothing: each ``writer(tmp)`` writes a temporary file next to its
-    target; only when every writer has succeeded is each one renamed (``os.replace``) into place."""
-    import os
-    import tempfile
-    temps = []
-    try:
-        for path, writer in items:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            temps.append(tmp)
-            writer(tmp)
-        for (path, _), tmp in zip(items, temps):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
 def write_results(result: BenchResult, out, stem: str) -> list:
     """Write ``<stem>.json`` (everything, with curves), ``<stem>.csv`` (summary) and two PNGs.
 
@@ -173,7 +153,7 @@ def write_results(result: BenchResult, out, stem: str) -> list:
     import json
     from pathlib import Path
 
-    from ..demo import write_atomic
+    from .._atomic import atomic_write_all
     from . import plots
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +173,7 @@ def write_results(result: BenchResult, out, stem: str) -> list:
                             *[("" if s[c] is None else f"{s[c]:.6g}" if isinstance(s[c], float) else s[c])
                               for c in SUMMARY_COLUMNS[1:]]])
     paths = [out / f"{stem}.json", out / f"{stem}.csv", out / f"{stem}_curves.png", out / f"{stem}_lr_grid.png"]
-    write_all_atomic([(paths[0], write_json), (paths[1], write_csv),
+    atomic_write_all([(paths[0], write_json), (paths[1], write_csv),
                       (paths[2], lambda tmp: plots.bench_curves(task, result.summary, result.runs, tmp)),
                       (paths[3], lambda tmp: plots.bench_grid(task, result.grid, tmp))])
     return paths

@@ -143,7 +143,8 @@ def cmd_train(args) -> int:
     paths = {k: args.out / f"{stem}{suffix}" for k, suffix in
              [("json", ".json"), ("loss", "_loss.csv"), ("evals", "_evals.csv"), ("curves", "_curves.png"),
               ("diag_csv", "_diagnostics.csv"), ("diag_png", "_diagnostics.png")]}
-    from .bench import _jsonable, write_all_atomic
+    from .._atomic import atomic_write_all
+    from .bench import _jsonable
     payload = json.dumps(_jsonable(r.to_dict(curves=True)), indent=1)
 
     def write_loss(tmp):
@@ -158,7 +159,7 @@ def cmd_train(args) -> int:
             w.writeheader()
             w.writerows({k: f"{v:.6g}" for k, v in e.items()} for e in r.evals)
     title = f"{task.name}: {r.optimizer} lr={r.lr:g}, {r.mode}, schedule {r.schedule}, seed {r.seed}"
-    write_all_atomic([
+    atomic_write_all([
         (paths["json"], lambda tmp: Path(tmp).write_text(payload)),
         (paths["loss"], write_loss),
         (paths["evals"], write_evals),
@@ -184,7 +185,7 @@ def cmd_train(args) -> int:
 
 def cmd_lr_find(args) -> int:
     from . import plots
-    from .bench import write_all_atomic
+    from .._atomic import atomic_write_all
     from .lr_finder import RULES, find_lr
     task = get_task(args.task)
     _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
@@ -206,7 +207,7 @@ def cmd_lr_find(args) -> int:
     csv_path, png_path = Path(f"{stem}.csv"), Path(f"{stem}.png")
     title = (f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
              f"{'stopped on divergence' if result.stopped_early else 'full ramp'})")
-    write_all_atomic([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
+    atomic_write_all([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
     print(f"{task.name} / {optimizer}: suggested lr = {result.suggestion:.3g} (rule {result.rule}: "
           + ("one tenth of the LR at the smoothed loss's minimum" if result.rule == "min/10"
              else "steepest descent of the smoothed loss in log(lr)") + ")")

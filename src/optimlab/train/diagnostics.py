@@ -71,7 +71,7 @@ class LayerDiagnostics:
 
     def write_csv(self, path: Path) -> None:
         """Write the rows to ``path`` atomically (temporary file + ``os.replace``)."""
-        from ..demo import write_atomic
+        from .._atomic import atomic_write
 
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
@@ -79,4 +79,4 @@ class LayerDiagnostics:
                 w.writeheader()
                 for row in self.rows:
                     w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        write_atomic(Path(path), write)
+        atomic_write(Path(path), write)

@@ -22,9 +22,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    from ..demo import write_atomic
+    from .._atomic import atomic_write
     fig.tight_layout()
-    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     _plt().close(fig)
 
 
