@@ -10,7 +10,6 @@ assert_close tolerances (torch's own defaults) for rules with a square root.
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from optimlab.lab import landscapes
 from optimlab.lab.landscapes import LANDSCAPES, get_landscape, register_landscape
 
 KNOWN_VALUES = {"bowl": 0.0, "elongated_bowl": 0.0, "rosenbrock": 0.0, "beale": 0.0, "himmelblau": 0.0,

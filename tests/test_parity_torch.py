@@ -1,7 +1,6 @@
 """optimlab against torch.optim: every algorithm and option torch has, >= 100 steps on a small
 network with random data, float32 and float64, with two param groups of different settings."""
 
-import copy
 
 import pytest
 import torch

@@ -1,12 +1,10 @@
 """Checkpoints: stop anywhere, resume bit for bit; atomic saves; a SIGKILLed run resumes exactly."""
 
 import io
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

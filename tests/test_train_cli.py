@@ -55,7 +55,7 @@ def test_bench_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--task", "digits_mlp"], "unknown task 'digits_mlp' (did you mean 'digits-mlp'?); valid:"),
+    (["train", "--task", "digits_mlp"], "unknown task 'digits_mlp'; did you mean 'digits-mlp'? (valid:"),
     (["train", "--task", "digits-mlp", "--optimizer", "nesterov-sgd"], "unknown optimizer"),
     (["train", "--task", "digits-mlp", "--lr", "-0.1"], "lr must be a number in (0, 100]"),
     (["train", "--task", "digits-mlp", "--mode", "stochastic", "--batch-size", "8"], "batch_size applies only"),
@@ -78,5 +78,5 @@ def test_command_line_from_a_fresh_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "optimlab.cli", "train", "--task", "digits_mlp",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "unknown task 'digits_mlp' (did you mean 'digits-mlp'?)" in proc.stderr
+    assert "unknown task 'digits_mlp'; did you mean 'digits-mlp'?" in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -85,7 +85,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     T = ctype
     params = ", ".join(f"T *restrict b{k}" for k in range(n_buffers))
-    lines = [f"#include <stdint.h>", f"#include <math.h>", f"typedef {T} T;",
+    lines = ["#include <stdint.h>", "#include <math.h>", f"typedef {T} T;",
              f"static void segment(int64_t n, {params}, const double *s) {{"]
     scalar_nodes = sorted(i for i in needed if trace.nodes[i][0] == "scalar")
     for i in scalar_nodes:  # a Python number meeting a tensor is rounded to the tensor's dtype

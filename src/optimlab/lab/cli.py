@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 
 from . import _io
-from ._names import unknown_name_error
+from .._names import unknown_name_error
 from .engine import LAB_OPTIMIZERS, MAIN_OPTIMIZERS, get_optimizer, run, sweep
 from .landscapes import LANDSCAPES, get_landscape
 

@@ -35,8 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import optim as _optim
-from ..algorithms import RULES
-from ._names import lookup
+from .._names import lookup
 from .landscapes import Landscape, get_landscape
 from .schedules import factors as schedule_factors
 

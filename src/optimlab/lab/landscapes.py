@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._names import lookup
+from .._names import lookup
 
 Point = tuple[float, float]
 Window = tuple[tuple[float, float], tuple[float, float]]

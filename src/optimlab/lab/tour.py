@@ -81,7 +81,7 @@ def ewma_section() -> Section:
     err_c = float((ewma_series(noisy, b, True)[:k] - truth[:k]).abs().mean())
     err_u = float((ewma_series(noisy, b, False)[:k] - truth[:k]).abs().mean())
     s.numbers.append((f"mean |EWMA - true signal| over the first {k} points, beta = {b}, with bias correction", f"{err_c:.4f}"))
-    s.numbers.append((f"... without bias correction", f"{err_u:.4f}"))
+    s.numbers.append(("... without bias correction", f"{err_u:.4f}"))
     s.checks.append(("bias correction removes the early pull towards 0",
                      f"early error with correction {err_c:.4f} < without {err_u:.4f}", err_c < err_u))
     s.figures.append(("ewma.png", plots.ewma_figure(noisy, betas, truth, "EWMA of a noisy series: left with, right without bias correction")))

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .loop import OPTIMIZER_CONFIGS, RunResult, check_lr, train
-from .tasks import Task, get_task, unknown_name
+from .._names import unknown_name_error
+from .tasks import Task, get_task
 
 
 def lr_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 2) -> list[float]:
@@ -100,7 +101,7 @@ def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps:
     task = get_task(task) if isinstance(task, str) else task
     for name in optimizers:
         if name not in OPTIMIZER_CONFIGS:
-            raise unknown_name("optimizer", name, OPTIMIZER_CONFIGS)
+            raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
     if not optimizers:
         raise ValueError("optimizers must name at least one optimizer")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:

@@ -106,8 +106,8 @@ def _progress(console):
 
 def _check_name(kind: str, name: str, valid) -> None:
     if name is not None and name not in valid:
-        from .tasks import unknown_name
-        raise unknown_name(kind, name, valid)
+        from .._names import unknown_name_error
+        raise unknown_name_error(kind, name, valid)
 
 
 def cmd_train(args) -> int:

@@ -20,7 +20,8 @@ from torch import nn
 from .. import optim
 from .modes import Mode, batches
 from .schedules import is_plateau, make_schedule
-from .tasks import Task, get_task, unknown_name
+from .._names import unknown_name_error
+from .tasks import Task, get_task
 
 #: optimizer name -> (class, fixed keyword arguments); the learning rate is given per run
 OPTIMIZER_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -38,7 +39,7 @@ OPTIMIZER_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     """An optimlab optimizer by name (see :data:`OPTIMIZER_CONFIGS`) with learning rate ``lr``."""
     if name not in OPTIMIZER_CONFIGS:
-        raise unknown_name("optimizer", name, OPTIMIZER_CONFIGS)
+        raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
     check_lr(lr)
     cls, kwargs = OPTIMIZER_CONFIGS[name]
     return cls(params, lr=lr, **kwargs)

@@ -28,8 +28,8 @@ class Mode:
 
     def __post_init__(self) -> None:
         if self.kind not in MODES:
-            from .tasks import unknown_name
-            raise unknown_name("mode", self.kind, MODES)
+            from .._names import unknown_name_error
+            raise unknown_name_error("mode", self.kind, MODES)
         if self.kind == "minibatch":
             if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
                 raise ValueError(f"batch_size must be an integer >= 1 for mode 'minibatch', got {self.batch_size!r}")

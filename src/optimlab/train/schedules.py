@@ -24,8 +24,8 @@ def make_schedule(name: str, optimizer, steps: int, higher_is_better: bool = Fal
     """The scheduler for ``name`` (``None`` for ``"none"``); call ``.step()`` after each optimizer step,
     except ``plateau``, whose ``.step(metric)`` is called after each evaluation."""
     if name not in SCHEDULES:
-        from .tasks import unknown_name
-        raise unknown_name("schedule", name, SCHEDULES)
+        from .._names import unknown_name_error
+        raise unknown_name_error("schedule", name, SCHEDULES)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if name == "none":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import difflib
 import functools
 import importlib
 import inspect
@@ -35,6 +34,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .._names import lookup
 
 DATA_SEED = 0
 
@@ -367,15 +368,5 @@ def _cached_data(name: str) -> Data:
     return TASKS[name].make_data()
 
 
-def unknown_name(kind: str, name: str, valid) -> ValueError:
-    """A clear error for a bad name: the valid names and the closest match."""
-    valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ValueError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
-
-
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise unknown_name("task", name, TASKS)
-    return TASKS[name]
+    return lookup("task", name, TASKS)
