@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .optim import OPTIMIZERS
+from . import catalogue
 
 SCHEDULES = ("none", "cosine", "step", "exponential")
 
@@ -125,10 +125,9 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def optimizer_factory(name: str, settings: dict[str, Any]) -> Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    cls = OPTIMIZERS[name]
-    return lambda params: cls(params, **settings)
+    """The catalogue's optimizer ``name`` (case-insensitive) with ``settings`` as constructor arguments."""
+    entry = catalogue.get(name)
+    return lambda params: entry.make(params, **settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--optimizer", default="adam", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
+    p.add_argument("--optimizer", default="adam", help="optimizer name, case-insensitive (`optimlab optimizers` lists them; default adam)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="an optimizer argument, e.g. --set lr=0.01 --set momentum=0.9 (repeatable)")
     p.add_argument("--steps", type=int, default=200)

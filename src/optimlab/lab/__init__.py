@@ -3,13 +3,14 @@
 Public entry points::
 
     from optimlab.lab import LANDSCAPES, register_landscape, get_landscape   # landscapes
-    from optimlab.lab import run, sweep, LAB_OPTIMIZERS                       # batched engine
+    from optimlab.lab import run, sweep                                       # batched engine
+    from optimlab import catalogue                                            # the optimizers
     from optimlab.lab import measure                                          # metrics
 """
 
-from .engine import LAB_OPTIMIZERS, MAIN_OPTIMIZERS, LabOptimizer, Run, Sweep, get_optimizer, reference_run, run, sweep
+from .engine import Run, Sweep, get_optimizer, reference_run, run, sweep
 from .landscapes import LANDSCAPES, Landscape, get_landscape, register_landscape
 from .metrics import measure, rows
 
-__all__ = ["LANDSCAPES", "Landscape", "get_landscape", "register_landscape", "LAB_OPTIMIZERS", "MAIN_OPTIMIZERS",
-           "LabOptimizer", "Run", "Sweep", "get_optimizer", "reference_run", "run", "sweep", "measure", "rows"]
+__all__ = ["LANDSCAPES", "Landscape", "get_landscape", "register_landscape", 
+           "Run", "Sweep", "get_optimizer", "reference_run", "run", "sweep", "measure", "rows"]

@@ -18,7 +18,8 @@ import torch
 
 from . import _io
 from .._names import unknown_name_error
-from .engine import LAB_OPTIMIZERS, MAIN_OPTIMIZERS, get_optimizer, run, sweep
+from .. import catalogue
+from .engine import get_optimizer, run, sweep
 from .landscapes import LANDSCAPES, get_landscape
 
 MAX_STEPS = 100_000
@@ -68,9 +69,10 @@ def optimizer_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("must name at least one optimizer")
-    for n in names:
-        if n not in LAB_OPTIMIZERS:
-            raise argparse.ArgumentTypeError(str(unknown_name_error("optimizer", n, LAB_OPTIMIZERS)))
+    try:
+        names = [catalogue.get(n).name for n in names]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"lists an optimizer twice: {text!r}")
     return names
@@ -95,9 +97,10 @@ def lr_spec(text: str) -> Any:
     out: dict[str, float] = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in LAB_OPTIMIZERS:
-            raise argparse.ArgumentTypeError(str(unknown_name_error("optimizer", name, LAB_OPTIMIZERS)))
+        try:
+            name = catalogue.get(name.strip()).name
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         out[name] = parse(value)
     return out
 
@@ -345,9 +348,9 @@ def cmd_basins(args: argparse.Namespace) -> int:
         if isinstance(args.lr, float):
             lrs[n] = args.lr
         elif isinstance(args.lr, dict):
-            lrs[n] = args.lr.get(n, get_optimizer(n).default_lr)
-        else:  # None or "auto": the optimizer's default
-            lrs[n] = get_optimizer(n).default_lr
+            lrs[n] = args.lr.get(n, catalogue.lab_lr(n, land))
+        else:  # None or "auto": the optimizer's default on this landscape
+            lrs[n] = catalogue.lab_lr(n, land)
     radius = 0.05 * math.hypot(x1 - x0, y1 - y0)
     reached, table = {}, []
     with progress_bar(args.steps * len(names), f"basins on {land.name}") as advance:
@@ -385,10 +388,10 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", metavar="DIR", default=None, help="also write a gallery landscapes.png into DIR")
     p.set_defaults(func=cmd_landscapes)
 
-    def common(p, steps: int, default_optimizers: str = ",".join(MAIN_OPTIMIZERS)) -> None:
+    def common(p, steps: int, default_optimizers: str = ",".join(catalogue.main_names())) -> None:
         p.add_argument("--landscape", type=landscape_name, default="rosenbrock", help="landscape name (see `optimlab landscapes`)")
         p.add_argument("--optimizers", type=optimizer_list, default=optimizer_list(default_optimizers),
-                       help=f"comma-separated, from: {', '.join(LAB_OPTIMIZERS)}")
+                       help="comma-separated optimizer names, case-insensitive (`optimlab optimizers` lists them)")
         p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=steps, help=f"steps per trajectory, 1..{MAX_STEPS}")
 
     p = sub.add_parser("compare", help="run optimizers from one start; contour, 3-D and loss figures, results table")

@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from .loop import OPTIMIZER_CONFIGS
 from .modes import MODES, Mode
 from .schedules import SCHEDULES
 from .tasks import TASKS, get_task
@@ -30,7 +29,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train one task with one optimizer (progress bar, curves, diagnostics)")
     _common(p, "out/train")
     p.add_argument("--optimizer", default=None, metavar="NAME",
-                   help=f"one of: {', '.join(OPTIMIZER_CONFIGS)} (default: the task's tuned default)")
+                   help="optimizer name, case-insensitive (`optimlab optimizers` lists them; default: the task's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's tuned default)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the task's budget)")
     p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
@@ -42,7 +41,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("lr-find", help="Smith's learning-rate range test on a task; suggests an LR and plots")
     _common(p, "out/lr_find")
-    p.add_argument("--optimizer", default=None, metavar="NAME", help=f"one of: {', '.join(OPTIMIZER_CONFIGS)}")
+    p.add_argument("--optimizer", default=None, metavar="NAME", help="optimizer name, case-insensitive (`optimlab optimizers` lists them)")
     p.add_argument("--start-lr", type=float, default=1e-6)
     p.add_argument("--end-lr", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
@@ -51,8 +50,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
     _common(p, "out/bench")
-    p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZER_CONFIGS), metavar="NAME",
-                   help=f"names (space or comma separated) from: {', '.join(OPTIMIZER_CONFIGS)} (default: all)")
+    p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                   help="optimizer names, space or comma separated (default: the lab's main set; "
+                        "`optimlab optimizers` lists them)")
     p.add_argument("--lr-min", type=float, default=1e-4, help="smallest LR of the tuning grid (default 1e-4)")
     p.add_argument("--lr-max", type=float, default=10.0, help="largest LR of the tuning grid (default 10)")
     p.add_argument("--per-decade", type=int, default=2, help="grid points per decade of LR (default 2)")
@@ -104,6 +104,12 @@ def _progress(console):
                     console=console, transient=False)
 
 
+def _optimizer(name: str | None) -> str | None:
+    """The catalogue's name for ``name`` (case-insensitive; unknown: ValueError with the closest)."""
+    from .. import catalogue
+    return None if name is None else catalogue.get(name).name
+
+
 def _check_name(kind: str, name: str, valid) -> None:
     if name is not None and name not in valid:
         from .._names import unknown_name_error
@@ -117,7 +123,7 @@ def cmd_train(args) -> int:
     from .diagnostics import LayerDiagnostics
     from .loop import train
     task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    args.optimizer = _optimizer(args.optimizer)
     _check_name("schedule", args.schedule, SCHEDULES)
     mode = _mode(args)
     _setup(args)
@@ -188,7 +194,7 @@ def cmd_lr_find(args) -> int:
     from .._atomic import atomic_write_all
     from .lr_finder import RULES, find_lr
     task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    args.optimizer = _optimizer(args.optimizer)
     if args.rule not in RULES:
         raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
     mode = _mode(args)
@@ -226,9 +232,9 @@ def cmd_bench(args) -> int:
 
     from .bench import lr_grid, run_bench, write_results
     task = get_task(args.task)
-    names = [n for item in args.optimizers for n in item.split(",") if n]
-    for n in names:
-        _check_name("optimizer", n, OPTIMIZER_CONFIGS)
+    from .. import catalogue
+    given = args.optimizers or list(catalogue.main_names())
+    names = [_optimizer(n) for item in given for n in item.split(",") if n]
     _check_name("schedule", args.schedule, SCHEDULES)
     grid = lr_grid(args.lr_min, args.lr_max, args.per_decade)
     mode = _mode(args)
