@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from ._names import unknown_name_error
 
@@ -43,6 +44,8 @@ class Option:
 class Algorithm:
     """A drop-in optimizer class.
 
+    ``update_rule`` the rule (:class:`optimlab.algorithms.Rule`) or ``"module:attribute"`` naming it,
+                   so that reading the catalogue imports no torch (the command line's help stays fast).
     ``torch``      the torch.optim class whose signature, defaults and ``defaults`` keys are copied
                    (None for an algorithm torch lacks: give ``arguments`` instead).
     ``arguments``  ``((name, default), ...)`` after ``params``, positional-or-keyword, for an
@@ -54,13 +57,23 @@ class Algorithm:
     """
 
     name: str
-    rule: Any
+    update_rule: Any
     doc: str
     torch: str | None = None
     arguments: tuple[tuple[str, Any], ...] = ()
     options: tuple[Option, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
     eager_state: bool = False
+
+    @property
+    def rule(self) -> Any:
+        """The update rule (imported on first use when declared by name)."""
+        if isinstance(self.update_rule, str):
+            import importlib
+
+            module, _, attr = self.update_rule.partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return self.update_rule
 
     @property
     def cls(self) -> type:
@@ -158,8 +171,9 @@ def declare(*items: Algorithm | Entry) -> None:
             if item.name in _ALGORITHMS and _ALGORITHMS[item.name] is not item:
                 raise ValueError(f"algorithm {item.name!r} is already declared")
             _ALGORITHMS[item.name] = item
-            from . import optim
-            optim.install(item)
+            optim = sys.modules.get(f"{__package__}.optim")
+            if optim is not None and hasattr(optim, "install"):  # else optim installs it when imported
+                optim.install(item)
         elif isinstance(item, Entry):
             if item.algorithm not in _ALGORITHMS:
                 raise ValueError(f"entry {item.name!r}: algorithm {item.algorithm!r} is not declared")
@@ -181,8 +195,8 @@ def forget(name: str) -> None:
         del _LOOKUP[key]
     if not any(e.algorithm == entry.algorithm for e in _ENTRIES.values()):
         spec = _ALGORITHMS.pop(entry.algorithm, None)
-        if spec is not None:
-            from . import optim
+        optim = sys.modules.get(f"{__package__}.optim")
+        if spec is not None and optim is not None:
             optim.uninstall(spec)
 
 
@@ -338,35 +352,36 @@ def signature_defaults(spec: Algorithm) -> dict[str, Any]:
 
 
 def _builtin() -> None:
-    from .algorithms import adagrad, adam, nadam, rmsprop, sgd
+    adagrad, adam, nadam, rmsprop, sgd = (f"{__package__}.algorithms.{n}:RULE"
+                                          for n in ("adagrad", "adam", "nadam", "rmsprop", "sgd"))
 
     momentum_form = Option("momentum_form", "torch",
                            'the momentum formula: "torch" (v = b*v + g; w -= lr*v), "ewma" (the seed\'s '
                            'v = b*v + (1-b)*g; w -= lr*v) or "lr_in_velocity" (v = b*v + lr*g; w -= v)')
     eps_inside = Option("eps_inside_sqrt", False, "True: the seed's w -= lr * g / sqrt(V + eps)")
     declare(
-        Algorithm("SGD", sgd.RULE, torch="SGD", options=(momentum_form,), doc=(
+        Algorithm("SGD", sgd, torch="SGD", options=(momentum_form,), doc=(
             "Stochastic / mini-batch / batch gradient descent with Momentum and Nesterov.\n\n"
             "Arguments and defaults are torch.optim.SGD's; momentum_form picks the momentum formula.\n"
             "Rules: optimlab.algorithms.sgd.")),
-        Algorithm("Adagrad", adagrad.RULE, torch="Adagrad", options=(eps_inside,), eager_state=True, doc=(
+        Algorithm("Adagrad", adagrad, torch="Adagrad", options=(eps_inside,), eager_state=True, doc=(
             "AdaGrad (Duchi et al., 2011) with torch.optim.Adagrad's arguments and defaults.\n\n"
             "eps_inside_sqrt=True gives the seed's w -= lr * g / sqrt(V + eps). "
             "Rules: optimlab.algorithms.adagrad.")),
-        Algorithm("RMSprop", rmsprop.RULE, torch="RMSprop", options=(eps_inside,), doc=(
+        Algorithm("RMSprop", rmsprop, torch="RMSprop", options=(eps_inside,), doc=(
             "RMSProp (Tieleman & Hinton, 2012) with torch.optim.RMSprop's arguments and defaults.\n\n"
             "eps_inside_sqrt=True gives the seed's w -= lr * g / sqrt(V + eps). "
             "Rules: optimlab.algorithms.rmsprop.")),
-        Algorithm("Adam", adam.RULE, torch="Adam", options=(
+        Algorithm("Adam", adam, torch="Adam", options=(
             Option("bias_correction", True, "False: the seed's uncorrected form (0.5 -> 0.49684 in its worked example)"),),
             doc=("Adam (Kingma & Ba, 2015) with torch.optim.Adam's arguments and defaults.\n\n"
                  "bias_correction=False gives the seed's uncorrected form; decoupled_weight_decay=True is "
                  "AdamW. Rules: optimlab.algorithms.adam.")),
-        Algorithm("AdamW", adam.RULE, torch="AdamW", fixed={"decoupled_weight_decay": True}, options=(
+        Algorithm("AdamW", adam, torch="AdamW", fixed={"decoupled_weight_decay": True}, options=(
             Option("bias_correction", True, "False: Adam's update without bias correction"),),
             doc=("AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay (default 0.01), "
                  "as torch.optim.AdamW. Rules: optimlab.algorithms.adam.")),
-        Algorithm("NAdam", nadam.RULE, torch="NAdam", options=(
+        Algorithm("NAdam", nadam, torch="NAdam", options=(
             Option("momentum_schedule", True, "False: plain Nadam (mu_t = beta1), without Dozat's warming momentum"),),
             doc=("Nadam (Dozat, 2016) with torch.optim.NAdam's arguments and defaults.\n\n"
                  "momentum_schedule=False drops the warming momentum schedule. Rules: optimlab.algorithms.nadam.")),

@@ -16,12 +16,12 @@ import copy
 import csv
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import catalogue
+from . import demo_cli
 from ._atomic import atomic_write
 
 #: (catalogue name, learning rate on this task) compared by the demo; labels, options and colours
@@ -65,17 +65,9 @@ def train(entry, lr: float, model, data, epochs: int, batch_size: int, seed: int
     return {"losses": losses, "val_loss": val_loss, "val_accuracy": accuracy, "seconds": seconds}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for results.csv and figures")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the training set (>= 1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size (>= 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-tour", action="store_true", help="skip the lab tour (training table only)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
+    demo_cli.add_arguments(parser)
     return run(parser.parse_args(argv))
 
 

@@ -188,8 +188,6 @@ def install(spec: Any) -> type[Optimizer]:
         "rule": spec.rule, "extra_defaults": {o.name: o.default for o in spec.options}})
     globals()[spec.name] = cls
     OPTIMIZERS[spec.name.lower()] = cls
-    import optimlab
-    setattr(optimlab, spec.name, cls)
     return cls
 
 
@@ -197,15 +195,15 @@ def uninstall(spec: Any) -> None:
     """Remove a generated class (a throw-away declaration)."""
     globals().pop(spec.name, None)
     OPTIMIZERS.pop(spec.name.lower(), None)
-    import optimlab
-    if getattr(optimlab, spec.name, None) is not None:
-        delattr(optimlab, spec.name)
 
 
 #: drop-in class name (lower case) -> class, filled by :func:`install`
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
-from . import catalogue as _catalogue  # noqa: E402  (declares the built-in classes through install)
+from . import catalogue as _catalogue  # noqa: E402
+
+for _spec in _catalogue.algorithms():  # declared before this module was imported
+    install(_spec)
 
 SGD = _catalogue.algorithm("SGD").cls
 Adagrad = _catalogue.algorithm("Adagrad").cls

@@ -178,8 +178,10 @@ def run(algorithm: str = "adam", *, n_trials: int = 20, storage: str = DEFAULT_S
 
 
 def register(sub) -> None:
+    from .cli import plain
+
     p = sub.add_parser("tune", help="tune an optimizer's hyperparameters with Optuna (many workers, one study)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algorithm", "--optimizer", dest="algorithm", default="adam", metavar="NAME",
                    help="optimizer to tune, case-insensitive (`optimlab optimizers` lists them; default adam); "
                         "its search space is the catalogue's")

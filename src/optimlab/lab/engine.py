@@ -37,7 +37,7 @@ from .. import catalogue
 from .. import optim as _optim
 from ..catalogue import Entry
 from .landscapes import Landscape, get_landscape
-from .schedules import factors as schedule_factors
+from .. import schedules
 
 HyperValue = float | Sequence[float] | Tensor
 
@@ -194,7 +194,7 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
                 the entry's default for the landscape (:func:`optimlab.catalogue.lab_lr`).
     ``hyper``   other hyperparameters by the rule's names (``momentum``, ``alpha``, ``beta1``,
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
-    ``schedule`` a schedule spec (see :mod:`optimlab.lab.schedules`); step t uses ``lr * s_t``.
+    ``schedule`` a schedule spec (see :mod:`optimlab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
     """
     threads = torch.get_num_threads()
@@ -224,7 +224,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     n = p.shape[0]
     kwargs, group = prepare(spec, n, catalogue.lab_lr(spec, land) if lr is None else lr, hyper, dtype, p.device)
     base_lr = kwargs["lr"]
-    lr_factors = schedule_factors(schedule, steps)
+    lr_factors = schedules.factors(schedule, steps)
     rule = spec.rule
 
     state: dict[str, Any] = {}
@@ -305,8 +305,6 @@ def reference_run(landscape: str | Landscape, optimizer: str | Entry, start: Any
     form, whose iterates are the look-ahead points ``w - beta * v``. Returns the ``(steps + 1, 2)``
     path. This is what the batched engine is tested and benchmarked against.
     """
-    from .schedules import make_scheduler
-
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
@@ -321,7 +319,7 @@ def reference_run(landscape: str | Landscape, optimizer: str | Entry, start: Any
         opt = _optim.SGD([w], lr=lr, momentum=momentum, nesterov=True, **options)
     else:
         opt = spec.cls([w], lr=lr, **{**spec.options, **options})
-    sched = make_scheduler(schedule or "constant", steps)(opt)
+    sched = schedules.build(schedule, opt, steps)
     path = [w.detach().clone()]
     for _ in range(steps):
         opt.zero_grad()

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import catalogue
 from .modes import Mode, batches
-from .schedules import is_plateau, make_schedule
+from ..schedules import build as make_schedule, is_plateau
 from .tasks import Task, get_task
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:

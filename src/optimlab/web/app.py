@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import catalogue
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, get_landscape
-from ..lab.schedules import SCHEDULES
+from .. import schedules
 from .schemas import HARD_MAX_NAME, KNOB_HELP, KNOB_RANGES, LR_RANGE, knobs, Limits, RunRequest, check_limits
 
 STATIC = Path(__file__).parent / "static"
@@ -138,8 +138,8 @@ def meta(limits: Limits) -> dict[str, Any]:
         "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
                   for k in KNOB_RANGES},
         "lr_range": list(LR_RANGE),
-        "schedules": {"kinds": list(SCHEDULES),
-                      "forms": ["constant", "step:N:GAMMA", "cosine", "warmup:N", "warmup-cosine:N"]},
+        "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
+                      "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},
         "limits": limits.as_dict(),
     }
 

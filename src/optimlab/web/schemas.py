@@ -16,11 +16,10 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .. import catalogue
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
 from ..lab.landscapes import get_landscape
-from ..lab.schedules import make_scheduler
+from .. import schedules
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -169,7 +168,7 @@ class RunRequest(BaseModel):
             if not (x0 <= x <= x1 and y0 <= y <= y1):
                 raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
                                  f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
-        make_scheduler(self.schedule, self.steps)  # ValueError naming the allowed forms
+        schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         return self
 
 
