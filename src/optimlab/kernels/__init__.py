@@ -159,7 +159,7 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
         arguments["step"] = (bucket.scalars["step"][0] + 1).item()  # what eager sees after `+= 1`
     inputs = ["param", "grad", *names]
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments)
+        trace, out = trace_rule(rule.update, inputs, arguments, rule.name)
         outputs: list[tuple[int, int]] = []
         fresh: list[str] = []
         scalar_out: dict[str, float] = {}
