@@ -25,7 +25,7 @@ import tempfile
 import threading
 from array import array
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -171,6 +171,23 @@ class Kernel:
         n = len(sizes)
         self.fn(n, sizes.buffer_info()[0], ptrs.buffer_info()[0], s.buffer_info()[0],
                 torch.get_num_threads())
+
+
+def accepts(dtype: torch.dtype, device: torch.device) -> bool:
+    return dtype in CTYPES and device.type == "cpu"
+
+
+def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: Sequence[float]) -> None:
+    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor."""
+    ptrs = array("q", map(_data_ptr, columns[0]))
+    ptrs.extend(map(_data_ptr, columns[1]))
+    ptrs.extend(bucket.state_ptrs)  # the state tensors are the plan's own: their addresses hold
+    for column in columns[2 + len(bucket.names):]:
+        ptrs.extend(map(_data_ptr, column))
+    kernel(bucket.sizes, ptrs, scalars)
+
+
+_data_ptr = torch.Tensor.data_ptr
 
 
 def _build(source: str, target: Path) -> None:

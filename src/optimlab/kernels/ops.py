@@ -48,18 +48,18 @@ class Op:
 def _commutative(foreach_op: Callable) -> Callable[[Operand, Operand], list]:
     """A binary foreach op whose list may come second (``2 * x``): operands swap exactly."""
     def run(a: Operand, b: Operand) -> list:
-        return foreach_op(a, b) if isinstance(a, list) else foreach_op(b, a)
+        return foreach_op(a, b) if isinstance(a, (list, tuple)) else foreach_op(b, a)
     return run
 
 
 def _sub(a: Operand, b: Operand) -> list:
-    if isinstance(a, list):
+    if isinstance(a, (list, tuple)):
         return torch._foreach_sub(a, b)
     return torch._foreach_add(torch._foreach_neg(b), a)  # s - t == (-t) + s exactly (IEEE)
 
 
 def _div(a: Operand, b: Operand) -> list:
-    if isinstance(a, list):
+    if isinstance(a, (list, tuple)):
         return torch._foreach_div(a, b)
     return [torch.div(a, t) for t in b]
 
