@@ -135,3 +135,34 @@ def test_device_scalars_give_the_same_numbers_as_python_numbers(interpreter):
         results.append(columns)
     for a, b in zip(*results):
         torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["triton", "foreach"])
+@pytest.mark.parametrize("case", [CASES[12], CASES[16], CASES[9]], ids=ids)
+def test_capturable_step_keeps_its_counters_on_the_device(interpreter, monkeypatch, backend, case):
+    """capturable=True through the optimizer, on CPU tensors standing in for CUDA ones: the step
+    counter and NAdam's mu_product stay tensors on the parameter's device, the scalars the rule
+    derives from them reach the kernel as device scalars, and the numbers equal the non-capturable eager step."""
+    monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
+    monkeypatch.setenv("OPTIMLAB_BACKEND", backend)
+    name, kwargs = case
+    seen = []
+    real_trace = tracing.trace_rule
+
+    def spy(*args, **kw):
+        trace, out = real_trace(*args, **kw)
+        seen.append({node[0] for node in trace.nodes})
+        return trace, out
+
+    monkeypatch.setattr(kernels, "trace_rule", spy)
+    ours, eager = _fused_vs_eager(name, {**kwargs, "capturable": True}, torch.float32)
+    assert seen and all(("dscalar" in kinds) == (name != "RMSprop") for kinds in seen)  # RMSprop: no step
+    eager_plain, _ = test_fused.run(name, kwargs, torch.float32, fused=False, steps=2)
+    for a, b, c in zip(ours, eager, eager_plain):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c.detach())
+
+
+def test_capturable_needs_cuda_parameters():
+    with pytest.raises(ValueError, match="capturable=True needs every parameter on a CUDA device"):
+        optimlab.Adam([torch.nn.Parameter(torch.randn(3))], capturable=True)
