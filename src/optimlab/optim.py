@@ -33,9 +33,8 @@ class Optimizer(torch.optim.Optimizer):
     extra_defaults: dict[str, Any] = {}
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        for name in ("capturable", "differentiable"):
-            if defaults.get(name):
-                raise ValueError(f"{name}=True is not supported by optimlab (allowed: False)")
+        if defaults.get("differentiable"):
+            raise ValueError("differentiable=True is not supported by optimlab (allowed: False)")
         if defaults.get("fused") and defaults.get("foreach"):
             raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
         super().__init__(params, defaults)
@@ -47,6 +46,7 @@ class Optimizer(torch.optim.Optimizer):
         try:
             self.rule.validate(self.param_groups[-1])
             faults.validate(self.param_groups[-1])
+            kernels.check_capturable(self.param_groups[-1])
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -99,6 +99,10 @@ class Optimizer(torch.optim.Optimizer):
         if self.rule.counts_steps:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
         state.update(self.rule.init_state(faults.state_template(param, group), group))
+        if group.get("capturable"):  # the step counter and scalar state live on the device
+            for name in ("step", *self.rule.scalar_state):
+                if name in state:
+                    state[name] = state[name].to(param.device)
         if state:
             self.state[param] = state
         return state
