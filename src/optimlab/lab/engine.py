@@ -24,14 +24,13 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .. import catalogue
+from .. import _json, catalogue
 from ..catalogue import Entry
 from .hyper import HyperValue, prepare
 from .landscapes import Landscape, get_landscape
@@ -85,14 +84,10 @@ class Run:
             steps.append(self.steps)
         n = self.n if max_trajectories is None else min(self.n, max_trajectories)
 
-        def clean(t: Tensor) -> list:
-            return [[None if not math.isfinite(v) else v for v in row] if isinstance(row, list)
-                    else (None if not math.isfinite(row) else row) for row in t.tolist()]
-
         return {"landscape": self.landscape.name, "optimizer": self.optimizer.name, "label": self.optimizer.label,
                 "steps": steps, "lr_factors": [self.lr_factors[t - 1] for t in steps[1:]],
                 "trajectories": [{"lr": float(self.lr[i]), **{k: float(v[i]) for k, v in self.hyper.items()},
-                                  "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
+                                  "path": _json.finite(self.path[steps, i]), "loss": _json.finite(self.loss[steps, i])}
                                  for i in range(n)]}
 
 
