@@ -60,6 +60,9 @@ class Rule:
     ``scalar_state``  0-dim state entries passed to ``update`` as Python floats.
     ``sparse_update`` the rule for a sparse (COO) gradient, same signature as ``update``; None
                       when the algorithm does not take sparse gradients (torch.optim's set).
+    ``sparse_only``   dense gradients are refused (SparseAdam).
+    ``complex_ok``    complex parameters are stepped as pairs of reals; False refuses them.
+    ``int_step``      ``state["step"]`` is a Python int, not a 0-dim tensor (SparseAdam's, as in torch).
     """
 
     name: str
@@ -70,6 +73,9 @@ class Rule:
     counts_steps: bool = True
     scalar_state: tuple[str, ...] = field(default=())
     sparse_update: Callable[..., dict[str, Tensor]] | None = None
+    sparse_only: bool = False
+    complex_ok: bool = True
+    int_step: bool = False
 
 
 def validator(checks: Mapping[str, Callable[[str, Any], None]], optional: Mapping[str, Any] | None = None,
