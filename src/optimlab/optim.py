@@ -9,6 +9,7 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable
 
 import torch
@@ -16,8 +17,7 @@ from torch import Tensor
 
 from . import faults, kernels
 from ._scalar import scalar_dtype
-from .algorithms import (adadelta, adafactor, adagrad, adam, ademamix, adamax, asgd, lbfgs, lion, muon, nadam,
-                         radam, rmsprop, rprop, schedule_free, sgd, sparse_adam)
+from .algorithms import lbfgs, schedule_free
 from .algorithms._base import Rule
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -35,8 +35,6 @@ class Optimizer(torch.optim.Optimizer):
     extra_defaults: dict[str, Any] = {}
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        if defaults.get("capturable"):
-            raise ValueError("capturable=True is not supported by optimlab (allowed: False)")
         if defaults.get("fused") and defaults.get("differentiable"):
             raise RuntimeError("fused=True does not support differentiable=True (allowed: at most one True)")
         if defaults.get("fused") and defaults.get("foreach"):
@@ -51,6 +49,10 @@ class Optimizer(torch.optim.Optimizer):
         try:
             self.rule.validate(self.param_groups[-1])
             faults.validate(self.param_groups[-1])
+            kernels.check_capturable(self.param_groups[-1])
+            if self.rule.check_param is not None:
+                for p in self.param_groups[-1]["params"]:
+                    self.rule.check_param(p)
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -126,6 +128,10 @@ class Optimizer(torch.optim.Optimizer):
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
         state.update(self.rule.init_state(faults.state_template(param, group), group))
+        if group.get("capturable"):  # the step counter and scalar state live on the device
+            for name in ("step", *self.rule.scalar_state):
+                if name in state:
+                    state[name] = state[name].to(param.device)
         if state:
             self.state[param] = state
         return state
@@ -160,329 +166,13 @@ class Optimizer(torch.optim.Optimizer):
                 self.state[param] = state
 
 
-def _torch_flags(foreach: bool | None, fused: bool | None, differentiable: bool,
-                 capturable: bool | None = False) -> dict[str, Any]:
-    flags = {"foreach": foreach, "differentiable": differentiable, "fused": fused}
-    if capturable is not None:
-        flags["capturable"] = capturable
-    return flags
-
-
-class SGD(Optimizer):
-    """Stochastic / mini-batch / batch gradient descent with Momentum and Nesterov.
-
-    Arguments and defaults are ``torch.optim.SGD``'s; ``momentum_form`` picks the momentum formula:
-    ``"torch"`` (default), ``"ewma"`` (the seed's ``v = b*v + (1-b)*g``, ``v0 = 0``) or
-    ``"lr_in_velocity"`` (``v = b*v + lr*g; w = w - v``). Rules: :mod:`optimlab.algorithms.sgd`.
-    """
-
-    rule = sgd.RULE
-    extra_defaults = {"momentum_form": "torch"}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 momentum_form: str = "torch", nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "momentum_form": momentum_form, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class Adagrad(Optimizer):
-    """AdaGrad with ``torch.optim.Adagrad``'s arguments and defaults.
-
-    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
-    Rules: :mod:`optimlab.algorithms.adagrad`.
-    """
-
-    rule = adagrad.RULE
-    extra_defaults = {"eps_inside_sqrt": False}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
-                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator_value": initial_accumulator_value, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-        for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
-            for p in group["params"]:
-                self._init_state(p, group)
-
-
-class RMSprop(Optimizer):
-    """RMSProp with ``torch.optim.RMSprop``'s arguments and defaults.
-
-    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
-    Rules: :mod:`optimlab.algorithms.rmsprop`.
-    """
-
-    rule = rmsprop.RULE
-    extra_defaults = {"eps_inside_sqrt": False}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
-                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
-                 fused: bool | None = None, eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
-                    "weight_decay": weight_decay, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class Adam(Optimizer):
-    """Adam with ``torch.optim.Adam``'s arguments and defaults.
-
-    ``bias_correction=False`` gives the seed's uncorrected form (0.5 -> 0.49684 in its worked
-    example); ``decoupled_weight_decay=True`` is AdamW. Rules: :mod:`optimlab.algorithms.adam`.
-    """
-
-    rule = adam.RULE
-    extra_defaults = {"bias_correction": True}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
-                 bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class AdamW(Adam):
-    """AdamW: Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
-                         capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, bias_correction=bias_correction,
-                         nonfinite=nonfinite, state_dtype=state_dtype)
-
-
-class NAdam(Optimizer):
-    """Nadam with ``torch.optim.NAdam``'s arguments and defaults.
-
-    ``momentum_schedule=False`` drops Dozat's warming momentum (``mu_t = beta1``), the plain Nadam
-    of the seed. Rules: :mod:`optimlab.algorithms.nadam`.
-    """
-
-    rule = nadam.RULE
-    extra_defaults = {"momentum_schedule": True}
-
-    def __init__(self, params: Params, lr: float | Tensor = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
-                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 momentum_schedule: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
-                    "weight_decay": weight_decay, "momentum_decay": momentum_decay,
-                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "momentum_schedule": momentum_schedule, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-
-
-def _pair(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-class Adadelta(Optimizer):
-    """Adadelta with ``torch.optim.Adadelta``'s arguments and defaults. Rules: :mod:`optimlab.algorithms.adadelta`."""
-
-    rule = adadelta.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0, foreach: bool | None = None, *, capturable: bool = False,
-                 maximize: bool = False, differentiable: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize,
-                    "capturable": capturable, "foreach": foreach, "differentiable": differentiable,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class Adamax(Optimizer):
-    """Adamax with ``torch.optim.Adamax``'s arguments and defaults. Rules: :mod:`optimlab.algorithms.adamax`."""
-
-    rule = adamax.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, foreach: bool | None = None, *, maximize: bool = False,
-                 differentiable: bool = False, capturable: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "eps": eps, "weight_decay": weight_decay, "foreach": foreach,
-                    "maximize": maximize, "differentiable": differentiable, "capturable": capturable,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class RAdam(Optimizer):
-    """RAdam with ``torch.optim.RAdam``'s arguments and defaults (``decoupled_weight_decay=True``:
-    AdamW-style decay). Rules: :mod:`optimlab.algorithms.radam`."""
-
-    rule = radam.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "eps": eps, "weight_decay": weight_decay, "maximize": maximize,
-                    "foreach": foreach, "capturable": capturable, "decoupled_weight_decay": decoupled_weight_decay,
-                    "differentiable": differentiable, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class ASGD(Optimizer):
-    """Averaged SGD with ``torch.optim.ASGD``'s arguments and defaults; the average is
-    ``state[p]["ax"]``. Rules: :mod:`optimlab.algorithms.asgd`."""
-
-    rule = asgd.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
-                 t0: float = 1e6, weight_decay: float = 0, foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False, capturable: bool = False, *, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "lambd": lambd, "alpha": alpha, "t0": t0, "weight_decay": weight_decay,
-                    "foreach": foreach, "maximize": maximize, "differentiable": differentiable,
-                    "capturable": capturable, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class Rprop(Optimizer):
-    """Rprop with ``torch.optim.Rprop``'s arguments and defaults. Rules: :mod:`optimlab.algorithms.rprop`."""
-
-    rule = rprop.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
-                 step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
-                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False,
-                 nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "etas": etas, "step_sizes": step_sizes, "foreach": foreach, "maximize": maximize,
-                    "differentiable": differentiable, "capturable": capturable,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class SparseAdam(Optimizer):
-    """SparseAdam with ``torch.optim.SparseAdam``'s arguments and defaults: dense parameters,
-    sparse gradients (``nn.Embedding(sparse=True)``). Rules: :mod:`optimlab.algorithms.sparse_adam`."""
-
-    rule = sparse_adam.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, maximize: bool = False, *, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "eps": eps, "maximize": maximize,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-        for kind, refused in (("Sparse", Tensor.is_sparse.__get__), ("Complex", Tensor.is_complex)):
-            where = [[i, j] for i, group in enumerate(self.param_groups)
-                     for j, p in enumerate(group["params"]) if refused(p)]
-            if where:
-                what = "requires dense parameter tensors" if kind == "Sparse" else "does not support complex parameters"
-                raise ValueError(f"{kind} params at indices {where}: SparseAdam {what}")
-
-
-class Adafactor(Optimizer):
-    """Adafactor with ``torch.optim.Adafactor``'s arguments and defaults (factored second moment
-    for matrices). Runs eagerly. Rules: :mod:`optimlab.algorithms.adafactor`."""
-
-    rule = adafactor.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, beta2_decay: float = -0.8,
-                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
-                 foreach: bool | None = None, maximize: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d, "weight_decay": weight_decay,
-                    "foreach": foreach, "maximize": maximize, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class Muon(Optimizer):
-    """Muon with ``torch.optim.Muon``'s arguments and defaults, for 2-D parameters (momentum, then
-    Newton-Schulz orthogonalisation). Runs eagerly. ``ns_dtype`` (optimlab's) is the dtype of the
-    iteration, bfloat16 as torch. Rules: :mod:`optimlab.algorithms.muon`."""
-
-    rule = muon.RULE
-    extra_defaults = {"ns_dtype": torch.bfloat16}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = muon.NS_COEFFICIENTS,
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
-                 ns_dtype: torch.dtype = torch.bfloat16, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
-                    "ns_coefficients": ns_coefficients, "eps": eps, "ns_steps": ns_steps,
-                    "adjust_lr_fn": adjust_lr_fn, "ns_dtype": ns_dtype, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        for p in self.param_groups[-1]["params"]:
-            if p.ndim != 2:
-                self.param_groups.pop()
-                raise ValueError(f"Muon only supports 2-D parameters, got a parameter of shape {tuple(p.shape)}")
-
-
-class Lion(Optimizer):
-    """Lion (Chen et al., 2023): the sign of an interpolated momentum. Arguments and defaults of
-    the paper's code (lr 1e-4, betas (0.9, 0.99)). Rules: :mod:`optimlab.algorithms.lion`."""
-
-    rule = lion.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, *, maximize: bool = False, foreach: bool | None = None,
-                 nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "weight_decay": weight_decay, "maximize": maximize,
-                    "foreach": foreach, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class AdEMAMix(Optimizer):
-    """AdEMAMix (Pagliardini et al., 2024): Adam plus a slow EMA of gradients. Arguments and
-    defaults of the paper's code. Rules: :mod:`optimlab.algorithms.ademamix`."""
-
-    rule = ademamix.RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3,
-                 betas: tuple[float, float, float] = (0.9, 0.999, 0.9999), alpha: float = 2.0,
-                 beta3_warmup: int | None = None, alpha_warmup: int | None = None, eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False, foreach: bool | None = None,
-                 nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "alpha": alpha, "beta3_warmup": beta3_warmup,
-                    "alpha_warmup": alpha_warmup, "eps": eps, "weight_decay": weight_decay, "maximize": maximize,
-                    "foreach": foreach, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class _ScheduleFree(Optimizer):
+class ScheduleFreeOptimizer(Optimizer):
     """Schedule-Free (Defazio et al., 2024): the parameters hold ``y`` in training mode; call
     ``optimizer.eval()`` before evaluating or saving the model (parameters become the average
     ``x``) and ``optimizer.train()`` before training again, as the authors' code asks."""
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        super().__init__(params, {**defaults, "train_mode": True})
+        Optimizer.__init__(self, params, {**defaults, "train_mode": True})
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not all(group["train_mode"] for group in self.param_groups):
@@ -512,51 +202,15 @@ class _ScheduleFree(Optimizer):
         self._switch(False)
 
 
-class SGDScheduleFree(_ScheduleFree):
-    """Schedule-Free SGD; arguments and defaults of the authors' ``SGDScheduleFree``.
-    Rules: :mod:`optimlab.algorithms.schedule_free`."""
+class ClosureOptimizer(torch.optim.Optimizer):
+    """Base of L-BFGS: one param group, ``step(closure)`` required, the closure-driven search of
+    :mod:`optimlab.algorithms.lbfgs` on the flat vector of all parameters (eager: the search has
+    no element-wise part to fuse). ``nonfinite`` / ``state_dtype`` / ``fused`` /
+    ``differentiable`` are refused (allowed: their defaults) rather than ignored."""
 
-    rule = schedule_free.SGD_RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 1.0, momentum: float = 0.9, weight_decay: float = 0,
-                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, *, maximize: bool = False,
-                 foreach: bool | None = None, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                    "r": r, "weight_lr_power": weight_lr_power, "maximize": maximize, "foreach": foreach,
-                    **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class AdamWScheduleFree(_ScheduleFree):
-    """Schedule-Free AdamW; arguments and defaults of the authors' ``AdamWScheduleFree``.
-    Rules: :mod:`optimlab.algorithms.schedule_free`."""
-
-    rule = schedule_free.ADAMW_RULE
-
-    def __init__(self, params: Params, lr: float | Tensor = 2.5e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, *, maximize: bool = False, foreach: bool | None = None,
-                 nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> None:
-        defaults = {"lr": lr, "betas": _pair(betas), "eps": eps, "weight_decay": weight_decay,
-                    "warmup_steps": warmup_steps, "r": r, "weight_lr_power": weight_lr_power, "maximize": maximize,
-                    "foreach": foreach, **faults.options(nonfinite, state_dtype)}
-        super().__init__(params, defaults)
-
-
-class LBFGS(torch.optim.Optimizer):
-    """L-BFGS with ``torch.optim.LBFGS``'s arguments, defaults and state; ``step(closure)`` is
-    required. One param group. Rules: :mod:`optimlab.algorithms.lbfgs` (runs eagerly: the
-    closure-driven search has no element-wise part to fuse)."""
-
-    def __init__(self, params: Params, lr: float | Tensor = 1, max_iter: int = 20, max_eval: int | None = None,
-                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
-                 line_search_fn: str | None = None) -> None:
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval, "tolerance_grad": tolerance_grad,
-                    "tolerance_change": tolerance_change, "history_size": history_size,
-                    "line_search_fn": line_search_fn}
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        if defaults.get("max_eval") is None:
+            defaults["max_eval"] = defaults["max_iter"] * 5 // 4
         lbfgs.validate(defaults)
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
@@ -611,5 +265,87 @@ class LBFGS(torch.optim.Optimizer):
         return first
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "nadam": NAdam}
+#: execution switches every class accepts (torch's where torch has them; ``fused=False`` forces
+#: optimlab's eager path); ``capturable`` only where torch has it
+_EXECUTION = (("foreach", None), ("differentiable", False), ("fused", None))
+
+
+def _signature(spec: Any) -> inspect.Signature:
+    """``(self, params, <torch's arguments or spec.arguments>, *, <options>, nonfinite, state_dtype)``."""
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+    if spec.torch is not None:
+        theirs = inspect.signature(getattr(torch.optim, spec.torch).__init__).parameters.values()
+        params += [P(p.name, p.kind, default=p.default) for p in theirs if p.name not in ("self", "params")]
+    else:
+        params += [P(name, P.POSITIONAL_OR_KEYWORD, default=default) for name, default in spec.arguments]
+    have = {p.name for p in params}
+    own = [(name, default) for name, default in _EXECUTION if name not in have]
+    own += [(o.name, o.default) for o in spec.options]
+    own += list(faults.options().items())
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in own]
+    return inspect.Signature(params)
+
+
+def _docstring(spec: Any, sig: inspect.Signature) -> str:
+    lines = [spec.doc, "", "Arguments (defaults):"]
+    lines += [f"    {p.name} = {p.default!r}" for p in list(sig.parameters.values())[2:]]
+    lines += [f"    {o.name}: {o.doc}" for o in spec.options]
+    lines.append("    nonfinite, state_dtype: see optimlab.faults")
+    return "\n".join(lines)
+
+
+def install(spec: Any) -> type[Optimizer]:
+    """Generate the drop-in class of a catalogue :class:`~optimlab.catalogue.Algorithm` and put it
+    in this module (and the ``optimlab`` namespace)."""
+    sig = _signature(spec)
+    base: type = Optimizer
+    if spec.base is not None:
+        import importlib
+
+        module, _, attr = spec.base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+
+    def __init__(self, params: Params, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        defaults = {k: v for k, v in bound.arguments.items() if k not in ("self", "params")}
+        if isinstance(defaults.get("betas"), list):
+            defaults["betas"] = tuple(defaults["betas"])
+        defaults.update(spec.fixed)
+        base.__init__(self, params, defaults)
+        if spec.eager_state:  # as torch.optim does for this class
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self._init_state(p, group)
+
+    __init__.__signature__ = sig
+    __init__.__doc__ = "Build the optimizer; arguments as in the class docstring."
+    cls = type(spec.name, (base,), {
+        "__init__": __init__, "__doc__": _docstring(spec, sig), "__module__": __name__, "__qualname__": spec.name,
+        "rule": spec.rule, "extra_defaults": {o.name: o.default for o in spec.options}})
+    globals()[spec.name] = cls
+    OPTIMIZERS[spec.name.lower()] = cls
+    return cls
+
+
+def uninstall(spec: Any) -> None:
+    """Remove a generated class (a throw-away declaration)."""
+    globals().pop(spec.name, None)
+    OPTIMIZERS.pop(spec.name.lower(), None)
+
+
+#: drop-in class name (lower case) -> class, filled by :func:`install`
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
+
+from . import catalogue as _catalogue  # noqa: E402
+
+for _spec in _catalogue.algorithms():  # declared before this module was imported
+    install(_spec)
+
+SGD = _catalogue.algorithm("SGD").cls
+Adagrad = _catalogue.algorithm("Adagrad").cls
+RMSprop = _catalogue.algorithm("RMSprop").cls
+Adam = _catalogue.algorithm("Adam").cls
+AdamW = _catalogue.algorithm("AdamW").cls
+NAdam = _catalogue.algorithm("NAdam").cls

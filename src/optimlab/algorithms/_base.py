@@ -63,6 +63,8 @@ class Rule:
     ``sparse_only``   dense gradients are refused (SparseAdam).
     ``complex_ok``    complex parameters are stepped as pairs of reals; False refuses them.
     ``int_step``      ``state["step"]`` is a Python int, not a 0-dim tensor (SparseAdam's, as in torch).
+    ``check_param``   ``param -> None``, raising ValueError for a parameter the rule cannot take
+                      (Muon: 2-D only), when a param group is added.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Rule:
     sparse_only: bool = False
     complex_ok: bool = True
     int_step: bool = False
+    check_param: Callable[[Tensor], None] | None = None
 
 
 def validator(checks: Mapping[str, Callable[[str, Any], None]], optional: Mapping[str, Any] | None = None,

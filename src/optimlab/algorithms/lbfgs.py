@@ -209,3 +209,7 @@ def validate(group: dict[str, Any]) -> None:
     check_nonnegative("tolerance_grad", group["tolerance_grad"])
     check_nonnegative("tolerance_change", group["tolerance_change"])
     one_of("strong_wolfe", None)("line_search_fn", group["line_search_fn"])
+    for name, allowed in (("nonfinite", "ignore"), ("state_dtype", None), ("fused", None), ("foreach", None),
+                          ("differentiable", False)):
+        if group.get(name, allowed) not in (allowed, False):
+            raise ValueError(f"{name}={group[name]!r} is not supported by LBFGS (allowed: {allowed!r})")

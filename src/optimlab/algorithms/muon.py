@@ -80,7 +80,13 @@ validate = validator({"lr": check_nonnegative, "momentum": check_nonnegative, "w
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
     names = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
-    return {k: group[k] for k in names} | {"ns_dtype": group.get("ns_dtype", torch.bfloat16)}
+    return {k: group[k] for k in names} | {"ns_dtype": group.get("ns_dtype") or torch.bfloat16}
 
 
-RULE = Rule("muon", muon, init_state, hyperparams, validate, counts_steps=False, complex_ok=False)
+def check_param(param: Tensor) -> None:
+    if param.ndim != 2:
+        raise ValueError(f"Muon only supports 2D parameters (allowed: a matrix), got one of shape {tuple(param.shape)}")
+
+
+RULE = Rule("muon", muon, init_state, hyperparams, validate, counts_steps=False, complex_ok=False,
+            check_param=check_param)

@@ -61,5 +61,12 @@ def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
             "maximize": group.get("maximize", False)}
 
 
+def check_param(param: Tensor) -> None:
+    if param.is_sparse:
+        raise ValueError("SparseAdam requires dense parameter tensors (sparse gradients, dense parameters)")
+    if param.is_complex():
+        raise ValueError("SparseAdam does not support complex parameters (allowed: real dtypes)")
+
+
 RULE = Rule("sparseadam", dense_refused, init_state, hyperparams, validate, sparse_update=sparse_adam,
-            sparse_only=True, complex_ok=False, int_step=True)
+            sparse_only=True, complex_ok=False, int_step=True, check_param=check_param)
