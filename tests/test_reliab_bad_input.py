@@ -58,7 +58,7 @@ def _bad(name):
 
 @st.composite
 def messy_kwargs(draw):
-    algo = draw(st.sampled_from(sorted(optimlab.OPTIMIZERS)))
+    algo = draw(st.sampled_from(sorted(VALID)))  # the classes with a space of valid values below
     space = {**VALID[algo], "nonfinite": st.sampled_from(["ignore", "skip", "raise"]),
              "state_dtype": st.sampled_from([None, torch.float32, torch.float64])}
     kwargs = {}
@@ -93,7 +93,7 @@ def test_construction_and_step_work_or_name_the_bad_argument(case, device):
 
 @st.composite
 def sane_problem(draw):
-    algo = draw(st.sampled_from(sorted(optimlab.OPTIMIZERS)))
+    algo = draw(st.sampled_from(sorted(VALID)))  # the classes with a space of valid values below
     kwargs = {name: draw(strategy) for name, strategy in VALID[algo].items()}
     if algo == "sgd":
         if kwargs["nesterov"] and kwargs["momentum"] == 0:
