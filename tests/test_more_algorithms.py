@@ -11,25 +11,15 @@ import torch
 import optimlab
 from reference import (grad_fn, ref_adadelta, ref_adafactor, ref_adamax, ref_ademamix, ref_asgd, ref_lbfgs,
                        ref_lion, ref_muon, ref_radam, ref_rprop, ref_schedule_free, ref_sparse_adam)
+from stepping import P0, STEPS, assert_close, run_on_reference_gradients
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-STEPS = 60
-P0 = np.linspace(-1.5, 2.0, 12).reshape(3, 4)
 
 
 def run_optimlab(cls, steps=STEPS, p0=P0, **kwargs):
-    p = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
-    opt = cls([p], **kwargs)
-    for t in range(1, steps + 1):
-        p.grad = torch.from_numpy(grad_fn(p.detach().numpy(), t))
-        opt.step()
+    opt, p = run_on_reference_gradients(cls, steps, p0, **kwargs)
     return p.detach().numpy(), opt, p
-
-
-def assert_close(actual, expected, rtol=1e-10, atol=1e-12):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
-    assert not np.allclose(expected, P0), "the run must move the parameters"
 
 
 CASES = [

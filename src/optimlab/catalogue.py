@@ -436,18 +436,6 @@ def _builtin() -> None:
         Entry("adamw", "AdamW", "AdamW", "#5A3D8C", "Adam with decoupled weight decay (Loshchilov & Hutter)",
               1e-2, adaptive, {"lr": lr, **betas, "weight_decay": Range(1e-5, 1e-1, log=True)},
               torch=("AdamW", {})),
-        # beyond the seeds: the element-wise rules of the rest of torch.optim and after it (issue 15)
-        Entry("adadelta", "Adadelta", "Adadelta", "#999933", "not in the seeds (Zeiler, 2012)", 1.0,
-              ("span", 0.25), {"lr": Range(0.1, 10.0, log=True), "rho": Range(0.8, 0.99)},
-              torch=("Adadelta", {})),
-        Entry("adamax", "Adamax", "Adamax", "#882255", "not in the seeds (Kingma & Ba, 2015, section 7.1)", 1e-2,
-              adaptive, {"lr": lr, **betas}, torch=("Adamax", {})),
-        Entry("radam", "RAdam", "RAdam", "#44AA99", "not in the seeds (Liu et al., 2020)", 1e-2, adaptive,
-              {"lr": lr, "beta1": betas["beta1"]}, torch=("RAdam", {})),
-        Entry("lion", "Lion", "Lion", "#AA4499", "not in the seeds (Chen et al., 2023)", 1e-3, adaptive,
-              {"lr": Range(1e-5, 1e-1, log=True), **betas}),
-        Entry("ademamix", "AdEMAMix", "AdEMAMix", "#332288", "not in the seeds (Pagliardini et al., 2024)", 1e-2,
-              adaptive, {"lr": lr, "beta1": betas["beta1"], "alpha": Range(0.0, 10.0)}),
     )
 
 

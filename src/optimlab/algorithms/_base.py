@@ -47,6 +47,16 @@ def decoupled_decay(param: Tensor, lr: Number, weight_decay: Number) -> Tensor:
     return param * (1 - lr * weight_decay)
 
 
+def decayed(param: Tensor, grad: Tensor, lr: Number, weight_decay: Number, maximize: bool,
+            decoupled: bool) -> tuple[Tensor, Tensor]:
+    """Adam-family weight decay: ``(param * (1 - lr * wd), g)`` when ``decoupled`` (AdamW),
+    else ``(param, g + wd * param)`` (L2); ``g`` is the gradient followed (negated when maximizing)."""
+    if decoupled:
+        param = decoupled_decay(param, lr, weight_decay)
+        return param, descent_direction(param, grad, 0.0, maximize)
+    return param, descent_direction(param, grad, weight_decay, maximize)
+
+
 @dataclass(frozen=True)
 class Rule:
     """One algorithm: its pure update, its initial state, and how a param group feeds it.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
+from ._base import Number, Rule, decayed, ewma, validator, zeros
 
 
 def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
@@ -29,11 +29,7 @@ def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
          maximize: bool = False, decoupled_weight_decay: bool = False,
          bias_correction: bool = True) -> dict[str, Tensor]:
     """One Adam / AdamW step; see the module docstring."""
-    if decoupled_weight_decay:
-        param = decoupled_decay(param, lr, weight_decay)
-        g = descent_direction(param, grad, 0.0, maximize)
-    else:
-        g = descent_direction(param, grad, weight_decay, maximize)
+    param, g = decayed(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
     m = ewma(exp_avg, g, beta1)
     v = ewma(exp_avg_sq, g * g, beta2)
     out = {"exp_avg": m, "exp_avg_sq": v}

@@ -22,18 +22,14 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
+from ._base import Number, Rule, decayed, ewma, validator, zeros
 
 
 def radam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, step: Number, lr: Number,
           beta1: Number = 0.9, beta2: Number = 0.999, eps: Number = 1e-8, weight_decay: Number = 0.0,
           decoupled_weight_decay: bool = False, maximize: bool = False) -> dict[str, Tensor]:
     """One RAdam step; see the module docstring."""
-    if decoupled_weight_decay:
-        param = decoupled_decay(param, lr, weight_decay)
-        g = descent_direction(param, grad, 0.0, maximize)
-    else:
-        g = descent_direction(param, grad, weight_decay, maximize)
+    param, g = decayed(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
     m = ewma(exp_avg, g, beta1)
     v = ewma(exp_avg_sq, g * g, beta2)
     bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
