@@ -40,7 +40,16 @@ ALGORITHMS = [
     ("adam", optimlab.Adam, torch.optim.Adam, {"lr": 1e-3}, {"fused": True}, 28),
     ("adamw", optimlab.AdamW, torch.optim.AdamW, {"lr": 1e-3}, {"fused": True}, 28),
     ("nadam", optimlab.NAdam, torch.optim.NAdam, {"lr": 2e-3}, {"foreach": True}, 28),
+    # the rest of torch.optim that runs on these layouts (not Muon: 2-D only; SparseAdam: sparse
+    # gradients; LBFGS: closure-driven); optional cells, run with --algorithms
+    ("adadelta", optimlab.Adadelta, torch.optim.Adadelta, {}, {"foreach": True}, 28),
+    ("adamax", optimlab.Adamax, torch.optim.Adamax, {"lr": 2e-3}, {"foreach": True}, 28),
+    ("radam", optimlab.RAdam, torch.optim.RAdam, {"lr": 1e-3}, {"foreach": True}, 28),
+    ("asgd", optimlab.ASGD, torch.optim.ASGD, {"lr": 1e-2}, {"foreach": True}, 20),
+    ("rprop", optimlab.Rprop, torch.optim.Rprop, {"lr": 1e-2}, {"foreach": True}, 28),
+    ("adafactor", optimlab.Adafactor, torch.optim.Adafactor, {"lr": 1e-2}, {"foreach": True}, 20),
 ]
+DEFAULT_ALGORITHMS = ("sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "nadam")
 
 
 def layout_a() -> list[tuple[int, ...]]:
@@ -160,7 +169,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (still >= 20 medians) and layouts")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per side and cell (default 30, quick 20)")
     ap.add_argument("--compiled", action="store_true", help="also time torch.compile(torch step) on layouts a, b")
-    ap.add_argument("--algorithms", default=",".join(a[0] for a in ALGORITHMS))
+    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                    help=f"any of {', '.join(a[0] for a in ALGORITHMS)}")
     ap.add_argument("--layouts", default="a,b,c")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
