@@ -84,18 +84,20 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return loss
-        for group, params in work:
-            hyperparams = self.rule.hyperparams(group)
-            # the fused kernels take what they can; the rest runs the eager reference below
-            for p in kernels.step_group(self, group, params, hyperparams):
-                self._apply_rule(p, hyperparams, group)
+        hyperparams = [self.rule.hyperparams(group) for group, _ in work]
+        # the fused kernels take what they can, all groups at once; the rest runs the eager reference
+        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
+            for p in rest:
+                self._apply_rule(p, hp, group)
         return loss
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        """The parameter's state, created on first use; a rule with no state leaves no entry."""
-        if param in self.state:
-            return self.state[param]
-        state: dict[str, Any] = {}
+    def param_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``self.state[param]``, created on first use (an empty entry too, as torch.optim does);
+        a rule with no state leaves no entry. The fused path and the eager one both get it here."""
+        state = self.state.get(param)
+        if state:
+            return state
+        state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
         state.update(self.rule.init_state(faults.state_template(param, group), group))
@@ -104,7 +106,7 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
-        state = self._init_state(param, group)
+        state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
         inputs: dict[str, Any] = {}
@@ -186,7 +188,7 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
             for p in group["params"]:
-                self._init_state(p, group)
+                self.param_state(p, group)
 
 
 class RMSprop(Optimizer):

@@ -118,9 +118,11 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     lines.append("  }")
     lines.append("}")
     call = ", ".join(f"(T *)ptrs[{k} * nt + t] + off" for k in range(n_buffers))
+    # s + sets[t]: tensor t's scalar slots (one set per param group and step count, same structure)
     lines += [
-        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count */",
-        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, int threads) {",
+        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count; s + sets[t]: its scalars */",
+        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, const int64_t *sets,",
+        "         int threads) {",
         "  int64_t total = 0;",
         "  for (int64_t t = 0; t < nt; t++) total += sizes[t];",
         f"  const int64_t chunk = {CHUNK};",
@@ -135,7 +137,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "      while (base + sizes[t] <= lo) { base += sizes[t]; t++; }",
         "      while (lo < hi) {",
         "        int64_t off = lo - base, end = base + sizes[t] < hi ? base + sizes[t] : hi;",
-        f"        segment(end - lo, {call}, s);",
+        f"        segment(end - lo, {call}, s + sets[t]);",
         "        lo = end;",
         "        if (lo == base + sizes[t]) { base += sizes[t]; t++; }",
         "      }",
@@ -153,14 +155,18 @@ class Kernel:
         self.lib = ctypes.CDLL(str(path))
         self.fn = self.lib.run
         self.fn.restype = None
-        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_int]
         self.n_buffers = n_buffers
 
-    def __call__(self, sizes: array, ptrs: array, scalars: Sequence[float]) -> None:
-        s = array("d", scalars or [0.0])
-        n = len(sizes)
-        self.fn(n, sizes.buffer_info()[0], ptrs.buffer_info()[0], s.buffer_info()[0],
-                torch.get_num_threads())
+    def __call__(self, sizes: array, ptrs: array, scalars: array, sets: array) -> None:
+        """Run over ``len(sizes)`` tensors; tensor ``t`` reads its scalars at ``scalars[sets[t]:]``.
+
+        ``sizes`` and ``sets`` are ``array("q")``, ``ptrs`` is ``array("q")`` laid out buffer-major
+        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry).
+        """
+        self.fn(len(sizes), sizes.buffer_info()[0], ptrs.buffer_info()[0], scalars.buffer_info()[0],
+                sets.buffer_info()[0], torch.get_num_threads())
 
 
 def _build(source: str, target: Path) -> None:
