@@ -87,7 +87,9 @@ class Optimizer(torch.optim.Optimizer):
         hyperparams = [self.rule.hyperparams(group) for group, _ in work]
         # the fused kernels take what they can, all groups at once; the rest runs the eager reference
         for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
+            before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
+                kernels.hide_state_made_this_step(self, p, before)
                 self._apply_rule(p, hp, group)
         return loss
 

@@ -46,11 +46,11 @@ from torch import Tensor
 from . import cpu
 from .trace import Unsupported, Vec, trace_rule
 
-__all__ = ["step", "fused_enabled", "stats", "Unsupported"]
+__all__ = ["step", "fused_enabled", "stats", "Unsupported", "listed_twice_state", "hide_state_made_this_step"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, plans built, kernels built/loaded
 stats = cpu.stats
-stats.update({"fused_tensors": 0, "eager_tensors": 0, "plans": 0})
+stats.update({"fused_tensors": 0, "eager_tensors": 0, "plans": 0, "kernel_calls": 0})
 _refused: set[Any] = set()  # structures whose kernel could not be built: not retried every step
 _plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 _data_ptr = Tensor.data_ptr
@@ -223,6 +223,30 @@ def _listed_twice(params: list[Tensor]) -> set[int]:
     return {i for i in ids if i in seen or seen.add(i)}
 
 
+def listed_twice_state(optimizer: Any, group: dict[str, Any], params: list[Tensor]) -> dict[int, set[str]] | None:
+    """For the parameters listed more than once in ``params``: their state's names before the step
+    (after initialisation, which torch.optim also does for every parameter before updating any)."""
+    twice = _listed_twice(params)
+    if not twice:
+        return None
+    return {id(p): set(optimizer.param_state(p, group)) for p in params if id(p) in twice}
+
+
+def hide_state_made_this_step(optimizer: Any, param: Tensor, before: dict[int, set[str]] | None) -> None:
+    """Before a repeated parameter's next update, drop the state entries its earlier update created.
+
+    torch.optim collects every parameter's state before it updates any, so each listing of a
+    parameter whose state is created lazily (SGD's momentum buffer) sees no entry on that step and
+    the last listing's entry is kept; listings after that share the state and update it in turn.
+    """
+    if before is None or id(param) not in before:
+        return
+    state = optimizer.state.get(param)
+    if state:
+        for name in set(state) - before[id(param)]:
+            del state[name]
+
+
 def _plain(t: Tensor) -> bool:
     return type(t) in (torch.Tensor, torch.nn.Parameter)
 
@@ -342,6 +366,7 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: arr
         bucket.scalars["step"] += 1
         bucket.expected["step"] += 1
     bucket.kernel(bucket.sizes, ptrs, slots, bucket.offsets)
+    stats["kernel_calls"] += 1
     for s, scalar_out in zip(bucket.sets, scalar_outs):
         if "step" in s.values:
             s.values["step"] = bucket.round(s.values["step"] + 1)
