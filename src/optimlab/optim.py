@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import faults, kernels
+from .kernels import compiled
 from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
@@ -40,6 +41,7 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
         super().__init__(params, defaults)
         faults.keep_state_dtype_on_load(self)
+        compiled.register(self)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group as torch does, then validate it; a bad group is not kept."""
@@ -53,6 +55,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        compiled.register(self)  # a copy (deepcopy, pickle) is an optimizer of its own
         for group in self.param_groups:
             for key, value in {**self.defaults, **self.extra_defaults}.items():
                 if key != "params":
@@ -73,6 +76,14 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():  # one custom op in the graph, no break (kernels.compiled)
+            compiled.step(self)
+        else:
+            self._update()
+        return loss
+
+    def _update(self) -> None:
+        """The update of ``step()``, after the closure."""
         work = []
         for group in self.param_groups:
             self.rule.validate(group)
@@ -83,7 +94,7 @@ class Optimizer(torch.optim.Optimizer):
                     faults.check_sparse(self, group, p)
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
-            return loss
+            return
         hyperparams = [self.rule.hyperparams(group) for group, _ in work]
         # the fused kernels take what they can, all groups at once; the rest runs the eager reference
         for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
@@ -91,7 +102,6 @@ class Optimizer(torch.optim.Optimizer):
             for p in rest:
                 kernels.hide_state_made_this_step(self, p, before)
                 self._apply_rule(p, hp, group)
-        return loss
 
     def param_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """``self.state[param]``, created on first use (an empty entry too, as torch.optim does);
