@@ -9,6 +9,7 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import torch
@@ -20,6 +21,7 @@ from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
 
+_grad_is_sparse = attrgetter("grad.is_sparse")
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
@@ -89,9 +91,10 @@ class Optimizer(torch.optim.Optimizer):
             self.rule.validate(group)
             faults.validate(group)
             params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    faults.check_sparse(self, group, p)
+            if any(map(_grad_is_sparse, params)):
+                for p in params:
+                    if p.grad.is_sparse:
+                        faults.check_sparse(self, group, p)
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return

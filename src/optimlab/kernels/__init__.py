@@ -18,10 +18,14 @@ parameters at the same addresses, and the 0-dim ``step`` / scalar state holding 
 plan last wrote. Anything a user does between steps - replace a state tensor, reset ``step``,
 ``state.clear()``, ``del state[p]``, a ``st[k] = v.clone()`` loop, ``load_state_dict``,
 ``p.data = ...`` - fails one of these checks and the plan is rebuilt from the state as it now
-is, so the step sees exactly what torch.optim's would. The plan keeps each bucket's ``step``
-counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so advancing two
-thousand counters is one operation; they remain torch's per-parameter 0-dim tensors. It also
-keeps the storages of the tensors it points at, so a stale address is never one that was freed.
+is, so the step sees exactly what torch.optim's would; in-place edits (``st[k].zero_()``) need
+no check, the kernel reads the memory. One edit is not checked, to keep the check cheap:
+swapping the storage under a state tensor that stays the same object (``st[k].data = t``,
+``st[k].set_(t)``); replace the entry instead (``st[k] = t``). The plan keeps each bucket's
+``step`` counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so
+advancing two thousand counters is one operation; they remain torch's per-parameter 0-dim
+tensors. It also keeps the storages of the tensors it points at, so a stale address is never
+one that was freed.
 
 A parameter listed twice in a group runs eagerly, once per listing and in order, as torch.optim's
 default (for-loop) step does; torch warns about such a group when it is added.
@@ -106,7 +110,6 @@ class _Bucket:
                 state[name] = buffer[i]
             self.scalars[name], self.expected[name] = buffer, buffer.clone()
         self.values = list(chain.from_iterable(map(_values, states)))  # every state value, in order
-        self.value_ptrs = array("q", map(_data_ptr, self.values))
         columns = [[state[name] for state in states] for name in self.names]
         self.static_ptrs = array("q", self.param_ptrs)
         self.static_ptrs.extend(array("q", bytes(8 * len(self.params))))  # the gradients' slot
@@ -126,6 +129,8 @@ class _Plan:
         self.buckets: list[_Bucket] = []
         self.rest: list[list[Tensor]] = []  # per group: parameters for the eager path
         self.transient = False  # some tensors are eager only for this step's gradients: rebuild next
+        self.state_keys: list = []  # ``optimizer.state``'s keys and values when the plan was made
+        self.state_dicts: list = []
 
 
 def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
@@ -212,6 +217,9 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         bucket.finish(rule, members)
         bucket.dicts = list(map(optimizer.state.get, bucket.params))
         plan.buckets.append(bucket)
+    # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
+    # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
+    plan.state_keys, plan.state_dicts = list(optimizer.state.keys()), list(optimizer.state.values())
     return plan
 
 
@@ -247,8 +255,11 @@ def hide_state_made_this_step(optimizer: Any, param: Tensor, before: dict[int, s
             del state[name]
 
 
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 def _plain(t: Tensor) -> bool:
-    return type(t) in (torch.Tensor, torch.nn.Parameter)
+    return type(t) in _PLAIN
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
@@ -308,32 +319,30 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
     written here, so a rebuild after a failed check starts from untouched state.
     """
     rule = optimizer.rule
-    state_get = optimizer.state.get
+    state = optimizer.state
+    if (len(state) != len(plan.state_dicts) or not all(map(is_, state.values(), plan.state_dicts))
+            or not all(map(is_, state.keys(), plan.state_keys))):  # del / clear / a new entry / st = {...}
+        return None
     out = []
     for bucket in plan.buckets:
         params = bucket.params
         if array("q", map(_data_ptr, params)) != bucket.param_ptrs:  # p.data = ...
             return None
-        if not all(map(is_, map(state_get, params), bucket.dicts)):  # del / clear / load_state_dict
-            return None
         if bucket.values:
             values = list(chain.from_iterable(map(_values, bucket.dicts)))
             if len(values) != len(bucket.values) or not all(map(is_, values, bucket.values)):
                 return None  # an entry replaced, added or removed
-            try:
-                if array("q", map(_data_ptr, values)) != bucket.value_ptrs:  # t.data = ... / t.set_(...)
-                    return None
-            except TypeError:  # a number put in place of a tensor
-                return None
             for name, buffer in bucket.scalars.items():  # st["step"].zero_() and the like
                 if not torch.equal(buffer, bucket.expected[name]):
                     return None
         grads = list(map(_grad, params))
+        if not _PLAIN.issuperset(map(type, grads)):  # None since the listing, or a subclass
+            return None
         try:
             if (set(map(_dtype, grads)) != {bucket.dtype} or not all(map(_is_contiguous, grads))
-                    or array("q", map(_numel, grads)) != bucket.sizes or not all(map(_plain, grads))):
+                    or array("q", map(_numel, grads)) != bucket.sizes):
                 return None
-        except (AttributeError, TypeError):  # a gradient set to None, or a sparse one, since the listing
+        except RuntimeError:  # a sparse gradient has no contiguity
             return None
         slots = array("d")
         outs = []
