@@ -1,14 +1,15 @@
 """Fused execution of the update rules: the dispatcher between the fused path and the eager one.
 
 ``Optimizer.step`` hands all its param groups here at once (:func:`step`). Parameters the fused
-path can take (dense, contiguous, float32/float64, on the CPU, with float hyperparameters, listed
-once) are gathered into *sets* (one param group, one step count and scalar state) and the sets
-into *buckets* (one dtype, state layout and traced structure). Each set's rule is traced every
-step (:mod:`.trace`) into an element-wise expression whose Python numbers are the set's scalars;
-sets whose expressions have the same structure share one generated C kernel (:mod:`.cpu`), which
-applies it to every tensor of the bucket in one pass over memory, each tensor reading its own
-set's scalars. So a hundred param groups (layer-wise learning rates) cost one kernel call, not a
-hundred. Everything else is returned to the caller, which runs the eager reference
+path can take (dense, contiguous, a dtype and device a backend takes, with float hyperparameters,
+listed once) are gathered into *sets* (one param group, one step count and scalar state) and the
+sets into *buckets* (one backend, device, dtype, state layout and traced structure). Each set's
+rule is traced every step (:mod:`.trace`) into an element-wise expression whose Python numbers
+are the set's scalars; on the CPU, sets whose expressions have the same structure share one
+generated C kernel (:mod:`.cpu`), which applies it to every tensor of the bucket in one pass over
+memory, each tensor reading its own set's scalars. So a hundred param groups (layer-wise learning
+rates) cost one kernel call, not a hundred. (The Triton and foreach backends take one set per
+bucket: one launch per param group.) Everything else is returned to the caller, which runs the eager reference
 (``Optimizer._apply_rule``), so results never depend on which path ran.
 
 The bucketing (a *plan*) is built once and revalidated every step by identity, which is cheap:
@@ -31,7 +32,7 @@ A parameter listed twice in a group runs eagerly, once per listing and in order,
 default (for-loop) step does; torch warns about such a group when it is added.
 
 Switches: ``OPTIMLAB_FUSED=0`` in the environment, or ``fused=False`` on an optimizer (its
-param group), force the eager path. CUDA tensors take the eager path (see README).
+param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import cpu, foreach
 from .trace import Unsupported, Vec, trace_rule
 
-__all__ = ["step", "fused_enabled", "stats", "Unsupported", "listed_twice_state", "hide_state_made_this_step"]
+__all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
+           "hide_state_made_this_step"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, plans built, kernels built/loaded
 stats = cpu.stats
@@ -65,6 +67,37 @@ _dtype = attrgetter("dtype")
 _grad = attrgetter("grad")
 _values = dict.values
 _ROUND = {torch.float32: lambda x: array("f", (x,))[0], torch.float64: float}  # a number as that dtype
+
+
+def _backend(p: Tensor) -> Any:
+    """The executor for ``p``'s bucket: generated C on the CPU, Triton on CUDA where triton is
+    installed, foreach calls on other devices; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces one
+    (a parameter it cannot take runs eagerly). None: eager."""
+    forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower()
+    dtype, device = p.dtype, p.device
+    if forced in ("c", "cpu"):
+        return cpu if cpu.accepts(dtype, device) else None
+    if forced == "foreach":
+        return foreach if foreach.accepts(dtype, device) else None
+    if forced == "triton" or (device.type == "cuda" and not forced):
+        from . import triton_gpu as triton_backend  # imports triton only when a GPU step needs it
+        if triton_backend.accepts(dtype, device, forced == "triton"):
+            return triton_backend
+        if forced:
+            return None
+    if cpu.accepts(dtype, device):
+        return cpu
+    return foreach if device.type != "cpu" and foreach.accepts(dtype, device) else None
+
+
+def check_capturable(group: dict[str, Any]) -> None:
+    """``capturable=True`` (step counters on the device, no host sync): CUDA parameters only."""
+    if not group.get("capturable"):
+        return
+    for p in group["params"]:
+        if p.device.type != "cuda":
+            raise ValueError("capturable=True needs every parameter on a CUDA device (a CUDA graph "
+                             f"captures device work only); got one on {p.device} (allowed there: False)")
 
 
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
@@ -87,8 +120,11 @@ class _Set:
 class _Bucket:
     """Sets of one dtype, state layout and traced structure: one kernel call per step."""
 
-    def __init__(self, dtype: torch.dtype, names: tuple[str, ...], structure: tuple, kernel: Any,
-                 outputs: list[tuple[int, int]], fresh: list[str], round_: Any, n_slots: int) -> None:
+    def __init__(self, backend: Any, capturable: bool, dtype: torch.dtype, names: tuple[str, ...],
+                 structure: tuple, kernel: Any, outputs: list[tuple[int, int]], fresh: list[str], round_: Any,
+                 n_slots: int) -> None:
+        self.backend, self.capturable = backend, capturable
+        self.cache: dict[str, Any] = {}  # the backend's own per-bucket data (device pointer tables)
         self.dtype, self.names, self.structure, self.kernel = dtype, names, structure, kernel
         self.nodes, self.outputs, self.fresh = list(structure[0]), outputs, fresh
         self.round, self.n_slots = round_, n_slots  # how ``step`` rounds; scalars per set
@@ -110,10 +146,10 @@ class _Bucket:
                 state[name] = buffer[i]
             self.scalars[name], self.expected[name] = buffer, buffer.clone()
         self.values = list(chain.from_iterable(map(_values, states)))  # every state value, in order
-        columns = [[state[name] for state in states] for name in self.names]
+        self.columns = [[state[name] for state in states] for name in self.names]
         self.static_ptrs = array("q", self.param_ptrs)
         self.static_ptrs.extend(array("q", bytes(8 * len(self.params))))  # the gradients' slot
-        for column in columns:
+        for column in self.columns:
             self.static_ptrs.extend(map(_data_ptr, column))
         # the plan's own references: an address it holds is never reused while it lives
         self.keep = [_untyped_storage(t) for t in chain(self.params, self.values)]
@@ -156,6 +192,11 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
         del _plans[optimizer]
     rest = [list(r) for r in plan.rest]
     n_rest = sum(map(len, rest))
+    if (n_rest and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+            and any(r and group.get("capturable") for r, (group, _) in zip(rest, work))):
+        raise RuntimeError("capturable=True: some parameters cannot take the fused step (dtype, layout, "
+                           "sparse or tensor hyperparameters) and the eager step reads its counter on the "
+                           "host, which a CUDA graph cannot capture")
     stats["fused_tensors"] += sum(len(params) for _, params in work) - n_rest
     stats["eager_tensors"] += n_rest
     return rest
@@ -175,42 +216,53 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             rest.extend(params)
             continue
         listed_twice = _listed_twice(params)
+        capturable = bool(group.get("capturable"))
         for p in params:
             g = p.grad
-            if id(p) in listed_twice or not _plain(p) or not _plain(g):  # subclasses (FSDP2's DTensor)
+            backend = _backend(p) if _plain(p) else None
+            if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
                 rest.append(p)
                 continue
             dtype = p.dtype
-            if (dtype not in cpu.CTYPES or not p.is_cpu or not p.is_contiguous() or g.dtype != dtype
-                    or g.layout != torch.strided or not g.is_contiguous() or g.shape != p.shape):
-                plan.transient |= p.is_contiguous() and p.is_cpu and dtype in cpu.CTYPES  # the gradient's fault
+            if (not p.is_contiguous() or g.dtype != dtype or g.device != p.device or g.layout != torch.strided
+                    or not g.is_contiguous() or g.shape != p.shape):
+                plan.transient |= p.is_contiguous()  # the gradient's fault: look again next step
                 rest.append(p)
                 continue
             state = optimizer.param_state(p, group)
             names = tuple(k for k in state if k not in scalar_names)
+            scalar_device = p.device if capturable else torch.device("cpu")
             if not all(_dense_like(state[k], p) for k in names) or not all(
-                    isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].is_cpu
+                    isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
                     and state[k].dtype in _ROUND for k in scalar_names):
                 rest.append(p)
                 continue
             values = tuple((k, state[k].dtype, state[k].item()) for k in scalar_names)
-            sets.setdefault((index, dtype, names, values), []).append((p, state))
+            sets.setdefault((index, backend, p.device, dtype, names, values), []).append((p, state))
     buckets: dict[tuple, tuple[_Bucket, list]] = {}
-    for (index, dtype, names, values), items in sets.items():
+    for (index, backend, device, dtype, names, values), items in sets.items():
         set_values = {k: v for k, _, v in values}
         round_ = _ROUND[values[0][1]] if rule.counts_steps else float
+        capturable = bool(work[index][0].get("capturable"))
+        if capturable:
+            arguments, on = _device_arguments({k: items[0][1][k] for k in scalar_names}), device
+        else:
+            arguments, on = _arguments(set_values, round_), None
         try:
-            trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **_arguments(set_values, round_)},
-                                              dtype)
+            trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
             structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype)
-            kernel = _kernel(rule, trace, outputs, len(names) + 2, dtype, structure)
+            kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
         except Unsupported:
             kernel = None
         if kernel is None:
             plan.rest[index].extend(p for p, _ in items)
             continue
-        bucket, members = buckets.setdefault((dtype, names, structure, round_), (_Bucket(
-            dtype, names, structure, kernel, outputs, fresh, round_, max(1, len(trace.scalars))), []))
+        # on the CPU, sets of one structure share a bucket; elsewhere (and capturable) a set is one
+        shared = getattr(backend, "SCALAR_SETS", False) and not capturable
+        key = (backend, device, dtype, names, structure, round_) + (() if shared else (index, values))
+        bucket, members = buckets.setdefault(key, (_Bucket(
+            backend, capturable, dtype, names, structure, kernel, outputs, fresh, round_,
+            max(1, len(trace.scalars))), []))
         bucket.sets.append(_Set(index, len(members), len(members) + len(items), set_values))
         members.extend((p, state) for p, state in items)
     for bucket, members in buckets.values():
@@ -263,7 +315,7 @@ def _plain(t: Tensor) -> bool:
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
-    return (isinstance(t, Tensor) and _plain(t) and t.dtype == p.dtype and t.is_cpu
+    return (isinstance(t, Tensor) and _plain(t) and t.dtype == p.dtype and t.device == p.device
             and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
 
@@ -276,17 +328,27 @@ def _arguments(values: dict[str, float], round_: Any) -> dict[str, float]:
     return arguments
 
 
-def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any],
-           dtype: torch.dtype) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, float]]:
-    """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs)."""
+def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device."""
+    arguments = {name: value.to(torch.float64) for name, value in values.items()}
+    if "step" in arguments:
+        arguments["step"] = arguments["step"] + 1
+    return arguments
+
+
+def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
+           device: torch.device | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
+    """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs).
+
+    ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there."""
     inputs = ["param", "grad", *names]
-    trace, out = trace_rule(rule.update, inputs, arguments)
+    trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
     outputs: list[tuple[int, int]] = []
     fresh: list[str] = []
     scalar_out: dict[str, float] = {}
     for name, value in out.items():
         if name in rule.scalar_state:
-            scalar_out[name] = float(value)
+            scalar_out[name] = value if isinstance(value, Tensor) else float(value)
             continue
         if not isinstance(value, Vec):
             raise Unsupported(f"output {name!r} is not element-wise")
@@ -298,15 +360,15 @@ def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any],
     return trace, outputs, fresh, scalar_out
 
 
-def _kernel(rule: Any, trace: Any, outputs: list[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-            structure: tuple) -> Any:
-    """The compiled kernel for ``structure``, or None (once warned) when it cannot be built."""
-    if structure in _refused:
+def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]], n_inputs: int,
+            dtype: torch.dtype, structure: tuple) -> Any:
+    """The backend's kernel for ``structure``, or None (once warned) when it cannot be built."""
+    if (backend, structure) in _refused:
         return None
     try:
-        return cpu.kernel_for(trace, outputs, n_inputs, dtype, structure)
+        return backend.kernel_for(trace, outputs, n_inputs, dtype, structure)
     except Unsupported as error:
-        _refused.add(structure)
+        _refused.add((backend, structure))
         warnings.warn(f"optimlab: fused {rule.name} step unavailable, running eagerly ({error})",
                       RuntimeWarning, stacklevel=5)
         return None
@@ -332,9 +394,10 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
             values = list(chain.from_iterable(map(_values, bucket.dicts)))
             if len(values) != len(bucket.values) or not all(map(is_, values, bucket.values)):
                 return None  # an entry replaced, added or removed
-            for name, buffer in bucket.scalars.items():  # st["step"].zero_() and the like
-                if not torch.equal(buffer, bucket.expected[name]):
-                    return None
+            if not bucket.capturable:  # (on the device that check would wait for it, or break a capture)
+                for name, buffer in bucket.scalars.items():  # st["step"].zero_() and the like
+                    if not torch.equal(buffer, bucket.expected[name]):
+                        return None
         grads = list(map(_grad, params))
         if not _PLAIN.issuperset(map(type, grads)):  # None since the listing, or a subclass
             return None
@@ -344,13 +407,18 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
                 return None
         except RuntimeError:  # a sparse gradient has no contiguity
             return None
-        slots = array("d")
+        shared = getattr(bucket.backend, "SCALAR_SETS", False)
+        slots: Any = array("d") if shared else []
         outs = []
         for s in bucket.sets:
+            if bucket.capturable:  # counter and scalar state stay 0-dim device tensors: no host sync
+                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()})
+                device = params[0].device
+            else:
+                arguments, device = _arguments(s.values, bucket.round), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
-                    rule, bucket.names, {**hyperparams[s.group], **_arguments(s.values, bucket.round)},
-                    bucket.dtype)
+                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device)
             except Unsupported:
                 return None
             if trace.nodes != bucket.nodes or outputs != bucket.outputs or fresh != bucket.fresh:
@@ -361,20 +429,15 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
     return out
 
 
-def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: array,
-                scalar_outs: list[dict[str, float]]) -> bool:
+def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any,
+                scalar_outs: list[dict[str, Any]]) -> bool:
     """Run the bucket's kernel and advance its scalar state; True when new state entries appeared."""
     params = bucket.params
-    n = len(params)
-    ptrs = array("q", bucket.static_ptrs)
-    ptrs[n:2 * n] = array("q", map(_data_ptr, grads))
     new_state = [[torch.empty_like(p) for p in params] for _ in bucket.fresh]
-    for column in new_state:
-        ptrs.extend(map(_data_ptr, column))
     if "step" in bucket.scalars:
         bucket.scalars["step"] += 1
         bucket.expected["step"] += 1
-    bucket.kernel(bucket.sizes, ptrs, slots, bucket.offsets)
+    bucket.backend.launch(bucket.kernel, bucket, [params, grads, *bucket.columns, *new_state], slots)
     stats["kernel_calls"] += 1
     for s, scalar_out in zip(bucket.sets, scalar_outs):
         if "step" in s.values:
@@ -383,7 +446,8 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: arr
             buffer = bucket.scalars[name]
             buffer[s.start:s.stop].fill_(value)
             bucket.expected[name][s.start:s.stop].fill_(value)
-            s.values[name] = buffer[s.start].item()
+            if not bucket.capturable:
+                s.values[name] = buffer[s.start].item()
     if bucket.fresh:  # a state created lazily (SGD's momentum buffer) is kept, as the eager path keeps it
         for i, p in enumerate(params):
             state = bucket.dicts[i]
