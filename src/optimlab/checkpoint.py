@@ -34,7 +34,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, fsync it, rename it to ``path``.
 
     If ``write`` raises (or the process dies) the temporary file is removed (or left under a
-    ``.name.*.tmp`` name) and ``path`` keeps its previous content.
+    ``.name.*.tmp`` name, removed by the next save or load) and ``path`` keeps its previous content.
     """
     def to_file(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -99,7 +99,9 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None,
     """Load a checkpoint written by :func:`save` into the objects given; return ``{"step", "extra"}``.
 
     Raises ValueError naming the missing part when asked to restore something the file lacks.
+    Temporary files that killed writers left beside ``path`` are removed (see :mod:`._atomic`).
     """
+    _atomic.clean_stale(path)
     payload = torch.load(path, map_location=map_location, weights_only=weights_only)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"path {str(path)!r} is not an optimlab checkpoint (format {FORMAT})")
