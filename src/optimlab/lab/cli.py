@@ -112,6 +112,19 @@ def schedule_spec(text: str) -> str:
     return text
 
 
+def noise_spec(text: str):
+    from .noise import parse_noise
+
+    try:
+        return parse_noise(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+NOISE_HELP = ("noisy gradients: 'sd=S' (additive Gaussian), 'batch=B' (B examples per step on a data landscape: "
+              "least_squares, scaled_features), with ',seed=N'; e.g. 'batch=1,seed=0'")
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 @contextmanager
@@ -240,7 +253,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lrs, how = _resolve_lrs(args.lr, names, land.name, start, args.steps, args.schedule, lambda t: advance())
         for n in names:
             runs[n] = run(land, n, [start], args.steps, lr=lrs[n], schedule=args.schedule,
-                          progress=lambda t: advance())
+                          progress=lambda t: advance(), noise=args.noise)
             table += metric_rows(runs[n], args.tol, lr_choice=how[n])
     labels = {n: f"{n} (lr {lrs[n]:.3g})" for n in names}
     paths = {labels[n]: r.path[:, 0] for n, r in runs.items()}
@@ -290,7 +303,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-lr x --starts x optimizers = {n_traj} trajectories (allowed: at most {MAX_TRAJECTORIES})")
     t0 = time.perf_counter()
     with progress_bar(args.steps * len(names), f"sweep on {land.name} ({n_traj} trajectories)") as advance:
-        result = sweep(land, names, lrs, starts, args.steps, schedule=args.schedule, progress=lambda n, t: advance())
+        result = sweep(land, names, lrs, starts, args.steps, schedule=args.schedule, progress=lambda n, t: advance(),
+                       noise=args.noise)
     seconds = time.perf_counter() - t0
     table, final, div = [], {}, {}
     for n in names:
@@ -375,7 +389,7 @@ def cmd_basins(args: argparse.Namespace) -> int:
 def cmd_tour(args: argparse.Namespace) -> int:
     from .tour import main as tour_main
 
-    path = tour_main(args.out)
+    path = tour_main(args.out, gif=not args.no_gif, full=args.full)
     print(f"wrote {path}")
     return 0
 
@@ -400,6 +414,7 @@ def register(sub: Any) -> None:
                    help="constant, step:N:GAMMA, cosine, warmup:N or warmup-cosine:N")
     p.add_argument("--tol", type=float_in(0.0, 1e6), default=1e-6, help="tolerance on f - f* for 'steps to tol'")
     p.add_argument("--gif", action="store_true", help="also write an animated trajectories.gif")
+    p.add_argument("--noise", type=noise_spec, default=None, help=NOISE_HELP + " ('auto' lrs are picked noise-free)")
     p.add_argument("--out", default="out/compare", help="output folder")
     p.set_defaults(func=cmd_compare)
 
@@ -413,6 +428,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed for the random starts")
     p.add_argument("--schedule", type=schedule_spec, default=None, help="learning-rate schedule (see compare)")
     p.add_argument("--tol", type=float_in(0.0, 1e6), default=1e-6, help="tolerance on f - f*")
+    p.add_argument("--noise", type=noise_spec, default=None, help=NOISE_HELP)
     p.add_argument("--out", default="out/sweep", help="output folder")
     p.set_defaults(func=cmd_sweep)
 
@@ -426,4 +442,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("tour", help="an HTML report that measures each claim of the seed documents")
     p.add_argument("--out", default="out/tour", help="output folder")
+    p.add_argument("--full", action="store_true",
+                   help="the larger real-task plan (more tasks, seeds and steps: minutes); default: a reduced plan")
+    p.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
     p.set_defaults(func=cmd_tour)

@@ -37,6 +37,7 @@ from torch import Tensor
 from .. import optim as _optim
 from .._names import lookup
 from .landscapes import Landscape, get_landscape
+from .noise import Noise, gradient_sampler, parse_noise
 from .schedules import factors as schedule_factors
 
 HyperValue = float | Sequence[float] | Tensor
@@ -243,7 +244,7 @@ def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperVa
 def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
-        **hyper: HyperValue) -> Run:
+        noise: Noise | str | None = None, **hyper: HyperValue) -> Run:
     """Run ``N`` trajectories of one optimizer for ``steps`` steps, as one tensor computation.
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
@@ -253,6 +254,9 @@ def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, 
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
     ``schedule`` a schedule spec (see :mod:`optimlab.lab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
+    ``noise``   noisy gradients (:mod:`optimlab.lab.noise`): a :class:`~optimlab.lab.noise.Noise` or a
+                spec such as ``"sd=0.5,seed=0"`` or ``"batch=1,seed=0"`` (data landscapes); the
+                recorded loss stays the noise-free ``f``.
     """
     threads = torch.get_num_threads()
     small = torch.as_tensor(starts).numel() < SINGLE_THREAD_BELOW
@@ -260,7 +264,7 @@ def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, 
         torch.set_num_threads(1)
     try:
         return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, record_grads=record_grads,
-                    dtype=dtype, progress=progress, **hyper)
+                    dtype=dtype, progress=progress, noise=noise, **hyper)
     finally:
         if small and threads > 1:
             torch.set_num_threads(threads)
@@ -272,7 +276,8 @@ def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, 
 SINGLE_THREAD_BELOW = 1 << 16
 
 
-def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, **hyper) -> Run:
+def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, noise=None,
+         **hyper) -> Run:
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -283,6 +288,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     base_lr = kwargs["lr"]
     lr_factors = schedule_factors(schedule, steps)
     rule = spec.rule
+    noisy = gradient_sampler(land, parse_noise(noise), n, dtype, p.device)
 
     state: dict[str, Any] = {}
     for name, value in rule.init_state(p, group).items():
@@ -298,9 +304,13 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         if spec.lookahead:
             with torch.no_grad():
                 f = land.value(p)
-            _, g = land.value_and_grad(p - kwargs["momentum"] * state["momentum_buffer"])
+            ahead = p - kwargs["momentum"] * state["momentum_buffer"]
+            _, g = land.value_and_grad(ahead)
         else:
+            ahead = p
             f, g = land.value_and_grad(p)
+        if noisy is not None:
+            g = noisy(ahead, g, t)
         loss[t - 1] = f
         if grads is not None:
             grads[t - 1] = g
