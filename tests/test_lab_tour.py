@@ -164,7 +164,7 @@ def test_nag_stability_claim_recomputed(built):
 
 
 def test_adagrad_claim_recomputed(built):
-    from optimlab.lab.noise import DATA_LANDSCAPES
+    from optimlab.lab.sampled import DATA_LANDSCAPES
     from optimlab.lab.tour.core import random_starts
 
     _, _, _, claims = built

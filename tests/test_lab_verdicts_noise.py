@@ -8,7 +8,8 @@ import torch
 
 from optimlab.lab import verdicts as V
 from optimlab.lab.engine import run
-from optimlab.lab.noise import DATA_LANDSCAPES, Noise, gradient_sampler, parse_noise
+from optimlab.lab.noise import Noise, parse_noise
+from optimlab.lab.sampled import DATA_LANDSCAPES, gradient_sampler
 
 
 # --------------------------------------------------------------------------------------- verdicts

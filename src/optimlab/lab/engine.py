@@ -37,7 +37,8 @@ from torch import Tensor
 from .. import optim as _optim
 from .._names import lookup
 from .landscapes import Landscape, get_landscape
-from .noise import Noise, gradient_sampler, parse_noise
+from .noise import Noise, parse_noise
+from .sampled import gradient_sampler
 from .schedules import factors as schedule_factors
 
 HyperValue = float | Sequence[float] | Tensor
