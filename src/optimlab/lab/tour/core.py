@@ -139,6 +139,7 @@ def label(name: str) -> str:
 
 
 def colour(name: str) -> str:
-    from ..plots import OPTIMIZER_COLORS
+    """The optimizer's one colour (the catalogue's)."""
+    from ... import catalogue
 
-    return OPTIMIZER_COLORS.get(get_optimizer(name).name, OPTIMIZER_COLORS.get(name.split("-")[0], "#444444"))
+    return catalogue.colour(name)

@@ -2,7 +2,7 @@
 higher, blue / purple = lower): matplotlib's ``viridis`` runs from dark blue-purple (low) to yellow
 (high). Minima are numbered and labelled (global = deep, the others local = shallow), a run that
 leaves the window is marked with a cross where it left, and trajectories keep one colour per
-optimizer (``optimlab.lab.plots.OPTIMIZER_COLORS``) with a white halo so they read on the map.
+optimizer (``optimlab.catalogue.colour``) with a white halo so they read on the map.
 """
 
 from __future__ import annotations
