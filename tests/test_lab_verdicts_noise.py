@@ -122,10 +122,11 @@ def test_data_landscape_minimum_is_the_least_squares_solution():
         assert float(land.value(w)) == pytest.approx(0.5 * np.mean((A @ w.numpy() - b) ** 2), rel=1e-12)
 
 
-def test_cli_noise_option(tmp_path):
-    from optimlab.cli import main
+def test_cli_noise_option():
+    from optimlab.cli import build_parser
 
-    assert main(["compare", "--landscape", "least_squares", "--optimizers", "sgd", "--lr", "0.05", "--steps", "30",
-                 "--noise", "batch=1,seed=0", "--out", str(tmp_path)]) == 0
+    args = build_parser().parse_args(["compare", "--landscape", "least_squares", "--noise", "batch=1,seed=4"])
+    assert args.noise == Noise(batch=1, seed=4)
+    assert build_parser().parse_args(["sweep", "--noise", "sd=0.5"]).noise == Noise(sd=0.5)
     with pytest.raises(SystemExit):
-        main(["compare", "--landscape", "least_squares", "--noise", "batch=0", "--out", str(tmp_path)])
+        build_parser().parse_args(["compare", "--noise", "batch=0"])

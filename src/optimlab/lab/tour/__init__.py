@@ -47,15 +47,20 @@ def summary(sections: list[Section], plan: str) -> dict:
     return {"plan": plan, "sections": [s.to_json() for s in sections]}
 
 
-def main(out_dir: str | Path = "out/tour", gif: bool = True, full: bool = False, real_tasks: bool = True) -> Path:
-    """Build the tour into ``out_dir``; returns the path of ``tour.html``."""
+def main(out_dir: str | Path = "out/tour", gif: bool = True, full: bool = False, real_tasks: bool = True,
+         draw: bool = True) -> Path:
+    """Build the tour into ``out_dir``; returns the path of ``tour.html``. ``draw=False`` computes
+    every number but draws no figure (a quick check)."""
+    from contextlib import nullcontext
+
     from . import figures
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = build(full, real_tasks)
-    if gif:
+    with nullcontext() if draw else figures.disabled():
+        sections = build(full, real_tasks)
+    if gif and draw:
         for s in sections:
             if s.gif is not None:
                 name, land, paths, colours = s.gif

@@ -75,7 +75,7 @@ def ewma_section() -> Section:
     s.figures.append(("ewma_weights.png", fig))
     from .. import plots
 
-    s.figures.append(("ewma.png", plots.ewma_figure(noisy[:, 0], [0.5, 0.9, 0.98], torch.from_numpy(truth),
+    s.figures.append(("ewma.png", F.figure(plots.ewma_figure)(noisy[:, 0], [0.5, 0.9, 0.98], torch.from_numpy(truth),
                                                     "EWMA of one noisy series: left with, right without bias correction")))
     return s
 
@@ -173,6 +173,9 @@ def lr_section() -> Section:
             metric=f"proportion of runs with more than half the initial gap left after {steps} steps",
             population=f"{S} random starts"))
         figs[n] = (rh, rl, hi, lo)
+    s.notes.append("Adam's step is about lr per coordinate whatever the gradient's size, so a too-high lr makes it "
+                   "bounce around the minimum at a distance of about lr rather than blow up: the instability the "
+                   "seed describes is GD's.")
     paths = {}
     for n, (rh, rl, hi, lo) in figs.items():
         paths[f"{label(n)} lr {hi:g} (too high)"] = rh.path[:, 0]

@@ -7,19 +7,44 @@ optimizer (``optimlab.catalogue.colour``) with a white halo so they read on the 
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from matplotlib import patheffects
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from .. import plots
 from ..landscapes import Landscape, get_landscape
 
+_DRAW = [True]
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Within this block the figure functions return None (the numbers only: fast tests)."""
+    _DRAW.append(False)
+    try:
+        yield
+    finally:
+        _DRAW.pop()
+
+
+def figure(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``fn`` return None while figures are :func:`disabled`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs) if _DRAW[-1] else None
+    return wrapper
+
+
 SEED_CMAP = "viridis"  # low = dark blue / purple, high = yellow (the seed's convention)
+TWO = ListedColormap(["#000000", "#FF8C00"])  # stayed / escaped: black and bright orange on the map
 HALO = [patheffects.withStroke(linewidth=3.2, foreground="white")]
 
 
@@ -62,6 +87,10 @@ def draw_map(ax: Any, land: Landscape, colorbar: bool = True, levels: int = 24) 
     ax.set_ylabel("y")
 
 
+def _legend_below(ax: Any, n: int) -> None:
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=min(n, 3), fontsize=8, frameon=False)
+
+
 def _inside(land: Landscape, p: np.ndarray) -> tuple[np.ndarray, int | None]:
     """The part of a path before it first leaves the window (or becomes non-finite), and that step."""
     ok = np.isfinite(p).all(axis=1) & land.in_window(torch.as_tensor(np.nan_to_num(p, nan=1e300))).numpy()
@@ -86,6 +115,7 @@ def draw_paths(ax: Any, land: Landscape, paths: Mapping[str, Tensor], colours: M
                     markersize=10 if left is not None else 7, zorder=5)
 
 
+@figure
 def contour(landscape: str | Landscape, paths: Mapping[str, Tensor], colours: Mapping[str, str], title: str,
             figsize: tuple[float, float] = (8.0, 6.0)) -> Figure:
     """Trajectories on the landscape's contour map (circle = start, square = end, red cross = where
@@ -96,11 +126,12 @@ def contour(landscape: str | Landscape, paths: Mapping[str, Tensor], colours: Ma
     draw_map(ax, land)
     draw_paths(ax, land, paths, colours)
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    _legend_below(ax, len(paths))
     fig.tight_layout()
     return fig
 
 
+@figure
 def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], colours: Mapping[str, str], title: str) -> Figure:
     """3-D surface (viridis: yellow high, blue low) beside the contour map, trajectories on both."""
     land = get_landscape(landscape)
@@ -130,13 +161,14 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], colours: Ma
     ax = fig.add_subplot(1, 2, 2)
     draw_map(ax, land)
     draw_paths(ax, land, paths, colours)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    _legend_below(ax, len(paths))
     ax.set_title("contour plot (the surface seen from above)", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@figure
 def heatmap(values: np.ndarray, xs: Sequence[float], ys: Sequence[float], xlabel: str, ylabel: str, title: str,
             cbar: str, centre: float | None = 0.0, fmt: str = "{:.2f}") -> Figure:
     """A map of an effect over a grid of settings ``values[i_y, i_x]``, each cell annotated; a
@@ -153,8 +185,8 @@ def heatmap(values: np.ndarray, xs: Sequence[float], ys: Sequence[float], xlabel
         for j in range(v.shape[1]):
             ax.text(j, i, fmt.format(v[i, j]), ha="center", va="center", fontsize=8, color="black",
                     bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.6))
-    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs], fontsize=8)
-    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys], fontsize=8)
+    ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs], fontsize=8)
+    ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -163,6 +195,7 @@ def heatmap(values: np.ndarray, xs: Sequence[float], ys: Sequence[float], xlabel
     return fig
 
 
+@figure
 def start_map(landscape: str | Landscape, starts: Tensor, values: np.ndarray, title: str, cbar: str,
               labels: Sequence[str] | None = None) -> Figure:
     """Start points coloured by a per-start value (e.g. escaped or not), over the contour map."""
@@ -173,20 +206,26 @@ def start_map(landscape: str | Landscape, starts: Tensor, values: np.ndarray, ti
     for i in range(k):
         ax = fig.add_subplot(1, k, i + 1)
         draw_map(ax, land, colorbar=False)
-        sc = ax.scatter(starts[:, 0].numpy(), starts[:, 1].numpy(), c=values[i], cmap="PuOr_r", vmin=-1, vmax=1,
-                        s=14, edgecolors="black", linewidths=0.2, zorder=8)
+        sc = ax.scatter(starts[:, 0].numpy(), starts[:, 1].numpy(), c=values[i], cmap=TWO, vmin=-1, vmax=1,
+                        s=22, edgecolors="white", linewidths=0.4, zorder=8)
         ax.set_title(labels[i] if labels else title, fontsize=10)
     fig.colorbar(sc, ax=fig.axes, label=cbar, shrink=0.85)
     fig.suptitle(title)
     return fig
 
 
+@figure
 def lines(xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray], colours: Mapping[str, str], title: str,
           xlabel: str, ylabel: str, logx: bool = False, logy: bool = False,
           bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-          styles: Mapping[str, str] | None = None) -> Figure:
+          styles: Mapping[str, str] | None = None, vline: float | None = None,
+          vspan: tuple[float, float] | None = None) -> Figure:
     fig = Figure(figsize=(7.5, 4.6))
     ax = fig.add_subplot()
+    if vline is not None:
+        ax.axvline(vline, color="grey", linestyle=":")
+    if vspan is not None:
+        ax.axvspan(*vspan, color="#F0E442", alpha=0.25)
     for i, (k, y) in enumerate(ys.items()):
         x = xs[k]
         ax.plot(x, y, color=colours[k], linestyle=(styles or {}).get(k, plots.LINESTYLES[i // 7 % 4]), label=k,

@@ -72,8 +72,7 @@ def render(sections: list[Section], out: Path, seconds: float, plan: str) -> str
         parts.append(f"<section id='{s.key}'><h2>{e(s.title)}</h2><blockquote>{e(s.quote)}<br>"
                      f"<span class='src'>seed {e(s.seed_file)}</span></blockquote>")
         parts.append(f"<p class='setup'><b>Experiment.</b> {e(s.experiment)}</p>")
-        for name, fig in s.figures:
-            parts.append(_embed(name, fig, out))
+        parts += [_embed(name, fig, out) for name, fig in s.figures if fig is not None]
         if s.table:
             header, rows = s.table
             parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")

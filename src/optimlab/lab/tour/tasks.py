@@ -127,8 +127,7 @@ def _tasks_section(plan: Plan) -> Section:
     cols = {k: colour(k.split(" (")[0].lower()) for k in xs}
     styles = {k: "-" if k.endswith(f"({plan.tasks[0]})") else "--" for k in xs}
     fig = F.lines(xs, ys, cols, "median final validation loss vs lr (shaded: the seeds' common range 1e-4..1e-3)",
-                  "learning rate", "median val loss", logx=True, logy=True, styles=styles)
-    fig.axes[0].axvspan(1e-4, 1e-3, color="#F0E442", alpha=0.25)
+                  "learning rate", "median val loss", logx=True, logy=True, styles=styles, vspan=(1e-4, 1e-3))
     s.figures.append(("tasks_lr.png", fig))
     return s
 
