@@ -122,13 +122,8 @@ def _ravine_steps(path, tol, budget):
 
 
 def _crossings(x):
-    s = np.sign(x)
-    out = np.zeros(x.shape[1])
-    last = np.zeros(x.shape[1])
-    for row in s:
-        out += (row != 0) & (last != 0) & (row != last)
-        last = np.where(row != 0, row, last)
-    return out
+    """Per column: how often the sign of the nonzero entries changes."""
+    return np.array([np.count_nonzero(np.diff(np.sign(col[col != 0]))) for col in x.T], dtype=float)
 
 
 def test_ravine_momentum_claims_recomputed(built):

@@ -85,19 +85,16 @@ def vanishing_section() -> Section:
                 f"last step's over step {WARM}'s (RMSProp's average of squares starts at 0, so its first steps are "
                 "a warm-up transient: 1 / (1 - 0.99) = 100 steps); diverged runs left out. 'Vanishes' = keeps "
                 f"falling: more than 2-fold between step {WARM} and step {steps}.")
+    claims = {"adagrad": ("<", "AdaGrad's effective lr keeps falling: more than 2-fold from step {w} to {t}"),
+              "rmsprop": (">", "RMSProp's effective lr does not vanish: it stays above half its value at step {w}")}
     for case in cases:
-        a, ok = ratio[case, "adagrad"]
-        s.claims.append(mean_claim(
-            f"vanishing.adagrad_{case.replace('-', '_')}", a[ok], threshold=float(np.log10(0.5)), direction="<",
-            hypothesis=f"({case}) AdaGrad's effective lr keeps falling: more than 2-fold from step {WARM} to {steps}",
-            metric=f"log10(effective lr at step {steps} / at step {WARM})",
-            population=f"{len(lrs)} lrs x {S} starts, runs that stayed finite ({int(ok.sum())})"))
-        b, ok = ratio[case, "rmsprop"]
-        s.claims.append(mean_claim(
-            f"vanishing.rmsprop_{case.replace('-', '_')}", b[ok], threshold=float(np.log10(0.5)), direction=">",
-            hypothesis=f"({case}) RMSProp's effective lr does not vanish: it stays above half its value at step {WARM}",
-            metric=f"log10(effective lr at step {steps} / at step {WARM})",
-            population=f"{len(lrs)} lrs x {S} starts, runs that stayed finite ({int(ok.sum())})"))
+        for n, (direction, text) in claims.items():
+            r, ok = ratio[case, n]
+            s.claims.append(mean_claim(
+                f"vanishing.{n}_{case.replace('-', '_')}", r[ok], threshold=float(np.log10(0.5)), direction=direction,
+                hypothesis=f"({case}) " + text.format(w=WARM, t=steps),
+                metric=f"log10(effective lr at step {steps} / at step {WARM})",
+                population=f"{len(lrs)} lrs x {S} starts, runs that stayed finite ({int(ok.sum())})"))
     s.notes.append("Without noise AdaGrad's sum of squared gradients converges as the gradients shrink, so its lr "
                    "levels off instead of vanishing; with gradients that stay noisy it falls like 1 / sqrt(t).")
     s.figures.append(("effective_lr.png", F.lines(
