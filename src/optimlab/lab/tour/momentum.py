@@ -169,8 +169,8 @@ def beta_section(sw: dict[str, Any]) -> Section:
                 f"{land.name}, {S} random starts, {RAVINE_STEPS} steps, Momentum (torch form) over beta in "
                 f"{BETAS.tolist()} x lr in {BETA_LRS.tolist()}; the seed's EWMA form over the same grid; beta = 1 at "
                 f"the same lrs.")
-    diff = np.abs(r.path.reshape(RAVINE_STEPS + 1, len(BETA_LRS), len(BETAS), S, 2)[:, :, b0]
-                  - g.path.reshape(RAVINE_STEPS + 1, len(BETA_LRS), S, 2))
+    diff = (r.path.reshape(RAVINE_STEPS + 1, len(BETA_LRS), len(BETAS), S, 2)[:, :, b0]
+            - g.path.reshape(RAVINE_STEPS + 1, len(BETA_LRS), S, 2)).abs()
     s.claims.append(exact_claim(
         "beta.zero_is_gd", float(diff.max()), hypothesis="with beta = 0 Momentum's trajectory is GD's",
         metric="max |w_t(Momentum, beta 0) - w_t(GD)| over every step", population=f"{len(BETA_LRS)} lrs x {S} starts",
