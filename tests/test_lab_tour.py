@@ -117,7 +117,8 @@ def _ravine_grad(w):
 
 
 def _ravine_steps(path, tol, budget):
-    f = 0.05 * path[..., 0] ** 2 + 5 * path[..., 1] ** 2
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = 0.05 * path[..., 0] ** 2 + 5 * path[..., 1] ** 2
     hit = f <= tol
     return np.where(hit.any(0), hit.argmax(0), budget + 1).astype(float)
 
@@ -172,7 +173,7 @@ def test_adagrad_claim_recomputed(built):
     H, c = A.T @ A / len(b), A.T @ b / len(b)
     f_star = 0.5 * np.mean((A @ np.linalg.lstsq(A, b, rcond=None)[0] - b) ** 2)
     starts = random_starts(100, adaptive._inner_box("scaled_features"), 21).numpy()
-    lrs, S, T = adaptive.ADA_LRS, len(starts), 300
+    lrs, S, T = adaptive.ADA_LRS, len(starts), adaptive.ADA_STEPS
     lr = np.repeat(lrs, S)[:, None]
     steps = {}
     for k in ("gd", "adagrad"):
@@ -189,7 +190,8 @@ def test_adagrad_claim_recomputed(built):
                     w = w - lr * g / (np.sqrt(acc) + 1e-10)
                 path.append(w)
         p = np.stack(path)
-        f = 0.5 * np.einsum("tni,ij,tnj->tn", p, H, p) - p @ c + 0.5 * np.mean(b * b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            f = 0.5 * np.einsum("tni,ij,tnj->tn", p, H, p) - p @ c + 0.5 * np.mean(b * b)
         hit = (f - f_star) <= 1e-6
         steps[k] = np.where(hit.any(0), hit.argmax(0), T + 1).astype(float).reshape(len(lrs), S)
     ig = int(np.argmin(np.median(steps["gd"], 1)))
