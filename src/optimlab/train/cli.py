@@ -61,6 +61,30 @@ def register(sub) -> None:
     p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
     p.set_defaults(func=cmd_bench)
 
+    from .protocol import MAIN_OPTIMIZERS, SMALL_TASKS
+    p = sub.add_parser("protocol", help="the benchmark protocol: Sobol-tuned studies, fresh-seed evaluation, "
+                                        "time to target, performance profiles, report (out/bench/report.html)")
+    p.add_argument("--tasks", nargs="+", default=list(SMALL_TASKS), metavar="NAME",
+                   help=f"tasks (space or comma separated; default: {' '.join(SMALL_TASKS)})")
+    p.add_argument("--optimizers", nargs="+", default=list(MAIN_OPTIMIZERS), metavar="NAME",
+                   help=f"optimizers (default: {' '.join(MAIN_OPTIMIZERS)})")
+    p.add_argument("--trials", type=int, default=8, help="quasi-random trials per study (default 8)")
+    p.add_argument("--studies", type=int, default=3, help="independent studies per pair (default 3)")
+    p.add_argument("--eval-seeds", type=int, default=3, help="fresh seeds per study's best point (default 3)")
+    p.add_argument("--default-seeds", type=int, default=3, help="seeds at default hyperparameters (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="step budget per run (default: each task's)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="steps between validations")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the studies (default 1)")
+    p.add_argument("--storage", default=None,
+                   help="database URL of the studies (default sqlite:///OUT/protocol.db; a server URL "
+                        "such as postgresql://user@host/db lets workers on many machines share them)")
+    p.add_argument("--no-recover", action="store_true",
+                   help="do not re-run trials left RUNNING by a killed worker (use while workers on other "
+                        "machines are alive)")
+    p.add_argument("--label", default="", help="a label for the report's title (e.g. 'reduced run')")
+    p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the report (default out/bench)")
+    p.set_defaults(func=cmd_protocol)
+
 
 def _setup(args) -> None:
     import torch
@@ -254,5 +278,40 @@ def cmd_bench(args) -> int:
                       "-" if s["seconds_to_target_median"] is None else f"{s['seconds_to_target_median']:.2f}",
                       f"{s['final_metric_mean']:.4g} ± {s['final_metric_std']:.2g}", str(s["diverged"]))
     _stdout().print(table)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_protocol(args) -> int:
+    import datetime
+    import shlex
+    import sys
+
+    from .protocol import Protocol, run_protocol
+    from .protocol_report import write_report
+    split = [n for item in args.tasks for n in item.split(",") if n], [n for item in args.optimizers
+                                                                       for n in item.split(",") if n]
+    protocol = Protocol(tuple(split[0]), tuple(split[1]), args.trials, args.studies, args.eval_seeds,
+                        args.default_seeds, args.steps, args.eval_every)
+    args.out.mkdir(parents=True, exist_ok=True)
+    url = args.storage or f"sqlite:///{(args.out / 'protocol.db').resolve()}"
+    console = _console()
+    console.print(f"budget: {protocol.budget_text()}; {args.workers} worker(s); storage {url}")
+    done = {"n": 0}
+
+    def on_trial(study, trial):
+        done["n"] += 1
+        if done["n"] % 10 == 0:
+            console.print(f"{done['n']} runs done (last: {study} #{trial.number})")
+    result = run_protocol(protocol, url, args.workers, recover_stale=not args.no_recover, on_trial=on_trial)
+    command = "optimlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "optimlab protocol"
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    paths = write_report(result, args.out, command, date, args.label)
+    for name, score in sorted(result["score_seconds"].items(), key=lambda kv: -kv[1]):
+        print(f"{name:10s} score (seconds) {score:.3f}  (steps) {result['score_steps'][name]:.3f}")
+    for v in result["verdicts"]:
+        print(f"{v['claim']}: {v['verdict']} ({v['numbers']})")
+    print(f"spent {result['budget']['runs']} runs, {result['budget']['cpu_seconds']:.0f} CPU-s, "
+          f"{result['wall_seconds']:.0f} s wall")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
