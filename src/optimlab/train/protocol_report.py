@@ -180,9 +180,10 @@ def plot_sensitivity(result: dict, task_name: str, path) -> None:
             if v.size:
                 v = np.where(np.isfinite(v), v, -np.inf if task.higher_is_better else np.inf)
                 centers.append(math.sqrt(lo * hi))
-                med.append(np.median(v))
-                q1.append(np.quantile(v, 0.25))
-                q3.append(np.quantile(v, 0.75))
+                q1_, med_, q3_ = np.quantile(v, [0.25, 0.5, 0.75], method="inverted_cdf")  # no inf - inf
+                q1.append(q1_)
+                med.append(med_)
+                q3.append(q3_)
         ax.plot(centers, med, label=o, linewidth=1.5, **style)
         ax.fill_between(centers, q1, q3, color=style["color"], alpha=0.12, linewidth=0)
     ax.axhline(t["target"], color="grey", linewidth=0.8, linestyle=":", label="target")
