@@ -201,3 +201,23 @@ def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_p
         assert (tmp_path / name).stat().st_size > 0
     md = (tmp_path / "report.md").read_text()
     assert "held out" in md and "Adam is a good default" in md and "torch 2." in md
+
+
+def test_tune_drives_a_training_task(tmp_path, capsys):
+    import json
+
+    from optimlab import Adam, cli, tune
+    from optimlab.train import train
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    assert cli.main(["tune", "--algorithm", "adam", "--trials", "2", "--storage", url, "--seed", "0",
+                     "--task", "train:diabetes-mlp"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    trials = [r for r in rows if "trial" in r]
+    assert len(trials) == 2 and all(t["state"] == "COMPLETE" for t in trials)
+    # the stored value is the final validation MSE of that very training run
+    hp = trials[0]["params"]
+    again = train("diabetes-mlp", seed=0, optimizer_factory=lambda p: Adam(
+        p, lr=hp["lr"], betas=(1 - hp["one_minus_beta1"], 1 - hp["one_minus_beta2"])))
+    assert trials[0]["value"] == pytest.approx(again.final_metric, rel=1e-6)
+    with pytest.raises(ValueError, match="task"):
+        tune.load_task("train:no-such-task")

@@ -46,7 +46,10 @@ def register(sub) -> None:
     p.add_argument("--start-lr", type=float, default=1e-6)
     p.add_argument("--end-lr", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
-    p.add_argument("--rule", default="min/10", help="suggestion rule: min/10 (default) or steepest")
+    p.add_argument("--rule", default="min/10",
+                   help="suggestion rule: min/10 (default), valley (fastai's) or steepest (torch-lr-finder's)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds to run the test on; the suggestion is their median, with the range (default 3)")
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
@@ -210,37 +213,37 @@ def cmd_train(args) -> int:
 def cmd_lr_find(args) -> int:
     from . import plots
     from .._atomic import atomic_write_all
-    from .lr_finder import RULES, find_lr
+    from .lr_finder import RULES, find_lr_band
     task = get_task(args.task)
     _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
     if args.rule not in RULES:
         raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
+    if not 1 <= args.seeds <= 100:
+        raise ValueError(f"--seeds must be in [1, 100], got {args.seeds}")
     mode = _mode(args)
     _setup(args)
     optimizer = args.optimizer or task.default_optimizer
-    result = find_lr(task, optimizer, mode, args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
-                     num_steps=args.steps, rule=args.rule)
+    band = find_lr_band(task, optimizer, mode, args.seeds, args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
+                        num_steps=args.steps, rule=args.rule)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"lr_find_{task.name}_{optimizer}"
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["lr", "loss", "smoothed_loss"])
-            w.writerows([f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"] for a, b, c in zip(result.lrs, result.losses, result.smoothed))
+            w.writerow(["seed", "lr", "loss", "smoothed_loss"])
+            for k, result in enumerate(band.results):
+                w.writerows([args.seed + k, f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"]
+                            for a, b, c in zip(result.lrs, result.losses, result.smoothed))
+    first = band.results[0]
     csv_path, png_path = Path(f"{stem}.csv"), Path(f"{stem}.png")
-    title = (f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
-             f"{'stopped on divergence' if result.stopped_early else 'full ramp'})")
-    atomic_write_all([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
-    print(f"{task.name} / {optimizer}: suggested lr = {result.suggestion:.3g} (rule {result.rule}: "
-          + ("one tenth of the LR at the smoothed loss's minimum" if result.rule == "min/10"
-             else "steepest descent of the smoothed loss in log(lr)") + ")")
-    others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.rule)
-    print(f"other rule: {others}; ramp {result.lrs[0]:.3g} .. {result.lrs[-1]:.3g} in {len(result.lrs)} steps"
-          + (" (stopped on divergence)" if result.stopped_early else ""))
-    if result.min_at_end:
-        print(f"warning: the smoothed loss was still at its lowest at the end of the ramp ({result.lrs[-1]:.3g}); "
-              "the min/10 rule is unreliable here: raise --end-lr, or use the steepest rule")
+    title = (f"LR range test: {task.name}, {optimizer}, seed {args.seed} ({len(first.lrs)} steps, "
+             f"{'stopped on divergence' if first.stopped_early else 'full ramp'})")
+    atomic_write_all([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(first, title, tmp))])
+    print(f"{task.name} / {optimizer}: {band.message}")
+    for rule in RULES:
+        if rule != band.rule and (b := band.band(rule)) is not None:
+            print(f"  rule {rule}: median {b[0]:.3g}, range {b[1]:.3g} .. {b[2]:.3g}")
     print(f"wrote {csv_path}, {png_path}")
     return 0
 
