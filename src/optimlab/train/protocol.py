@@ -443,7 +443,8 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     """Every completed trial's record, grouped: ``raw[task][opt]`` -> {tune: [...], eval: [...], default: [...]}."""
     optuna = _optuna()
     storage = _storage(url)
-    raw: dict[str, dict[str, dict[str, list]]] = {}
+    raw: dict[str, Any] = {}
+    starts, ends = [], []
     for task in protocol.tasks:
         for opt in protocol.optimizers:
             entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": []})
@@ -452,8 +453,13 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
             for phase, name in names:
                 for t in _load(storage, name).get_trials(deepcopy=False):
                     if t.state == optuna.trial.TrialState.COMPLETE:
+                        starts.append(t.datetime_start)
+                        ends.append(t.datetime_complete)
                         entry[phase].append({"number": t.number, "params": dict(t.params), "value": t.value,
                                              **{k: v for k, v in t.user_attrs.items()}})
+    # the span of the work itself, from the first trial's start to the last one's end (a re-run that
+    # only re-renders the report does not change it)
+    raw["__span__"] = (max(ends) - min(starts)).total_seconds() if starts else 0.0
     return raw
 
 
@@ -513,6 +519,7 @@ def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
         out[f"score_{kind}"] = profile_score(out["times"][kind], protocol.tau_max)
     out["budget"] = {"runs": sum(p["runs"] for t in out["tasks"].values() for p in t["optimizers"].values()),
                      "cpu_seconds": sum(p["cpu_seconds"] for t in out["tasks"].values() for p in t["optimizers"].values())}
+    out["budget"]["span_seconds"] = raw.get("__span__", math.nan)
     out["verdicts"] = verdicts(protocol, out)
     return out
 

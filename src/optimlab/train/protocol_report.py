@@ -46,8 +46,8 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
                    f"{result['workers']} worker process(es)."))
     b.append(("p", f"Budget: {_budget_text(proto)}. Spent: {result['budget']['runs']} training runs, "
                    f"{result['budget']['cpu_seconds']:.0f} CPU-seconds of training processes, "
-                   f"{result['wall_seconds']:.0f} s wall clock; {result.get('recovered', 0)} interrupted trial(s) "
-                   "re-run after a restart."))
+                   f"{result['budget'].get('span_seconds', math.nan):.0f} s wall clock from the first trial's start to "
+                   f"the last one's end; {result.get('recovered', 0)} interrupted trial(s) re-run after a restart."))
     b.append(("p", "Protocol (see `optimlab.train.protocol`): per (task, optimizer) "
                    f"{proto['studies']} studies of {proto['trials']} scrambled-Sobol points of the declared space "
                    "(learning rate, log-uniform 1e-4..10; other hyperparameters at library defaults), each trained "
