@@ -8,14 +8,16 @@ import json
 import os
 from pathlib import Path
 
-from .loop import OPTIMIZER_CONFIGS
+from .. import schedules
 from .modes import MODES, Mode
-from .schedules import SCHEDULES
-from .tasks import TASKS, get_task
+
+
+SCHEDULE_HELP = ("learning-rate schedule: constant, step[:N[:GAMMA]], exponential[:GAMMA], cosine, warmup[:N[:START]], "
+                 "warmup-cosine[:N[:START]] or plateau[:PATIENCE[:FACTOR]] (see optimlab.schedules)")
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--task", required=True, metavar="NAME", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--task", required=True, metavar="NAME", help="task name (`optimlab tasks` lists them)")
     p.add_argument("--mode", default=None, metavar="MODE",
                    help=f"gradient-descent mode: {', '.join(MODES)} (default: the task's)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -26,51 +28,61 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", type=Path, default=Path(out), help=f"folder for results (default {out})")
 
 
+#: the protocol's default tasks: every small task, the held-out one and the non-stationary one
+SMALL_TASKS = ("digits-mlp", "cancer-logreg", "sparse-logreg", "shift-char-lstm", "diabetes-mlp")
+
+
 def register(sub) -> None:
+    from ..cli import lazy
+
+    p = sub.add_parser("tasks", help="list the training tasks (name, model, data, target)")
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_tasks"))
+
     p = sub.add_parser("train", help="train one task with one optimizer (progress bar, curves, diagnostics)")
     _common(p, "out/train")
     p.add_argument("--optimizer", default=None, metavar="NAME",
-                   help=f"one of: {', '.join(OPTIMIZER_CONFIGS)} (default: the task's tuned default)")
+                   help="optimizer name, case-insensitive (`optimlab optimizers` lists them; default: the task's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's tuned default)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the task's budget)")
-    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
+    p.add_argument("--schedule", default="constant", metavar="SPEC", help=SCHEDULE_HELP)
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help="steps between validations")
     p.add_argument("--diagnostics-every", type=int, default=10, metavar="N",
                    help="record per-layer diagnostics every N steps (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_train"))
 
     p = sub.add_parser("lr-find", help="Smith's learning-rate range test on a task; suggests an LR and plots")
     _common(p, "out/lr_find")
-    p.add_argument("--optimizer", default=None, metavar="NAME", help=f"one of: {', '.join(OPTIMIZER_CONFIGS)}")
-    p.add_argument("--start-lr", type=float, default=1e-6)
-    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--optimizer", default=None, metavar="NAME", help="optimizer name, case-insensitive (`optimlab optimizers` lists them)")
+    p.add_argument("--start-lr", type=float, default=1e-6, help="first learning rate of the ramp (default 1e-6)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
     p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
     p.add_argument("--rule", default="min/10",
                    help="suggestion rule: min/10 (default), valley (fastai's) or steepest (torch-lr-finder's)")
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds to run the test on; the suggestion is their median, with the range (default 3)")
-    p.set_defaults(func=cmd_lr_find)
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_lr_find"))
 
     p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
     _common(p, "out/bench")
-    p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZER_CONFIGS), metavar="NAME",
-                   help=f"names (space or comma separated) from: {', '.join(OPTIMIZER_CONFIGS)} (default: all)")
+    p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                   help="optimizer names, space or comma separated (default: the lab's main set; "
+                        "`optimlab optimizers` lists them)")
     p.add_argument("--lr-min", type=float, default=1e-4, help="smallest LR of the tuning grid (default 1e-4)")
     p.add_argument("--lr-max", type=float, default=10.0, help="largest LR of the tuning grid (default 10)")
     p.add_argument("--per-decade", type=int, default=2, help="grid points per decade of LR (default 2)")
     p.add_argument("--steps", type=int, default=None, help="step budget per run (default: the task's)")
     p.add_argument("--seeds", type=int, default=3, help="measured seeds per optimizer (default 3)")
-    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
-    p.set_defaults(func=cmd_bench)
+    p.add_argument("--schedule", default="constant", metavar="SPEC", help=SCHEDULE_HELP)
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_bench"))
 
-    from .protocol import MAIN_OPTIMIZERS, SMALL_TASKS
+    from .. import catalogue
     p = sub.add_parser("protocol", help="the benchmark protocol: Sobol-tuned studies, fresh-seed evaluation, "
                                         "time to target, performance profiles, report (out/bench/report.html)")
     p.add_argument("--tasks", nargs="+", default=list(SMALL_TASKS), metavar="NAME",
                    help=f"tasks (space or comma separated; default: {' '.join(SMALL_TASKS)})")
-    p.add_argument("--optimizers", nargs="+", default=list(MAIN_OPTIMIZERS), metavar="NAME",
-                   help=f"optimizers (default: {' '.join(MAIN_OPTIMIZERS)})")
+    p.add_argument("--optimizers", nargs="+", default=list(catalogue.main_names()), metavar="NAME",
+                   help=f"optimizers (default: the lab's main set, {' '.join(catalogue.main_names())})")
     p.add_argument("--trials", type=int, default=8, help="quasi-random trials per study (default 8)")
     p.add_argument("--studies", type=int, default=3, help="independent studies per pair (default 3)")
     p.add_argument("--eval-seeds", type=int, default=3, help="fresh seeds per study's best point (default 3)")
@@ -86,7 +98,10 @@ def register(sub) -> None:
                         "machines are alive)")
     p.add_argument("--label", default="", help="a label for the report's title (e.g. 'reduced run')")
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the report (default out/bench)")
-    p.set_defaults(func=cmd_protocol)
+    p.add_argument("--space", default="lr", choices=("lr", "full"),
+                   help="lr: search the learning rate of each catalogue entry's space, the rest at library "
+                        "defaults (default; the small-budget protocol); full: the entry's whole space")
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_protocol"))
 
 
 def _setup(args) -> None:
@@ -106,7 +121,7 @@ def _mode(args):
         return None
     if args.mode == "minibatch":
         return Mode("minibatch", args.batch_size if args.batch_size is not None
-                    else get_task(args.task).default_batch_size or 32)
+                    else _task(args.task).default_batch_size or 32)
     return Mode(args.mode, args.batch_size)
 
 
@@ -131,10 +146,15 @@ def _progress(console):
                     console=console, transient=False)
 
 
-def _check_name(kind: str, name: str, valid) -> None:
-    if name is not None and name not in valid:
-        from .._names import unknown_name_error
-        raise unknown_name_error(kind, name, valid)
+def _task(name: str):
+    from .tasks import get_task
+    return get_task(name)
+
+
+def _optimizer(name: str | None) -> str | None:
+    """The catalogue's name for ``name`` (case-insensitive; unknown: ValueError with the closest)."""
+    from .. import catalogue
+    return None if name is None else catalogue.get(name).name
 
 
 def cmd_train(args) -> int:
@@ -143,9 +163,9 @@ def cmd_train(args) -> int:
     from . import plots
     from .diagnostics import LayerDiagnostics
     from .loop import train
-    task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
-    _check_name("schedule", args.schedule, SCHEDULES)
+    task = _task(args.task)
+    args.optimizer = _optimizer(args.optimizer)
+    schedules.parse(args.schedule)
     mode = _mode(args)
     _setup(args)
     diag = LayerDiagnostics(args.diagnostics_every)
@@ -214,8 +234,8 @@ def cmd_lr_find(args) -> int:
     from . import plots
     from .._atomic import atomic_write_all
     from .lr_finder import RULES, find_lr_band
-    task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    task = _task(args.task)
+    args.optimizer = _optimizer(args.optimizer)
     if args.rule not in RULES:
         raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
     if not 1 <= args.seeds <= 100:
@@ -252,11 +272,11 @@ def cmd_bench(args) -> int:
     from rich.table import Table
 
     from .bench import lr_grid, run_bench, write_results
-    task = get_task(args.task)
-    names = [n for item in args.optimizers for n in item.split(",") if n]
-    for n in names:
-        _check_name("optimizer", n, OPTIMIZER_CONFIGS)
-    _check_name("schedule", args.schedule, SCHEDULES)
+    task = _task(args.task)
+    from .. import catalogue
+    given = args.optimizers or list(catalogue.main_names())
+    names = [_optimizer(n) for item in given for n in item.split(",") if n]
+    schedules.parse(args.schedule)
     grid = lr_grid(args.lr_min, args.lr_max, args.per_decade)
     mode = _mode(args)
     if args.steps is not None and args.steps < 1:
@@ -295,7 +315,7 @@ def cmd_protocol(args) -> int:
     split = [n for item in args.tasks for n in item.split(",") if n], [n for item in args.optimizers
                                                                        for n in item.split(",") if n]
     protocol = Protocol(tuple(split[0]), tuple(split[1]), args.trials, args.studies, args.eval_seeds,
-                        args.default_seeds, args.steps, args.eval_every)
+                        args.default_seeds, args.steps, args.eval_every, space=args.space)
     args.out.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{(args.out / 'protocol.db').resolve()}"
     console = _console()
@@ -317,4 +337,19 @@ def cmd_protocol(args) -> int:
     print(f"spent {result['budget']['runs']} runs, {result['budget']['cpu_seconds']:.0f} CPU-s, "
           f"{result['wall_seconds']:.0f} s wall")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from rich.table import Table
+
+    from .tasks import TASKS
+
+    table = Table(title="training tasks (optimlab train --task NAME)")
+    for header in ("name", "what it is", "target", "default optimizer", "default lr"):
+        table.add_column(header)
+    for task in TASKS.values():
+        table.add_row(task.name, task.description, f"{task.metric_name} {'>=' if task.higher_is_better else '<='} {task.target}",
+                      task.default_optimizer, f"{task.default_lr:g}")
+    _stdout().print(table)
     return 0

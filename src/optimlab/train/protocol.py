@@ -66,17 +66,18 @@ class Protocol:
     eval_every: int | None = None   # None: each task's own
     tau_max: float = 4.0
     target_quantile: float = 0.25
+    space: str = "lr"               # see optimlab.train.space.search_space
 
     def __post_init__(self) -> None:
-        from .loop import OPTIMIZER_CONFIGS
-        from .._names import unknown_name_error
+        from .. import catalogue
+        from .space import SPACES
         if not self.tasks or not self.optimizers:
             raise ValueError("tasks and optimizers must each name at least one")
-        for name in self.tasks:
-            get_task(name)
-        for name in self.optimizers:
-            if name not in OPTIMIZER_CONFIGS:
-                raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
+        # canonical names (case and aliases resolved), so every study is named one way
+        object.__setattr__(self, "tasks", tuple(get_task(name).name for name in self.tasks))
+        object.__setattr__(self, "optimizers", tuple(catalogue.get(name).name for name in self.optimizers))
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}")
         for name in ("tasks", "optimizers"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
@@ -120,14 +121,15 @@ def default_seed(k: int) -> int:
     return 2000 + k
 
 
-def sobol_points(space: dict, n: int, seed: int) -> list[dict[str, float]]:
+def sobol_points(space: dict, n: int, seed: int) -> list[dict[str, Any]]:
     """The first ``n`` points of a scrambled Sobol sequence (seed ``seed``) mapped into ``space``."""
     from scipy.stats import qmc
+
+    from .space import point
     with warnings.catch_warnings():  # n need not be a power of two (the balance warning)
         warnings.simplefilter("ignore", UserWarning)
         unit = qmc.Sobol(d=len(space), scramble=True, seed=seed).random(n)
-    names = sorted(space)
-    return [{name: float(f"{space[name].at(float(u[i])):.6g}") for i, name in enumerate(names)} for u in unit]
+    return [point(space, [float(x) for x in u]) for u in unit]
 
 
 def study_names(protocol: Protocol, phase: str) -> list[str]:
@@ -199,15 +201,16 @@ def prepare_tuning(protocol: Protocol, url: str) -> None:
     with _enqueue_lock(url):
         for task in protocol.tasks:
             for opt in protocol.optimizers:
-                space = search_space(opt)
+                space = search_space(opt, protocol.space)
                 for s in range(protocol.studies):
                     points = sobol_points(space, protocol.trials, tuning_seed(s))
                     _enqueue_all(_load(storage, f"tune/{task}/{opt}/{s}", create=True),
                                  [(p, {"task": task, "optimizer": opt, "seed": tuning_seed(s), "study": s,
-                                       "index": i}) for i, p in enumerate(points)])
+                                       "index": i, "space": protocol.space}) for i, p in enumerate(points)])
                 _enqueue_all(_load(storage, f"default/{task}/{opt}", create=True),
                              [(default_hparams(opt), {"task": task, "optimizer": opt, "seed": default_seed(k),
-                                                      "index": k}) for k in range(protocol.default_seeds)])
+                                                      "index": k, "space": "lr"})
+                              for k in range(protocol.default_seeds)])
 
 
 def best_trial(trials: list) -> Any:
@@ -228,7 +231,8 @@ def prepare_eval(protocol: Protocol, url: str) -> None:
                 for s in range(protocol.studies):
                     best = best_trial(_load(storage, f"tune/{task}/{opt}/{s}").trials)
                     items += [(dict(best.params), {"task": task, "optimizer": opt, "study": s,
-                                                   "seed": eval_seed(protocol, s, k), "index": k})
+                                                   "seed": eval_seed(protocol, s, k), "index": k,
+                                                   "space": protocol.space})
                               for k in range(protocol.eval_seeds)]
                 _enqueue_all(_load(storage, f"eval/{task}/{opt}", create=True), items)
 
@@ -257,10 +261,10 @@ def recover(url: str, names: list[str]) -> int:
 def run_trial(study, trial, protocol: Protocol) -> float:
     """Train the unit of work that ``trial`` holds; store its curve; return the value (minimised)."""
     from .loop import train
-    from .space import build, search_space
+    from .space import build, suggest
     attrs = trial.user_attrs
     task, opt = get_task(attrs["task"]), attrs["optimizer"]
-    hp = {arg: trial.suggest_float(arg, r.low, r.high, log=r.log) for arg, r in search_space(opt).items()}
+    hp = suggest(trial, opt, attrs.get("space", "lr"))
     cpu = time.process_time()
     r = train(task, opt, steps=protocol.steps, eval_every=protocol.eval_every, seed=int(attrs["seed"]),
               optimizer_factory=lambda params: build(opt, params, hp))
@@ -447,11 +451,13 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     starts, ends = [], []
     for task in protocol.tasks:
         for opt in protocol.optimizers:
-            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": []})
+            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {}})
             names = [("tune", n) for n in study_names(protocol, "tune") if n.startswith(f"tune/{task}/{opt}/")]
             names += [("eval", f"eval/{task}/{opt}"), ("default", f"default/{task}/{opt}")]
             for phase, name in names:
                 for t in _load(storage, name).get_trials(deepcopy=False):
+                    if t.state == optuna.trial.TrialState.COMPLETE and phase == "tune":
+                        entry["space"] = {k: _describe(d) for k, d in t.distributions.items()}
                     if t.state == optuna.trial.TrialState.COMPLETE:
                         starts.append(t.datetime_start)
                         ends.append(t.datetime_complete)
@@ -461,6 +467,14 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     # only re-renders the report does not change it)
     raw["__span__"] = (max(ends) - min(starts)).total_seconds() if starts else 0.0
     return raw
+
+
+def _describe(distribution) -> str:
+    """A searched distribution as text, as it was stored with the trials (``lr: 0.0001..10, log``)."""
+    low, high = getattr(distribution, "low", None), getattr(distribution, "high", None)
+    if low is None:
+        return "one of " + ", ".join(map(str, getattr(distribution, "choices", ())))
+    return f"{low:g}..{high:g}" + (", log" if getattr(distribution, "log", False) else "")
 
 
 def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
@@ -505,6 +519,7 @@ def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
                            for e in rows[opt]["tune"]],
                 "cpu_seconds": sum(e.get("cpu_seconds", 0.0) for ph in ("tune", "eval", "default") for e in rows[opt][ph]),
                 "runs": sum(len(rows[opt][ph]) for ph in ("tune", "eval", "default")),
+                "space": rows[opt].get("space", {}),
             }
             out["times"]["seconds"].setdefault(task_name, {})[opt] = per_opt[opt]["seconds"]
             out["times"]["steps"].setdefault(task_name, {})[opt] = per_opt[opt]["steps"]
@@ -635,6 +650,3 @@ def jsonable(x):
 def dumps(result: dict) -> str:
     return json.dumps(jsonable(result), indent=1)
 
-
-SMALL_TASKS = ("digits-mlp", "cancer-logreg", "sparse-logreg", "shift-char-lstm", "diabetes-mlp")
-MAIN_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam")

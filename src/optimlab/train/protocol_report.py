@@ -48,9 +48,12 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
                    f"{result['budget']['cpu_seconds']:.0f} CPU-seconds of training processes, "
                    f"{result['budget'].get('span_seconds', math.nan):.0f} s wall clock from the first trial's start to "
                    f"the last one's end; {result.get('recovered', 0)} interrupted trial(s) re-run after a restart."))
+    spaces = sorted({"; ".join(f"{k} {v}" for k, v in p["space"].items())
+                     for t in tasks.values() for p in t["optimizers"].values()})
     b.append(("p", "Protocol (see `optimlab.train.protocol`): per (task, optimizer) "
                    f"{proto['studies']} studies of {proto['trials']} scrambled-Sobol points of the declared space "
-                   "(learning rate, log-uniform 1e-4..10; other hyperparameters at library defaults), each trained "
+                   f"(searched, as stored with the trials: {' | '.join(spaces)}; other hyperparameters at library "
+                   "defaults), each trained "
                    "once on the study's seed and scored by final validation metric; each study's best point "
                    f"re-trained on {proto['eval_seeds']} fresh seeds. Target per task: the "
                    f"{proto['target_quantile']:.0%}-worst final metric of the best tuned optimizer (the baseline). "

@@ -1,74 +1,65 @@
-"""The declared search space and the default hyperparameters of each training optimizer.
+"""The benchmark protocol's search spaces and default hyperparameters, read from the catalogue.
 
-:func:`search_space` is the ONE place the benchmark protocol reads a search space from. The
-catalogue (issue 10) will carry each entry's space as ``Entry.tune``; when it lands, the body of
-:func:`search_space` becomes ``return catalogue.get(name).tune`` and :func:`build` becomes
-``catalogue.get(name).make(params, **hp)``.
+:func:`search_space` is the one place the protocol reads a space from: the catalogue entry's
+``tune`` field (:mod:`optimlab.catalogue`), either whole (``"full"``) or restricted to the learning
+rate (``"lr"``, the protocol's default). Tuning the learning rate alone, the other hyperparameters
+at their library defaults, is the fair protocol at a budget of a few trials per study (Schmidt et
+al. 2021, "Descending through a Crowded Valley", tune only the learning rate at their small budget):
+a 4-dimensional space with 4 trials is not searched, it is sampled.
 
-The space is the learning rate alone, log-uniform over five decades, for every optimizer: with a
-budget of a few trials per study, tuning one dimension for everyone is the fair small-budget
-protocol (Schmidt et al. 2021, "Descending through a Crowded Valley", tune the learning rate only
-at their "small" budget); the other hyperparameters stay at their library defaults.
+Points are in Optuna's parameter form (``catalogue.tune_names``: ``lr``, ``momentum``,
+``one_minus_beta1``, ...), so an enqueued point is drawn back through ``catalogue.suggest``.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
-import torch
+from .. import catalogue
 
-from .._names import unknown_name_error
-from .loop import OPTIMIZER_CONFIGS
-
-
-@dataclass(frozen=True)
-class Range:
-    """A continuous hyperparameter range, sampled uniformly in ``log`` space when ``log``."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ValueError(f"a range needs finite low < high, got [{self.low!r}, {self.high!r}]")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low!r}")
-
-    def at(self, u: float) -> float:
-        """The value at quantile ``u`` in [0, 1) of the range (a unit-cube point mapped into it)."""
-        if self.log:
-            return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        return self.low + u * (self.high - self.low)
+SPACES = ("lr", "full")
 
 
-LR_RANGE = Range(1e-4, 10.0, log=True)
+def search_space(name: str, space: str = "lr") -> dict[str, Any]:
+    """The search space of optimizer ``name``: ``{rule argument: catalogue.Range | catalogue.Choice}``."""
+    tune = catalogue.get(name).tune
+    if space == "lr":
+        return {"lr": tune["lr"]}
+    if space == "full":
+        return dict(tune)
+    raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
 
 
-def _check(name: str) -> None:
-    if name not in OPTIMIZER_CONFIGS:
-        raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
-
-
-def search_space(name: str) -> dict[str, Range]:
-    """The declared search space of optimizer ``name``: ``{constructor argument: Range}``."""
-    _check(name)
-    return {"lr": LR_RANGE}
+def point(space: dict[str, Any], unit) -> dict[str, Any]:
+    """A unit-cube point (one coordinate per argument, sorted by name) mapped into ``space``, in
+    Optuna's parameter form (``one_minus_NAME`` for a complement range)."""
+    out: dict[str, Any] = {}
+    for u, name in zip(unit, sorted(space)):
+        r = space[name]
+        if isinstance(r, catalogue.Choice):
+            out[name] = r.options[min(int(u * len(r.options)), len(r.options) - 1)]
+            continue
+        if r.log:
+            x = math.exp(math.log(r.low) + u * (math.log(r.high) - math.log(r.low)))
+        else:
+            x = r.low + u * (r.high - r.low)
+        out[("one_minus_" if r.complement else "") + name] = float(f"{x:.6g}")
+    return out
 
 
 def default_hparams(name: str) -> dict[str, Any]:
-    """The library defaults of the searched arguments (the drop-in class's signature defaults)."""
-    _check(name)
-    cls, fixed = OPTIMIZER_CONFIGS[name]
-    signature = inspect.signature(cls.__init__).parameters
-    return {arg: fixed.get(arg, signature[arg].default) for arg in search_space(name)}
+    """The library default learning rate of the entry's class (its signature's default)."""
+    return {"lr": catalogue.signature_defaults(catalogue.get(name).spec)["lr"]}
 
 
-def build(name: str, params, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    """Optimizer ``name`` (its fixed variant options) with hyperparameters ``hp``."""
-    _check(name)
-    cls, fixed = OPTIMIZER_CONFIGS[name]
-    return cls(params, **{**fixed, **hp})
+def suggest(trial: Any, name: str, space: str = "lr") -> dict[str, Any]:
+    """The constructor keyword arguments of ``name`` drawn from ``trial`` over the (restricted) space."""
+    entry = catalogue.get(name)
+    return catalogue.suggest(trial, dataclasses.replace(entry, tune=search_space(name, space)))
+
+
+def build(name: str, params, kwargs: dict[str, Any]):
+    """Optimizer ``name`` over ``params`` with the constructor keyword arguments ``kwargs``."""
+    return catalogue.get(name).cls(params, **kwargs)
