@@ -15,7 +15,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from optimlab.train import protocol as P  # noqa: E402
-from optimlab.train.space import LR_RANGE, default_hparams, search_space  # noqa: E402
+from optimlab import catalogue  # noqa: E402
+from optimlab.train import space as S  # noqa: E402
+from optimlab.train.space import default_hparams, search_space  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INF = math.inf
@@ -111,15 +113,29 @@ def test_analyse_hand_built_results():
 
 
 def test_space_defaults_and_bad_input():
-    assert search_space("adam") == {"lr": LR_RANGE}
+    lr = catalogue.get("adam").tune["lr"]
+    assert search_space("adam") == {"lr": lr} and search_space("Adam", "full") == dict(catalogue.get("adam").tune)
     assert default_hparams("adam") == {"lr": 1e-3} and default_hparams("nadam") == {"lr": 2e-3}
     points = P.sobol_points(search_space("sgd"), 8, seed=3)
     lrs = sorted(p["lr"] for p in points)
-    assert len(set(lrs)) == 8 and LR_RANGE.low <= lrs[0] and lrs[-1] <= LR_RANGE.high
+    assert len(set(lrs)) == 8 and lr.low <= lrs[0] and lrs[-1] <= lr.high
     # a scrambled Sobol sequence puts one point in each eighth of the log range
-    bins = sorted(int(8 * math.log(lr / 1e-4) / math.log(1e5)) for lr in lrs)
+    bins = sorted(int(8 * math.log(x / lr.low) / math.log(lr.high / lr.low)) for x in lrs)
     assert bins == list(range(8))
     assert P.sobol_points(search_space("sgd"), 8, seed=3) == points
+    # the full space: an enqueued point comes back through the catalogue's suggest as constructor arguments
+    full = search_space("adam", "full")
+    pt = P.sobol_points(full, 1, seed=0)[0]
+    assert set(pt) == {"lr", "one_minus_beta1", "one_minus_beta2"}
+    study = optuna.create_study()
+    study.enqueue_trial(pt)
+    kwargs = S.suggest(study.ask(), "adam", "full")
+    assert kwargs["lr"] == pt["lr"] and kwargs["betas"] == (1 - pt["one_minus_beta1"], 1 - pt["one_minus_beta2"])
+    import torch
+    S.build("adam", [torch.zeros(2, requires_grad=True)], kwargs)
+    assert S.point({"c": catalogue.Choice((False, True))}, [0.99]) == {"c": True}
+    with pytest.raises(ValueError, match="space must be"):
+        search_space("adam", "wide")
     with pytest.raises(ValueError, match="optimizer"):
         P.Protocol(("digits-mlp",), ("adamz",))
     with pytest.raises(ValueError, match="task"):
