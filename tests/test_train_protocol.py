@@ -188,7 +188,8 @@ def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_p
         proc.wait(timeout=60)
     assert killed_running, "the worker finished or failed before it could be killed: " + proc.stderr.read().decode()[-2000:]
 
-    assert cli.main(["protocol", *MINI, "--out", str(tmp_path), "--storage", url]) == 0
+    assert cli.main(["protocol", *MINI, "--out", str(tmp_path), "--storage", url,
+                     "--docs", str(tmp_path / "docs" / "mini.md")]) == 0
     # every study's completed points are exactly its Sobol points: none lost, none run twice
     by_study = {}
     for name, t in _tune_trials(url):
@@ -209,12 +210,14 @@ def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_p
 
     import json
     result = json.loads((tmp_path / "results.json").read_text())
-    assert result["recovered"] == 1 and result["budget"]["runs"] == 2 * 2 * (2 * 3 + 2 * 2 + 1)
+    assert result["recovered"] == result["budget"]["retried"] == 1 and result["budget"]["runs"] == 2 * 2 * (2 * 3 + 2 * 2 + 1)
     # the report's profile is the profile of its own per-task times (misses as failures)
     times = {t: {o: (INF if v == "inf" else v) for o, v in row.items()} for t, row in result["times"]["seconds"].items()}
     assert result["score_seconds"] == pytest.approx(P.profile_score(times, 4.0))
-    for name in ("report.md", "report.html", "profile.png", "sensitivity_diabetes-mlp.png"):
+    for name in ("report.md", "report.html", "profile.png", "sensitivity_diabetes-mlp.png", "docs/mini.md",
+                 "docs/mini/profile.png", "docs/mini/sensitivity_sparse-logreg.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert "](mini/profile.png)" in (tmp_path / "docs" / "mini.md").read_text()
     md = (tmp_path / "report.md").read_text()
     assert "held out" in md and "Adam is a good default" in md and "torch 2." in md
 
@@ -237,3 +240,20 @@ def test_tune_drives_a_training_task(tmp_path, capsys):
     assert trials[0]["value"] == pytest.approx(again.final_metric, rel=1e-6)
     with pytest.raises(ValueError, match="task"):
         tune.load_task("train:no-such-task")
+
+
+def test_held_out_and_non_stationary_tasks_are_declared_and_shift_half_way():
+    import torch
+
+    from optimlab.train import get_task
+    assert get_task("diabetes-mlp").held_out and not get_task("digits-mlp").held_out
+    task = get_task("shift-char-lstm")
+    first, late_first, second = task.train_tensors(0, 100), task.train_tensors(49, 100), task.train_tensors(50, 100)
+    assert first[0] is late_first[0] and first[0].shape == second[0].shape
+    assert not torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
+    # the validation text is the second half's (source code); 10% of the INPUT characters are noise
+    val = task.data()
+    for x, y in ((first[0], first[1]), (val.x_val, val.y_val)):
+        flipped = (x[:, 1:] != y[:, :-1]).float().mean().item()
+        assert 0.07 < flipped < 0.13
+    assert torch.equal(val.x_val, task.shift().x_val)

@@ -97,6 +97,9 @@ def register(sub) -> None:
                    help="do not re-run trials left RUNNING by a killed worker (use while workers on other "
                         "machines are alive)")
     p.add_argument("--label", default="", help="a label for the report's title (e.g. 'reduced run')")
+    p.add_argument("--docs", type=Path, default=None, metavar="PATH",
+                   help="also write the Markdown report to PATH (e.g. docs/benchmark.md), its figures in "
+                        "a folder named after it (docs/benchmark/)")
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the report (default out/bench)")
     p.add_argument("--space", default="lr", choices=("lr", "full"),
                    help="lr: search the learning rate of each catalogue entry's space, the rest at library "
@@ -311,7 +314,7 @@ def cmd_protocol(args) -> int:
     import sys
 
     from .protocol import Protocol, run_protocol
-    from .protocol_report import write_report
+    from .protocol_report import write_docs_copy, write_report
     split = [n for item in args.tasks for n in item.split(",") if n], [n for item in args.optimizers
                                                                        for n in item.split(",") if n]
     protocol = Protocol(tuple(split[0]), tuple(split[1]), args.trials, args.studies, args.eval_seeds,
@@ -328,8 +331,10 @@ def cmd_protocol(args) -> int:
             console.print(f"{done['n']} runs done (last: {study} #{trial.number})")
     result = run_protocol(protocol, url, args.workers, recover_stale=not args.no_recover, on_trial=on_trial)
     command = "optimlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "optimlab protocol"
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = result["budget"].get("started") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     paths = write_report(result, args.out, command, date, args.label)
+    if args.docs is not None:
+        paths += write_docs_copy(result, args.docs, command, date, args.label)
     for name, score in sorted(result["score_seconds"].items(), key=lambda kv: -kv[1]):
         print(f"{name:10s} score (seconds) {score:.3f}  (steps) {result['score_steps'][name]:.3f}")
     for v in result["verdicts"]:

@@ -466,6 +466,7 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     # the span of the work itself, from the first trial's start to the last one's end (a re-run that
     # only re-renders the report does not change it)
     raw["__span__"] = (max(ends) - min(starts)).total_seconds() if starts else 0.0
+    raw["__started__"] = min(starts).strftime("%Y-%m-%d %H:%M UTC") if starts else None
     return raw
 
 
@@ -535,6 +536,9 @@ def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
     out["budget"] = {"runs": sum(p["runs"] for t in out["tasks"].values() for p in t["optimizers"].values()),
                      "cpu_seconds": sum(p["cpu_seconds"] for t in out["tasks"].values() for p in t["optimizers"].values())}
     out["budget"]["span_seconds"] = raw.get("__span__", math.nan)
+    out["budget"]["started"] = raw.get("__started__")
+    out["budget"]["retried"] = sum("retry_of" in e for t in protocol.tasks for o in protocol.optimizers
+                                   for ph in ("tune", "eval", "default") for e in raw[t][o][ph])
     out["verdicts"] = verdicts(protocol, out)
     return out
 

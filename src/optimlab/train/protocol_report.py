@@ -47,7 +47,7 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
     b.append(("p", f"Budget: {_budget_text(proto)}. Spent: {result['budget']['runs']} training runs, "
                    f"{result['budget']['cpu_seconds']:.0f} CPU-seconds of training processes, "
                    f"{result['budget'].get('span_seconds', math.nan):.0f} s wall clock from the first trial's start to "
-                   f"the last one's end; {result.get('recovered', 0)} interrupted trial(s) re-run after a restart."))
+                   f"the last one's end; {result['budget'].get('retried', 0)} interrupted trial(s) re-run after a restart."))
     spaces = sorted({"; ".join(f"{k} {v}" for k, v in p["space"].items())
                      for t in tasks.values() for p in t["optimizers"].values()})
     b.append(("p", "Protocol (see `optimlab.train.protocol`): per (task, optimizer) "
@@ -217,5 +217,20 @@ def write_report(result: dict, out, command: str, date: str, label: str = "") ->
              (out / "profile.png", lambda tmp: plot_profile(result, tmp))]
     for name in result["tasks"]:
         items.append((out / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))
+    atomic_write_all(items)
+    return [p for p, _ in items]
+
+
+def write_docs_copy(result: dict, md_path, command: str, date: str, label: str = "") -> list[Path]:
+    """The Markdown report at ``md_path`` with its figures in the folder ``md_path`` without suffix
+    (``docs/benchmark.md`` -> ``docs/benchmark/profile.png``), for committing into the docs."""
+    from .._atomic import atomic_write_all
+    md_path = Path(md_path)
+    folder = md_path.with_suffix("")
+    md = to_markdown(blocks(result, command, date, label), image_prefix=f"{folder.name}/")
+    items = [(md_path, lambda tmp: Path(tmp).write_text(md)),
+             (folder / "profile.png", lambda tmp: plot_profile(result, tmp))]
+    for name in result["tasks"]:
+        items.append((folder / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))
     atomic_write_all(items)
     return [p for p, _ in items]
