@@ -257,3 +257,21 @@ def test_held_out_and_non_stationary_tasks_are_declared_and_shift_half_way():
         flipped = (x[:, 1:] != y[:, :-1]).float().mean().item()
         assert 0.07 < flipped < 0.13
     assert torch.equal(val.x_val, task.shift().x_val)
+
+
+def test_a_unit_enqueued_twice_runs_once(tmp_path):
+    """Two machines preparing the same study at once enqueue its points twice; each runs once."""
+    url = f"sqlite:///{tmp_path / 'dup.db'}"
+    proto = P.Protocol(("diabetes-mlp",), ("sgd",), trials=2, studies=1, steps=3, eval_every=3)
+    storage = P._storage(url)
+    study = P._load(storage, "tune/diabetes-mlp/sgd/0", create=True)
+    points = P.sobol_points(search_space("sgd"), 2, 0)
+    for _ in range(2):  # what a racing second machine does
+        for i, p in enumerate(points):
+            study.enqueue_trial(p, user_attrs={"task": "diabetes-mlp", "optimizer": "sgd", "seed": 0, "study": 0,
+                                               "index": i, "space": "lr"})
+    assert P.work(url, ["tune/diabetes-mlp/sgd/0"], proto) == 2
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["lr"] for t in done) == sorted(p["lr"] for p in points)

@@ -329,7 +329,8 @@ def cmd_protocol(args) -> int:
         done["n"] += 1
         if done["n"] % 10 == 0:
             console.print(f"{done['n']} runs done (last: {study} #{trial.number})")
-    result = run_protocol(protocol, url, args.workers, recover_stale=not args.no_recover, on_trial=on_trial)
+    result = run_protocol(protocol, url, args.workers, recover_stale=not args.no_recover, on_trial=on_trial,
+                          log=console.print)
     command = "optimlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "optimlab protocol"
     date = result["budget"].get("started") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     paths = write_report(result, args.out, command, date, args.label)

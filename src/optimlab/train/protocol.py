@@ -293,6 +293,9 @@ def work(url: str, names: list[str], protocol: Protocol, worker: int = 0,
         study = _load(storage, name)
         while (tid := study._pop_waiting_trial_id()) is not None:
             trial = optuna.Trial(study, tid)
+            if _duplicate(study, trial):  # the same unit enqueued twice (two machines preparing at once)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
             try:
                 run_trial(study, trial, protocol)
             except BaseException:
@@ -302,6 +305,35 @@ def work(url: str, names: list[str], protocol: Protocol, worker: int = 0,
             if on_trial is not None:
                 on_trial(name, trial)
     return ran
+
+
+def _unit(attrs: dict) -> tuple:
+    """What a trial computes: its study index, its index in the study and its seed."""
+    return attrs.get("study"), attrs.get("index"), attrs.get("seed")
+
+
+def _duplicate(study, trial) -> bool:
+    """Whether an earlier trial (lower number) of ``study`` computes, or computed, the same unit."""
+    mine = trial.user_attrs
+    for other in study.get_trials(deepcopy=False, states=None):
+        if (other.number < trial.number and other.state.name in ("COMPLETE", "RUNNING")
+                and _unit(other.user_attrs) == _unit(mine)):
+            return True
+    return False
+
+
+def wait_until_idle(url: str, names: list[str], poll: float = 10.0, log: Callable[[str], None] | None = None) -> None:
+    """Block until no trial of ``names`` is WAITING or RUNNING (workers on other machines finishing)."""
+    optuna = _optuna()
+    storage = _storage(url)
+    busy = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    while True:
+        left = sum(len(_load(storage, n).get_trials(deepcopy=False, states=busy)) for n in names)
+        if not left:
+            return
+        if log is not None:
+            log(f"waiting for {left} trial(s) running elsewhere")
+        time.sleep(poll)
 
 
 def _worker_main(url: str, names: list[str], protocol_dict: dict, worker: int) -> None:
@@ -448,7 +480,7 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     optuna = _optuna()
     storage = _storage(url)
     raw: dict[str, Any] = {}
-    starts, ends = [], []
+    starts, ends, seen = [], [], set()
     for task in protocol.tasks:
         for opt in protocol.optimizers:
             entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {}})
@@ -458,7 +490,10 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
                 for t in _load(storage, name).get_trials(deepcopy=False):
                     if t.state == optuna.trial.TrialState.COMPLETE and phase == "tune":
                         entry["space"] = {k: _describe(d) for k, d in t.distributions.items()}
+                    if t.state == optuna.trial.TrialState.COMPLETE and (name, _unit(t.user_attrs)) in seen:
+                        continue  # a duplicate unit (defensive: workers skip them)
                     if t.state == optuna.trial.TrialState.COMPLETE:
+                        seen.add((name, _unit(t.user_attrs)))
                         starts.append(t.datetime_start)
                         ends.append(t.datetime_complete)
                         entry[phase].append({"number": t.number, "params": dict(t.params), "value": t.value,
@@ -617,8 +652,14 @@ def environment() -> dict[str, Any]:
 
 
 def run_protocol(protocol: Protocol, url: str, workers: int = 1, recover_stale: bool = True,
-                 on_trial: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
-    """Tune, evaluate and analyse; resumable (a finished trial is never run again)."""
+                 on_trial: Callable[[str, Any], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Tune, evaluate and analyse; resumable (a finished trial is never run again).
+
+    Many machines may run this at once on one server database: each prepares the studies (a unit
+    enqueued twice is run once, see :func:`_duplicate`), works through the waiting trials, waits
+    for the other machines' running trials before the evaluation is prepared, and writes the same
+    report. Pass ``recover_stale=False`` there (a RUNNING trial may be alive on another machine)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
         raise ValueError(f"workers must be an integer in [1, 256], got {workers!r}")
     start = time.time()
@@ -626,12 +667,18 @@ def run_protocol(protocol: Protocol, url: str, workers: int = 1, recover_stale: 
     prepare_tuning(protocol, url)
     first = study_names(protocol, "tune") + study_names(protocol, "default")
     recovered = recover(url, first) if recover_stale else 0
+    if log is not None:
+        log(f"studies ready ({recovered} interrupted trial(s) enqueued again); tuning")
     run_workers(url, first, protocol, workers, on_trial)
+    wait_until_idle(url, first, log=log)
     prepare_eval(protocol, url)
     second = study_names(protocol, "eval")
     if recover_stale:
         recovered += recover(url, second)
+    if log is not None:
+        log("evaluation runs ready; evaluating")
     run_workers(url, second, protocol, workers, on_trial)
+    wait_until_idle(url, second, log=log)
     result = analyse(protocol, collect(protocol, url))
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result.update({"protocol": _protocol_dict(protocol), "environment": env, "workers": workers,
