@@ -145,6 +145,13 @@ def to_html(blocks_: list[tuple]) -> str:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+def _style(i: int, name: str) -> dict:
+    """The catalogue's one colour of optimizer ``name``, and a line style of its own."""
+    from .. import catalogue
+    from . import plots
+    return {"color": catalogue.get(name).colour, "linestyle": plots.STYLES[i % len(plots.STYLES)]}
+
+
 def plot_profile(result: dict, path) -> None:
     from . import plots
     plt = plots._plt()
@@ -153,7 +160,7 @@ def plot_profile(result: dict, path) -> None:
     for ax, kind in zip(axes, ("seconds", "steps")):
         for i, o in enumerate(opts):
             ax.step(result["taus"], result[f"profile_{kind}"][o], where="post", linewidth=1.6,
-                    label=f"{o} ({result[f'score_{kind}'][o]:.2f})", **plots._style(i))
+                    label=f"{o} ({result[f'score_{kind}'][o]:.2f})", **_style(i, o))
         ax.set_xlabel(f"tau (time within tau x the fastest, in {kind})")
         ax.set_title(f"performance profile: {kind} to target")
         ax.set_ylim(-0.03, 1.03)
@@ -172,7 +179,7 @@ def plot_sensitivity(result: dict, task_name: str, path) -> None:
     t = result["tasks"][task_name]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for i, (o, p) in enumerate(t["optimizers"].items()):
-        style = plots._style(i)
+        style = _style(i, o)
         lr = np.array([r["lr"] for r in p["tuning"]], dtype=np.float64)
         final = np.array([np.nan if r["final"] is None else r["final"] for r in p["tuning"]], dtype=np.float64)
         ax.scatter(lr, final, s=10, color=style["color"], alpha=0.5)
