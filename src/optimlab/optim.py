@@ -10,6 +10,7 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 from __future__ import annotations
 
 import inspect
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import torch
@@ -22,6 +23,7 @@ from .algorithms import lbfgs, schedule_free
 from .algorithms._base import Rule
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+_grad_is_sparse = attrgetter("grad.is_sparse")
 _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")  # where torch.optim accepts fused=True
 
 
@@ -100,8 +102,10 @@ class Optimizer(torch.optim.Optimizer):
             self.rule.validate(group)
             faults.validate(group)
             params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                self._check_grad(group, p)
+            if (self.rule.sparse_only or any(map(_grad_is_sparse, params))
+                    or (not self.rule.complex_ok and any(map(Tensor.is_complex, params)))):
+                for p in params:  # (a loop over thousands of tensors only when one may be refused)
+                    self._check_grad(group, p)
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
