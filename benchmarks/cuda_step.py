@@ -11,7 +11,8 @@ What it prints, each section on its own so that one failing cell does not hide t
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
 5. block-size sweep on Adam, layout a (the table uses the best);
-6. the speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
+6. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
+   kernels alone, no host work). The speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
    tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
    CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
    sample, median of the samples), the ratio torch / optimlab, the GB/s each step must move and
@@ -315,12 +316,62 @@ def dry_run() -> None:
     print("DRY RUN on CPU tensors through Triton's interpreter: the numbers mean nothing")
 
 
+def graph_table(samples: int, triad: Triad, budget: float) -> None:
+    """Both steps captured in a CUDA graph (``capturable=True``; SGD needs no flag, it keeps no
+    counter): the replay has no host work, so this times the kernels alone."""
+    capturable = {"sgd_momentum": False, "rmsprop": True, "adam": True, "adamw": True, "nadam": True}
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
+          f"{'GB/s':>6} {'%triad':>6}")
+    for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
+        if name not in capturable:
+            continue
+        path = TORCH_FASTEST[name]
+        flag = {"capturable": True} if capturable[name] else {}
+        for lk in ("a", "b"):
+            label, make = LAYOUTS[lk]
+            if elapsed() > budget:
+                print(f"{name:<13} {label:<21} skipped: the run's time budget ({budget:.0f} s) is spent", flush=True)
+                continue
+            try:
+                shapes = make()
+                n = sum(torch.Size(s).numel() for s in shapes)
+                op, oopt = make_side(shapes, ocls, {**kw, **flag})
+                tp, topt = make_side(shapes, tcls, {**kw, path: True, **flag})
+                graphs = []
+                for opt in (topt, oopt):
+                    stream = torch.cuda.Stream()
+                    stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(stream):
+                        for _ in range(3):
+                            opt.step()
+                    torch.cuda.current_stream().wait_stream(stream)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        opt.step()
+                    graphs.append(graph)
+                times: list[list[float]] = [[], []]  # torch, optimlab
+                for i in range(samples):
+                    for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        times[k].append(cuda_time(graphs[k].replay, 5))
+                tt, ot = times
+                tm, om = statistics.median(tt), statistics.median(ot)
+                bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+                gbs = bytes_per * n / om / 1e9
+                print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                      f"{gbs:6.0f} {100 * gbs / bw:5.0f}%" + (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED")
+                                                              + ")" if lk == "a" else ""), flush=True)
+                del op, oopt, tp, topt, graphs
+                torch.cuda.empty_cache()
+            except Exception:
+                print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer timing samples")
     ap.add_argument("--layouts", default="a,b,c")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep")
+    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -357,6 +408,9 @@ def main() -> None:
         sweep(samples)
     section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
     speed_table(samples, triad, args.layouts.split(","), args.budget)
+    if "graphs" not in skip and DEVICE == "cuda":
+        section("captured steps: both sides in a CUDA graph, replays timed (kernels alone, no host work)")
+        graph_table(samples, triad, args.budget + 60)
     section("done")
 
 

@@ -4,7 +4,7 @@ a rule using the table's newer ops (sign, abs, minimum) is fused and equals the 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 import torch

@@ -82,9 +82,9 @@ def test_unaligned_parameters_take_the_unaligned_kernel(interpreter):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g)
             opt.step()
-        return [p.detach() for p in params], opt
+        return [p.detach() for p in params]
 
-    (ours, opt), (eager, _) = go(True), go(False)
+    ours, eager = go(True), go(False)
     assert ours[0].data_ptr() % 16 != 0
     for a, b in zip(ours, eager):
         torch.testing.assert_close(a, b)
@@ -129,8 +129,9 @@ def test_device_scalars_give_the_same_numbers_as_python_numbers(interpreter):
         program = triton_gpu.kernel_for(trace, outputs, 4, torch.float32, structure)
         columns = [[p.clone()], [grad], [m.clone()], [v.clone()]]
 
-        class Bucket:
-            sizes, cache = [300], {}
+        class Bucket:  # what launch reads of a plan's bucket
+            sizes, cache, names = [300], {}, ("exp_avg", "exp_avg_sq")
+            state_ptrs = [columns[2][0].data_ptr(), columns[3][0].data_ptr()]
         triton_gpu.launch(program, Bucket, columns, trace.scalars)
         results.append(columns)
     for a, b in zip(*results):
@@ -154,7 +155,7 @@ def test_capturable_step_keeps_its_counters_on_the_device(interpreter, monkeypat
         seen.append({node[0] for node in trace.nodes})
         return trace, out
 
-    monkeypatch.setattr(kernels, "trace_rule", spy)
+    monkeypatch.setattr(tracing, "trace_rule", spy)
     ours, eager = _fused_vs_eager(name, {**kwargs, "capturable": True}, torch.float32)
     assert seen and all(("dscalar" in kinds) == (name != "RMSprop") for kinds in seen)  # RMSprop: no step
     eager_plain, _ = test_fused.run(name, kwargs, torch.float32, fused=False, steps=2)

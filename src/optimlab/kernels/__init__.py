@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import cpu, foreach
-from .trace import Unsupported, Vec, trace_rule
+from .trace import CachedTracer, Unsupported, Vec
 
 __all__ = ["step_group", "fused_enabled", "check_capturable", "stats", "Unsupported"]
 
@@ -104,6 +104,8 @@ class _Bucket:
             for i, (_, state) in enumerate(items):
                 state[name] = buffer[i]
             self.scalars[name] = buffer
+        # numpy views of CPU buffers: reading and advancing a counter without a torch op per step
+        self.host = {name: b.numpy() for name, b in self.scalars.items() if b.device.type == "cpu"}
 
 
 class _Plan:
@@ -198,15 +200,16 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, ca
         return None
     arguments: dict[str, Any] = dict(hyperparams)
     device = params[0].device if capturable else None
+    host = bucket.host
     for name in rule.scalar_state:
-        value = bucket.scalars[name][0]
-        arguments[name] = value.to(torch.float64) if capturable else value.item()
-    if rule.counts_steps:
-        step = bucket.scalars["step"][0]  # what eager sees after `+= 1`:
-        arguments["step"] = step.to(torch.float64) + 1 if capturable else (step + 1).item()
+        arguments[name] = bucket.scalars[name][0].to(torch.float64) if capturable else float(host[name][0])
+    if rule.counts_steps:  # what eager sees after `+= 1` (in the counter's dtype)
+        arguments["step"] = (bucket.scalars["step"][0].to(torch.float64) + 1 if capturable
+                             else float(host["step"][0] + 1))
     inputs = ["param", "grad", *names]
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
+        tracer = bucket.cache.get("tracer") or bucket.cache.setdefault("tracer", CachedTracer())
+        trace, out = tracer(rule.update, inputs, arguments, rule.name, device)
         outputs: list[tuple[int, int]] = []
         fresh: list[str] = []
         scalar_out: dict[str, float] = {}
@@ -236,10 +239,16 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, ca
 
     new_state = [[torch.empty_like(p) for p in params] for _ in fresh]
     if rule.counts_steps:
-        bucket.scalars["step"] += 1
+        if capturable:
+            bucket.scalars["step"] += 1
+        else:
+            host["step"] += 1
     bucket.backend.launch(kernel, bucket, [params, grads, *bucket.states, *new_state], trace.scalars)
     for name, value in scalar_out.items():
-        bucket.scalars[name].fill_(value)
+        if capturable:
+            bucket.scalars[name].fill_(value)
+        else:
+            host[name][:] = value
     for name, column in zip(fresh, new_state):
         for state, t in zip(bucket.state_dicts, column):
             state[name] = t

@@ -242,9 +242,11 @@ class _Tables:
         self.ptrs: Tensor | None = None
         self.aligned = False
 
-    def pointers(self, columns: Sequence[list[Tensor]]) -> Tensor:
-        host = array("q")
-        for column in columns:
+    def pointers(self, bucket: Any, columns: Sequence[list[Tensor]]) -> Tensor:
+        host = array("q", map(_data_ptr, columns[0]))
+        host.extend(map(_data_ptr, columns[1]))
+        host.extend(bucket.state_ptrs)  # the plan's own state tensors: their addresses hold
+        for column in columns[2 + len(bucket.names):]:
             host.extend(map(_data_ptr, column))
         if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture
             self.host = host
@@ -269,7 +271,7 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
         tables = bucket.cache["triton"] = _Tables(bucket, device)
     if not tables.programs:
         return
-    ptrs = tables.pointers(columns)
+    ptrs = tables.pointers(bucket, columns)
     kernel, slots, device_slots = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
