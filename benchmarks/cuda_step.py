@@ -19,7 +19,7 @@ What it prints, each section on its own so that one failing cell does not hide t
    its share of the triad's bandwidth, and the targets of issue 14 (>= 1.0x torch fused, >= 3x
    torch foreach on layouts a and b, >= 85% of the triad on layout a).
 
-    python benchmarks/cuda_step.py            # about 2-4 minutes on one H100
+    python benchmarks/cuda_step.py            # about 1.5 minutes on one H200
     python benchmarks/cuda_step.py --quick    # fewer samples
     python benchmarks/cuda_step.py --dry-run  # no GPU: tiny layouts on CPU tensors through Triton's
                                               # interpreter, to check the script itself runs
@@ -269,11 +269,14 @@ def sweep(samples: int) -> None:
         print(f"  using BLOCK {block} x {iters}, {warps} warps")
 
 
-def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -> None:
-    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
-          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
+def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None):
+    """Each cell's ``(name, label, layout, torch path, parameters, bytes per parameter, optimlab
+    optimizer, torch optimizer)``, both sides on the same values; ``flags`` (per algorithm, both
+    sides) also picks the algorithms. A cell past the time budget or failing to build is printed."""
     for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
-        path = TORCH_FASTEST[name]
+        if flags is not None and name not in flags:
+            continue
+        path, extra = TORCH_FASTEST[name], (flags or {}).get(name, {})
         for lk in layouts:
             label, make = LAYOUTS[lk]
             if elapsed() > budget:
@@ -282,25 +285,41 @@ def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -
             try:
                 shapes = make()
                 n = sum(torch.Size(s).numel() for s in shapes)
-                op, oopt = make_side(shapes, ocls, kw)
-                tp, topt = make_side(shapes, tcls, {**kw, path: True})
-                oopt.step()
-                before = dict(kernels.stats)
-                tm, om = time_pair(topt, oopt, samples)
-                eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
-                bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
-                gbs = bytes_per * n / om / 1e9
-                target = 1.0 if path == "fused" else 3.0
-                met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
-                share = f"{100 * gbs / bw:5.0f}%" + (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED") + ")"
-                                                     if lk == "a" else "")
-                print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                      f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
-                      + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
-                del op, oopt, tp, topt
-                torch.cuda.empty_cache()
+                _, oopt = make_side(shapes, ocls, {**kw, **extra})
+                _, topt = make_side(shapes, tcls, {**kw, path: True, **extra})
             except Exception:
                 print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+                continue
+            yield name, label, lk, path, n, bytes_per, oopt, topt
+            del oopt, topt
+            torch.cuda.empty_cache()
+
+
+def _share(gbs: float, bw: float, layout: str) -> str:
+    """A step's bandwidth as a share of the triad's, with the >= 85% target on layout a."""
+    target = (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED") + ")") if layout == "a" else ""
+    return f"{100 * gbs / bw:5.0f}%{target}"
+
+
+def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -> None:
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
+          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(layouts, budget):
+        try:
+            oopt.step()
+            before = dict(kernels.stats)
+            tm, om = time_pair(topt, oopt, samples)
+            eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
+            bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+            gbs = bytes_per * n / om / 1e9
+            target = 1.0 if path == "fused" else 3.0
+            met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
+            share = _share(gbs, bw, lk)
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                  f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
+                  + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
+        except Exception:
+            print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def dry_run() -> None:
@@ -319,51 +338,37 @@ def dry_run() -> None:
 def graph_table(samples: int, triad: Triad, budget: float) -> None:
     """Both steps captured in a CUDA graph (``capturable=True``; SGD needs no flag, it keeps no
     counter): the replay has no host work, so this times the kernels alone."""
-    capturable = {"sgd_momentum": False, "rmsprop": True, "adam": True, "adamw": True, "nadam": True}
+    flags = {"sgd_momentum": {}, "rmsprop": {"capturable": True}, "adam": {"capturable": True},
+             "adamw": {"capturable": True}, "nadam": {"capturable": True}}
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
           f"{'GB/s':>6} {'%triad':>6}")
-    for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
-        if name not in capturable:
-            continue
-        path = TORCH_FASTEST[name]
-        flag = {"capturable": True} if capturable[name] else {}
-        for lk in ("a", "b"):
-            label, make = LAYOUTS[lk]
-            if elapsed() > budget:
-                print(f"{name:<13} {label:<21} skipped: the run's time budget ({budget:.0f} s) is spent", flush=True)
-                continue
-            try:
-                shapes = make()
-                n = sum(torch.Size(s).numel() for s in shapes)
-                op, oopt = make_side(shapes, ocls, {**kw, **flag})
-                tp, topt = make_side(shapes, tcls, {**kw, path: True, **flag})
-                graphs = []
-                for opt in (topt, oopt):
-                    stream = torch.cuda.Stream()
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        for _ in range(3):
-                            opt.step()
-                    torch.cuda.current_stream().wait_stream(stream)
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget, flags):
+        try:
+            graphs = []
+            for opt in (topt, oopt):
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
                         opt.step()
-                    graphs.append(graph)
-                times: list[list[float]] = [[], []]  # torch, optimlab
-                for i in range(samples):
-                    for k in ((0, 1) if i % 2 == 0 else (1, 0)):
-                        times[k].append(cuda_time(graphs[k].replay, 5))
-                tt, ot = times
-                tm, om = statistics.median(tt), statistics.median(ot)
-                bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
-                gbs = bytes_per * n / om / 1e9
-                print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                      f"{gbs:6.0f} {100 * gbs / bw:5.0f}%" + (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED")
-                                                              + ")" if lk == "a" else ""), flush=True)
-                del op, oopt, tp, topt, graphs
-                torch.cuda.empty_cache()
-            except Exception:
-                print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    opt.step()
+                graphs.append(graph)
+            times: list[list[float]] = [[], []]  # torch, optimlab
+            for i in range(samples):
+                for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    times[k].append(cuda_time(graphs[k].replay, 5))
+            tt, ot = times
+            tm, om = statistics.median(tt), statistics.median(ot)
+            bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+            gbs = bytes_per * n / om / 1e9
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                  f"{gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
+            del graphs
+        except Exception:
+            print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """Fused execution of the update rules: the dispatcher between the fused path and the eager one.
 
 ``Optimizer.step`` hands each param group here. Parameters the fused path can take (dense,
-contiguous, float32/float64, on the CPU, with float hyperparameters) are bucketed by dtype and
-state layout; each bucket's rule is traced once per step (:mod:`.trace`) into an element-wise
-expression, and one generated C kernel (:mod:`.cpu`) applies it to every tensor of the bucket in
-one pass over memory. Everything else is returned to the caller, which runs the eager reference
+contiguous, with float hyperparameters, of a dtype and device an executor takes) are bucketed by
+executor, dtype and state layout; each bucket's rule is traced (:mod:`.trace`; replayed while only
+numbers change) into an element-wise expression, and one generated kernel applies it to every
+tensor of the bucket in one pass over memory: C on the CPU (:mod:`.cpu`), Triton on CUDA
+(:mod:`.triton_gpu`), or ``torch._foreach_*`` calls elsewhere (:mod:`.foreach`; see ``_backend``). Everything else is returned to the caller, which runs the eager reference
 (``Optimizer._apply_rule``), so results never depend on which path ran.
 
 The bucketing (a *plan*) is cached per param group and rebuilt when the set of parameters with
@@ -13,7 +14,7 @@ counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so a
 thousand counters is one operation; they remain torch's per-parameter 0-dim tensors.
 
 Switches: ``OPTIMLAB_FUSED=0`` in the environment, or ``fused=False`` on an optimizer (its
-param group), force the eager path. CUDA tensors take the eager path (see README).
+param group), force the eager path. ``capturable=True`` keeps counters on the device (no host sync).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from .trace import Trace, Unsupported
 STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
            torch.float64: "tl.float64"}
 BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vector operation
-ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: CHUNK elements of one tensor
+ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 8))  # blocks per program: CHUNK elements of one tensor
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 
