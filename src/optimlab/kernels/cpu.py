@@ -129,8 +129,10 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
     lines += [
-        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count */",
-        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, int threads) {",
+        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count; s + sets[t]: its scalars",
+        "   (one set per param group and step count: tensors of many groups share one call) */",
+        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, const int64_t *sets,",
+        "         int threads) {",
         "  int64_t total = 0;",
         "  for (int64_t t = 0; t < nt; t++) total += sizes[t];",
         f"  const int64_t chunk = {CHUNK};",
@@ -145,7 +147,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "      while (base + sizes[t] <= lo) { base += sizes[t]; t++; }",
         "      while (lo < hi) {",
         "        int64_t off = lo - base, end = base + sizes[t] < hi ? base + sizes[t] : hi;",
-        f"        segment(end - lo, {call}, s);",
+        f"        segment(end - lo, {call}, s + sets[t]);",
         "        lo = end;",
         "        if (lo == base + sizes[t]) { base += sizes[t]; t++; }",
         "      }",
@@ -163,28 +165,41 @@ class Kernel:
         self.lib = ctypes.CDLL(str(path))
         self.fn = self.lib.run
         self.fn.restype = None
-        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_int]
         self.n_buffers = n_buffers
 
-    def __call__(self, sizes: array, ptrs: array, scalars: Sequence[float]) -> None:
-        s = array("d", scalars or [0.0])
-        n = len(sizes)
-        self.fn(n, sizes.buffer_info()[0], ptrs.buffer_info()[0], s.buffer_info()[0],
-                torch.get_num_threads())
+    def __call__(self, sizes: array, ptrs: array, scalars: array, sets: array) -> None:
+        """Run over ``len(sizes)`` tensors; tensor ``t`` reads its scalars at ``scalars[sets[t]:]``.
+
+        ``sizes`` and ``sets`` are ``array("q")``, ``ptrs`` is ``array("q")`` laid out buffer-major
+        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry).
+        """
+        self.fn(len(sizes), sizes.buffer_info()[0], ptrs.buffer_info()[0], scalars.buffer_info()[0],
+                sets.buffer_info()[0], torch.get_num_threads())
 
 
 def accepts(dtype: torch.dtype, device: torch.device) -> bool:
     return dtype in CTYPES and device.type == "cpu"
 
 
-def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: Sequence[float]) -> None:
-    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor."""
-    ptrs = array("q", map(_data_ptr, columns[0]))
-    ptrs.extend(map(_data_ptr, columns[1]))
-    ptrs.extend(bucket.state_ptrs)  # the state tensors are the plan's own: their addresses hold
+#: this backend runs the tensors of many scalar sets (param groups, step counts) in one call
+SCALAR_SETS = True
+
+
+def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: array) -> None:
+    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor; ``scalars`` holds
+    every set's scalars, tensor ``t``'s from ``bucket.offsets[t]``.
+
+    The addresses of the parameters and of the state come from the plan (``bucket.static_ptrs``,
+    which the dispatcher checked this step); the gradients' and new state's are read here.
+    """
+    n = len(bucket.sizes)
+    ptrs = array("q", bucket.static_ptrs)
+    ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
     for column in columns[2 + len(bucket.names):]:
         ptrs.extend(map(_data_ptr, column))
-    kernel(bucket.sizes, ptrs, scalars)
+    kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
 _data_ptr = torch.Tensor.data_ptr

@@ -243,9 +243,11 @@ class _Tables:
         self.aligned = False
 
     def pointers(self, bucket: Any, columns: Sequence[list[Tensor]]) -> Tensor:
-        host = array("q", map(_data_ptr, columns[0]))
-        host.extend(map(_data_ptr, columns[1]))
-        host.extend(bucket.state_ptrs)  # the plan's own state tensors: their addresses hold
+        """The device table for this step: the plan's parameter and state addresses (checked by
+        the dispatcher), this step's gradients and new state read here."""
+        n = len(bucket.sizes)
+        host = array("q", bucket.static_ptrs)
+        host[n:2 * n] = array("q", map(_data_ptr, columns[1]))
         for column in columns[2 + len(bucket.names):]:
             host.extend(map(_data_ptr, column))
         if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture
