@@ -127,13 +127,6 @@ class Vec:
     def __getattr__(self, name: str) -> Any:  # ``x.exp()``: a tensor method no op of the table is
         raise Unsupported(f"tensor method {name}", op=name)
 
-    def _compare(self, op: str) -> Any:
-        raise Unsupported(f"comparison {op} of a tensor", op=op)
-
-    def __lt__(self, o): return self._compare("lt")
-    def __le__(self, o): return self._compare("le")
-    def __gt__(self, o): return self._compare("gt")
-    def __ge__(self, o): return self._compare("ge")
 
     def __pow__(self, exponent: Any) -> "Vec":
         if not isinstance(exponent, Vec) and exponent == 2:
@@ -165,7 +158,7 @@ def _recorder(op: str, reflected: bool) -> Callable:
         return lambda x, *args, **kwargs: _apply(op, x)
     if reflected:
         return lambda self, other: _apply(op, other, self)
-    return lambda a, b: _apply(op, a, b)
+    return lambda *operands: _apply(op, *operands)
 
 
 for _op in OPS.values():
@@ -179,12 +172,28 @@ def _zeros_like(x: Vec, *args: Any, **kwargs: Any) -> Vec:
     return x.trace.node("zero")
 
 
+def _ones_like(x: Vec, *args: Any, **kwargs: Any) -> Vec:
+    return x.trace.node("one")
+
+
+def _clamp(x: Vec, min: Any = None, max: Any = None) -> Vec:
+    """``torch.clamp`` as ``min(max(x, lo), hi)`` (its definition; NaN in ``x`` stays NaN)."""
+    if isinstance(min, Vec) or isinstance(max, Vec):
+        raise Unsupported("clamp with tensor bounds", op="clamp")
+    if min is not None:
+        x = _apply("max", x, min)
+    if max is not None:
+        x = _apply("min", x, max)
+    return x
+
+
 def _same(x: Vec, *args: Any, **kwargs: Any) -> Vec:
     return x
 
 
 _TORCH_FUNCTIONS: dict[Any, Callable] = {
-    torch.zeros_like: _zeros_like,
+    torch.zeros_like: _zeros_like, torch.ones_like: _ones_like,
+    torch.clamp: _clamp, torch.Tensor.clamp: _clamp,
     torch.clone: _same, torch.Tensor.clone: _same,
 }
 for _op in OPS.values():
@@ -272,13 +281,13 @@ class Sym:
     def __neg__(self): return self.program.record(operator.neg, (("s", self.index),), -self.value)
     def __pos__(self): return self
 
-    def _guard(self, fn: Callable, other: Any) -> bool:
+    def _guard(self, fn: Callable, other: Any) -> Any:
         if isinstance(other, Sym):
             b, other_value = ("s", other.index), other.value
         elif isinstance(other, numbers.Real):
             b, other_value = ("c", other), other
         else:
-            raise Unsupported(f"comparison of a number with {type(other).__name__}")
+            return NotImplemented  # a traced tensor records the reflected comparison
         result = bool(fn(self.value, other_value))
         self.program.guards.append((fn, ("s", self.index), b, result))
         return result
