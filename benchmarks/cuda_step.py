@@ -44,13 +44,15 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
-from step_speed import ALGORITHMS, LAYOUTS  # noqa: E402
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS  # noqa: E402
 
-#: torch's fastest path on CUDA (torch.optim.Adagrad's fused kernel is CPU-only)
-TORCH_FASTEST = {"sgd_momentum": "fused", "adagrad": "foreach", "rmsprop": "foreach", "adam": "fused",
-                 "adamw": "fused", "nadam": "foreach"}
 START = time.perf_counter()
 DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
+
+
+def torch_path(name: str, flags: dict) -> str:
+    """torch's fastest path on CUDA: step_speed's choice, except Adagrad (its fused kernel is CPU-only)."""
+    return "fused" if "fused" in flags and name != "adagrad" else "foreach"
 
 
 def elapsed() -> float:
@@ -199,11 +201,13 @@ LATENCY = r"""
 import sys, time, torch
 sys.path.insert(0, {src!r}); sys.path.insert(0, {here!r})
 import optimlab
-from step_speed import ALGORITHMS, LAYOUTS
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS
 from cuda_step import make_side
 torch.zeros(1, device="cuda"); torch.cuda.synchronize()
 shapes = LAYOUTS["b"][1]()
 for name, cls, _, kw, _, _ in ALGORITHMS:
+    if name not in DEFAULT_ALGORITHMS:
+        continue
     out = []
     for _ in range(2):
         params, opt = make_side(shapes, cls, kw)
@@ -269,16 +273,17 @@ def sweep(samples: int) -> None:
         print(f"  using BLOCK {block} x {iters}, {warps} warps")
 
 
-def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None):
+def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None,
+          names: tuple[str, ...] = DEFAULT_ALGORITHMS):
     """Each cell's ``(name, label, layout, torch path, parameters, bytes per parameter, optimlab
     optimizer, torch optimizer)``, both sides on the same values; ``flags`` (per algorithm, both
     sides) also picks the algorithms. A cell past the time budget or failing to build is printed."""
-    for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
-        if flags is not None and name not in flags:
+    for name, ocls, tcls, kw, torch_flags, bytes_per in ALGORITHMS:
+        if name not in names or (flags is not None and name not in flags):
             continue
-        path, extra = TORCH_FASTEST[name], (flags or {}).get(name, {})
+        path, extra = torch_path(name, torch_flags), (flags or {}).get(name, {})
         for lk in layouts:
-            label, make = LAYOUTS[lk]
+            label, make = LAYOUTS[lk][:2]
             if elapsed() > budget:
                 print(f"{name:<13} {label:<21} skipped: the run's time budget ({budget:.0f} s) is spent", flush=True)
                 continue
@@ -301,10 +306,10 @@ def _share(gbs: float, bw: float, layout: str) -> str:
     return f"{100 * gbs / bw:5.0f}%{target}"
 
 
-def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -> None:
+def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float, names: tuple[str, ...]) -> None:
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
           f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
-    for name, label, lk, path, n, bytes_per, oopt, topt in cells(layouts, budget):
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(layouts, budget, names=names):
         try:
             oopt.step()
             before = dict(kernels.stats)
@@ -329,9 +334,9 @@ def dry_run() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     os.environ["OPTIMLAB_BACKEND"] = "triton"
     Triad.n = 1 << 16
-    LAYOUTS.update({"a": ("a: 1 x 4096 (dry run)", lambda: [(4096,)]),
-                    "b": ("b: 6 tensors (dry run)", lambda: [(300,), (7,)] * 3),
-                    "c": ("c: 20 x 64 (dry run)", lambda: [(64,)] * 20)})
+    LAYOUTS.update({"a": ("a: 1 x 4096 (dry run)", lambda: [(4096,)], 1),
+                    "b": ("b: 6 tensors (dry run)", lambda: [(300,), (7,)] * 3, 1),
+                    "c": ("c: 20 x 64 (dry run)", lambda: [(64,)] * 20, 1)})
     print("DRY RUN on CPU tensors through Triton's interpreter: the numbers mean nothing")
 
 
@@ -375,6 +380,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer timing samples")
     ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                    help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
     ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
@@ -412,7 +419,7 @@ def main() -> None:
         section("block-size sweep: Adam, layout a")
         sweep(samples)
     section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
-    speed_table(samples, triad, args.layouts.split(","), args.budget)
+    speed_table(samples, triad, args.layouts.split(","), args.budget, tuple(args.algorithms.split(",")))
     if "graphs" not in skip and DEVICE == "cuda":
         section("captured steps: both sides in a CUDA graph, replays timed (kernels alone, no host work)")
         graph_table(samples, triad, args.budget + 60)
