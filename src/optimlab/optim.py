@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import faults, kernels
+from .kernels import compiled
 from ._scalar import scalar_dtype
 from .algorithms import lbfgs, schedule_free
 from .algorithms._base import Rule
@@ -42,6 +43,7 @@ class Optimizer(torch.optim.Optimizer):
         self.rule.validate(defaults)  # the arguments first, as torch.optim checks them before the params
         super().__init__(params, defaults)
         faults.keep_state_dtype_on_load(self)
+        compiled.register(self)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group as torch does, then validate it; a bad group is not kept."""
@@ -59,6 +61,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        compiled.register(self)  # a copy (deepcopy, pickle) is an optimizer of its own
         for group in self.param_groups:
             for key, value in {**self.defaults, **self.extra_defaults}.items():
                 if key != "params":
@@ -84,10 +87,14 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable"))):
-            self._step()
+            if torch.compiler.is_compiling():  # one custom op in the graph, no break (kernels.compiled)
+                compiled.step(self)
+            else:
+                self._update()
         return loss
 
-    def _step(self) -> None:
+    def _update(self) -> None:
+        """The update of ``step()``, after the closure."""
         work = []
         for group in self.param_groups:
             self.rule.validate(group)
@@ -98,14 +105,16 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
-        for group, params in work:
-            # one-element tensor hyperparameters of any shape act as 0-dim ones (torch's _to_scalar)
-            hyperparams = {k: v.reshape(()) if isinstance(v, Tensor) and v.dim() else v
-                           for k, v in self.rule.hyperparams(group).items()}
-            # the fused kernels take what they can; the rest runs the eager reference below
-            rest = params if group.get("differentiable") else kernels.step_group(self, group, params, hyperparams)
+        # one-element tensor hyperparameters of any shape act as 0-dim ones (torch's _to_scalar)
+        hyperparams = [{k: v.reshape(()) if isinstance(v, Tensor) and v.dim() else v
+                        for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
+        # the fused kernels take what they can, all groups at once (a differentiable step is never
+        # fused); the rest runs the eager reference
+        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
+            before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
-                self._apply_rule(p, hyperparams, group)
+                kernels.hide_state_made_this_step(self, p, before)
+                self._apply_rule(p, hp, group)
 
     def _check_grad(self, group: dict[str, Any], p: Tensor) -> None:
         """Before any parameter moves: refuse what the rule does not take, as torch.optim does."""
@@ -117,14 +126,16 @@ class Optimizer(torch.optim.Optimizer):
         elif self.rule.sparse_only:
             raise RuntimeError(f"{name} does not support dense gradients, please consider Adam instead")
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        """The parameter's state, created on first use; a rule with no state leaves no entry."""
-        if param in self.state:
-            return self.state[param]
+    def param_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``self.state[param]``, created on first use (an empty entry too, as torch.optim does);
+        a rule with no state leaves no entry. The fused path and the eager one both get it here."""
+        state = self.state.get(param)
+        if state:
+            return state
         if group.get("fused") and not (param.device.type in _FUSED_DEVICES and torch.is_floating_point(param)):
             raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of supported "
                                f"devices: {list(_FUSED_DEVICES)} but {param.dtype} and {param.device.type}")
-        state: dict[str, Any] = {}
+        state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
         state.update(self.rule.init_state(faults.state_template(param, group), group))
@@ -137,7 +148,7 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
-        state = self._init_state(param, group)
+        state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
         inputs: dict[str, Any] = {}
@@ -317,7 +328,7 @@ def install(spec: Any) -> type[Optimizer]:
         if spec.eager_state:  # as torch.optim does for this class
             for group in self.param_groups:
                 for p in group["params"]:
-                    self._init_state(p, group)
+                    self.param_state(p, group)
 
     __init__.__signature__ = sig
     __init__.__doc__ = "Build the optimizer; arguments as in the class docstring."
