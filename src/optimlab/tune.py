@@ -10,7 +10,8 @@ The objective is pluggable: :func:`objective` takes an Optuna trial, asks :func:
 algorithm's hyperparameters, and trains a *task* -- any callable
 ``task(make_optimizer, *, trial, report) -> float`` returning the value to minimize. The default
 task is the small built-in MLP of :mod:`optimlab.quicktask`; ``--task module:function`` picks
-another (for instance a training task of ``optimlab.train``).
+another, and ``--task train:NAME`` any training task of ``optimlab.train`` (its final validation
+metric, through the loop's optimizer factory hook).
 """
 
 from __future__ import annotations
@@ -184,8 +185,29 @@ def _schema_lock(url: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def training_task(name: str) -> Task:
+    """A training task of :mod:`optimlab.train` (``--task train:NAME``) as a tuning task: one run of
+    the task's step budget (seed 0) with the trial's optimizer; returns the final validation metric,
+    negated when higher is better (Optuna minimizes). The training loss is reported every step."""
+    from .train.loop import train
+    from .train.tasks import get_task
+
+    task = get_task(name)
+
+    def run(make_optimizer, *, trial: Any = None, report: Callable[[int, float], None] | None = None) -> float:
+        def callback(step: int, steps: int, loss: float, last: Any) -> None:
+            if report is not None:
+                report(step, loss)
+        r = train(task, seed=0, optimizer_factory=make_optimizer, callback=callback)
+        return -r.final_metric if task.higher_is_better else r.final_metric
+    return run
+
+
 def load_task(spec: str) -> Task:
-    """``"module:function"`` -> the function (the ``--task`` option)."""
+    """``"train:NAME"`` -> that training task (:func:`training_task`); ``"module:function"`` -> the
+    function (the ``--task`` option)."""
+    if spec.startswith("train:"):
+        return training_task(spec.removeprefix("train:"))
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"task must look like 'module:function', got {spec!r}")
@@ -249,7 +271,9 @@ def register(sub) -> None:
     p.add_argument("--storage-file", default=None, metavar="PATH",
                    help="read the database URL from the first line of this file (keep it mode 600)")
     p.add_argument("--study", default=None, help="study name (default optimlab-ALGORITHM)")
-    p.add_argument("--task", default=None, help="module:function of the task to tune on (default: built-in MLP)")
+    p.add_argument("--task", default=None,
+                   help="train:NAME for a training task (digits-mlp, ...), or module:function of a task "
+                        "(default: built-in MLP)")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (give each worker its own)")
     p.add_argument("--heartbeat", type=int, default=0,
                    help="seconds between worker heartbeats; a trial of a worker silent for 4 beats is "
