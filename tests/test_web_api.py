@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from optimlab.lab import LAB_OPTIMIZERS, LANDSCAPES, engine, get_landscape, metrics
 from optimlab.web import Limits, create_app
 from optimlab.web import app as web_app
+from optimlab.web import compute as web_compute
 from optimlab.web.schemas import KNOBS
 
 
@@ -91,13 +92,30 @@ def test_every_optimizer_matches_the_engine_number_for_number(client):
     assert r.status_code == 200, r.text
     out = r.json()
     assert [run["name"] for run in out["runs"]] == list(LAB_OPTIMIZERS)
+    refs = []
     for entry, got in zip(opts, out["runs"]):
         hyper = {k: v for k, v in entry.items() if k not in ("name", "lr")}
         ref = engine.run("rosenbrock", entry["name"], starts, 40, lr=entry["lr"], schedule="warmup-cosine:5", **hyper)
+        refs.append(ref)
         same(as_tensor(got["path"]), ref.path)
         same(as_tensor(got["loss"]), ref.loss)
         assert got["lr"] == entry["lr"] and got["hyper"] == hyper
-        assert got["metrics"] == json.loads(json.dumps(metrics.rows(ref, tol=1e-3)))
+        # per optimizer, the metrics agree with metrics.rows of its own run (sums over steps may
+        # round differently in a wider batch: 1e-12) ...
+        for row, want in zip(got["metrics"], metrics.rows(ref, tol=1e-3)):
+            assert row.keys() == want.keys()
+            for k, v in want.items():
+                if isinstance(v, float):
+                    assert row[k] == pytest.approx(v, rel=1e-12, abs=1e-300), k
+                else:
+                    assert row[k] == v, k
+    # ... and bit for bit with metrics.rows of all the engine's runs as one batch (what the server does)
+    batch = engine.Run(refs[0].landscape, refs[0].optimizer, torch.cat([r.path for r in refs], 1),
+                       torch.cat([r.loss for r in refs], 1), torch.cat([r.lr for r in refs]), refs[0].lr_factors)
+    rows = json.loads(json.dumps(metrics.rows(batch, tol=1e-3)))
+    sent = [row for got in out["runs"] for row in got["metrics"]]
+    assert [{**r, "optimizer": s["optimizer"]} for r, s in zip(rows, sent)] == sent
+    assert [s["optimizer"] for s in sent] == [name for name in LAB_OPTIMIZERS for _ in starts]
     assert out["lr_factors"] == ref.lr_factors and out["f_star"] == get_landscape("rosenbrock").min_value
 
 
@@ -301,29 +319,50 @@ def test_a_run_past_the_time_budget_is_stopped_with_a_422():
         assert "time budget" in r.json()["error"]
 
 
-def test_a_busy_server_answers_429_instead_of_queueing_forever(monkeypatch):
-    """With one run slot, a second request waits ``queue_wait_s`` and then gets a 429."""
-    entered, release = threading.Event(), threading.Event()
-    real_run = engine.run
+def test_a_full_queue_answers_429_at_once_and_heavy_runs_never_delay_light_ones(monkeypatch):
+    """One light slot, no light queue, one heavy slot with a queue of one: while a light and a heavy
+    run are held inside the computation, a second light run is refused at once (429, Retry-After),
+    a second heavy one waits and is refused when its time budget runs out, a third heavy one is
+    refused at once; /api/meta answers throughout."""
+    release = threading.Event()
+    inside = threading.Semaphore(0)
+    real_run = web_compute.fastpath.run
 
-    def slow_run(*args, **kw):
-        entered.set()
-        assert release.wait(10)
+    def held_run(*args, **kw):
+        inside.release()
+        assert release.wait(20)
         return real_run(*args, **kw)
 
-    with TestClient(create_app(Limits(max_concurrent=1, queue_wait_s=0.05))) as c:
-        monkeypatch.setattr(web_app.engine, "run", slow_run)
-        first = {}
-        t = threading.Thread(target=lambda: first.setdefault("r", post(c, BASE)))
-        t.start()
+    limits = Limits(light_running=1, light_queue=0, heavy_running=1, heavy_queue=1, time_budget_s=2.0, light_cost=20)
+    heavy = {**BASE, "steps": 30}
+    with TestClient(create_app(limits)) as c:
+        monkeypatch.setattr(web_compute.fastpath, "run", held_run)
+        results = {}
+        threads = [threading.Thread(target=lambda k=k, b=b: results.setdefault(k, post(c, b)))
+                   for k, b in (("light", BASE), ("heavy", heavy))]
+        for t in threads:
+            t.start()
         try:
-            assert entered.wait(10)
+            assert inside.acquire(timeout=20) and inside.acquire(timeout=20)   # both are computing
+            t0 = time.monotonic()
             r = post(c, BASE)
-            assert r.status_code == 429 and "busy" in r.json()["error"]
+            assert r.status_code == 429 and "busy" in r.json()["error"] and r.headers["retry-after"] == "1"
+            assert time.monotonic() - t0 < 1.0                                 # at once, not after a wait
+            waiting = threading.Thread(target=lambda: results.setdefault("waiting", post(c, heavy)))
+            waiting.start()
+            time.sleep(0.3)
+            r = post(c, heavy)                                                 # the heavy line is full
+            assert r.status_code == 429 and r.headers["retry-after"] == "2"
+            t0 = time.monotonic()
+            assert c.get("/api/meta").status_code == 200 and time.monotonic() - t0 < 1.0
+            waiting.join(10)
+            assert results["waiting"].status_code == 429 and "time budget" in results["waiting"].json()["error"]
         finally:
             release.set()
-            t.join(10)
-        assert first["r"].status_code == 200
+            for t in threads:
+                t.join(20)
+        # the runs that were admitted in time finish (past the budget: the deadline counts the hold)
+        assert {results["light"].status_code, results["heavy"].status_code} <= {200, 422}
 
 
 JSONISH = st.recursive(

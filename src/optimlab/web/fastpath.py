@@ -584,20 +584,23 @@ def _compiled_rule(name: str, fixed: tuple, state_keys: tuple) -> CompiledRule:
 # --- a run ----------------------------------------------------------------------------------------
 
 def run(landscape: str | Landscape, optimizer: str | engine.LabOptimizer, starts: Any, steps: int, *,
-        lr: float | None = None, schedule: str | None = None, **hyper: float) -> engine.Run:
+        lr: float | None = None, schedule: str | None = None, progress: Callable[[int], None] | None = None,
+        **hyper: float) -> engine.Run:
     """What :func:`optimlab.lab.engine.run` returns for the same arguments (float64), bit for bit.
 
     Runs the engine itself for anything the fast path does not take (see the module docstring).
+    ``progress`` is called with a step number between trajectories (by the engine: after each
+    step); an exception it raises stops the run.
     """
     try:
         if available():
             raise Unsupported(available())
-        return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, **hyper)
+        return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
     except Unsupported:
-        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, **hyper)
+        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
 
 
-def _run(landscape, optimizer, starts, steps, *, lr, schedule, **hyper) -> engine.Run:
+def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **hyper) -> engine.Run:
     land = get_landscape(landscape)
     spec = engine.get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -626,6 +629,8 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, **hyper) -> engin
     paths: list[list[float]] = []
     losses: list[list[float]] = []
     for i in range(n):
+        if progress is not None:
+            progress(0)
         args = [float(p[i, 0]), float(p[i, 1])]
         args += [float(init_vectors[k][i, 0]) for k in rule.first_vector]
         args += [float(init_vectors[k][i, 1]) for k in rule.first_vector]

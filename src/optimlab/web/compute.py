@@ -1,0 +1,243 @@
+"""What the web lab's server computes: the page's metadata, landscape grids and runs.
+
+Runs use :mod:`.fastpath` (the engine's numbers bit for bit, as plain float arithmetic) and one
+batched call of :func:`optimlab.lab.metrics.rows` over every trajectory of a request. JSON is
+written directly (``allow_nan=False``), non-finite numbers as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..lab import engine, metrics
+from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
+from ..lab.schedules import SCHEDULES
+from . import fastpath
+from .schemas import KNOB_HELP, KNOB_RANGES, KNOBS, LR_RANGE, Limits, RunRequest
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and a message the page shows."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+        self.headers = headers
+
+
+class BudgetExceeded(Exception):
+    pass
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+
+def nested(t: torch.Tensor | np.ndarray) -> list:
+    """A tensor as nested lists of Python floats, non-finite entries as None (JSON null)."""
+    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if finite.all():
+        return a.tolist()
+    obj = a.astype(object)
+    obj[~finite] = None
+    return obj.tolist()
+
+
+def dumps(payload: Any) -> str:
+    """JSON without NaN / Infinity: a non-finite number left in a payload is a bug, not something
+    to send (written directly: ``jsonable_encoder`` walks every float in Python)."""
+    return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- colours and defaults -------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def colours() -> dict[str, str]:
+    """One colour per lab optimizer, the one the figures use (``optimlab.lab.plots``)."""
+    from ..lab.plots import colors_for
+
+    return colors_for(list(engine.LAB_OPTIMIZERS))
+
+
+def default_lrs(land: Landscape) -> dict[str, float]:
+    """The learning rate each optimizer starts with on ``land``: the catalogue's per-landscape
+    default where the catalogue gives one, else the optimizer's lab default."""
+    try:
+        from .. import catalogue  # type: ignore[attr-defined]
+    except ImportError:
+        catalogue = None
+    out = {}
+    for name, spec in engine.LAB_OPTIMIZERS.items():
+        lr = spec.default_lr
+        if catalogue is not None and hasattr(catalogue, "lab_lr"):
+            try:
+                lr = float(catalogue.lab_lr(catalogue.get(name), land))
+            except (ValueError, KeyError, AttributeError, TypeError):
+                pass
+        out[name] = lr
+    return out
+
+
+# --- metadata and grids ---------------------------------------------------------------------------
+
+def landscape_info(name: str) -> dict[str, Any]:
+    land = get_landscape(name)
+    return {"name": land.name, "formula": land.formula, "description": land.description,
+            "window": [list(land.window[0]), list(land.window[1])], "start": list(land.start),
+            "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
+            "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
+            "min_value": land.min_value, "default_lr": default_lrs(land)}
+
+
+def optimizer_info(name: str) -> dict[str, Any]:
+    spec = engine.get_optimizer(name)
+    return {"name": spec.name, "label": spec.label, "colour": colours()[spec.name], "default_lr": spec.default_lr,
+            "knobs": KNOBS[spec.name], "main": spec.name in engine.MAIN_OPTIMIZERS,
+            "options": {k: v for k, v in spec.options.items()}}
+
+
+def meta(limits: Limits) -> dict[str, Any]:
+    return {
+        "landscapes": [landscape_info(n) for n in LANDSCAPES],
+        "optimizers": [optimizer_info(n) for n in engine.LAB_OPTIMIZERS],
+        "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
+                  for k in KNOB_RANGES},
+        "lr_range": list(LR_RANGE),
+        "schedules": {"kinds": list(SCHEDULES),
+                      "forms": ["constant", "step:N:GAMMA", "cosine", "warmup:N", "warmup-cosine:N"]},
+        "limits": limits.as_dict(),
+    }
+
+
+@lru_cache(maxsize=16)
+def landscape_grid_json(name: str, resolution: int) -> str:
+    """:func:`landscape_grid` as JSON text, cached (a page asks for the same grid again and again)."""
+    return dumps(landscape_grid(name, resolution))
+
+
+def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
+    """The landscape on a ``resolution x resolution`` grid over its window.
+
+    ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
+    ``log10(f - f* + 1)`` for landscapes marked ``log_plot`` (values spanning many decades), else
+    None (the page colours ``z`` itself).
+    """
+    land = get_landscape(name)
+    xs, ys, _, _, z = land.evaluate_grid(resolution)
+    zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else None
+    return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
+            "zplot": nested(zplot) if land.log_plot else None, "log_plot": land.log_plot,
+            "zplot_label": "log10(f - f* + 1)" if land.log_plot else "f(x, y)"}
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+_threads_lock = threading.Lock()
+_single_threaded = 0
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread while small runs compute: their ops take microseconds, and waiting for a
+    second OpenMP thread on a busy machine costs milliseconds (the engine does the same)."""
+    global _single_threaded
+    with _threads_lock:
+        if _single_threaded == 0:
+            one_thread.saved = torch.get_num_threads()  # type: ignore[attr-defined]
+            torch.set_num_threads(1)
+        _single_threaded += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_threaded -= 1
+            if _single_threaded == 0:
+                torch.set_num_threads(one_thread.saved)  # type: ignore[attr-defined]
+
+
+def left_window(path: torch.Tensor, land: Landscape) -> list[int | None]:
+    """Per trajectory: the first step whose point is non-finite or outside the window, or None."""
+    out = ~(torch.isfinite(path).all(dim=-1) & land.in_window(path))
+    first = torch.argmax(out.to(torch.int8), dim=0)
+    return [int(first[i]) if bool(out[:, i].any()) else None for i in range(path.shape[1])]
+
+
+def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:
+    """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
+    (``time.monotonic()``; default: the time budget from now)."""
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
+
+    def check(_step: int = 0) -> None:
+        if time.monotonic() > deadline:
+            raise BudgetExceeded()
+
+    land = get_landscape(req.landscape)
+    runs: list[engine.Run] = []
+    with one_thread():
+        for spec in req.optimizers:
+            try:
+                runs.append(fastpath.run(land, spec.name, req.starts, req.steps, lr=spec.lr, schedule=req.schedule,
+                                         progress=check, **spec.hyper()))
+            except BudgetExceeded:
+                raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
+                                    f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
+            except (ValueError, TypeError) as exc:
+                raise ApiError(422, f"{spec.name}: {exc}") from None
+        # one metrics call for every trajectory of the request (each row depends on its own only)
+        first = runs[0]
+        both = engine.Run(land, first.optimizer, torch.cat([r.path for r in runs], 1),
+                          torch.cat([r.loss for r in runs], 1), torch.cat([r.lr for r in runs]), first.lr_factors)
+        rows = metrics.rows(both, tol=req.tol)
+    out = []
+    n = len(req.starts)
+    for k, (spec, r) in enumerate(zip(req.optimizers, runs)):
+        kwargs, _ = engine.prepare(r.optimizer, 1, float(r.lr[0]), spec.hyper(), torch.float64)
+        used = {key: float(v) for key, v in kwargs.items() if key in KNOBS[spec.name]}
+        mine = rows[k * n:(k + 1) * n]
+        for row in mine:
+            row["optimizer"] = r.optimizer.name
+        out.append({
+            "name": r.optimizer.name,
+            "label": r.optimizer.label,
+            "colour": colours()[r.optimizer.name],
+            "lr": float(r.lr[0]),
+            "hyper": used,
+            "path": nested(r.path),
+            "loss": nested(r.loss),
+            "left_window": left_window(r.path, land),
+            "metrics": [{key: _clean(v) for key, v in row.items()} for row in mine],
+        })
+    return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
+            "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
+            "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+def warm_up() -> None:
+    """One tiny run of each path, so the first request does not pay one-time start-ups: autograd's
+    (about 2 s), the import behind torch's learning-rate schedulers (5-10 s on a busy machine) and
+    the fast path's self-check of MKL against torch."""
+    engine.run("bowl", "adam", [[1.0, 1.0]], 2, schedule="cosine")
+    fastpath.run("bowl", "adam", [[1.0, 1.0]], 2, schedule="cosine")
+
+
+__all__ = ["ApiError", "BudgetExceeded", "meta", "landscape_grid", "landscape_grid_json", "run_request",
+           "warm_up", "dumps", "nested"]
