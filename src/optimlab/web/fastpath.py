@@ -605,7 +605,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **
     spec = engine.get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in [*hyper.values()] + [lr or 0.0]):
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in [*hyper.values(), 0.0 if lr is None else lr]):
         raise Unsupported("per-trajectory hyperparameters")
     p = engine._as_points(starts, torch.float64)
     n = p.shape[0]
