@@ -18,7 +18,7 @@ def _is_loopback(host: str) -> bool:
 def serve(args) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import LOOPBACK_HOSTS, create_app
     from .schemas import HARD_MAX_STEPS, Limits
 
     if not 0 <= args.port <= 65535:
@@ -28,12 +28,17 @@ def serve(args) -> int:
     default = Limits()
     limits = Limits(max_steps=args.max_steps, max_total_steps=max(default.max_total_steps, args.max_steps),
                     time_budget_s=args.time_budget)
-    if not _is_loopback(args.host):
+    loopback = _is_loopback(args.host)
+    if not loopback:
         print(f"optimlab serve: warning: listening on {args.host}, not only this machine; "
               "the lab has no authentication", file=sys.stderr)
+    # the runs are Python float code: a short switch interval lets the event loop answer light
+    # requests (the page, /api/meta) while a run computes in a worker thread
+    sys.setswitchinterval(0.001)
     print(f"optimlab serve: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/ "
           "(Ctrl+C stops)", file=sys.stderr)
-    uvicorn.run(create_app(limits), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -45,6 +45,8 @@ class BudgetExceeded(Exception):
 
 def nested(t: torch.Tensor | np.ndarray) -> list:
     """A tensor as nested lists of Python floats, non-finite entries as None (JSON null)."""
+    if isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()):
+        return t.tolist()
     a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
     a = a.astype(np.float64)
     finite = np.isfinite(a)
@@ -176,8 +178,8 @@ def one_thread() -> Iterator[None]:
 def left_window(path: torch.Tensor, land: Landscape) -> list[int | None]:
     """Per trajectory: the first step whose point is non-finite or outside the window, or None."""
     out = ~(torch.isfinite(path).all(dim=-1) & land.in_window(path))
-    first = torch.argmax(out.to(torch.int8), dim=0)
-    return [int(first[i]) if bool(out[:, i].any()) else None for i in range(path.shape[1])]
+    first = torch.where(out.any(dim=0), torch.argmax(out.to(torch.int8), dim=0), -1).tolist()
+    return [None if k < 0 else k for k in first]
 
 
 def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:
@@ -207,10 +209,11 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
         both = engine.Run(land, first.optimizer, torch.cat([r.path for r in runs], 1),
                           torch.cat([r.loss for r in runs], 1), torch.cat([r.lr for r in runs]), first.lr_factors)
         rows = metrics.rows(both, tol=req.tol)
+        left = left_window(both.path, land)
     out = []
     n = len(req.starts)
     for k, (spec, r) in enumerate(zip(req.optimizers, runs)):
-        kwargs, _ = engine.prepare(r.optimizer, 1, float(r.lr[0]), spec.hyper(), torch.float64)
+        kwargs, _ = fastpath.prepared(r.optimizer.name, float(r.lr[0]), tuple(sorted(spec.hyper().items())))
         used = {key: float(v) for key, v in kwargs.items() if key in KNOBS[spec.name]}
         mine = rows[k * n:(k + 1) * n]
         for row in mine:
@@ -223,7 +226,7 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "hyper": used,
             "path": nested(r.path),
             "loss": nested(r.loss),
-            "left_window": left_window(r.path, land),
+            "left_window": left[k * n:(k + 1) * n],
             "metrics": [{key: _clean(v) for key, v in row.items()} for row in mine],
         })
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,

@@ -352,6 +352,7 @@ class _VML:
         import os
 
         self.functions: dict[str, Callable[[float], float]] = {}
+        self.raw: dict[str, Any] = {}  # the ctypes functions: ``f(1, byref(x), byref(result))``
         self.error = ""
         try:
             lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
@@ -365,6 +366,7 @@ class _VML:
                 self.error = f"torch's CPU library has no {symbol} (built without MKL)"
                 return
             fn.restype = None
+            self.raw[op] = fn
 
             def call(a: float, _fn=fn) -> float:
                 x, r = double(a), double()
@@ -413,9 +415,18 @@ def _sign(a: float) -> float:
     return float((a > 0.0) - (a < 0.0))
 
 
-def helpers() -> dict[str, Callable]:
+def helpers() -> dict[str, Any]:
+    import ctypes
+
     return {"_div": _ieee_div, "_pow": _ieee_pow, "_max": _ieee_max, "_sign": _sign, "_fabs": math.fabs,
-            **{f"_{op}": fn for op, fn in vml().functions.items()}}
+            "_double": ctypes.c_double, "_byref": ctypes.byref,
+            **{f"_{op}": fn for op, fn in vml().functions.items()},
+            **{f"_m_{op}": fn for op, fn in vml().raw.items()}}
+
+
+#: the prologue of a generated function that calls MKL inline: one argument and one result cell
+#: per call of the function (locals: thread-safe), passed by reference
+VML_PROLOGUE = ["    _vx = _double()", "    _vr = _double()", "    _pvx = _byref(_vx)", "    _pvr = _byref(_vr)"]
 
 _VEC = {"add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}", "div": "_div({a}, {b})",
         "neg": "-{a}", "sqrt": "_sqrt({a})", "exp": "_exp({a})", "cos": "_cos({a})", "sin": "_sin({a})",
@@ -478,6 +489,10 @@ class _Emitter:
                 continue
             table = _SCALAR if g.scalar[i] else _VEC
             names = [name(a) for a in args] + ["", ""]
+            if not g.scalar[i] and op in _VML.NAMES:  # MKL inline: no Python call, no allocation
+                lines += [f"{indent}_vx.value = {names[0]}", f"{indent}_m_{op}(1, _pvx, _pvr)",
+                          f"{indent}{name(i)} = _vr.value"]
+                continue
             lines.append(f"{indent}{name(i)} = {table[op].format(a=names[0], b=names[1])}")
         return lines, [name(o) for o in outputs]
 
@@ -600,6 +615,18 @@ def run(landscape: str | Landscape, optimizer: str | engine.LabOptimizer, starts
         return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
 
 
+@lru_cache(maxsize=512)
+def _prepared(name: str, lr: float, hyper: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+    return engine.prepare(engine.get_optimizer(name), 1, lr, dict(hyper), torch.float64)
+
+
+def prepared(name: str, lr: float, hyper: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``engine.prepare`` for float hyperparameters (validated there), cached: it reads the
+    optimizer class's signature each time. Returns copies."""
+    kwargs, group = _prepared(name, lr, hyper)
+    return dict(kwargs), dict(group)
+
+
 def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **hyper) -> engine.Run:
     land = get_landscape(landscape)
     spec = engine.get_optimizer(optimizer)
@@ -609,7 +636,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **
         raise Unsupported("per-trajectory hyperparameters")
     p = engine._as_points(starts, torch.float64)
     n = p.shape[0]
-    kwargs, group = engine.prepare(spec, n, spec.default_lr if lr is None else lr, hyper, torch.float64)
+    kwargs, group = prepared(spec.name, spec.default_lr if lr is None else lr, tuple(sorted(hyper.items())))
     base_lr = kwargs["lr"]
     factors = schedule_factors(schedule, steps)
     lrs = [base_lr * f if f != 1.0 else base_lr for f in factors]
@@ -702,7 +729,7 @@ def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool) ->
     lines += step(rule.later, rule.later_vector, rule.later_vector, "B", "        ")
     body, (f,) = em.body(g, [land.f], ["x", "y"], "V", indent="    ")
     lines += body + [f"    la({f})", "    return path, loss"]
-    source = "\n".join(lines[:1] + em.prologue + lines[1:])
+    source = "\n".join(lines[:1] + VML_PROLOGUE + em.prologue + lines[1:])
     fn = _compile(source, em.consts, "trajectory")
     if len(_trajectories) >= 512:
         _trajectories.clear()
