@@ -352,7 +352,7 @@ def test_a_full_queue_answers_429_at_once_and_heavy_runs_never_delay_light_ones(
             waiting.start()
             time.sleep(0.3)
             r = post(c, heavy)                                                 # the heavy line is full
-            assert r.status_code == 429 and r.headers["retry-after"] == "2"
+            assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 4   # 1 .. 2 x the budget
             t0 = time.monotonic()
             assert c.get("/api/meta").status_code == 200 and time.monotonic() - t0 < 1.0
             waiting.join(10)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -24,11 +25,12 @@ from .schemas import Limits
 class Pool:
     """``running`` slots and ``queue`` places to wait for one; bound lazily to the running loop."""
 
-    def __init__(self, name: str, running: int, queue: int, retry_after_s: int) -> None:
+    def __init__(self, name: str, running: int, queue: int, retry_after_s: int, jitter: bool = False) -> None:
         if running < 1 or queue < 0:
             raise ValueError(f"{name} pool: running must be >= 1 and queue >= 0, got {running}, {queue}")
         self.name, self.running, self.capacity = name, running, running + queue
-        self.retry_after = str(max(1, int(retry_after_s)))
+        self.retry_after_s = max(1, int(retry_after_s))
+        self.jitter = jitter
         self.inside = 0  # running + waiting (only touched from the event loop)
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -40,8 +42,11 @@ class Pool:
         return self._sem
 
     def busy(self, why: str) -> ApiError:
-        return ApiError(429, f"the server is busy with other {self.name} runs ({why}); try again in "
-                             f"{self.retry_after} s", headers={"Retry-After": self.retry_after})
+        """A 429. With ``jitter`` the Retry-After is drawn from 1 .. 2 x the base: clients refused
+        together do not all come back in the same second."""
+        wait = random.randint(1, 2 * self.retry_after_s) if self.jitter else self.retry_after_s
+        return ApiError(429, f"the server is busy with other {self.name} runs ({why}); try again in {wait} s",
+                        headers={"Retry-After": str(wait)})
 
     @asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[float]:
@@ -73,7 +78,8 @@ class Admission:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.light = Pool("light", limits.light_running, limits.light_queue, 1)
-        self.heavy = Pool("heavy", limits.heavy_running, limits.heavy_queue, math.ceil(limits.time_budget_s))
+        self.heavy = Pool("heavy", limits.heavy_running, limits.heavy_queue, math.ceil(limits.time_budget_s),
+                          jitter=True)
 
     def pool(self, cost: int) -> Pool:
         return self.light if cost <= self.limits.light_cost else self.heavy

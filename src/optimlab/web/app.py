@@ -24,6 +24,7 @@ this machine, 429 (with ``Retry-After``) when the server is busy.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -39,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..lab.landscapes import get_landscape
 from .admission import Admission
-from .compute import ApiError, dumps, landscape_grid_json, meta, run_request, warm_up
+from .compute import ApiError, dumps, landscape_grid_json, meta, run_json, warm_up, warm_up_worker
 from .schemas import (HARD_MAX_NAME, ErrorResponse, LandscapeGrid, Limits, MetaResponse, RunRequest, RunResponse,
                       check_limits, cost)
 
@@ -91,6 +92,8 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # the time budget of a run counts from here: before its body is read and validated
+        scope.setdefault("state", {})["arrived"] = time.monotonic()
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None:
             try:
@@ -152,19 +155,40 @@ ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text
     (429, "the server is busy (see Retry-After)")]}
 
 
-def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None = None) -> FastAPI:
+def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None = None,
+               processes: bool = False) -> FastAPI:
     """The web lab's FastAPI app (serve it with uvicorn; ``optimlab serve`` does).
 
     ``allowed_hosts``: the ``Host`` names to answer (``optimlab serve`` passes
     :data:`LOOPBACK_HOSTS` when bound to this machine); None answers any.
+    ``processes``: compute runs in worker processes (one per run slot, started and warmed up with
+    the app) instead of worker threads. A run is Python float code: in a thread it holds the GIL
+    that the event loop needs to answer ``/api/meta`` and the page, so ``optimlab serve`` uses
+    processes; threads suit tests that patch the computation in-process.
     """
     limits = limits or Limits()
     admission = Admission(limits)
+    executor: list[Any] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        warm_up()
-        yield
+        if processes:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            n = limits.light_running + limits.heavy_running
+            pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=warm_up_worker)
+            # start every worker now (each imports torch and warms up), not with the first runs
+            await asyncio.gather(*[asyncio.get_running_loop().run_in_executor(pool, time.sleep, 0.5) for _ in range(n)])
+            executor.append(pool)
+        else:
+            warm_up()
+        try:
+            yield
+        finally:
+            for pool in executor:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     # no Swagger / ReDoc pages: they load their scripts from a CDN; the schema itself is served
     app = FastAPI(title="optimlab web lab", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
@@ -237,17 +261,20 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
         return Response(content=text, media_type="application/json")
 
     @app.post("/api/run", response_model=None, responses={200: {"model": RunResponse}, **ERRORS})
-    async def api_run(req: RunRequest) -> Response:
+    async def api_run(req: RunRequest, request: Request) -> Response:
         """Every optimizer from every start; admitted by cost, within the time budget."""
-        arrived = time.monotonic()
+        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
         deadline = arrived + limits.time_budget_s
         try:
             check_limits(req, limits)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
         async with admission.pool(cost(req)).slot(deadline) as queued:
-            result = await anyio.to_thread.run_sync(run_request, req, limits, deadline)
-        result["queued_s"] = queued
-        return json_response(result)
+            if executor:
+                text = await asyncio.get_running_loop().run_in_executor(executor[0], run_json, req, limits,
+                                                                        deadline, queued)
+            else:
+                text = await anyio.to_thread.run_sync(run_json, req, limits, deadline, queued)
+        return Response(content=text, media_type="application/json")
 
     return app

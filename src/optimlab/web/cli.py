@@ -32,12 +32,9 @@ def serve(args) -> int:
     if not loopback:
         print(f"optimlab serve: warning: listening on {args.host}, not only this machine; "
               "the lab has no authentication", file=sys.stderr)
-    # the runs are Python float code: a short switch interval lets the event loop answer light
-    # requests (the page, /api/meta) while a run computes in a worker thread
-    sys.setswitchinterval(0.001)
     print(f"optimlab serve: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/ "
           "(Ctrl+C stops)", file=sys.stderr)
-    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None, processes=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -36,6 +36,9 @@ class ApiError(Exception):
         self.details = details or []
         self.headers = headers
 
+    def __reduce__(self):  # raised in a worker process, re-raised in the server's
+        return (ApiError, (self.status, self.message, self.details, self.headers))
+
 
 class BudgetExceeded(Exception):
     pass
@@ -182,6 +185,21 @@ def left_window(path: torch.Tensor, land: Landscape) -> list[int | None]:
     return [None if k < 0 else k for k in first]
 
 
+def over_budget(deadline: float, limits: Limits) -> None:
+    if time.monotonic() > deadline:
+        raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
+                            "(waiting included); ask for fewer steps, starts or optimizers")
+
+
+def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
+    """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
+    result = run_request(req, limits, deadline)
+    result["queued_s"] = queued_s
+    text = dumps(result)
+    over_budget(deadline, limits)
+    return text
+
+
 def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:
     """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
     (``time.monotonic()``; default: the time budget from now)."""
@@ -204,6 +222,7 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
                                     f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
             except (ValueError, TypeError) as exc:
                 raise ApiError(422, f"{spec.name}: {exc}") from None
+        over_budget(deadline, limits)
         # one metrics call for every trajectory of the request (each row depends on its own only)
         first = runs[0]
         both = engine.Run(land, first.optimizer, torch.cat([r.path for r in runs], 1),
@@ -234,13 +253,24 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
 
 
-def warm_up() -> None:
-    """One tiny run of each path, so the first request does not pay one-time start-ups: autograd's
-    (about 2 s), the import behind torch's learning-rate schedulers (5-10 s on a busy machine) and
-    the fast path's self-check of MKL against torch."""
-    engine.run("bowl", "adam", [[1.0, 1.0]], 2, schedule="cosine")
-    fastpath.run("bowl", "adam", [[1.0, 1.0]], 2, schedule="cosine")
+def warm_up(schedules: bool = True) -> None:
+    """One tiny request through every path, so the first real one does not pay one-time start-ups:
+    autograd's (about 2 s), LAPACK's first eigh (the metrics), the fast path's self-check of MKL,
+    and with ``schedules`` the import behind torch's learning-rate schedulers (5-10 s on a busy
+    machine)."""
+    schedule = "cosine" if schedules else "constant"
+    engine.run("bowl", "adam", [[1.0, 1.0]], 2, schedule=schedule)
+    req = RunRequest(landscape="bowl", starts=[[1.0, 1.0]], steps=3, schedule=schedule,
+                     optimizers=[{"name": "adam"}, {"name": "nag"}])
+    run_json(req, Limits(), time.monotonic() + 600, 0.0)
 
 
-__all__ = ["ApiError", "BudgetExceeded", "meta", "landscape_grid", "landscape_grid_json", "run_request",
-           "warm_up", "dumps", "nested"]
+def warm_up_worker() -> None:
+    """A worker process's start: ready for constant-lr runs at once; the schedulers' import
+    proceeds in the background (a scheduled run arriving meanwhile waits for it)."""
+    warm_up(schedules=False)
+    threading.Thread(target=warm_up, daemon=True, name="optimlab-warm-up").start()
+
+
+__all__ = ["ApiError", "BudgetExceeded", "meta", "run_json", "landscape_grid", "landscape_grid_json", "run_request",
+           "warm_up", "warm_up_worker", "dumps", "nested"]
