@@ -162,7 +162,10 @@ class RunRequest(BaseModel):
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
     steps: int = Field(ge=1, le=HARD_MAX_STEPS)
-    schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME)
+    schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME,
+                          json_schema_extra={"pattern": r"^(constant|cosine|step:[0-9]{1,6}:[0-9.eE+-]{1,24}|"
+                                                        r"warmup:[0-9]{1,6}|warmup-cosine:[0-9]{1,6})$"},
+                          description="constant, cosine, step:N:GAMMA, warmup:N or warmup-cosine:N")
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
 
