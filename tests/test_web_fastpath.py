@@ -18,7 +18,8 @@ import torch
 from fastapi.testclient import TestClient
 
 import reference
-from optimlab.lab import LAB_OPTIMIZERS, LANDSCAPES, engine
+from optimlab import catalogue
+from optimlab.lab import LANDSCAPES, engine
 from optimlab.web import create_app, fastpath
 
 pytestmark = pytest.mark.skipif(bool(fastpath.available()), reason=f"fast path unavailable: {fastpath.available()}")
@@ -40,9 +41,10 @@ def starts_for(name: str, n: int, seed: int) -> list[list[float]]:
 @pytest.mark.parametrize("landscape", list(LANDSCAPES))
 def test_every_optimizer_on_every_landscape_is_the_engine_bit_for_bit(landscape):
     starts = starts_for(landscape, 3, 0)
-    for name, spec in LAB_OPTIMIZERS.items():
+    for spec in catalogue.entries():
+        name, lr0 = spec.name, catalogue.lab_lr(spec, landscape)
         # the default lr, and 30x it (most of these diverge: inf and nan must match too)
-        for lr, schedule in ((spec.default_lr, None), (spec.default_lr * 30, "warmup-cosine:5")):
+        for lr, schedule in ((lr0, None), (lr0 * 30, "warmup-cosine:5")):
             ref = engine.run(landscape, name, starts, 40, lr=lr, schedule=schedule)
             got = fastpath._run(landscape, name, starts, 40, lr=lr, schedule=schedule)  # no silent fallback
             assert same(got.path, ref.path) and same(got.loss, ref.loss), (landscape, name, lr)
@@ -120,7 +122,7 @@ def test_api_numbers_match_the_numpy_references(monkeypatch, landscape, grad, st
     monkeypatch.setattr(reference, "grad_fn", grad)
     steps = 60
     body = {"landscape": landscape, "starts": [start], "steps": steps,
-            "optimizers": [{"name": n, "lr": LAB_OPTIMIZERS[n].default_lr * lr_scale} for n in REFS]}
+            "optimizers": [{"name": n, "lr": catalogue.get(n).lab_lr * lr_scale} for n in REFS]}
     with TestClient(create_app()) as c:
         out = c.post("/api/run", json=body).json()
     for entry, run in zip(body["optimizers"], out["runs"]):

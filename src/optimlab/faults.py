@@ -49,8 +49,6 @@ def options(nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -
     return {"nonfinite": nonfinite, "state_dtype": state_dtype}
 
 
-DEFAULTS = options()
-
 
 def validate(group: Mapping[str, Any]) -> None:
     """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""

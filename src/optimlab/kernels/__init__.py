@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import cpu, foreach
 from .trace import Unsupported, Vec, trace_rule
 
-__all__ = ["step_group", "fused_enabled", "stats", "Unsupported"]
+__all__ = ["step_group", "fused_enabled", "check_capturable", "stats", "Unsupported"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, kernels built and loaded
 stats = cpu.stats
@@ -45,6 +45,37 @@ _dtype = attrgetter("dtype")
 _grad = attrgetter("grad")
 
 
+def _backend(p: Tensor) -> Any:
+    """The executor for ``p``'s bucket: generated C on the CPU, Triton on CUDA where triton is
+    installed, foreach calls on other devices; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces one
+    (a parameter it cannot take runs eagerly). None: eager."""
+    forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower()
+    dtype, device = p.dtype, p.device
+    if forced in ("c", "cpu"):
+        return cpu if cpu.accepts(dtype, device) else None
+    if forced == "foreach":
+        return foreach if foreach.accepts(dtype, device) else None
+    if forced == "triton" or (device.type == "cuda" and not forced):
+        from . import triton_gpu as triton_backend  # imports triton only when a GPU step needs it
+        if triton_backend.accepts(dtype, device, forced == "triton"):
+            return triton_backend
+        if forced:
+            return None
+    if cpu.accepts(dtype, device):
+        return cpu
+    return foreach if device.type != "cpu" and foreach.accepts(dtype, device) else None
+
+
+def check_capturable(group: dict[str, Any]) -> None:
+    """``capturable=True`` (step counters on the device, no host sync): CUDA parameters only."""
+    if not group.get("capturable"):
+        return
+    for p in group["params"]:
+        if p.device.type != "cuda":
+            raise ValueError("capturable=True needs every parameter on a CUDA device (a CUDA graph "
+                             f"captures device work only); got one on {p.device} (allowed there: False)")
+
+
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
     """False when ``OPTIMLAB_FUSED=0`` or the group says ``fused=False``."""
     if os.environ.get("OPTIMLAB_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -55,8 +86,9 @@ def fused_enabled(group: dict[str, Any] | None = None) -> bool:
 class _Bucket:
     """Tensors of one dtype and state layout whose step and scalar state agree."""
 
-    def __init__(self, rule: Any, dtype: torch.dtype, names: tuple[str, ...], items: list) -> None:
-        self.dtype, self.names = dtype, names
+    def __init__(self, rule: Any, backend: Any, dtype: torch.dtype, names: tuple[str, ...], items: list) -> None:
+        self.backend, self.dtype, self.names = backend, dtype, names
+        self.cache: dict[str, Any] = {}  # the backend's own per-bucket data (device pointer tables)
         self.params = [p for p, _ in items]
         self.state_dicts = [state for _, state in items]
         self.states = [[state[name] for _, state in items] for name in names]
@@ -94,8 +126,9 @@ def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
     if plan is None or plan.ids != ids or plan.state is not optimizer.state:
         plan = plans[id(group)] = _make_plan(optimizer, group, params, ids)
     rest = list(plan.rest)
+    capturable = bool(group.get("capturable"))
     for bucket in plan.buckets:
-        outcome = _run_bucket(optimizer, hyperparams, bucket)
+        outcome = _run_bucket(optimizer, hyperparams, bucket, capturable)
         if outcome is None:
             rest.extend(bucket.params)
         elif outcome:  # new state entries appeared: the layout changed
@@ -104,6 +137,10 @@ def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
         del plans[id(group)]
     stats["fused_tensors"] += len(params) - len(rest)
     stats["eager_tensors"] += len(rest)
+    if rest and capturable and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"capturable=True: {len(rest)} parameter(s) of this group cannot take the fused "
+                           "step (dtype, layout, sparse or tensor hyperparameters) and the eager step "
+                           "reads its counter on the host, which a CUDA graph cannot capture")
     return rest
 
 
@@ -115,21 +152,25 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
     for p in params:
         g = p.grad
         dtype = p.dtype
-        if (not _plain(p) or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
-                or dtype not in cpu.CTYPES or not p.is_cpu or g.dtype != dtype or g.layout != torch.strided
+        backend = _backend(p) if _plain(p) else None
+        if (backend is None or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
+                or g.dtype != dtype or g.device != p.device or g.layout != torch.strided
                 or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape):
             plan.rest.append(p)
             continue
         state = optimizer._init_state(p, group)
         names = tuple(k for k in state if k != "step" and k not in rule.scalar_state)
         scalars = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
+        scalar_device = p.device if group.get("capturable") else torch.device("cpu")
         if not all(_dense_like(state[k], p) for k in names) or not all(
-                isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].is_cpu for k in scalars):
+                isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
+                for k in scalars):
             plan.rest.append(p)
             continue
-        key = (dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
+        key = (backend, p.device, dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
         groups.setdefault(key, []).append((p, state))
-    plan.buckets = [_Bucket(rule, dtype, names, items) for (dtype, names, _), items in groups.items()]
+    plan.buckets = [_Bucket(rule, backend, dtype, names, items)
+                    for (backend, _, dtype, names, _), items in groups.items()]
     return plan
 
 
@@ -138,12 +179,15 @@ def _plain(t: Tensor) -> bool:
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
-    return (isinstance(t, Tensor) and t.dtype == p.dtype and t.is_cpu and t.layout == torch.strided
+    return (isinstance(t, Tensor) and t.dtype == p.dtype and t.device == p.device and t.layout == torch.strided
             and t.is_contiguous() and t.shape == p.shape)
 
 
-def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool | None:
-    """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew."""
+def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, capturable: bool = False) -> bool | None:
+    """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew.
+
+    ``capturable``: the step counter and scalar state stay 0-dim device tensors (float64 copies)
+    through the rule, so nothing is read on the host."""
     rule = optimizer.rule
     params, dtype, names = bucket.params, bucket.dtype, bucket.names
     grads = list(map(_grad, params))
@@ -153,19 +197,22 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
             or array("q", map(_numel, params)) != bucket.sizes):
         return None
     arguments: dict[str, Any] = dict(hyperparams)
+    device = params[0].device if capturable else None
     for name in rule.scalar_state:
-        arguments[name] = bucket.scalars[name][0].item()
+        value = bucket.scalars[name][0]
+        arguments[name] = value.to(torch.float64) if capturable else value.item()
     if rule.counts_steps:
-        arguments["step"] = (bucket.scalars["step"][0] + 1).item()  # what eager sees after `+= 1`
+        step = bucket.scalars["step"][0]  # what eager sees after `+= 1`:
+        arguments["step"] = step.to(torch.float64) + 1 if capturable else (step + 1).item()
     inputs = ["param", "grad", *names]
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments)
+        trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
         outputs: list[tuple[int, int]] = []
         fresh: list[str] = []
         scalar_out: dict[str, float] = {}
         for name, value in out.items():
             if name in rule.scalar_state:
-                scalar_out[name] = float(value)
+                scalar_out[name] = value if isinstance(value, Tensor) else float(value)
                 continue
             if not isinstance(value, Vec):
                 raise Unsupported(f"output {name!r} is not element-wise")
@@ -175,12 +222,12 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
                 fresh.append(name)
                 outputs.append((len(inputs) + len(fresh) - 1, value.index))
         structure = (tuple(trace.nodes), tuple(outputs), len(inputs), dtype)
-        if structure in _refused:
+        if (bucket.backend, structure) in _refused:
             return None
         try:
-            kernel = cpu.kernel_for(trace, outputs, len(inputs), dtype, structure)
+            kernel = bucket.backend.kernel_for(trace, outputs, len(inputs), dtype, structure)
         except Unsupported as error:
-            _refused.add(structure)
+            _refused.add((bucket.backend, structure))
             warnings.warn(f"optimlab: fused {rule.name} step unavailable, running eagerly ({error})",
                           RuntimeWarning, stacklevel=4)
             return None
@@ -188,14 +235,9 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
         return None
 
     new_state = [[torch.empty_like(p) for p in params] for _ in fresh]
-    ptrs = array("q", map(_data_ptr, params))
-    ptrs.extend(map(_data_ptr, grads))
-    ptrs.extend(bucket.state_ptrs)
-    for column in new_state:
-        ptrs.extend(map(_data_ptr, column))
     if rule.counts_steps:
         bucket.scalars["step"] += 1
-    kernel(bucket.sizes, ptrs, trace.scalars)
+    bucket.backend.launch(kernel, bucket, [params, grads, *bucket.states, *new_state], trace.scalars)
     for name, value in scalar_out.items():
         bucket.scalars[name].fill_(value)
     for name, column in zip(fresh, new_state):

@@ -6,11 +6,9 @@ against it. Each step evaluates the landscape and its gradient (autograd) at all
 calls the core's pure rule ``optimlab.algorithms.RULES[...].update`` once: no optimizer math is
 written here. An LR sweep is one call with ``lr`` a tensor, not a Python loop.
 
-Hyperparameter defaults, argument names and validation come from the ``optimlab.optim`` class
-the lab optimizer stands for (read from its constructor's signature and checked by the rule's
-``validate``, as ``add_param_group`` does), so a lab
+Hyperparameters are prepared by :mod:`.hyper` from the catalogue entry's drop-in class, so a lab
 trajectory is, number for number, what ``optimlab.SGD`` / ``Adam`` / ... produce one trajectory
-at a time (tested in ``tests/test_lab_engine.py``).
+at a time (:mod:`.reference` runs that loop; tested in ``tests/test_lab_engine.py``).
 
 NAG (``nag``) is the seed's look-ahead form, which the lab can run because it can evaluate the
 landscape anywhere (Sutskever et al., 2013, eq. 3-4)::
@@ -26,68 +24,23 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
-import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .. import optim as _optim
-from .._names import lookup
+from .. import _json, catalogue
+from ..catalogue import Entry
+from .hyper import HyperValue, prepare
 from .landscapes import Landscape, get_landscape
-from .schedules import factors as schedule_factors
-
-HyperValue = float | Sequence[float] | Tensor
-
-
-@dataclass(frozen=True)
-class LabOptimizer:
-    """A named optimizer of the lab: an ``optimlab.optim`` class with fixed options.
-
-    ``torch_equivalent`` is ``(torch.optim class name, kwargs)`` when torch.optim has the same
-    algorithm (used by the per-trajectory reference loop and the benchmark).
-    """
-
-    name: str
-    cls: type[_optim.Optimizer]
-    options: dict[str, Any]
-    label: str
-    default_lr: float
-    lookahead: bool = False
-    torch_equivalent: tuple[str, dict[str, Any]] | None = None
-
-    @property
-    def rule(self):
-        return self.cls.rule
+from .reference import reference_run  # noqa: F401  (re-exported: optimlab.lab.reference_run)
+from .. import schedules
 
 
-LAB_OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in [
-    LabOptimizer("sgd", _optim.SGD, {}, "GD", 1e-3, torch_equivalent=("SGD", {})),
-    LabOptimizer("momentum", _optim.SGD, {"momentum": 0.9}, "Momentum", 1e-3,
-                 torch_equivalent=("SGD", {"momentum": 0.9})),
-    LabOptimizer("nag", _optim.SGD, {"momentum": 0.9, "momentum_form": "lr_in_velocity"}, "NAG (look-ahead)", 1e-3,
-                 lookahead=True, torch_equivalent=("SGD", {"momentum": 0.9, "nesterov": True})),
-    LabOptimizer("adagrad", _optim.Adagrad, {}, "AdaGrad", 0.1, torch_equivalent=("Adagrad", {})),
-    LabOptimizer("rmsprop", _optim.RMSprop, {}, "RMSProp", 1e-2, torch_equivalent=("RMSprop", {})),
-    LabOptimizer("adam", _optim.Adam, {}, "Adam", 1e-2, torch_equivalent=("Adam", {})),
-    LabOptimizer("nadam", _optim.NAdam, {}, "Nadam", 1e-2, torch_equivalent=("NAdam", {})),
-    # the seed documents' variants
-    LabOptimizer("momentum-ewma", _optim.SGD, {"momentum": 0.9, "momentum_form": "ewma"}, "Momentum (EWMA form)", 1e-2),
-    LabOptimizer("nesterov", _optim.SGD, {"momentum": 0.9, "nesterov": True}, "Nesterov (torch form)", 1e-3,
-                 torch_equivalent=("SGD", {"momentum": 0.9, "nesterov": True})),
-    LabOptimizer("adam-nobc", _optim.Adam, {"bias_correction": False}, "Adam (no bias correction)", 1e-2),
-    LabOptimizer("adagrad-seed", _optim.Adagrad, {"eps_inside_sqrt": True}, "AdaGrad (eps inside sqrt)", 0.1),
-]}
-
-MAIN_OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adam", "nadam")
-
-
-def get_optimizer(name: str | LabOptimizer) -> LabOptimizer:
-    if isinstance(name, LabOptimizer):
-        return name
-    return lookup("optimizer", name, LAB_OPTIMIZERS)
+def get_optimizer(name: str | Entry) -> Entry:
+    """The catalogue entry called ``name`` (see :mod:`optimlab.catalogue`)."""
+    return catalogue.get(name)
 
 
 @dataclass
@@ -103,7 +56,7 @@ class Run:
     """
 
     landscape: Landscape
-    optimizer: LabOptimizer
+    optimizer: Entry
     path: Tensor
     loss: Tensor
     lr: Tensor
@@ -131,23 +84,11 @@ class Run:
             steps.append(self.steps)
         n = self.n if max_trajectories is None else min(self.n, max_trajectories)
 
-        def clean(t: Tensor) -> list:
-            return [[None if not math.isfinite(v) else v for v in row] if isinstance(row, list)
-                    else (None if not math.isfinite(row) else row) for row in t.tolist()]
-
         return {"landscape": self.landscape.name, "optimizer": self.optimizer.name, "label": self.optimizer.label,
                 "steps": steps, "lr_factors": [self.lr_factors[t - 1] for t in steps[1:]],
                 "trajectories": [{"lr": float(self.lr[i]), **{k: float(v[i]) for k, v in self.hyper.items()},
-                                  "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
+                                  "path": _json.finite(self.path[steps, i]), "loss": _json.finite(self.loss[steps, i])}
                                  for i in range(n)]}
-
-    def select(self, index: Tensor | slice | int) -> "Run":
-        """The sub-batch of trajectories ``index`` (a slice, an int or an index tensor)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return Run(self.landscape, self.optimizer, self.path[:, index], self.loss[:, index], self.lr[index],
-                   self.lr_factors, {k: v[index] for k, v in self.hyper.items()},
-                   None if self.grads is None else self.grads[:, index])
 
 
 def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
@@ -161,86 +102,7 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
     return pts
 
 
-def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
-                    device: torch.device | None = None) -> float | Tensor:
-    """A float stays a float; a sequence / tensor becomes an ``(N, 1)`` column."""
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    t = torch.as_tensor(value, dtype=dtype, device=device).flatten()
-    if t.numel() == 1:
-        return float(t.item())
-    if t.numel() != n:
-        raise ValueError(f"{name} must be a number or have one value per trajectory ({n}), got {t.numel()} values")
-    return t.reshape(n, 1)
-
-
-_RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
-
-
-#: optimizer arguments about execution, not the math: the lab's engine has no use for them
-_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", "nonfinite", "state_dtype"}
-
-
-def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
-    """The param group the optimizer class would build for scalar hyperparameter ``values``,
-    validated by the rule's own ``validate`` (what ``add_param_group`` does).
-
-    The defaults are read from the class's constructor signature rather than by building an
-    instance: the first ``torch.optim.Optimizer`` built in a process imports ``torch._dynamo``
-    (about 5 s), which the lab does not otherwise need.
-    """
-    kwargs = dict(spec.options)
-    betas = None
-    for key, value in values.items():
-        if key in _RULE_TO_CTOR:
-            if betas is None:
-                betas = list(kwargs.get("betas", _defaults(spec.cls)["betas"]))
-            betas[_RULE_TO_CTOR[key][1]] = value
-        else:
-            kwargs[key] = value
-    if betas is not None:
-        kwargs["betas"] = tuple(betas)
-    defaults = _defaults(spec.cls)
-    allowed = set(defaults) - _NOT_IN_THE_LAB
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        allowed = sorted(allowed)
-        raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
-    group = {**defaults, **kwargs}
-    spec.rule.validate(group)
-    return group
-
-
-def _defaults(cls: type) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
-    return {name: p.default for name, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in ("self", "params")}
-
-
-def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
-            dtype: torch.dtype, device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The rule's keyword arguments for a batch of ``n`` (tensors ``(N, 1)`` where swept) and the
-    param group (validated at the smallest and largest value of every swept hyperparameter)."""
-    values = {"lr": _per_trajectory("lr", lr, n, dtype, device)}
-    values.update({k: _per_trajectory(k, v, n, dtype, device) for k, v in hyper.items()})
-    low = {k: (float(v.min()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    high = {k: (float(v.max()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    group = _group_for(spec, low)
-    if high != low:
-        _group_for(spec, high)
-    kwargs = spec.rule.hyperparams(group)
-    for key, value in values.items():
-        if key not in kwargs:
-            raise ValueError(f"{spec.name} has no hyperparameter {key!r} (has: {', '.join(sorted(kwargs))})")
-        kwargs[key] = value
-    if spec.lookahead and isinstance(kwargs.get("momentum"), float) and kwargs["momentum"] == 0:
-        raise ValueError("nag needs momentum > 0")
-    return kwargs, group
-
-
-def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, steps: int, *,
+def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
         **hyper: HyperValue) -> Run:
@@ -248,10 +110,10 @@ def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, 
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
     ``lr``      a number, or one value per trajectory (tensor / sequence of length N); default:
-                the optimizer's ``default_lr``.
+                the entry's default for the landscape (:func:`optimlab.catalogue.lab_lr`).
     ``hyper``   other hyperparameters by the rule's names (``momentum``, ``alpha``, ``beta1``,
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
-    ``schedule`` a schedule spec (see :mod:`optimlab.lab.schedules`); step t uses ``lr * s_t``.
+    ``schedule`` a schedule spec (see :mod:`optimlab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
     """
     threads = torch.get_num_threads()
@@ -279,9 +141,9 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     p = _as_points(starts, dtype)
     n = p.shape[0]
-    kwargs, group = prepare(spec, n, spec.default_lr if lr is None else lr, hyper, dtype, p.device)
+    kwargs, group = prepare(spec, n, catalogue.lab_lr(spec, land) if lr is None else lr, hyper, dtype, p.device)
     base_lr = kwargs["lr"]
-    lr_factors = schedule_factors(schedule, steps)
+    lr_factors = schedules.factors(schedule, steps)
     rule = spec.rule
 
     state: dict[str, Any] = {}
@@ -350,41 +212,3 @@ def sweep(landscape: str | Landscape, optimizers: Sequence[str], lrs: Any, start
         runs[name] = run(landscape, name, all_starts, steps, lr=all_lr, schedule=schedule, dtype=dtype,
                          progress=cb, **hyper)
     return Sweep(runs, lr_t, pts)
-
-
-def reference_run(landscape: str | Landscape, optimizer: str | LabOptimizer, start: Any, steps: int, *,
-                  lr: float | None = None, schedule: str | None = None, use_torch: bool = False,
-                  dtype: torch.dtype = torch.float64, **options: Any) -> Tensor:
-    """One trajectory the plain way: a ``(2,)`` parameter, ``loss.backward()``, ``optimizer.step()``.
-
-    Uses ``optimlab.optim`` (or ``torch.optim`` with ``use_torch=True``, where it has the
-    algorithm); ``options`` are constructor arguments. For ``nag`` this runs torch's Nesterov
-    form, whose iterates are the look-ahead points ``w - beta * v``. Returns the ``(steps + 1, 2)``
-    path. This is what the batched engine is tested and benchmarked against.
-    """
-    from .schedules import make_scheduler
-
-    land = get_landscape(landscape)
-    spec = get_optimizer(optimizer)
-    w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
-    lr = spec.default_lr if lr is None else lr
-    if use_torch:
-        if spec.torch_equivalent is None:
-            raise ValueError(f"torch.optim has no equivalent of {spec.name}")
-        cls_name, kwargs = spec.torch_equivalent
-        opt = getattr(torch.optim, cls_name)([w], lr=lr, **kwargs, **options)
-    elif spec.lookahead:
-        momentum = options.pop("momentum", spec.options["momentum"])
-        opt = _optim.SGD([w], lr=lr, momentum=momentum, nesterov=True, **options)
-    else:
-        opt = spec.cls([w], lr=lr, **{**spec.options, **options})
-    sched = make_scheduler(schedule or "constant", steps)(opt)
-    path = [w.detach().clone()]
-    for _ in range(steps):
-        opt.zero_grad()
-        land.fn(w[0], w[1]).backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        path.append(w.detach().clone())
-    return torch.stack(path)

@@ -24,22 +24,21 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .. import catalogue
 from .landscapes import Landscape, get_landscape
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
-#: fixed colours for the lab's optimizers, so a figure's legend reads the same everywhere
-OPTIMIZER_COLORS = {"sgd": "#000000", "momentum": "#E69F00", "nag": "#56B4E9", "adagrad": "#009E73",
-                    "rmsprop": "#D55E00", "adam": "#0072B2", "nadam": "#CC79A7"}
 LINESTYLES = ["-", "--", "-.", ":"]
 GREYS = ListedColormap(matplotlib.colormaps["Greys"](np.linspace(0.02, 0.55, 256)))
 
 
 def colors_for(keys: Sequence[str]) -> dict[str, str]:
     """A colour per key: the optimizer's own colour where the key names one, else the next free one."""
+    own = catalogue.colours()  # one colour per optimizer, the same in every figure and page
     out, used = {}, set()
     for k in keys:
-        if k in OPTIMIZER_COLORS and OPTIMIZER_COLORS[k] not in used:
-            out[k] = OPTIMIZER_COLORS[k]
+        if k in own and own[k] not in used:
+            out[k] = own[k]
             used.add(out[k])
     free = [c for c in OKABE_ITO if c not in used]
     for k in keys:
@@ -54,15 +53,10 @@ def _grid(land: Landscape, n: int = 240) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _height(land: Landscape, Z: np.ndarray) -> tuple[np.ndarray, str]:
-    """What the contour shows: ``f`` itself, or ``log10(f - f_min + 1e-3)`` for steep landscapes."""
+    """What the contour shows (:meth:`Landscape.plot_height`)."""
     if land.log_plot:
-        return np.log10(Z - _floor(land, Z) + 1e-3), "log10(f - min f + 0.001)"
+        return land.plot_height(Z), land.height_label
     return Z, "f(x, y)"
-
-
-def _floor(land: Landscape, Z: np.ndarray) -> float:
-    """The lowest value shown: the known minimum (trajectories reach it; the grid may not)."""
-    return min(float(np.nanmin(Z)), land.min_value)
 
 
 def draw_landscape(ax: Any, land: Landscape, levels: int = 30, colorbar: bool = True) -> None:
@@ -138,7 +132,6 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(X, Y, H, cmap="cividis", alpha=0.55, linewidth=0, antialiased=True, rstride=2, cstride=2)
     colors = dict(colors or colors_for(list(paths)))
-    zmin = _floor(land, Z)
     for label, p in _paths(paths).items():
         inside = land.in_window(torch.as_tensor(p)).numpy() & np.isfinite(p).all(axis=1)
         q = p[inside]
@@ -146,7 +139,7 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
             continue
         with torch.no_grad():
             f = land.value(torch.as_tensor(q)).numpy()
-        h = np.log10(np.maximum(f - zmin, 0) + 1e-3) if land.log_plot else f  # the surface's height
+        h = land.plot_height(f)  # the surface's height
         ax.plot(q[:, 0], q[:, 1], h, color=colors[label], linewidth=2.0, label=label, zorder=10)
     ax.set_xlabel("x")
     ax.set_ylabel("y")

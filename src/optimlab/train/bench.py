@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .loop import OPTIMIZER_CONFIGS, RunResult, check_lr, train
-from .._names import unknown_name_error
+from .. import catalogue
+from .loop import RunResult, check_lr, train
 from .tasks import Task, get_task
 
 
@@ -99,9 +99,7 @@ def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps:
               callback: Callable[[str], None] | None = None) -> BenchResult:
     """Tune and measure every optimizer on ``task``; ``callback(message)`` is called after each run."""
     task = get_task(task) if isinstance(task, str) else task
-    for name in optimizers:
-        if name not in OPTIMIZER_CONFIGS:
-            raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
+    optimizers = [catalogue.get(name).name for name in optimizers]
     if not optimizers:
         raise ValueError("optimizers must name at least one optimizer")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:

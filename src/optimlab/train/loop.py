@@ -17,32 +17,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .. import optim
+from .. import catalogue
 from .modes import Mode, batches
-from .schedules import is_plateau, make_schedule
-from .._names import unknown_name_error
+from ..schedules import build as make_schedule, is_plateau
 from .tasks import Task, get_task
 
-#: optimizer name -> (class, fixed keyword arguments); the learning rate is given per run
-OPTIMIZER_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
-    "sgd": (optim.SGD, {}),
-    "momentum": (optim.SGD, {"momentum": 0.9}),
-    "nesterov": (optim.SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (optim.Adagrad, {}),
-    "rmsprop": (optim.RMSprop, {}),
-    "adam": (optim.Adam, {}),
-    "adamw": (optim.AdamW, {}),
-    "nadam": (optim.NAdam, {}),
-}
-
-
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """An optimlab optimizer by name (see :data:`OPTIMIZER_CONFIGS`) with learning rate ``lr``."""
-    if name not in OPTIMIZER_CONFIGS:
-        raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
+    """The catalogue's optimizer ``name`` (:mod:`optimlab.catalogue`) with learning rate ``lr``."""
+    entry = catalogue.get(name)
     check_lr(lr)
-    cls, kwargs = OPTIMIZER_CONFIGS[name]
-    return cls(params, lr=lr, **kwargs)
+    return entry.make(params, lr=lr)
 
 
 def check_lr(lr: float, name: str = "lr") -> None:

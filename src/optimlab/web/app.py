@@ -161,8 +161,8 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
 
     ``allowed_hosts``: the ``Host`` names to answer (``optimlab serve`` passes
     :data:`LOOPBACK_HOSTS` when bound to this machine); None answers any.
-    ``processes``: compute runs in worker processes (one per run slot, started and warmed up with
-    the app) instead of worker threads. A run is Python float code: in a thread it holds the GIL
+    ``processes``: compute runs in worker processes (one per run slot, started and warmed up in
+    the background when the app starts; runs use threads until they are ready) instead of threads. A run is Python float code: in a thread it holds the GIL
     that the event loop needs to answer ``/api/meta`` and the page, so ``optimlab serve`` uses
     processes; threads suit tests that patch the computation in-process.
     """
@@ -172,6 +172,8 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        warm_up(schedules=not processes)
+        pool, starting = None, None
         if processes:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -179,15 +181,20 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
             n = limits.light_running + limits.heavy_running
             pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=warm_up_worker)
-            # start every worker now (each imports torch and warms up), not with the first runs
-            await asyncio.gather(*[asyncio.get_running_loop().run_in_executor(pool, time.sleep, 0.5) for _ in range(n)])
-            executor.append(pool)
-        else:
-            warm_up()
+
+            async def start() -> None:
+                # every worker started and warmed up (each imports torch): until then runs use threads
+                loop = asyncio.get_running_loop()
+                await asyncio.gather(*[loop.run_in_executor(pool, time.sleep, 0.5) for _ in range(n)])
+                executor.append(pool)
+
+            starting = asyncio.create_task(start())
         try:
             yield
         finally:
-            for pool in executor:
+            if starting is not None:
+                starting.cancel()
+            if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
     # no Swagger / ReDoc pages: they load their scripts from a CDN; the schema itself is served

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .. import catalogue, schedules
 from ..lab import engine, metrics
-from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
-from ..lab.schedules import SCHEDULES
+from ..lab.landscapes import LANDSCAPES, get_landscape
 from . import fastpath
-from .schemas import KNOB_HELP, KNOB_RANGES, KNOBS, LR_RANGE, Limits, RunRequest
+from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
 
 
 class ApiError(Exception):
@@ -72,35 +72,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-# --- colours and defaults -------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def colours() -> dict[str, str]:
-    """One colour per lab optimizer, the one the figures use (``optimlab.lab.plots``)."""
-    from ..lab.plots import colors_for
-
-    return colors_for(list(engine.LAB_OPTIMIZERS))
-
-
-def default_lrs(land: Landscape) -> dict[str, float]:
-    """The learning rate each optimizer starts with on ``land``: the catalogue's per-landscape
-    default where the catalogue gives one, else the optimizer's lab default."""
-    try:
-        from .. import catalogue  # type: ignore[attr-defined]
-    except ImportError:
-        catalogue = None
-    out = {}
-    for name, spec in engine.LAB_OPTIMIZERS.items():
-        lr = spec.default_lr
-        if catalogue is not None and hasattr(catalogue, "lab_lr"):
-            try:
-                lr = float(catalogue.lab_lr(catalogue.get(name), land))
-            except (ValueError, KeyError, AttributeError, TypeError):
-                pass
-        out[name] = lr
-    return out
-
-
 # --- metadata and grids ---------------------------------------------------------------------------
 
 def landscape_info(name: str) -> dict[str, Any]:
@@ -109,25 +80,26 @@ def landscape_info(name: str) -> dict[str, Any]:
             "window": [list(land.window[0]), list(land.window[1])], "start": list(land.start),
             "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
             "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
-            "min_value": land.min_value, "default_lr": default_lrs(land)}
+            "min_value": land.min_value,
+            # each optimizer's default learning rate on this landscape (from the catalogue)
+            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
 
 
 def optimizer_info(name: str) -> dict[str, Any]:
     spec = engine.get_optimizer(name)
-    return {"name": spec.name, "label": spec.label, "colour": colours()[spec.name], "default_lr": spec.default_lr,
-            "knobs": KNOBS[spec.name], "main": spec.name in engine.MAIN_OPTIMIZERS,
-            "options": {k: v for k, v in spec.options.items()}}
+    return {"name": spec.name, "label": spec.label, "colour": spec.colour, "default_lr": spec.lab_lr,
+            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()}}
 
 
 def meta(limits: Limits) -> dict[str, Any]:
     return {
         "landscapes": [landscape_info(n) for n in LANDSCAPES],
-        "optimizers": [optimizer_info(n) for n in engine.LAB_OPTIMIZERS],
+        "optimizers": [optimizer_info(n) for n in catalogue.names()],
         "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
                   for k in KNOB_RANGES},
         "lr_range": list(LR_RANGE),
-        "schedules": {"kinds": list(SCHEDULES),
-                      "forms": ["constant", "step:N:GAMMA", "cosine", "warmup:N", "warmup-cosine:N"]},
+        "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
+                      "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},
         "limits": limits.as_dict(),
     }
 
@@ -233,14 +205,15 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     n = len(req.starts)
     for k, (spec, r) in enumerate(zip(req.optimizers, runs)):
         kwargs, _ = fastpath.prepared(r.optimizer.name, float(r.lr[0]), tuple(sorted(spec.hyper().items())))
-        used = {key: float(v) for key, v in kwargs.items() if key in KNOBS[spec.name]}
+        allowed = knobs(spec.name)
+        used = {key: float(v) for key, v in kwargs.items() if key in allowed}
         mine = rows[k * n:(k + 1) * n]
         for row in mine:
             row["optimizer"] = r.optimizer.name
         out.append({
             "name": r.optimizer.name,
             "label": r.optimizer.label,
-            "colour": colours()[r.optimizer.name],
+            "colour": r.optimizer.colour,
             "lr": float(r.lr[0]),
             "hyper": used,
             "path": nested(r.path),

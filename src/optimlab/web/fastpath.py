@@ -36,9 +36,10 @@ from typing import Any, Callable
 
 import torch
 
+from .. import catalogue, schedules
+from ..catalogue import Entry
 from ..lab import engine
 from ..lab.landscapes import Landscape, get_landscape
-from ..lab.schedules import factors as schedule_factors
 
 
 class Unsupported(Exception):
@@ -551,7 +552,7 @@ class CompiledRule:
     ``later`` for steps >= 2; inputs ``(param, grad, *vector state, step, lr, *scalar state)``,
     outputs ``[param, *vector state, *scalar state]``."""
 
-    def __init__(self, spec: engine.LabOptimizer, kwargs: dict[str, Any], state0: dict[str, Any]) -> None:
+    def __init__(self, spec: Entry, kwargs: dict[str, Any], state0: dict[str, Any]) -> None:
         self.rule = spec.rule
         fixed = {k: v for k, v in kwargs.items() if k != "lr"}
         if any(isinstance(v, torch.Tensor) for v in fixed.values()):
@@ -598,7 +599,7 @@ def _compiled_rule(name: str, fixed: tuple, state_keys: tuple) -> CompiledRule:
 
 # --- a run ----------------------------------------------------------------------------------------
 
-def run(landscape: str | Landscape, optimizer: str | engine.LabOptimizer, starts: Any, steps: int, *,
+def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: float | None = None, schedule: str | None = None, progress: Callable[[int], None] | None = None,
         **hyper: float) -> engine.Run:
     """What :func:`optimlab.lab.engine.run` returns for the same arguments (float64), bit for bit.
@@ -636,9 +637,10 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **
         raise Unsupported("per-trajectory hyperparameters")
     p = engine._as_points(starts, torch.float64)
     n = p.shape[0]
-    kwargs, group = prepared(spec.name, spec.default_lr if lr is None else lr, tuple(sorted(hyper.items())))
+    kwargs, group = prepared(spec.name, catalogue.lab_lr(spec, land) if lr is None else lr,
+                             tuple(sorted(hyper.items())))
     base_lr = kwargs["lr"]
-    factors = schedule_factors(schedule, steps)
+    factors = schedules.factors(schedule, steps)
     lrs = [base_lr * f if f != 1.0 else base_lr for f in factors]
     try:
         fland = compiled_landscape(land)

@@ -11,14 +11,16 @@ is a server setting, :class:`Limits`, checked by :func:`check_limits` after the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..lab.engine import LAB_OPTIMIZERS, LabOptimizer, get_optimizer, prepare
+from .. import catalogue, schedules
+from ..catalogue import Entry
+from ..lab.engine import get_optimizer, prepare
 from ..lab.landscapes import LANDSCAPES, get_landscape
-from ..lab.schedules import make_scheduler
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -39,13 +41,19 @@ KNOB_HELP = {
 LR_RANGE = (0.0, 100.0)  # lr in (0, 100]
 
 
-def knobs(spec: LabOptimizer) -> dict[str, float]:
+def knobs(spec: Entry) -> dict[str, float]:
     """The draggable hyperparameters of a lab optimizer and their default values.
 
     ``momentum`` is a knob only for the optimizers that stand for a momentum method (plain GD and
     RMSProp have the argument, at 0, but turning it on would make them another optimizer).
     """
-    kwargs, _ = prepare(spec, 1, spec.default_lr, {}, torch.float64)
+    return dict(_knobs(get_optimizer(spec).name))
+
+
+@lru_cache(maxsize=256)
+def _knobs(name: str) -> dict[str, float]:
+    spec = get_optimizer(name)
+    kwargs, _ = prepare(spec, 1, spec.lab_lr, {}, torch.float64)
     out = {}
     for name in KNOB_RANGES:
         if name not in kwargs:
@@ -56,7 +64,6 @@ def knobs(spec: LabOptimizer) -> dict[str, float]:
     return out
 
 
-KNOBS: dict[str, dict[str, float]] = {name: knobs(spec) for name, spec in LAB_OPTIMIZERS.items()}
 
 #: hard caps on the shape of a request (the configurable, usually smaller, caps are in Limits):
 #: they bound the work of parsing and validating before Limits are looked at
@@ -122,7 +129,7 @@ class OptimizerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": list(LAB_OPTIMIZERS)},
+    name: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": catalogue.names()},
                       description="a lab optimizer (an unknown name is answered with the closest valid one)")
     lr: float | None = Field(default=None, allow_inf_nan=False, gt=LR_RANGE[0], le=LR_RANGE[1],
                              description="learning rate (default: the optimizer's lab default)")
@@ -139,7 +146,7 @@ class OptimizerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _knobs_belong(self) -> "OptimizerSpec":
-        allowed = KNOBS[self.name]
+        allowed = knobs(self.name)
         for key in KNOB_RANGES:
             if getattr(self, key) is not None and key not in allowed:
                 has = ", ".join(["lr", *allowed]) if allowed else "lr"
@@ -163,9 +170,9 @@ class RunRequest(BaseModel):
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
     steps: int = Field(ge=1, le=HARD_MAX_STEPS)
     schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME,
-                          json_schema_extra={"pattern": r"^(constant|cosine|step:[0-9]{1,6}:[0-9.eE+-]{1,24}|"
-                                                        r"warmup:[0-9]{1,6}|warmup-cosine:[0-9]{1,6})$"},
-                          description="constant, cosine, step:N:GAMMA, warmup:N or warmup-cosine:N")
+                          json_schema_extra={"pattern": r"^(constant|none|cosine|exponential(:[0-9.eE+-]{1,24})?|"
+                                                        r"(step|warmup|warmup-cosine)(:[0-9]{1,6}(:[0-9.eE+-]{1,24})?)?)$"},
+                          description="a schedule of optimlab.schedules (not plateau: it needs a validation metric)")
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
 
@@ -182,7 +189,7 @@ class RunRequest(BaseModel):
             if not (x0 <= x <= x1 and y0 <= y <= y1):
                 raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
                                  f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
-        make_scheduler(self.schedule, self.steps)  # ValueError naming the allowed forms
+        schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         return self
 
 
