@@ -69,15 +69,16 @@ def server():
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        deadline = time.monotonic() + 180
+        while True:  # up, and its worker processes ready
             try:
-                get_ms(url)
-                break
+                with urllib.request.urlopen(url + "/api/health", timeout=10) as r:
+                    if json.load(r)["ready"]:
+                        break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "optimlab serve did not start"
-                time.sleep(0.2)
+            assert time.monotonic() < deadline, "optimlab serve did not start"
+            time.sleep(0.3)
         yield url
     finally:
         proc.terminate()

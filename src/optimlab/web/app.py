@@ -6,6 +6,7 @@ Routes::
     GET  /static/...                the page's script and style
     GET  /vendor/plotly.min.js      plotly.js, served from the installed ``plotly`` package (no CDN)
     GET  /api/meta                  landscapes, optimizers (knobs, defaults, colours), schedules, limits
+    GET  /api/health                whether the worker processes are ready
     GET  /api/landscape/{name}      the landscape on a grid (for the contour and the 3-D surface)
     POST /api/run                   trajectories, losses and metrics (see ``schemas.RunRequest``)
     GET  /api/openapi.json          the schema of all of the above
@@ -41,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..lab.landscapes import get_landscape
 from .admission import Admission
 from .compute import ApiError, dumps, landscape_grid_json, meta, run_json, warm_up, warm_up_worker
-from .schemas import (HARD_MAX_NAME, ErrorResponse, LandscapeGrid, Limits, MetaResponse, RunRequest, RunResponse,
+from .schemas import (HARD_MAX_NAME, ErrorResponse, Health, LandscapeGrid, Limits, MetaResponse, RunRequest, RunResponse,
                       check_limits, cost)
 
 STATIC = Path(__file__).parent / "static"
@@ -250,6 +251,12 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
     async def api_meta() -> Response:
         """Landscapes, optimizers, knobs and limits (computed once: never waits for a run)."""
         return Response(content=meta_json, media_type="application/json")
+
+    @app.get("/api/health", response_model=None, responses={200: {"model": Health}, **ERRORS})
+    async def api_health() -> Response:
+        """Where runs compute now: ``processes`` once the worker processes are ready, else ``threads``."""
+        return json_response({"compute": "processes" if executor else "threads",
+                              "ready": bool(executor) or not processes})
 
     @app.get("/api/landscape/{name}", response_model=None,
              responses={200: {"model": LandscapeGrid}, 404: {"model": ErrorResponse}, **ERRORS})

@@ -239,10 +239,8 @@ def warm_up(schedules: bool = True) -> None:
 
 
 def warm_up_worker() -> None:
-    """A worker process's start: ready for constant-lr runs at once; the schedulers' import
-    proceeds in the background (a scheduled run arriving meanwhile waits for it)."""
-    warm_up(schedules=False)
-    threading.Thread(target=warm_up, daemon=True, name="optimlab-warm-up").start()
+    """A worker process's start (the server uses threads until every worker has done it)."""
+    warm_up(schedules=True)
 
 
 __all__ = ["ApiError", "BudgetExceeded", "meta", "run_json", "landscape_grid", "landscape_grid_json", "run_request",

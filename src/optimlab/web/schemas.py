@@ -351,3 +351,10 @@ class MetaResponse(BaseModel):
     lr_range: list[float]
     schedules: dict[str, list[str]]
     limits: dict[str, float]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    compute: str = Field(json_schema_extra={"enum": ["processes", "threads"]})
+    ready: bool
