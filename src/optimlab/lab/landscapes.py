@@ -274,3 +274,5 @@ _BUILTIN = [
 
 for _name, _fn, _minima, _window, _start, _opts in _BUILTIN:
     register_landscape(_name, _fn, _minima, _window, _start, **_opts)
+
+from . import sampled  # noqa: E402,F401  (registers the data landscapes: least_squares, scaled_features)
