@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -56,24 +52,9 @@ def main() -> int:
     ap.add_argument("--target-ms", type=float, default=50.0)
     args = ap.parse_args()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/meta", timeout=5).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    print(proc.stderr.read().decode(), file=sys.stderr)
-                    return 2
-                time.sleep(0.2)
+    from optimlab.web.cli import served
+
+    with served(ready="/api/health") as (url, _):
         for _ in range(3):
             post(url, TYPICAL)
         server, wall = [], []
@@ -145,12 +126,6 @@ def main() -> int:
         ok = med <= args.target_ms and p95 < 100
         print("PASS" if ok else f"FAIL (target: median <= {args.target_ms:g} ms, /api/meta p95 < 100 ms)")
         return 0 if ok else 1
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ must hold (issue: "the server freezes under ~40 concurrent /api/run calls"):
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+
+from optimlab.web.cli import served
 
 BUDGET_S = 2.0
 MARGIN_S = 1.5  # HTTP and scheduling on a loaded 2-core machine (the server's own clock: 0.25 s)
@@ -61,32 +59,8 @@ def p95(values: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port),
-                             "--time-budget", str(BUDGET_S)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:  # up, and its worker processes ready
-            try:
-                with urllib.request.urlopen(url + "/api/health", timeout=10) as r:
-                    if json.load(r)["ready"]:
-                        break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "optimlab serve did not start"
-            time.sleep(0.3)
+    with served("--time-budget", str(BUDGET_S), ready="/api/health") as (url, _):   # workers ready
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_48_heavy_clients_never_freeze_the_server(server):

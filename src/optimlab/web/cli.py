@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def _is_loopback(host: str) -> bool:
@@ -51,3 +59,38 @@ def register(sub) -> None:
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default warning)")
     p.set_defaults(func=serve)
+
+
+@contextmanager
+def served(*args: str, ready: str = "/api/meta", timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``optimlab serve`` in a subprocess on a free loopback port (for tests and benchmarks):
+    yields ``(url, process)`` once ``GET ready`` answers 200 (``/api/health``: once its JSON says
+    ``ready``), and always stops the process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port), *args],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(url + ready, timeout=10) as r:
+                    if r.status == 200 and (ready != "/api/health" or json.load(r)["ready"]):
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"optimlab serve exited: {proc.stderr.read().decode()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"optimlab serve did not answer {ready} within {timeout_s:g} s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -20,7 +20,7 @@ import torch
 
 from .. import catalogue, schedules
 from ..lab import engine, metrics
-from ..lab.landscapes import LANDSCAPES, get_landscape
+from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
 from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
 
