@@ -6,11 +6,9 @@ against it. Each step evaluates the landscape and its gradient (autograd) at all
 calls the core's pure rule ``optimlab.algorithms.RULES[...].update`` once: no optimizer math is
 written here. An LR sweep is one call with ``lr`` a tensor, not a Python loop.
 
-Hyperparameter defaults, argument names and validation come from the ``optimlab.optim`` class
-the lab optimizer stands for (read from its constructor's signature and checked by the rule's
-``validate``, as ``add_param_group`` does), so a lab
+Hyperparameters are prepared by :mod:`.hyper` from the catalogue entry's drop-in class, so a lab
 trajectory is, number for number, what ``optimlab.SGD`` / ``Adam`` / ... produce one trajectory
-at a time (tested in ``tests/test_lab_engine.py``).
+at a time (:mod:`.reference` runs that loop; tested in ``tests/test_lab_engine.py``).
 
 NAG (``nag``) is the seed's look-ahead form, which the lab can run because it can evaluate the
 landscape anywhere (Sutskever et al., 2013, eq. 3-4)::
@@ -26,20 +24,20 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .. import catalogue
-from .. import optim as _optim
+from .. import _json, catalogue
 from ..catalogue import Entry
+from .hyper import HyperValue, prepare
 from .landscapes import Landscape, get_landscape
+from .reference import reference_run  # noqa: F401  (re-exported: optimlab.lab.reference_run)
 from .. import schedules
-
-HyperValue = float | Sequence[float] | Tensor
+from .noise import Noise, parse_noise
+from .sampled import gradient_sampler
 
 
 def get_optimizer(name: str | Entry) -> Entry:
@@ -88,14 +86,10 @@ class Run:
             steps.append(self.steps)
         n = self.n if max_trajectories is None else min(self.n, max_trajectories)
 
-        def clean(t: Tensor) -> list:
-            return [[None if not math.isfinite(v) else v for v in row] if isinstance(row, list)
-                    else (None if not math.isfinite(row) else row) for row in t.tolist()]
-
         return {"landscape": self.landscape.name, "optimizer": self.optimizer.name, "label": self.optimizer.label,
                 "steps": steps, "lr_factors": [self.lr_factors[t - 1] for t in steps[1:]],
                 "trajectories": [{"lr": float(self.lr[i]), **{k: float(v[i]) for k, v in self.hyper.items()},
-                                  "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
+                                  "path": _json.finite(self.path[steps, i]), "loss": _json.finite(self.loss[steps, i])}
                                  for i in range(n)]}
 
 
@@ -110,83 +104,10 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
     return pts
 
 
-def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
-                    device: torch.device | None = None) -> float | Tensor:
-    """A float stays a float; a sequence / tensor becomes an ``(N, 1)`` column."""
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    t = torch.as_tensor(value, dtype=dtype, device=device).flatten()
-    if t.numel() == 1:
-        return float(t.item())
-    if t.numel() != n:
-        raise ValueError(f"{name} must be a number or have one value per trajectory ({n}), got {t.numel()} values")
-    return t.reshape(n, 1)
-
-
-_RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
-
-
-#: optimizer arguments about execution, not the math: the lab's engine has no use for them
-_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", "nonfinite", "state_dtype"}
-
-
-def _group_for(spec: Entry, values: dict[str, Any]) -> dict[str, Any]:
-    """The param group the optimizer class would build for scalar hyperparameter ``values``,
-    validated by the rule's own ``validate`` (what ``add_param_group`` does).
-
-    The defaults are read from the class's constructor signature rather than by building an
-    instance: the first ``torch.optim.Optimizer`` built in a process imports ``torch._dynamo``
-    (about 5 s), which the lab does not otherwise need.
-    """
-    kwargs = dict(spec.options)
-    betas = None
-    for key, value in values.items():
-        if key in _RULE_TO_CTOR:
-            if betas is None:
-                betas = list(kwargs.get("betas", catalogue.signature_defaults(spec.spec)["betas"]))
-            betas[_RULE_TO_CTOR[key][1]] = value
-        else:
-            kwargs[key] = value
-    if betas is not None:
-        kwargs["betas"] = tuple(betas)
-    defaults = catalogue.signature_defaults(spec.spec)
-    allowed = set(defaults) - _NOT_IN_THE_LAB
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        allowed = sorted(allowed)
-        raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
-    group = {**defaults, **kwargs, **spec.spec.fixed}
-    spec.rule.validate(group)
-    return group
-
-
-def prepare(spec: Entry, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
-            dtype: torch.dtype, device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The rule's keyword arguments for a batch of ``n`` (tensors ``(N, 1)`` where swept) and the
-    param group (validated at the smallest and largest value of every swept hyperparameter)."""
-    values = {"lr": _per_trajectory("lr", lr, n, dtype, device)}
-    values.update({k: _per_trajectory(k, v, n, dtype, device) for k, v in hyper.items()})
-    low = {k: (float(v.min()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    high = {k: (float(v.max()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    group = _group_for(spec, low)
-    if high != low:
-        _group_for(spec, high)
-    kwargs = spec.rule.hyperparams(group)
-    for key, value in values.items():
-        if key not in kwargs:
-            raise ValueError(f"{spec.name} has no hyperparameter {key!r} (has: {', '.join(sorted(kwargs))})")
-        kwargs[key] = value
-    if spec.lookahead and isinstance(kwargs.get("momentum"), float) and kwargs["momentum"] == 0:
-        raise ValueError("nag needs momentum > 0")
-    return kwargs, group
-
-
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
-        **hyper: HyperValue) -> Run:
+        noise: Noise | str | None = None, **hyper: HyperValue) -> Run:
     """Run ``N`` trajectories of one optimizer for ``steps`` steps, as one tensor computation.
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
@@ -196,6 +117,9 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
     ``schedule`` a schedule spec (see :mod:`optimlab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
+    ``noise``   noisy gradients (:mod:`optimlab.lab.noise`): a :class:`~optimlab.lab.noise.Noise` or a
+                spec such as ``"sd=0.5,seed=0"`` or ``"batch=1,seed=0"`` (data landscapes); the
+                recorded loss stays the noise-free ``f``.
     """
     threads = torch.get_num_threads()
     small = torch.as_tensor(starts).numel() < SINGLE_THREAD_BELOW
@@ -203,7 +127,7 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
         torch.set_num_threads(1)
     try:
         return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, record_grads=record_grads,
-                    dtype=dtype, progress=progress, **hyper)
+                    dtype=dtype, progress=progress, noise=noise, **hyper)
     finally:
         if small and threads > 1:
             torch.set_num_threads(threads)
@@ -215,7 +139,8 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
 SINGLE_THREAD_BELOW = 1 << 16
 
 
-def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, **hyper) -> Run:
+def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, noise=None,
+         **hyper) -> Run:
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -226,6 +151,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     base_lr = kwargs["lr"]
     lr_factors = schedules.factors(schedule, steps)
     rule = spec.rule
+    noisy = gradient_sampler(land, parse_noise(noise), n, dtype, p.device)
 
     state: dict[str, Any] = {}
     for name, value in rule.init_state(p, group).items():
@@ -241,9 +167,13 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         if spec.lookahead:
             with torch.no_grad():
                 f = land.value(p)
-            _, g = land.value_and_grad(p - kwargs["momentum"] * state["momentum_buffer"])
+            ahead = p - kwargs["momentum"] * state["momentum_buffer"]
+            _, g = land.value_and_grad(ahead)
         else:
+            ahead = p
             f, g = land.value_and_grad(p)
+        if noisy is not None:
+            g = noisy(ahead, g, t)
         loss[t - 1] = f
         if grads is not None:
             grads[t - 1] = g
@@ -293,39 +223,3 @@ def sweep(landscape: str | Landscape, optimizers: Sequence[str], lrs: Any, start
         runs[name] = run(landscape, name, all_starts, steps, lr=all_lr, schedule=schedule, dtype=dtype,
                          progress=cb, **hyper)
     return Sweep(runs, lr_t, pts)
-
-
-def reference_run(landscape: str | Landscape, optimizer: str | Entry, start: Any, steps: int, *,
-                  lr: float | None = None, schedule: str | None = None, use_torch: bool = False,
-                  dtype: torch.dtype = torch.float64, **options: Any) -> Tensor:
-    """One trajectory the plain way: a ``(2,)`` parameter, ``loss.backward()``, ``optimizer.step()``.
-
-    Uses ``optimlab.optim`` (or ``torch.optim`` with ``use_torch=True``, where it has the
-    algorithm); ``options`` are constructor arguments. For ``nag`` this runs torch's Nesterov
-    form, whose iterates are the look-ahead points ``w - beta * v``. Returns the ``(steps + 1, 2)``
-    path. This is what the batched engine is tested and benchmarked against.
-    """
-    land = get_landscape(landscape)
-    spec = get_optimizer(optimizer)
-    w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
-    lr = catalogue.lab_lr(spec, land) if lr is None else lr
-    if use_torch:
-        if spec.torch is None:
-            raise ValueError(f"torch.optim has no equivalent of {spec.name}")
-        cls_name, kwargs = spec.torch
-        opt = getattr(torch.optim, cls_name)([w], lr=lr, **kwargs, **options)
-    elif spec.lookahead:
-        momentum = options.pop("momentum", spec.options["momentum"])
-        opt = _optim.SGD([w], lr=lr, momentum=momentum, nesterov=True, **options)
-    else:
-        opt = spec.cls([w], lr=lr, **{**spec.options, **options})
-    sched = schedules.build(schedule, opt, steps)
-    path = [w.detach().clone()]
-    for _ in range(steps):
-        opt.zero_grad()
-        land.fn(w[0], w[1]).backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        path.append(w.detach().clone())
-    return torch.stack(path)
