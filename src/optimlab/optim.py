@@ -18,6 +18,7 @@ from . import faults, kernels
 from ._scalar import scalar_dtype
 from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
+from .kernels import precision
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
@@ -25,7 +26,8 @@ Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tenso
 class Optimizer(torch.optim.Optimizer):
     """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's.
 
-    Every optimizer also takes ``nonfinite=`` and ``state_dtype=`` (see :mod:`optimlab.faults`).
+    Every optimizer also takes ``nonfinite=``, ``state_dtype=`` and ``param_rounding=`` (see
+    :mod:`optimlab.faults`; the storage formats are :mod:`optimlab.kernels.precision`).
     """
 
     rule: Rule
@@ -84,6 +86,9 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return loss
+        if any(precision.low_precision(group) for group in self.param_groups):
+            # stochastic rounding keys on each parameter's position (its state_dict id)
+            self._param_index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
         for group, params in work:
             hyperparams = self.rule.hyperparams(group)
             # the fused kernels take what they can; the rest runs the eager reference below
@@ -96,9 +101,14 @@ class Optimizer(torch.optim.Optimizer):
         if param in self.state:
             return self.state[param]
         state: dict[str, Any] = {}
-        if self.rule.counts_steps:
+        if self.rule.counts_steps or precision.rounds_stochastically(param, group):  # the step keys the rounding
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-        state.update(self.rule.init_state(faults.state_template(param, group), group))
+        storage = precision.kind(param, group)
+        for name, value in self.rule.init_state(faults.state_template(param, group), group).items():
+            if storage is None or name in self.rule.scalar_state:
+                state[name] = value
+            else:
+                precision.store(state, name, value, storage, None)
         if state:
             self.state[param] = state
         return state
@@ -106,14 +116,20 @@ class Optimizer(torch.optim.Optimizer):
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
         state = self._init_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
+        storage = precision.kind(param, group)  # None, "bf16" or "int8": how the state is kept
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
         inputs: dict[str, Any] = {}
         for name, value in state.items():
-            if name == "step":
+            if name == "step" or precision.is_scale(name, state):
                 continue
-            inputs[name] = value.item() if name in self.rule.scalar_state else real(value)
-        if self.rule.counts_steps:
+            inputs[name] = value.item() if name in self.rule.scalar_state else real(precision.load(state, name, dtype))
+        stochastic = precision.rounds_stochastically(param, group)
+        if stochastic and "step" not in state:  # a torch.optim SGD state has no step
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            self.state[param] = state
+        if "step" in state:
             state["step"] += 1
+        if self.rule.counts_steps:
             inputs["step"] = state["step"].item()
         update, grad = self.rule.update, faults.upcast(param.grad, dtype)
         if grad.is_sparse:
@@ -121,10 +137,22 @@ class Optimizer(torch.optim.Optimizer):
         else:
             grad = real(grad)
         out = update(real(faults.upcast(param, dtype)), grad, **inputs, **hyperparams)
-        real(param).copy_(out.pop("param"))
+
+        def key(name: str) -> int:
+            index = self._param_index[id(param)]
+            return precision.stream_key(group.get("rounding_seed", 0), int(state["step"].item()), index,
+                                        precision.stream_id(name))
+
+        new_param = out.pop("param")
+        if stochastic and group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16:
+            new_param = precision.round_bf16(new_param, key("param"))
+        real(param).copy_(new_param)
         for name, value in out.items():
             if name in self.rule.scalar_state:
                 state[name].fill_(value)
+            elif storage is not None:
+                precision.store(state, name, value, storage, key(name) if storage == "bf16" else None)
+                self.state[param] = state
             elif name in state:
                 real(state[name]).copy_(value)
             else:
@@ -156,11 +184,11 @@ class SGD(Optimizer):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
                  momentum_form: str = "torch", nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                     "nesterov": nesterov, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "momentum_form": momentum_form, **faults.options(nonfinite, state_dtype)}
+                    "momentum_form": momentum_form, **faults.options(nonfinite, state_dtype, param_rounding)}
         super().__init__(params, defaults)
 
 
@@ -178,11 +206,11 @@ class Adagrad(Optimizer):
                  initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
                  eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
+                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype, param_rounding)}
         super().__init__(params, defaults)
         for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
             for p in group["params"]:
@@ -203,11 +231,11 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
                  fused: bool | None = None, eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
                     "weight_decay": weight_decay, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype)}
+                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype, param_rounding)}
         super().__init__(params, defaults)
 
 
@@ -226,12 +254,12 @@ class Adam(Optimizer):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
                  bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
                     "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction,
-                    **faults.options(nonfinite, state_dtype)}
+                    **faults.options(nonfinite, state_dtype, param_rounding)}
         super().__init__(params, defaults)
 
 
@@ -242,11 +270,11 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, bias_correction=bias_correction,
-                         nonfinite=nonfinite, state_dtype=state_dtype)
+                         nonfinite=nonfinite, state_dtype=state_dtype, param_rounding=param_rounding)
 
 
 class NAdam(Optimizer):
@@ -264,12 +292,12 @@ class NAdam(Optimizer):
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  momentum_schedule: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | None = None) -> None:
+                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "momentum_decay": momentum_decay,
                     "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
                     **_torch_flags(foreach, fused, differentiable, capturable),
-                    "momentum_schedule": momentum_schedule, **faults.options(nonfinite, state_dtype)}
+                    "momentum_schedule": momentum_schedule, **faults.options(nonfinite, state_dtype, param_rounding)}
         super().__init__(params, defaults)
 
 
