@@ -43,7 +43,8 @@ BAD = {
     "betas": st.sampled_from([(0.9,), (1.0, 0.9), (0.9, -0.1), "0.9", None, (0.9, float("nan")), (0.9, 1.5)]),
     "momentum_form": st.sampled_from(["fast", 3, None]),
     "nonfinite": st.sampled_from(["sometimes", None, 0, "IGNORE"]),
-    "state_dtype": st.sampled_from([torch.float16, torch.bfloat16, "float32", torch.int64, 32]),
+    "state_dtype": st.sampled_from([torch.float16, "int4", "float32", torch.int64, 32]),
+    "param_rounding": st.sampled_from(["up", None, 0, "Stochastic"]),
 }
 BOOL_BAD = st.sampled_from([1, 0, "yes", None, 1.0])
 BOOLS = {"nesterov", "maximize", "eps_inside_sqrt", "centered", "amsgrad", "bias_correction",

@@ -28,7 +28,9 @@ Two per-group options, accepted by every optimlab optimizer (keyword-only):
 ``param_rounding="nearest" | "stochastic"``
     How the float32 result of the update is rounded into a ``bfloat16`` parameter: to nearest
     (default, as torch) or stochastically (unbiased; pure-bfloat16 training). Parameters of other
-    dtypes are unaffected; ``float16`` parameters take only ``"nearest"``.
+    dtypes are unaffected; ``float16`` parameters take only ``"nearest"``. The update of a
+    stochastically rounded parameter is computed in float32 (its state kept in float32 unless
+    ``state_dtype`` says otherwise).
 
 ``rounding_seed=0`` (param-group key, not a constructor argument)
     The seed of the counter-based random bits of stochastic rounding; with the step count and
@@ -51,6 +53,7 @@ NONFINITE_CHOICES = ("ignore", "skip", "raise")
 STATE_DTYPES = (torch.float32, torch.float64)  # full-precision state: at least the parameter's
 LOW_STATE_DTYPES = (torch.bfloat16, precision.INT8)  # stored low, computed in float32
 PARAM_ROUNDINGS = ("nearest", "stochastic")
+STORAGE_OPTIONS = ("state_dtype", "param_rounding")  # kept by load_state_dict (see keep_state_dtype_on_load)
 _ALLOWED_STATE = 'None, torch.float32, torch.float64, torch.bfloat16 or "int8"'
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -107,6 +110,8 @@ def compute_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
     state_dtype = group.get("state_dtype")
     if state_dtype in LOW_STATE_DTYPES:  # stored low, computed in float32 (or the parameter's float64)
         return torch.float64 if param.dtype == torch.float64 else torch.float32
+    if state_dtype is None and param.dtype == torch.bfloat16 and group.get("param_rounding") == "stochastic":
+        return torch.float32  # the float32 result is what is rounded stochastically
     if state_dtype is None or param.dtype in (state_dtype, _COMPLEX_OF[state_dtype]):
         return param.dtype
     return _COMPLEX_OF[state_dtype] if param.is_complex() else state_dtype
@@ -207,12 +212,21 @@ def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
     a post-hook re-stores them from what was saved: in the group's storage (a float32 torch.optim
     state loaded with ``state_dtype="int8"`` is quantized, 8-bit state loaded without it is
     dequantized; see :func:`optimlab.kernels.precision.convert_state`), 0-dim running products as
-    saved.
+    saved. The optimizer keeps its own ``state_dtype`` and ``param_rounding``: they say how *this*
+    optimizer stores state, so a saved group's values do not replace them (its hyperparameters do,
+    as in torch). torch.optim itself cannot read 8-bit state: pass it through an optimlab
+    optimizer with ``state_dtype=None`` (which dequantizes on load) first.
     """
     saved: dict[str, Any] = {}
 
-    def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        # how this optimizer stores its state is its own: a saved group's storage options do not
+        # replace it (unlike its hyperparameters), the saved state is converted instead
+        groups = [{**saved_group, **{k: group[k] for k in STORAGE_OPTIONS if k in group}}
+                  for saved_group, group in zip(state_dict["param_groups"], opt.param_groups)]
+        state_dict = {**state_dict, "param_groups": groups + state_dict["param_groups"][len(groups):]}
         saved["state_dict"] = state_dict
+        return state_dict
 
     def post(opt: torch.optim.Optimizer) -> None:
         state_dict = saved.pop("state_dict", None)

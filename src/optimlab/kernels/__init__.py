@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import cpu, precision
 from .trace import Unsupported, Vec, trace_rule
 
 __all__ = ["step_group", "fused_enabled", "stats", "Unsupported"]
@@ -117,7 +117,8 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
         dtype = p.dtype
         if (not _plain(p) or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
                 or dtype not in cpu.CTYPES or not p.is_cpu or g.dtype != dtype or g.layout != torch.strided
-                or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape):
+                or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape
+                or precision.kind(p, group) is not None):  # bfloat16 / 8-bit state: the eager path for now
             plan.rest.append(p)
             continue
         state = optimizer._init_state(p, group)

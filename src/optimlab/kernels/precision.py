@@ -230,7 +230,9 @@ def convert_state(param: Tensor, group: Mapping[str, Any], state: Mapping[str, A
     storage = kind(param, group)
     out: dict[str, Any] = {}
     for name, value in state.items():
-        if name == "step" or name in scalar_keys or is_scale(name, state) or not torch.is_tensor(value):
+        if is_scale(name, state):  # travels with its codes
+            continue
+        if name == "step" or name in scalar_keys or not torch.is_tensor(value):
             out[name] = value
             continue
         if value.dtype == torch.uint8 and name + SCALE_SUFFIX in state:
