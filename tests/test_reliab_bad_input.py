@@ -61,7 +61,8 @@ def _bad(name):
 def messy_kwargs(draw):
     algo = draw(st.sampled_from(sorted(optimlab.OPTIMIZERS)))
     space = {**VALID[algo], "nonfinite": st.sampled_from(["ignore", "skip", "raise"]),
-             "state_dtype": st.sampled_from([None, torch.float32, torch.float64])}
+             "state_dtype": st.sampled_from([None, torch.float32, torch.float64, torch.bfloat16, "int8"]),
+             "param_rounding": st.sampled_from(["nearest", "stochastic"])}
     kwargs = {}
     for name, valid in space.items():
         choice = draw(st.sampled_from(["omit", "valid", "valid", "bad"]))
@@ -103,6 +104,10 @@ def sane_problem(draw):
     dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]))
     if dtype in (torch.bfloat16, torch.float16):
         kwargs["state_dtype"] = torch.float32  # low precision params: float32 state (see test below)
+    if dtype in (torch.float32, torch.bfloat16):  # low-precision storage (tests/test_precision.py)
+        kwargs["state_dtype"] = draw(st.sampled_from([kwargs.get("state_dtype"), torch.bfloat16, "int8"]))
+    if dtype == torch.bfloat16:
+        kwargs["param_rounding"] = draw(st.sampled_from(["nearest", "stochastic"]))
     steps = draw(st.integers(1, 4))
     values = st.floats(-10, 10, allow_nan=False, width=32)
     n = math.prod(shape) * (2 if dtype.is_complex else 1)

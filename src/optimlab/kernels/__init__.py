@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import cpu, precision
+from . import cpu, foreach, precision, precision_cpu
 from .trace import Unsupported, Vec, trace_rule
 
 __all__ = ["step_group", "fused_enabled", "stats", "Unsupported"]
@@ -45,6 +45,27 @@ _dtype = attrgetter("dtype")
 _grad = attrgetter("grad")
 
 
+def _backend(p: Tensor) -> Any:
+    """The executor for ``p``'s bucket: generated C on the CPU, Triton on CUDA where triton is
+    installed, foreach calls on other devices; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces one
+    (a parameter it cannot take runs eagerly). None: eager."""
+    forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower()
+    dtype, device = p.dtype, p.device
+    if forced in ("c", "cpu"):
+        return cpu if cpu.accepts(dtype, device) else None
+    if forced == "foreach":
+        return foreach if foreach.accepts(dtype, device) else None
+    if forced == "triton" or (device.type == "cuda" and not forced):
+        from . import triton_gpu as triton_backend  # imports triton only when a GPU step needs it
+        if triton_backend.accepts(dtype, device, forced == "triton"):
+            return triton_backend
+        if forced:
+            return None
+    if cpu.accepts(dtype, device):
+        return cpu
+    return foreach if device.type != "cpu" and foreach.accepts(dtype, device) else None
+
+
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
     """False when ``OPTIMLAB_FUSED=0`` or the group says ``fused=False``."""
     if os.environ.get("OPTIMLAB_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -55,8 +76,9 @@ def fused_enabled(group: dict[str, Any] | None = None) -> bool:
 class _Bucket:
     """Tensors of one dtype and state layout whose step and scalar state agree."""
 
-    def __init__(self, rule: Any, dtype: torch.dtype, names: tuple[str, ...], items: list) -> None:
-        self.dtype, self.names = dtype, names
+    def __init__(self, rule: Any, backend: Any, dtype: torch.dtype, names: tuple[str, ...], items: list) -> None:
+        self.backend, self.dtype, self.names = backend, dtype, names
+        self.cache: dict[str, Any] = {}  # the backend's own per-bucket data (device pointer tables)
         self.params = [p for p, _ in items]
         self.state_dicts = [state for _, state in items]
         self.states = [[state[name] for _, state in items] for name in names]
@@ -115,22 +137,28 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
     for p in params:
         g = p.grad
         dtype = p.dtype
-        if (not _plain(p) or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
-                or dtype not in cpu.CTYPES or not p.is_cpu or g.dtype != dtype or g.layout != torch.strided
-                or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape
-                or precision.kind(p, group) is not None):  # bfloat16 / 8-bit state: the eager path for now
+        low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+        backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
+        if (backend is None or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
+                or g.dtype != dtype or g.device != p.device or g.layout != torch.strided
+                or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape):
             plan.rest.append(p)
             continue
         state = optimizer._init_state(p, group)
         names = tuple(k for k in state if k != "step" and k not in rule.scalar_state)
         scalars = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
-        if not all(_dense_like(state[k], p) for k in names) or not all(
+        dense_like = backend.state_ok if low else _dense_like
+        if not all(dense_like(state[k], p) for k in names) or not all(
                 isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].is_cpu for k in scalars):
             plan.rest.append(p)
             continue
-        key = (dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
+        key = (backend, p.device, dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
         groups.setdefault(key, []).append((p, state))
-    plan.buckets = [_Bucket(rule, dtype, names, items) for (dtype, names, _), items in groups.items()]
+    plan.buckets = [_Bucket(rule, backend, dtype, names, items)
+                    for (backend, _, dtype, names, _), items in groups.items()]
+    for bucket in plan.buckets:
+        if hasattr(bucket.backend, "prepare"):  # a backend's per-bucket setup (precision_cpu: rounding keys)
+            bucket.backend.prepare(bucket, optimizer, group)
     return plan
 
 
@@ -139,7 +167,7 @@ def _plain(t: Tensor) -> bool:
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
-    return (isinstance(t, Tensor) and t.dtype == p.dtype and t.is_cpu and t.layout == torch.strided
+    return (isinstance(t, Tensor) and t.dtype == p.dtype and t.device == p.device and t.layout == torch.strided
             and t.is_contiguous() and t.shape == p.shape)
 
 
@@ -160,7 +188,7 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
         arguments["step"] = (bucket.scalars["step"][0] + 1).item()  # what eager sees after `+= 1`
     inputs = ["param", "grad", *names]
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments)
+        trace, out = trace_rule(rule.update, inputs, arguments, rule.name)
         outputs: list[tuple[int, int]] = []
         fresh: list[str] = []
         scalar_out: dict[str, float] = {}
@@ -176,12 +204,12 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
                 fresh.append(name)
                 outputs.append((len(inputs) + len(fresh) - 1, value.index))
         structure = (tuple(trace.nodes), tuple(outputs), len(inputs), dtype)
-        if structure in _refused:
+        if (bucket.backend, structure) in _refused:
             return None
         try:
-            kernel = cpu.kernel_for(trace, outputs, len(inputs), dtype, structure)
+            kernel = bucket.backend.kernel_for(trace, outputs, len(inputs), dtype, structure)
         except Unsupported as error:
-            _refused.add(structure)
+            _refused.add((bucket.backend, structure))
             warnings.warn(f"optimlab: fused {rule.name} step unavailable, running eagerly ({error})",
                           RuntimeWarning, stacklevel=4)
             return None
@@ -189,14 +217,9 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
         return None
 
     new_state = [[torch.empty_like(p) for p in params] for _ in fresh]
-    ptrs = array("q", map(_data_ptr, params))
-    ptrs.extend(map(_data_ptr, grads))
-    ptrs.extend(bucket.state_ptrs)
-    for column in new_state:
-        ptrs.extend(map(_data_ptr, column))
     if rule.counts_steps:
         bucket.scalars["step"] += 1
-    kernel(bucket.sizes, ptrs, trace.scalars)
+    bucket.backend.launch(kernel, bucket, [params, grads, *bucket.states, *new_state], trace.scalars)
     for name, value in scalar_out.items():
         bucket.scalars[name].fill_(value)
     for name, column in zip(fresh, new_state):

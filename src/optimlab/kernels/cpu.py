@@ -1,7 +1,8 @@
 """CPU kernels generated from a traced rule: one pass over every tensor of a bucket.
 
-The expression DAG of :mod:`.trace` is printed as a C loop (one load per input, one store per
-output, every intermediate in registers), compiled once by the system C compiler, cached on disk
+The expression DAG of :mod:`.trace` is printed as a C loop (each node's C from the op table,
+:mod:`.ops`; each buffer access from :class:`CSource`): one load per input, one store per
+output, every intermediate in registers, compiled once by the system C compiler, cached on disk
 by a hash of its source, and loaded with :mod:`ctypes`. One call processes a whole list of tensors:
 the C side splits the concatenated index space into equal chunks, so two threads share the work
 of one large tensor or of two thousand small ones alike, with no per-tensor Python call.
@@ -24,10 +25,11 @@ import tempfile
 import threading
 from array import array
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
+from .ops import OPS
 from .trace import Trace, Unsupported
 
 CTYPES = {torch.float32: "float", torch.float64: "double"}
@@ -66,58 +68,69 @@ def _cpu_id() -> str:
         return platform.processor() + platform.machine()
 
 
-_EXPR = {"add": "({a} + {b})", "sub": "({a} - {b})", "mul": "({a} * {b})", "div": "({a} / {b})"}
+class CSource:
+    """How the C kernel declares, loads and stores its buffers and reads its scalars.
+
+    Every buffer access of the generated code is emitted here, so a subclass can give a buffer
+    another storage type (low-precision state) without touching the expression code.
+    """
+
+    def __init__(self, ctype: str) -> None:
+        self.ctype = ctype
+
+    def declare(self, buffer: int) -> str:
+        return f"T *restrict b{buffer}"
+
+    def pointer(self, buffer: int, address: str) -> str:
+        return f"(T *){address}"
+
+    def load(self, buffer: int) -> str:
+        return f"b{buffer}[j]"
+
+    def store(self, buffer: int, value: str) -> str:
+        return f"b{buffer}[j] = {value};"
+
+    def scalar(self, slot: int) -> str:  # a Python number meeting a tensor is rounded to its dtype
+        return f"(T)s[{slot}]"
+
+    def preamble(self) -> list[str]:  # C lines before the kernel: helpers its loads and stores call
+        return []
 
 
-def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ctype: str) -> str:
+def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ctype: str,
+             source: CSource | None = None) -> str:
     """C source for ``outputs`` (pairs ``(buffer, node)``) of ``trace`` over buffers of ``ctype``.
 
     Buffers ``0 .. n_inputs-1`` are the inputs; an output buffer may be an input (in place).
+    Each node's expression comes from the op table (:mod:`.ops`); buffer accesses from ``source``.
     """
-    needed: set[int] = set()
-    stack = [node for _, node in outputs]
-    while stack:
-        i = stack.pop()
-        if i in needed:
-            continue
-        needed.add(i)
-        stack.extend(a for a in trace.nodes[i][1:] if trace.nodes[i][0] not in ("in", "scalar"))
+    source = source or CSource(ctype)
+    needed = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     T = ctype
-    params = ", ".join(f"T *restrict b{k}" for k in range(n_buffers))
-    lines = ["#include <stdint.h>", "#include <math.h>", f"typedef {T} T;",
+    params = ", ".join(source.declare(k) for k in range(n_buffers))
+    lines = ["#include <stdint.h>", "#include <math.h>", f"typedef {T} T;", *source.preamble(),
              f"static void segment(int64_t n, {params}, const double *s) {{"]
-    scalar_nodes = sorted(i for i in needed if trace.nodes[i][0] == "scalar")
-    for i in scalar_nodes:  # a Python number meeting a tensor is rounded to the tensor's dtype
-        lines.append(f"  const T t{i} = (T)s[{trace.nodes[i][1]}];")
+    for i in needed:
+        if trace.nodes[i][0] == "scalar":
+            lines.append(f"  const T t{i} = {source.scalar(trace.nodes[i][1])};")
     lines.append("  for (int64_t j = 0; j < n; j++) {")
-    for i in sorted(needed):
+    for i in needed:
         op, *args = trace.nodes[i]
         if op == "scalar":
             continue
         if op == "in":
-            expr = f"b{args[0]}[j]"
-        elif op == "zero":
-            expr = "(T)0"
-        elif op == "recip":
-            expr = f"((T)1 / t{args[0]})"
-        elif op in _EXPR:
-            expr = _EXPR[op].format(a=f"t{args[0]}", b=f"t{args[1]}")
-        elif op == "neg":
-            expr = f"(-t{args[0]})"
-        elif op == "sqrt":
-            expr = f"sqrt(t{args[0]})" if T == "double" else f"sqrtf(t{args[0]})"
-        elif op == "max":  # torch.maximum: NaN if either operand is NaN
-            a, b = f"t{args[0]}", f"t{args[1]}"
-            expr = f"(({a} != {a}) || ({b} != {b}) ? ({a} + {b}) : ({a} > {b} ? {a} : {b}))"
+            expr = source.load(args[0])
+        elif op in OPS:
+            expr = OPS[op].emit_c([f"t{a}" for a in args], T)
         else:
-            raise Unsupported(f"no C for node {op}")
+            raise Unsupported(f"no C for node {op}", op=op)
         lines.append(f"    const T t{i} = {expr};")
     for buffer, node in outputs:
-        lines.append(f"    b{buffer}[j] = t{node};")
+        lines.append("    " + source.store(buffer, f"t{node}"))
     lines.append("  }")
     lines.append("}")
-    call = ", ".join(f"(T *)ptrs[{k} * nt + t] + off" for k in range(n_buffers))
+    call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
     lines += [
         "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count */",
         "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, int threads) {",
@@ -163,6 +176,23 @@ class Kernel:
                 torch.get_num_threads())
 
 
+def accepts(dtype: torch.dtype, device: torch.device) -> bool:
+    return dtype in CTYPES and device.type == "cpu"
+
+
+def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: Sequence[float]) -> None:
+    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor."""
+    ptrs = array("q", map(_data_ptr, columns[0]))
+    ptrs.extend(map(_data_ptr, columns[1]))
+    ptrs.extend(bucket.state_ptrs)  # the state tensors are the plan's own: their addresses hold
+    for column in columns[2 + len(bucket.names):]:
+        ptrs.extend(map(_data_ptr, column))
+    kernel(bucket.sizes, ptrs, scalars)
+
+
+_data_ptr = torch.Tensor.data_ptr
+
+
 def _build(source: str, target: Path) -> None:
     cc = compiler()
     if cc is None:
@@ -180,16 +210,19 @@ def _build(source: str, target: Path) -> None:
 
 
 def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-               structure: tuple) -> Kernel:
-    """The kernel for this trace structure, from memory, the disk cache, or a fresh build."""
+               structure: tuple, source: CSource | None = None) -> Kernel:
+    """The kernel for this trace structure, from memory, the disk cache, or a fresh build.
+
+    ``source`` (default: plain buffers of ``dtype``) says how buffers are stored; ``structure``
+    must tell apart kernels of different sources (it keys the in-memory cache)."""
     kernel = _by_structure.get(structure)
     if kernel is not None:
         return kernel
     ctype = CTYPES.get(dtype)
     if ctype is None:
         raise Unsupported(f"dtype {dtype}")
-    source = generate(trace, outputs, n_inputs, ctype)
-    key = hashlib.sha256("\0".join([source, " ".join(FLAGS), compiler() or "", _cpu_id(),
+    text = generate(trace, outputs, n_inputs, ctype, source)
+    key = hashlib.sha256("\0".join([text, " ".join(FLAGS), compiler() or "", _cpu_id(),
                                     sys.platform]).encode()).hexdigest()[:24]
     kernel = _loaded.get(key)
     if kernel is not None:
@@ -200,7 +233,7 @@ def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, 
         if kernel is None:
             path = cache_dir() / f"optimlab_{key}.so"
             if not path.exists():
-                _build(source, path)
+                _build(text, path)
             n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
             kernel = Kernel(path, n_buffers)
             stats["loaded"] += 1

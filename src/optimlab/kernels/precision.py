@@ -74,13 +74,21 @@ def hash32(x: Any) -> Any:
     return x ^ (x >> 16)
 
 
+#: the same hash in C (uint32 arithmetic wraps), for the fused kernels
+HASH32_C = """static inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; return x ^ (x >> 16);
+}"""
+
+
 def stream_id(name: str) -> int:
     """A fixed number for a stored tensor's name (``"param"``, ``"exp_avg"``, ...)."""
     return zlib.crc32(name.encode())
 
 
-def stream_key(seed: int, step: int, tensor: int, stream: int) -> int:
-    """The per-tensor key of one step: a hash chain over (seed, tensor, step, stream)."""
+def stream_key(seed: int, step: int, tensor: Any, stream: int) -> Any:
+    """The per-tensor key of one step: a hash chain over (seed, tensor, step, stream).
+
+    ``tensor`` is the parameter's position: a Python int, or an int64 tensor of many at once."""
     key = hash32((seed & _MASK) ^ hash32(tensor & _MASK))
     key = hash32(key ^ (step & _MASK))
     return hash32(key ^ (stream & _MASK))
@@ -102,6 +110,18 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
     bits = (flat.view(torch.int32) + noise) & -65536
     out = torch.where(torch.isnan(flat), flat, bits.view(torch.float32))
     return out.to(torch.bfloat16).reshape(x.shape)
+
+
+#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``; NaN becomes
+#: bfloat16's quiet NaN 0x7FC0, as torch's conversion makes it
+ROUND_BF16_C = """static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {
+  uint32_t u; __builtin_memcpy(&u, &f, 4);
+  uint32_t noise = hash32(i ^ key) & 0xFFFFu;
+  return f != f ? (uint16_t)0x7FC0 : (uint16_t)((u + noise) >> 16);
+}
+static inline float load_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
+}"""
 
 
 # ----------------------------------------------------------------------------- 8-bit block codes

@@ -8,19 +8,31 @@ a *scalar slot*: its value goes into ``Trace.scalars`` and only its position int
 structure, so a scheduler changing ``lr`` gives the same structure (same kernel) with new values.
 
 The rule is not written again anywhere: the DAG is read off the one definition at each step.
-Anything the proxies do not model raises :class:`Unsupported`, and the caller falls back to eager.
+Which operators and torch functions are recorded, and as which op, is read off the op table
+(:mod:`.ops`). Anything the proxies do not model raises :class:`Unsupported`, and the caller falls
+back to eager; an op the table lacks also warns, once per rule and op (:func:`trace_rule`).
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Callable
 
 import torch
 
+from .ops import OPS
+
 
 class Unsupported(Exception):
-    """The rule did something the tracer does not model; run it eagerly instead."""
+    """The rule did something the tracer does not model; run it eagerly instead.
+
+    ``op`` names the element-wise op the fused paths lack, when that is the reason.
+    """
+
+    def __init__(self, message: str, op: str | None = None) -> None:
+        super().__init__(message)
+        self.op = op
 
 
 class Trace:
@@ -49,6 +61,19 @@ class Trace:
     def input(self, slot: int) -> "Vec":
         return self.node("in", slot)
 
+    def live(self, roots: Any) -> list[int]:
+        """The nodes that ``roots`` depend on (themselves included), in evaluation order."""
+        needed: set[int] = set()
+        stack = list(roots)
+        while stack:
+            i = stack.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            if self.nodes[i][0] not in ("in", "scalar"):
+                stack.extend(self.nodes[i][1:])
+        return sorted(needed)
+
 
 class Vec:
     """A proxy for an element-wise tensor value inside a trace."""
@@ -74,18 +99,10 @@ class Vec:
         a, b = (o, self) if reverse else (self, o)
         return self.trace.node(op, a.index, b.index)
 
-    def __add__(self, o): return self._binary("add", o)
-    def __radd__(self, o): return self._binary("add", o, reverse=True)
-    def __sub__(self, o): return self._binary("sub", o)
-    def __rsub__(self, o): return self._binary("sub", o, reverse=True)
-    def __mul__(self, o): return self._binary("mul", o)
-    def __rmul__(self, o): return self._binary("mul", o, reverse=True)
-    def __truediv__(self, o): return self._binary("div", o)
     def __rtruediv__(self, o):  # torch: ``number / tensor`` is ``tensor.reciprocal() * number``
         if isinstance(o, Vec):
             return o._binary("div", self)
         return self.trace.node("recip", self.index)._binary("mul", o)
-    def __neg__(self): return self.trace.node("neg", self.index)
     def __pos__(self): return self
 
     def clone(self, *args: Any, **kwargs: Any) -> "Vec":
@@ -93,6 +110,17 @@ class Vec:
 
     def __bool__(self) -> bool:
         raise Unsupported("a Python branch on a tensor value")
+
+    def __getattr__(self, name: str) -> Any:  # ``x.exp()``: a tensor method no op of the table is
+        raise Unsupported(f"tensor method {name}", op=name)
+
+    def _compare(self, op: str) -> Any:
+        raise Unsupported(f"comparison {op} of a tensor", op=op)
+
+    def __lt__(self, o): return self._compare("lt")
+    def __le__(self, o): return self._compare("le")
+    def __gt__(self, o): return self._compare("gt")
+    def __ge__(self, o): return self._compare("ge")
 
     def __pow__(self, exponent: Any) -> "Vec":
         if not isinstance(exponent, Vec) and exponent == 2:
@@ -107,45 +135,76 @@ class Vec:
         kwargs = kwargs or {}
         handler = _TORCH_FUNCTIONS.get(func)
         if handler is None:
-            raise Unsupported(f"torch function {getattr(func, '__name__', func)}")
+            name = getattr(func, "__name__", str(func))
+            raise Unsupported(f"torch function {name}", op=name)
         return handler(*args, **kwargs)
+
+
+def _apply(op: str, *operands: Any) -> Vec:
+    """Record ``op`` on its operands: at least one a traced value, the others numbers (slots)."""
+    first = next(x for x in operands if isinstance(x, Vec))
+    args = [first._operand(x) for x in operands]
+    return first.trace.node(op, *(a.index for a in args))
+
+
+def _recorder(op: str, reflected: bool) -> Callable:
+    if OPS[op].arity == 1:
+        return lambda x, *args, **kwargs: _apply(op, x)
+    if reflected:
+        return lambda self, other: _apply(op, other, self)
+    return lambda a, b: _apply(op, a, b)
+
+
+for _op in OPS.values():
+    for _dunder in _op.dunders:
+        setattr(Vec, _dunder, _recorder(_op.name, reflected=_dunder.startswith("__r")))
+    for _method in _op.functions:  # ``x.sqrt()`` as well as ``torch.sqrt(x)``
+        setattr(Vec, _method, _recorder(_op.name, reflected=False))
 
 
 def _zeros_like(x: Vec, *args: Any, **kwargs: Any) -> Vec:
     return x.trace.node("zero")
 
 
-def _maximum(a: Any, b: Any) -> Vec:
-    if isinstance(a, Vec):
-        return a._binary("max", b)
-    return b._binary("max", a, reverse=True)
-
-
-def _sqrt(x: Vec) -> Vec:
-    return x.trace.node("sqrt", x.index)
+def _same(x: Vec, *args: Any, **kwargs: Any) -> Vec:
+    return x
 
 
 _TORCH_FUNCTIONS: dict[Any, Callable] = {
-    torch.sqrt: _sqrt, torch.Tensor.sqrt: _sqrt,
-    torch.maximum: _maximum, torch.Tensor.maximum: _maximum,
     torch.zeros_like: _zeros_like,
-    torch.clone: lambda x, *a, **k: x, torch.Tensor.clone: lambda x, *a, **k: x,
-    torch.neg: Vec.__neg__, torch.Tensor.neg: Vec.__neg__,
+    torch.clone: _same, torch.Tensor.clone: _same,
 }
+for _op in OPS.values():
+    for _name in _op.functions:
+        for _namespace in (torch, torch.Tensor):
+            _TORCH_FUNCTIONS[getattr(_namespace, _name)] = _recorder(_op.name, reflected=False)
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_missing_op(rule: str, op: str) -> None:
+    if (rule, op) in _warned:
+        return
+    _warned.add((rule, op))
+    warnings.warn(f"optimlab: the fused step has no op {op!r} (used by rule {rule!r}); "
+                  f"rule {rule!r} runs eagerly", RuntimeWarning, stacklevel=5)
 
 
 def trace_rule(update: Callable[..., dict[str, Any]], vector_inputs: list[str],
-               arguments: dict[str, Any]) -> tuple[Trace, dict[str, Any]]:
+               arguments: dict[str, Any], name: str | None = None) -> tuple[Trace, dict[str, Any]]:
     """Call ``update`` with a proxy for each name in ``vector_inputs`` (slot = its position).
 
     Returns the trace and the rule's output dict: proxies for tensor outputs, numbers for the
-    scalar state it computes (Nadam's ``mu_product``).
+    scalar state it computes (Nadam's ``mu_product``). A rule (``name``, else the function's
+    name) that uses an op the table lacks gets one RuntimeWarning per op, then Unsupported.
     """
     trace = Trace()
     proxies = {name: trace.input(slot) for slot, name in enumerate(vector_inputs)}
     try:
         out = update(**proxies, **arguments)
-    except Unsupported:
+    except Unsupported as error:
+        if error.op is not None:
+            _warn_missing_op(name or getattr(update, "__name__", str(update)), error.op)
         raise
     except Exception as error:  # a rule using something the proxies lack
         raise Unsupported(f"{type(error).__name__}: {error}") from error
