@@ -106,18 +106,19 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
         return x.to(torch.bfloat16)
     flat = x.detach().to(torch.float32).contiguous().reshape(-1)
     noise = (random_bits(flat.numel(), key, flat.device) & 0xFFFF).to(torch.int32)
-    # adding below the kept bits and truncating rounds the magnitude up with the right probability
-    bits = (flat.view(torch.int32) + noise) & -65536
-    out = torch.where(torch.isnan(flat), flat, bits.view(torch.float32))
-    return out.to(torch.bfloat16).reshape(x.shape)
+    bits = flat.view(torch.int32)
+    # adding below the kept bits and truncating rounds the magnitude up with the right probability;
+    # NaN becomes the quiet NaN 0x7FC0 (int32 addition wraps as uint32's: same bits)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = torch.where(nan, torch.full_like(bits, 0x7FC00000), bits + noise)
+    return (rounded >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
 
 
-#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``; NaN becomes
-#: bfloat16's quiet NaN 0x7FC0, as torch's conversion makes it
+#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
 ROUND_BF16_C = """static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {
   uint32_t u; __builtin_memcpy(&u, &f, 4);
-  uint32_t noise = hash32(i ^ key) & 0xFFFFu;
-  return f != f ? (uint16_t)0x7FC0 : (uint16_t)((u + noise) >> 16);
+  uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u + (hash32(i ^ key) & 0xFFFFu);
+  return (uint16_t)(r >> 16);  /* NaN: one 32-bit select before the narrowing (vectorizes well) */
 }
 static inline float load_bf16(uint16_t h) {
   uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
