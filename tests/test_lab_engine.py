@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from optimlab.lab import engine
-from optimlab.lab.engine import LAB_OPTIMIZERS, reference_run, run, sweep
+from optimlab import catalogue
+from optimlab.lab.engine import reference_run, run, sweep
 
 STARTS = torch.tensor([[-1.2, 1.0], [0.5, -0.5], [1.5, 2.0]], dtype=torch.float64)
 LRS = [1e-4, 3e-4, 1e-3]
@@ -20,7 +21,7 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("name", [n for n in LAB_OPTIMIZERS if not LAB_OPTIMIZERS[n].lookahead])
+@pytest.mark.parametrize("name", [e.name for e in catalogue.entries() if not e.lookahead])
 def test_batched_lr_sweep_matches_one_trajectory_at_a_time(name):
     res = sweep("rosenbrock", [name], LRS, STARTS, 60).runs[name]
     assert res.path.shape == (61, len(LRS) * len(STARTS), 2)
@@ -30,7 +31,7 @@ def test_batched_lr_sweep_matches_one_trajectory_at_a_time(name):
             torch.testing.assert_close(res.path[:, i * len(STARTS) + j], ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [n for n, o in LAB_OPTIMIZERS.items() if o.torch_equivalent and not o.lookahead])
+@pytest.mark.parametrize("name", [e.name for e in catalogue.entries() if e.torch and not e.lookahead])
 def test_defaults_match_torch_optim(name):
     lrs = torch.tensor([1e-3, 1e-2])
     res = run("himmelblau", name, STARTS[:1].repeat(2, 1), 40, lr=lrs)
@@ -144,7 +145,7 @@ def test_plain_data_for_a_web_page():
     json.dumps(land.describe(), allow_nan=False)
 
 
-@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "fused"])
+@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "param_rounding", "rounding_seed", "fused"])
 def test_execution_options_of_the_optimizers_are_not_lab_hyperparameters(option):
     with pytest.raises(ValueError, match=f"no hyperparameter '{option}'"):
         engine.run("rosenbrock", "adam", [[0.0, 0.0]], 3, **{option: None})

@@ -8,7 +8,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from optimlab import cli, tune  # noqa: E402
+from optimlab import catalogue, cli, tune  # noqa: E402
 
 
 def _worker(storage, study, trials, seed):
@@ -61,16 +61,16 @@ def test_tune_in_process_finds_a_better_lr_than_a_bad_guess(tmp_path, capsys):
     assert best["best_value"] < bad
 
 
-@pytest.mark.parametrize("algorithm", ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam"])
+@pytest.mark.parametrize("algorithm", catalogue.names())
 def test_every_algorithm_has_a_search_space_that_builds_its_optimizer(algorithm):
     study = optuna.create_study()
     trial = study.ask()
     hp = tune.suggest(trial, algorithm)
-    assert "lr" in hp and len(hp) >= 2
+    space = catalogue.get(algorithm).tune
+    assert "lr" in hp and set(trial.params) == set(catalogue.tune_names(algorithm)) and len(space) >= 1
     import torch
 
-    from optimlab import OPTIMIZERS
-    OPTIMIZERS[algorithm]([torch.zeros(2, requires_grad=True)], **hp)  # valid settings by construction
+    catalogue.get(algorithm).cls([torch.zeros(2, requires_grad=True)], **hp)  # valid settings by construction
 
 
 def test_pluggable_objective_and_bad_input(tmp_path):
@@ -90,8 +90,8 @@ def test_pluggable_objective_and_bad_input(tmp_path):
 
     study = tune.run("sgd", n_trials=3, storage=f"sqlite:///{tmp_path / 'p.db'}", task=task, seed=0)
     assert calls == [0, 1, 2] and len(study.trials) == 3
-    with pytest.raises(ValueError, match="algorithm"):
-        tune.run("lbfgs", n_trials=1, storage=f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(ValueError, match="unknown optimizer 'no-such-optimizer'"):
+        tune.run("no-such-optimizer", n_trials=1, storage=f"sqlite:///{tmp_path / 'p.db'}")
     with pytest.raises(ValueError, match="does not match"):
         tune.run("adam", n_trials=1, storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="optimlab-sgd")
     with pytest.raises(ValueError, match="n_trials"):

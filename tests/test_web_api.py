@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimlab.lab import LAB_OPTIMIZERS, LANDSCAPES, engine, get_landscape, metrics
+from optimlab import catalogue
+from optimlab.lab import LANDSCAPES, engine, get_landscape, metrics
 from optimlab.web import Limits, create_app
 from optimlab.web import app as web_app
-from optimlab.web.schemas import KNOBS
+from optimlab.web.schemas import knobs
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +62,11 @@ def test_meta_lists_every_landscape_and_optimizer_with_the_engines_defaults(clie
     assert r.status_code == 200
     m = r.json()
     assert [l["name"] for l in m["landscapes"]] == list(LANDSCAPES)
-    assert [o["name"] for o in m["optimizers"]] == list(LAB_OPTIMIZERS)
+    assert [o["name"] for o in m["optimizers"]] == catalogue.names()
     for o in m["optimizers"]:
-        spec = LAB_OPTIMIZERS[o["name"]]
-        assert o["default_lr"] == spec.default_lr
-        kwargs, _ = engine.prepare(spec, 1, spec.default_lr, {}, torch.float64)
+        spec = catalogue.get(o["name"])
+        assert o["default_lr"] == spec.lab_lr
+        kwargs, _ = engine.prepare(spec, 1, spec.lab_lr, {}, torch.float64)
         assert o["knobs"] == {k: float(kwargs[k]) for k in o["knobs"]}
     # every seed optimizer has the knobs the seeds talk about
     knobs = {o["name"]: set(o["knobs"]) for o in m["optimizers"]}
@@ -80,9 +81,9 @@ def test_every_optimizer_matches_the_engine_number_for_number(client):
     """One request with all eleven lab optimizers, two starts, a schedule and changed knobs."""
     starts = [[-1.2, 1.0], [0.5, 2.5]]
     opts = []
-    for name in LAB_OPTIMIZERS:
-        entry = {"name": name, "lr": LAB_OPTIMIZERS[name].default_lr * 0.5}
-        for k, v in KNOBS[name].items():
+    for name in catalogue.names():
+        entry = {"name": name, "lr": catalogue.get(name).lab_lr * 0.5}
+        for k, v in knobs(catalogue.get(name)).items():
             entry[k] = {"eps": 1e-6}.get(k, round(v * 0.95, 6))
         opts.append(entry)
     body = {"landscape": "rosenbrock", "starts": starts, "steps": 40, "schedule": "warmup-cosine:5",
@@ -90,7 +91,7 @@ def test_every_optimizer_matches_the_engine_number_for_number(client):
     r = post(client, body)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert [run["name"] for run in out["runs"]] == list(LAB_OPTIMIZERS)
+    assert [run["name"] for run in out["runs"]] == catalogue.names()
     for entry, got in zip(opts, out["runs"]):
         hyper = {k: v for k, v in entry.items() if k not in ("name", "lr")}
         ref = engine.run("rosenbrock", entry["name"], starts, 40, lr=entry["lr"], schedule="warmup-cosine:5", **hyper)
@@ -107,7 +108,7 @@ def test_defaults_apply_when_knobs_are_left_out(client):
     nag, rms = r.json()["runs"]
     same(as_tensor(nag["path"]), engine.run("elongated_bowl", "nag", [[-9.0, 2.0]], 20).path)
     same(as_tensor(rms["path"]), engine.run("elongated_bowl", "rmsprop", [[-9.0, 2.0]], 20, alpha=0.9).path)
-    assert nag["lr"] == LAB_OPTIMIZERS["nag"].default_lr and nag["hyper"] == {"momentum": 0.9}
+    assert nag["lr"] == catalogue.lab_lr("nag", "elongated_bowl") and nag["hyper"] == {"momentum": 0.9}
 
 
 def test_a_diverging_run_sends_null_for_non_finite_numbers(client):
@@ -336,7 +337,7 @@ JSONISH = st.recursive(
 @given(landscape=st.sampled_from(["bowl", "saddle", "rosenbrok"]) | JSONISH,
        starts=st.just([[0.5, 0.5]]) | JSONISH,
        steps=st.integers(-3, 30) | JSONISH,
-       optimizers=st.lists(st.fixed_dictionaries({"name": st.sampled_from(list(LAB_OPTIMIZERS)) | JSONISH},
+       optimizers=st.lists(st.fixed_dictionaries({"name": st.sampled_from(catalogue.names()) | JSONISH},
                                                  optional={"lr": st.floats() | JSONISH, "beta1": st.floats(),
                                                            "momentum": st.floats(), "eps": st.floats()}),
                            max_size=3) | JSONISH,

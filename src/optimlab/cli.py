@@ -2,23 +2,40 @@
 
 A module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 subcommands with ``subparsers.add_parser(...)`` and sets ``func=`` (taking the parsed args,
-returning an exit code) through ``parser.set_defaults``.
+returning an exit code) through ``parser.set_defaults``. Registering imports no torch: the
+command's own module is imported when it runs (:func:`lazy`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 COMMAND_MODULES: list[str] = [
+    "optimlab.catalogue_cli",
     "optimlab.demo_cli",
     "optimlab.lab.cli",
     "optimlab.train.cli",
     "optimlab.web.cli",
-    "optimlab.quicktask",
+    "optimlab.quicktask_cli",
     "optimlab.tune",
 ]
+
+
+def plain(doc: str) -> str:
+    """A docstring as plain text for ``--help``: reST roles and double back-quotes removed."""
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc).replace("``", "")
+
+
+def lazy(module: str, name: str):
+    """A command function that imports ``module`` only when it runs, so that ``optimlab --help``
+    and every ``optimlab SUB --help`` import neither torch nor matplotlib."""
+    def call(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+    call.__name__ = name
+    return call
 
 
 def build_parser() -> argparse.ArgumentParser:

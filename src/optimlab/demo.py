@@ -16,26 +16,18 @@ import copy
 import csv
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import optim
+from . import catalogue
+from . import demo_cli
 from ._atomic import atomic_write
 
-#: (label, optimizer class, keyword arguments) compared by the demo
-CONTENDERS = [
-    ("SGD", optim.SGD, {"lr": 0.1}),
-    ("Momentum (EWMA)", optim.SGD, {"lr": 0.1, "momentum": 0.9, "momentum_form": "ewma"}),
-    ("Momentum", optim.SGD, {"lr": 0.05, "momentum": 0.9}),
-    ("Nesterov", optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    ("AdaGrad", optim.Adagrad, {"lr": 0.05}),
-    ("RMSProp", optim.RMSprop, {"lr": 1e-2}),
-    ("Adam", optim.Adam, {"lr": 1e-2}),
-    ("Adam (no bias corr.)", optim.Adam, {"lr": 1e-2, "bias_correction": False}),
-    ("Nadam", optim.NAdam, {"lr": 1e-2}),
-]
+#: (catalogue name, learning rate on this task) compared by the demo; labels, options and colours
+#: are the catalogue's
+CONTENDERS = [("sgd", 0.1), ("momentum-ewma", 0.1), ("momentum", 0.05), ("nesterov", 0.05), ("adagrad", 0.05),
+              ("rmsprop", 1e-2), ("adam", 1e-2), ("adam-nobc", 1e-2), ("nadam", 1e-2)]
 
 
 def two_spirals(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,10 +40,10 @@ def two_spirals(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch
     return x, label
 
 
-def train(opt_cls, kwargs, model, data, epochs: int, batch_size: int, seed: int) -> dict:
+def train(entry, lr: float, model, data, epochs: int, batch_size: int, seed: int) -> dict:
     (x_train, y_train), (x_val, y_val) = data
     model = copy.deepcopy(model)
-    opt = opt_cls(model.parameters(), **kwargs)
+    opt = entry.make(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -73,17 +65,9 @@ def train(opt_cls, kwargs, model, data, epochs: int, batch_size: int, seed: int)
     return {"losses": losses, "val_loss": val_loss, "val_accuracy": accuracy, "seconds": seconds}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for results.csv and figures")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the training set (>= 1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size (>= 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-tour", action="store_true", help="skip the lab tour (training table only)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
+    demo_cli.add_arguments(parser)
     return run(parser.parse_args(argv))
 
 
@@ -101,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = {}
     print(f"{'optimizer':<22} {'final train loss':>16} {'val loss':>9} {'val acc':>8} {'seconds':>8}")
-    for label, cls, kwargs in CONTENDERS:
-        r = train(cls, kwargs, model, data, args.epochs, args.batch_size, args.seed)
+    entries = {catalogue.get(name).label: (catalogue.get(name), lr) for name, lr in CONTENDERS}
+    for label, (entry, lr) in entries.items():
+        r = train(entry, lr, model, data, args.epochs, args.batch_size, args.seed)
         results[label] = r
         tail = sum(r["losses"][-25:]) / len(r["losses"][-25:])
         print(f"{label:<22} {tail:>16.4f} {r['val_loss']:>9.4f} {r['val_accuracy']:>8.3f} {r['seconds']:>8.2f}")
@@ -111,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["optimizer", "hyperparameters", "final_train_loss", "val_loss", "val_accuracy", "seconds"])
-            for (label, _, kwargs) in CONTENDERS:
+            for label, (entry, lr) in entries.items():
                 r = results[label]
-                w.writerow([label, kwargs, f"{sum(r['losses'][-25:]) / 25:.6f}", f"{r['val_loss']:.6f}",
+                w.writerow([label, {"lr": lr, **entry.constructor_options()}, f"{sum(r['losses'][-25:]) / 25:.6f}", f"{r['val_loss']:.6f}",
                             f"{r['val_accuracy']:.4f}", f"{r['seconds']:.3f}"])
     atomic_write(args.out / "results.csv", write_csv)
 
@@ -124,11 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from .ewma import ewma_series
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    colors = plt.get_cmap("tab10").colors
     styles = ["-", "--", "-.", ":"]
     for i, (label, r) in enumerate(results.items()):
         smooth = ewma_series(r["losses"], beta=0.95).numpy()
-        ax.plot(smooth, label=label, color=colors[i % 10], linestyle=styles[i % 4], linewidth=1.6)
+        ax.plot(smooth, label=label, color=entries[label][0].colour, linestyle=styles[i % 4], linewidth=1.6)
     ax.set_yscale("log")
     ax.set_xlabel("step (mini-batch of %d)" % args.batch_size)
     ax.set_ylabel("training loss (EWMA, beta=0.95, bias-corrected)")

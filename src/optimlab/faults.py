@@ -32,7 +32,7 @@ Two per-group options, accepted by every optimlab optimizer (keyword-only):
     stochastically rounded parameter is computed in float32 (its state kept in float32 unless
     ``state_dtype`` says otherwise).
 
-``rounding_seed=0`` (param-group key, not a constructor argument)
+``rounding_seed=0``
     The seed of the counter-based random bits of stochastic rounding; with the step count and
     each element's position it fixes every rounding, so a resumed run repeats an uninterrupted one.
 
@@ -54,6 +54,9 @@ STATE_DTYPES = (torch.float32, torch.float64)  # full-precision state: at least 
 LOW_STATE_DTYPES = (torch.bfloat16, precision.INT8)  # stored low, computed in float32
 PARAM_ROUNDINGS = ("nearest", "stochastic")
 STORAGE_OPTIONS = ("state_dtype", "param_rounding")  # kept by load_state_dict (see keep_state_dtype_on_load)
+#: ``state_dtype`` by name (command lines, benchmarks)
+STATE_DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                     "int8": precision.INT8}
 _ALLOWED_STATE = 'None, torch.float32, torch.float64, torch.bfloat16 or "int8"'
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}

@@ -9,6 +9,7 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable
 
 import torch
@@ -16,7 +17,6 @@ from torch import Tensor
 
 from . import faults, kernels
 from ._scalar import scalar_dtype
-from .algorithms import adagrad, adam, nadam, rmsprop, sgd
 from .algorithms._base import Rule
 from .kernels import precision
 
@@ -26,8 +26,9 @@ Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tenso
 class Optimizer(torch.optim.Optimizer):
     """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's.
 
-    Every optimizer also takes ``nonfinite=``, ``state_dtype=`` and ``param_rounding=`` (see
-    :mod:`optimlab.faults`; the storage formats are :mod:`optimlab.kernels.precision`).
+    Every optimizer also takes ``nonfinite=``, ``state_dtype=``, ``param_rounding=`` and
+    ``rounding_seed=`` (see :mod:`optimlab.faults`; the storage formats are
+    :mod:`optimlab.kernels.precision`).
     """
 
     rule: Rule
@@ -161,145 +162,81 @@ class Optimizer(torch.optim.Optimizer):
                 self.state[param] = state
 
 
-def _torch_flags(foreach: bool | None, fused: bool | None, differentiable: bool,
-                 capturable: bool | None = False) -> dict[str, Any]:
-    flags = {"foreach": foreach, "differentiable": differentiable, "fused": fused}
-    if capturable is not None:
-        flags["capturable"] = capturable
-    return flags
+#: execution switches every class accepts (torch's where torch has them; ``fused=False`` forces
+#: optimlab's eager path); ``capturable`` only where torch has it
+_EXECUTION = (("foreach", None), ("differentiable", False), ("fused", None))
 
 
-class SGD(Optimizer):
-    """Stochastic / mini-batch / batch gradient descent with Momentum and Nesterov.
-
-    Arguments and defaults are ``torch.optim.SGD``'s; ``momentum_form`` picks the momentum formula:
-    ``"torch"`` (default), ``"ewma"`` (the seed's ``v = b*v + (1-b)*g``, ``v0 = 0``) or
-    ``"lr_in_velocity"`` (``v = b*v + lr*g; w = w - v``). Rules: :mod:`optimlab.algorithms.sgd`.
-    """
-
-    rule = sgd.RULE
-    extra_defaults = {"momentum_form": "torch"}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 momentum_form: str = "torch", nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "momentum_form": momentum_form, **faults.options(nonfinite, state_dtype, param_rounding)}
-        super().__init__(params, defaults)
+def _signature(spec: Any) -> inspect.Signature:
+    """``(self, params, <torch's arguments or spec.arguments>, *, <options>, <faults.options()>)``."""
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+    if spec.torch is not None:
+        theirs = inspect.signature(getattr(torch.optim, spec.torch).__init__).parameters.values()
+        params += [P(p.name, p.kind, default=p.default) for p in theirs if p.name not in ("self", "params")]
+    else:
+        params += [P(name, P.POSITIONAL_OR_KEYWORD, default=default) for name, default in spec.arguments]
+    have = {p.name for p in params}
+    own = [(name, default) for name, default in _EXECUTION if name not in have]
+    own += [(o.name, o.default) for o in spec.options]
+    own += list(faults.options().items())
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in own]
+    return inspect.Signature(params)
 
 
-class Adagrad(Optimizer):
-    """AdaGrad with ``torch.optim.Adagrad``'s arguments and defaults.
-
-    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
-    Rules: :mod:`optimlab.algorithms.adagrad`.
-    """
-
-    rule = adagrad.RULE
-    extra_defaults = {"eps_inside_sqrt": False}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
-                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator_value": initial_accumulator_value, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable=None),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype, param_rounding)}
-        super().__init__(params, defaults)
-        for group in self.param_groups:  # torch.optim.Adagrad creates its state up front
-            for p in group["params"]:
-                self._init_state(p, group)
+def _docstring(spec: Any, sig: inspect.Signature) -> str:
+    lines = [spec.doc, "", "Arguments (defaults):"]
+    lines += [f"    {p.name} = {p.default!r}" for p in list(sig.parameters.values())[2:]]
+    lines += [f"    {o.name}: {o.doc}" for o in spec.options]
+    lines.append("    nonfinite, state_dtype, param_rounding, rounding_seed: see optimlab.faults")
+    return "\n".join(lines)
 
 
-class RMSprop(Optimizer):
-    """RMSProp with ``torch.optim.RMSprop``'s arguments and defaults.
+def install(spec: Any) -> type[Optimizer]:
+    """Generate the drop-in class of a catalogue :class:`~optimlab.catalogue.Algorithm` and put it
+    in this module (and the ``optimlab`` namespace)."""
+    sig = _signature(spec)
 
-    ``eps_inside_sqrt=True`` gives the seed's ``w -= lr * g / sqrt(V + eps)``.
-    Rules: :mod:`optimlab.algorithms.rmsprop`.
-    """
+    def __init__(self, params: Params, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        defaults = {k: v for k, v in bound.arguments.items() if k not in ("self", "params")}
+        if isinstance(defaults.get("betas"), list):
+            defaults["betas"] = tuple(defaults["betas"])
+        defaults.update(spec.fixed)
+        Optimizer.__init__(self, params, defaults)
+        if spec.eager_state:  # as torch.optim does for this class
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self._init_state(p, group)
 
-    rule = rmsprop.RULE
-    extra_defaults = {"eps_inside_sqrt": False}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
-                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
-                 fused: bool | None = None, eps_inside_sqrt: bool = False, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
-                    "weight_decay": weight_decay, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "eps_inside_sqrt": eps_inside_sqrt, **faults.options(nonfinite, state_dtype, param_rounding)}
-        super().__init__(params, defaults)
-
-
-class Adam(Optimizer):
-    """Adam with ``torch.optim.Adam``'s arguments and defaults.
-
-    ``bias_correction=False`` gives the seed's uncorrected form (0.5 -> 0.49684 in its worked
-    example); ``decoupled_weight_decay=True`` is AdamW. Rules: :mod:`optimlab.algorithms.adam`.
-    """
-
-    rule = adam.RULE
-    extra_defaults = {"bias_correction": True}
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
-                 bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction,
-                    **faults.options(nonfinite, state_dtype, param_rounding)}
-        super().__init__(params, defaults)
+    __init__.__signature__ = sig
+    __init__.__doc__ = "Build the optimizer; arguments as in the class docstring."
+    cls = type(spec.name, (Optimizer,), {
+        "__init__": __init__, "__doc__": _docstring(spec, sig), "__module__": __name__, "__qualname__": spec.name,
+        "rule": spec.rule, "extra_defaults": {o.name: o.default for o in spec.options}})
+    globals()[spec.name] = cls
+    OPTIMIZERS[spec.name.lower()] = cls
+    return cls
 
 
-class AdamW(Adam):
-    """AdamW: Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
-
-    def __init__(self, params: Params, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None, bias_correction: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
-                         capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, bias_correction=bias_correction,
-                         nonfinite=nonfinite, state_dtype=state_dtype, param_rounding=param_rounding)
+def uninstall(spec: Any) -> None:
+    """Remove a generated class (a throw-away declaration)."""
+    globals().pop(spec.name, None)
+    OPTIMIZERS.pop(spec.name.lower(), None)
 
 
-class NAdam(Optimizer):
-    """Nadam with ``torch.optim.NAdam``'s arguments and defaults.
+#: drop-in class name (lower case) -> class, filled by :func:`install`
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
-    ``momentum_schedule=False`` drops Dozat's warming momentum (``mu_t = beta1``), the plain Nadam
-    of the seed. Rules: :mod:`optimlab.algorithms.nadam`.
-    """
+from . import catalogue as _catalogue  # noqa: E402
 
-    rule = nadam.RULE
-    extra_defaults = {"momentum_schedule": True}
+for _spec in _catalogue.algorithms():  # declared before this module was imported
+    install(_spec)
 
-    def __init__(self, params: Params, lr: float | Tensor = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
-                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 momentum_schedule: bool = True, nonfinite: str = "ignore",
-                 state_dtype: torch.dtype | str | None = None, param_rounding: str = "nearest") -> None:
-        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
-                    "weight_decay": weight_decay, "momentum_decay": momentum_decay,
-                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
-                    **_torch_flags(foreach, fused, differentiable, capturable),
-                    "momentum_schedule": momentum_schedule, **faults.options(nonfinite, state_dtype, param_rounding)}
-        super().__init__(params, defaults)
-
-
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "nadam": NAdam}
+SGD = _catalogue.algorithm("SGD").cls
+Adagrad = _catalogue.algorithm("Adagrad").cls
+RMSprop = _catalogue.algorithm("RMSprop").cls
+Adam = _catalogue.algorithm("Adam").cls
+AdamW = _catalogue.algorithm("AdamW").cls
+NAdam = _catalogue.algorithm("NAdam").cls

@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .optim import OPTIMIZERS
+from . import catalogue, quicktask_cli, schedules
 
-SCHEDULES = ("none", "cosine", "step", "exponential")
 
 
 def make_data(seed: int = 0, n: int = 256, features: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,18 +42,6 @@ def make_model(seed: int = 0, features: int = 8, hidden: int = 32, dropout: floa
     model = nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1))
     torch.set_rng_state(gen_state)
     return model
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int) -> Any:
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    if schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(steps // 4, 1), gamma=0.5)
-    if schedule == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
-    return None
 
 
 def validation_loss(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -86,7 +73,7 @@ def train(make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimiz
     val = make_data(seed + 1, n=128)
     model = make_model(seed)
     optimizer = make_optimizer(model.parameters())
-    scheduler = make_scheduler(optimizer, schedule, steps)
+    scheduler = schedules.build(schedule, optimizer, steps)
     start = 0
     torch.manual_seed(seed)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -125,33 +112,16 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def optimizer_factory(name: str, settings: dict[str, Any]) -> Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    cls = OPTIMIZERS[name]
-    return lambda params: cls(params, **settings)
+    """The catalogue's optimizer ``name`` (case-insensitive) with ``settings`` as constructor arguments."""
+    entry = catalogue.get(name)
+    return lambda params: entry.make(params, **settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optimlab quicktrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
+    quicktask_cli.add_arguments(parser)
     return run(parser.parse_args(argv))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--optimizer", default="adam", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="an optimizer argument, e.g. --set lr=0.01 --set momentum=0.9 (repeatable)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint file: resumed from when it exists, written every --checkpoint-every steps")
-    p.add_argument("--checkpoint-every", type=int, default=10)
-    p.add_argument("--out", type=Path, default=None, help="write the final model state_dict here (atomically)")
-    p.add_argument("--pause", type=float, default=0.0, help="seconds to sleep after each step (to watch or kill a run)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (fixed, so reruns are bit-identical)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,13 +141,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint.save(args.out, model=model, step=args.steps, rng=False)
     print(json.dumps({"validation_loss": val, "steps": args.steps}), flush=True)
     return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("quicktrain", help="train the built-in small MLP; checkpoint, and resume after a crash",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=run)
 
 
 if __name__ == "__main__":

@@ -26,39 +26,19 @@ import warnings
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
-import torch
-
-from .optim import OPTIMIZERS
 
 DEFAULT_STORAGE = "sqlite:///optimlab-tune.db"
 Task = Callable[..., float]
 
 
 def suggest(trial: Any, algorithm: str) -> dict[str, Any]:
-    """The learning rate and the algorithm's main hyperparameters, drawn from the trial."""
-    if algorithm not in OPTIMIZERS:
-        raise ValueError(f"algorithm must be one of {', '.join(OPTIMIZERS)}, got {algorithm!r}")
-    hp: dict[str, Any] = {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}
-    if algorithm == "sgd":
-        hp["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
-        hp["nesterov"] = trial.suggest_categorical("nesterov", [False, True]) if hp["momentum"] > 0 else False
-    elif algorithm == "adagrad":
-        hp["lr_decay"] = trial.suggest_float("lr_decay", 1e-6, 1e-1, log=True)
-        hp["initial_accumulator_value"] = trial.suggest_float("initial_accumulator_value", 0.0, 1.0)
-    elif algorithm == "rmsprop":
-        hp["alpha"] = trial.suggest_float("alpha", 0.8, 0.999)
-        hp["momentum"] = trial.suggest_float("momentum", 0.0, 0.95)
-        hp["centered"] = trial.suggest_categorical("centered", [False, True])
-    else:  # adam, adamw, nadam
-        beta1 = 1 - trial.suggest_float("one_minus_beta1", 1e-3, 0.5, log=True)
-        beta2 = 1 - trial.suggest_float("one_minus_beta2", 1e-4, 0.1, log=True)
-        hp["betas"] = (beta1, beta2)
-        if algorithm == "adamw":
-            hp["weight_decay"] = trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True)
-    return hp
+    """Constructor arguments of the catalogue entry ``algorithm``, drawn from the trial over its
+    declared search space (``catalogue.Entry.tune``)."""
+    from . import catalogue
+    return catalogue.suggest(trial, algorithm)
 
 
-def quicktask(make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer], *,
+def quicktask(make_optimizer: Callable[[Iterable[Any]], Any], *,
               trial: Any = None, report: Callable[[int, float], None] | None = None,
               steps: int = 60, seed: int = 0) -> float:
     """The default task: the built-in MLP (:mod:`optimlab.quicktask`); returns its validation loss."""
@@ -73,8 +53,10 @@ def objective(trial: Any, algorithm: str = "adam", task: Task = quicktask) -> fl
     """
     import optuna
 
+    from . import catalogue
+
     hp = suggest(trial, algorithm)
-    cls = OPTIMIZERS[algorithm]
+    cls = catalogue.get(algorithm).cls
 
     def report(step: int, loss: float) -> None:
         if not math.isfinite(loss):
@@ -168,8 +150,9 @@ def run(algorithm: str = "adam", *, n_trials: int = 20, storage: str = DEFAULT_S
     """Run ``n_trials`` trials in this worker on the shared study; return the study."""
     import optuna
 
-    if algorithm not in OPTIMIZERS:
-        raise ValueError(f"algorithm must be one of {', '.join(OPTIMIZERS)}, got {algorithm!r}")
+    from . import catalogue
+
+    algorithm = catalogue.get(algorithm).name
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if total_trials is not None and total_trials < 1:
@@ -195,9 +178,13 @@ def run(algorithm: str = "adam", *, n_trials: int = 20, storage: str = DEFAULT_S
 
 
 def register(sub) -> None:
+    from .cli import plain
+
     p = sub.add_parser("tune", help="tune an optimizer's hyperparameters with Optuna (many workers, one study)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algorithm", default="adam", choices=sorted(OPTIMIZERS))
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algorithm", "--optimizer", dest="algorithm", default="adam", metavar="NAME",
+                   help="optimizer to tune, case-insensitive (`optimlab optimizers` lists them; default adam); "
+                        "its search space is the catalogue's")
     p.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
     p.add_argument("--total-trials", type=int, default=None,
                    help="stop every worker once the study holds this many trials")

@@ -26,7 +26,6 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -34,60 +33,18 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .. import catalogue, faults
 from .. import optim as _optim
-from .._names import lookup
+from ..catalogue import Entry
 from .landscapes import Landscape, get_landscape
-from .schedules import factors as schedule_factors
+from .. import schedules
 
 HyperValue = float | Sequence[float] | Tensor
 
 
-@dataclass(frozen=True)
-class LabOptimizer:
-    """A named optimizer of the lab: an ``optimlab.optim`` class with fixed options.
-
-    ``torch_equivalent`` is ``(torch.optim class name, kwargs)`` when torch.optim has the same
-    algorithm (used by the per-trajectory reference loop and the benchmark).
-    """
-
-    name: str
-    cls: type[_optim.Optimizer]
-    options: dict[str, Any]
-    label: str
-    default_lr: float
-    lookahead: bool = False
-    torch_equivalent: tuple[str, dict[str, Any]] | None = None
-
-    @property
-    def rule(self):
-        return self.cls.rule
-
-
-LAB_OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in [
-    LabOptimizer("sgd", _optim.SGD, {}, "GD", 1e-3, torch_equivalent=("SGD", {})),
-    LabOptimizer("momentum", _optim.SGD, {"momentum": 0.9}, "Momentum", 1e-3,
-                 torch_equivalent=("SGD", {"momentum": 0.9})),
-    LabOptimizer("nag", _optim.SGD, {"momentum": 0.9, "momentum_form": "lr_in_velocity"}, "NAG (look-ahead)", 1e-3,
-                 lookahead=True, torch_equivalent=("SGD", {"momentum": 0.9, "nesterov": True})),
-    LabOptimizer("adagrad", _optim.Adagrad, {}, "AdaGrad", 0.1, torch_equivalent=("Adagrad", {})),
-    LabOptimizer("rmsprop", _optim.RMSprop, {}, "RMSProp", 1e-2, torch_equivalent=("RMSprop", {})),
-    LabOptimizer("adam", _optim.Adam, {}, "Adam", 1e-2, torch_equivalent=("Adam", {})),
-    LabOptimizer("nadam", _optim.NAdam, {}, "Nadam", 1e-2, torch_equivalent=("NAdam", {})),
-    # the seed documents' variants
-    LabOptimizer("momentum-ewma", _optim.SGD, {"momentum": 0.9, "momentum_form": "ewma"}, "Momentum (EWMA form)", 1e-2),
-    LabOptimizer("nesterov", _optim.SGD, {"momentum": 0.9, "nesterov": True}, "Nesterov (torch form)", 1e-3,
-                 torch_equivalent=("SGD", {"momentum": 0.9, "nesterov": True})),
-    LabOptimizer("adam-nobc", _optim.Adam, {"bias_correction": False}, "Adam (no bias correction)", 1e-2),
-    LabOptimizer("adagrad-seed", _optim.Adagrad, {"eps_inside_sqrt": True}, "AdaGrad (eps inside sqrt)", 0.1),
-]}
-
-MAIN_OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adam", "nadam")
-
-
-def get_optimizer(name: str | LabOptimizer) -> LabOptimizer:
-    if isinstance(name, LabOptimizer):
-        return name
-    return lookup("optimizer", name, LAB_OPTIMIZERS)
+def get_optimizer(name: str | Entry) -> Entry:
+    """The catalogue entry called ``name`` (see :mod:`optimlab.catalogue`)."""
+    return catalogue.get(name)
 
 
 @dataclass
@@ -103,7 +60,7 @@ class Run:
     """
 
     landscape: Landscape
-    optimizer: LabOptimizer
+    optimizer: Entry
     path: Tensor
     loss: Tensor
     lr: Tensor
@@ -141,14 +98,6 @@ class Run:
                                   "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
                                  for i in range(n)]}
 
-    def select(self, index: Tensor | slice | int) -> "Run":
-        """The sub-batch of trajectories ``index`` (a slice, an int or an index tensor)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return Run(self.landscape, self.optimizer, self.path[:, index], self.loss[:, index], self.lr[index],
-                   self.lr_factors, {k: v[index] for k, v in self.hyper.items()},
-                   None if self.grads is None else self.grads[:, index])
-
 
 def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
     pts = torch.as_tensor(starts, dtype=dtype).clone()
@@ -180,10 +129,10 @@ _RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
 
 #: optimizer arguments about execution, not the math: the lab's engine has no use for them
-_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", "nonfinite", "state_dtype"}
+_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", *faults.DEFAULTS}
 
 
-def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
+def _group_for(spec: Entry, values: dict[str, Any]) -> dict[str, Any]:
     """The param group the optimizer class would build for scalar hyperparameter ``values``,
     validated by the rule's own ``validate`` (what ``add_param_group`` does).
 
@@ -196,30 +145,24 @@ def _group_for(spec: LabOptimizer, values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         if key in _RULE_TO_CTOR:
             if betas is None:
-                betas = list(kwargs.get("betas", _defaults(spec.cls)["betas"]))
+                betas = list(kwargs.get("betas", catalogue.signature_defaults(spec.spec)["betas"]))
             betas[_RULE_TO_CTOR[key][1]] = value
         else:
             kwargs[key] = value
     if betas is not None:
         kwargs["betas"] = tuple(betas)
-    defaults = _defaults(spec.cls)
+    defaults = catalogue.signature_defaults(spec.spec)
     allowed = set(defaults) - _NOT_IN_THE_LAB
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         allowed = sorted(allowed)
         raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
-    group = {**defaults, **kwargs}
+    group = {**defaults, **kwargs, **spec.spec.fixed}
     spec.rule.validate(group)
     return group
 
 
-def _defaults(cls: type) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
-    return {name: p.default for name, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in ("self", "params")}
-
-
-def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
+def prepare(spec: Entry, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
             dtype: torch.dtype, device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rule's keyword arguments for a batch of ``n`` (tensors ``(N, 1)`` where swept) and the
     param group (validated at the smallest and largest value of every swept hyperparameter)."""
@@ -240,7 +183,7 @@ def prepare(spec: LabOptimizer, n: int, lr: HyperValue, hyper: dict[str, HyperVa
     return kwargs, group
 
 
-def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, steps: int, *,
+def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
         **hyper: HyperValue) -> Run:
@@ -248,10 +191,10 @@ def run(landscape: str | Landscape, optimizer: str | LabOptimizer, starts: Any, 
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
     ``lr``      a number, or one value per trajectory (tensor / sequence of length N); default:
-                the optimizer's ``default_lr``.
+                the entry's default for the landscape (:func:`optimlab.catalogue.lab_lr`).
     ``hyper``   other hyperparameters by the rule's names (``momentum``, ``alpha``, ``beta1``,
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
-    ``schedule`` a schedule spec (see :mod:`optimlab.lab.schedules`); step t uses ``lr * s_t``.
+    ``schedule`` a schedule spec (see :mod:`optimlab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
     """
     threads = torch.get_num_threads()
@@ -279,9 +222,9 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     p = _as_points(starts, dtype)
     n = p.shape[0]
-    kwargs, group = prepare(spec, n, spec.default_lr if lr is None else lr, hyper, dtype, p.device)
+    kwargs, group = prepare(spec, n, catalogue.lab_lr(spec, land) if lr is None else lr, hyper, dtype, p.device)
     base_lr = kwargs["lr"]
-    lr_factors = schedule_factors(schedule, steps)
+    lr_factors = schedules.factors(schedule, steps)
     rule = spec.rule
 
     state: dict[str, Any] = {}
@@ -352,7 +295,7 @@ def sweep(landscape: str | Landscape, optimizers: Sequence[str], lrs: Any, start
     return Sweep(runs, lr_t, pts)
 
 
-def reference_run(landscape: str | Landscape, optimizer: str | LabOptimizer, start: Any, steps: int, *,
+def reference_run(landscape: str | Landscape, optimizer: str | Entry, start: Any, steps: int, *,
                   lr: float | None = None, schedule: str | None = None, use_torch: bool = False,
                   dtype: torch.dtype = torch.float64, **options: Any) -> Tensor:
     """One trajectory the plain way: a ``(2,)`` parameter, ``loss.backward()``, ``optimizer.step()``.
@@ -362,23 +305,21 @@ def reference_run(landscape: str | Landscape, optimizer: str | LabOptimizer, sta
     form, whose iterates are the look-ahead points ``w - beta * v``. Returns the ``(steps + 1, 2)``
     path. This is what the batched engine is tested and benchmarked against.
     """
-    from .schedules import make_scheduler
-
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
-    lr = spec.default_lr if lr is None else lr
+    lr = catalogue.lab_lr(spec, land) if lr is None else lr
     if use_torch:
-        if spec.torch_equivalent is None:
+        if spec.torch is None:
             raise ValueError(f"torch.optim has no equivalent of {spec.name}")
-        cls_name, kwargs = spec.torch_equivalent
+        cls_name, kwargs = spec.torch
         opt = getattr(torch.optim, cls_name)([w], lr=lr, **kwargs, **options)
     elif spec.lookahead:
         momentum = options.pop("momentum", spec.options["momentum"])
         opt = _optim.SGD([w], lr=lr, momentum=momentum, nesterov=True, **options)
     else:
         opt = spec.cls([w], lr=lr, **{**spec.options, **options})
-    sched = make_scheduler(schedule or "constant", steps)(opt)
+    sched = schedules.build(schedule, opt, steps)
     path = [w.detach().clone()]
     for _ in range(steps):
         opt.zero_grad()

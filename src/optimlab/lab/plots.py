@@ -24,22 +24,21 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .. import catalogue
 from .landscapes import Landscape, get_landscape
 
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
-#: fixed colours for the lab's optimizers, so a figure's legend reads the same everywhere
-OPTIMIZER_COLORS = {"sgd": "#000000", "momentum": "#E69F00", "nag": "#56B4E9", "adagrad": "#009E73",
-                    "rmsprop": "#D55E00", "adam": "#0072B2", "nadam": "#CC79A7"}
 LINESTYLES = ["-", "--", "-.", ":"]
 GREYS = ListedColormap(matplotlib.colormaps["Greys"](np.linspace(0.02, 0.55, 256)))
 
 
 def colors_for(keys: Sequence[str]) -> dict[str, str]:
     """A colour per key: the optimizer's own colour where the key names one, else the next free one."""
+    own = catalogue.colours()  # one colour per optimizer, the same in every figure and page
     out, used = {}, set()
     for k in keys:
-        if k in OPTIMIZER_COLORS and OPTIMIZER_COLORS[k] not in used:
-            out[k] = OPTIMIZER_COLORS[k]
+        if k in own and own[k] not in used:
+            out[k] = own[k]
             used.add(out[k])
     free = [c for c in OKABE_ITO if c not in used]
     for k in keys:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from . import _io, plots
+from .. import catalogue
 from .engine import get_optimizer, run, sweep
 from .landscapes import get_landscape
 from .metrics import effective_lr, measure
@@ -132,7 +133,7 @@ def momentum_section(runs, grid) -> Section:
     s.checks.append(("momentum oscillates (more than GD)", f"sign changes {osc['momentum']} > {osc['sgd']}",
                      osc["momentum"] > osc["sgd"]))
     paths = {f"{get_optimizer(n).label} (lr {c['lr']})": runs[n].path[:, 0] for n in ("sgd", "momentum")}
-    colors = dict(zip(paths, [plots.OPTIMIZER_COLORS["sgd"], plots.OPTIMIZER_COLORS["momentum"]]))
+    colors = dict(zip(paths, [catalogue.colour("sgd"), catalogue.colour("momentum")]))
     s.figures.append(("ravine_momentum.png", plots.contour(land, paths, f"{land.name}: GD vs Momentum, same lr", colors)))
     s.figures.append(("ravine_loss.png", plots.loss_curves({k: runs[n].loss[:, 0] for k, n in zip(paths, ("sgd", "momentum"))},
                                                            0.0, f"{land.name}: loss vs step", colors)))
@@ -162,7 +163,7 @@ def nag_section(runs, grid) -> Section:
     s.checks.append((f"NAG oscillates less at lr {c['lr']}", f"{osc['nag']} < {osc['momentum']}", osc["nag"] < osc["momentum"]))
     s.checks.append(("NAG oscillates less at most learning rates", f"{n_fewer} of {n_both} > half", n_both > 0 and n_fewer > n_both / 2))
     paths = {f"{get_optimizer(n).label} (lr {c['lr']})": runs[n].path[:, 0] for n in ("momentum", "nag")}
-    colors = dict(zip(paths, [plots.OPTIMIZER_COLORS["momentum"], plots.OPTIMIZER_COLORS["nag"]]))
+    colors = dict(zip(paths, [catalogue.colour("momentum"), catalogue.colour("nag")]))
     s.figures.append(("ravine_nag.png", plots.contour(land, paths, f"{land.name}: Momentum vs NAG, same lr and beta", colors)))
     return s
 
@@ -201,7 +202,7 @@ def local_minimum_section() -> Section:
     differ = torch.nonzero(reached["momentum"][1] & ~reached["sgd"][1]).flatten()
     j = int(differ[0]) if len(differ) else 0
     paths = {get_optimizer(n).label: reached[n][0].path[:, j] for n in names}
-    colors = dict(zip(paths, [plots.OPTIMIZER_COLORS[n] for n in names]))
+    colors = dict(zip(paths, [catalogue.colour(n) for n in names]))
     pt = starts[j].tolist()
     s.figures.append(("local_minimum.png", plots.contour(
         land, paths, f"{land.name}: from ({pt[0]:.2f}, {pt[1]:.2f}), lr {lr}" +
@@ -230,7 +231,7 @@ def saddle_section() -> Section:
     s.checks.append(("GD takes longest to escape", "GD's steps to escape exceed every other optimizer's: " +
                      ", ".join(f"{n} {_steps(esc[n], steps)}" for n in names), slowest))
     paths = {get_optimizer(n).label: runs[n].path[:, 0] for n in names}
-    colors = dict(zip(paths, [plots.OPTIMIZER_COLORS[n] for n in names]))
+    colors = dict(zip(paths, [catalogue.colour(n) for n in names]))
     s.figures.append(("saddle.png", plots.contour(land, paths, f"{land.name}: leaving the saddle at (0, 0)", colors)))
     s.figures.append(("saddle_loss.png", plots.loss_curves({k: runs[n].loss[:, 0] + 9.0 for k, n in zip(paths, names)}, 0.0,
                                                            f"{land.name}: loss vs step (shifted: f + 9, so the saddle is at 9, minima at 1)",
@@ -260,8 +261,8 @@ def adagrad_section() -> Section:
     s.checks.append(("AdaGrad's effective step shrinks a lot", f"last/first {ratio['adagrad']:.3g} < 0.2", ratio["adagrad"] < 0.2))
     s.checks.append(("RMSProp's does not vanish", f"last/first {ratio['rmsprop']:.3g} >= 0.5", ratio["rmsprop"] >= 0.5))
     s.figures.append(("effective_lr.png", plots.effective_lr(eff, f"{land.name}: effective per-parameter learning rate, lr {lr}",
-                                                             colors={get_optimizer("adagrad").label: plots.OPTIMIZER_COLORS["adagrad"],
-                                                                     get_optimizer("rmsprop").label: plots.OPTIMIZER_COLORS["rmsprop"]})))
+                                                             colors={get_optimizer("adagrad").label: catalogue.colour("adagrad"),
+                                                                     get_optimizer("rmsprop").label: catalogue.colour("rmsprop")})))
     return s
 
 
@@ -297,8 +298,8 @@ def adam_bias_section() -> Section:
                      abs(rlast - 1) < abs(r10 - 1)))
     fig = plots.loss_curves({get_optimizer(n).label: lengths[n] for n in runs}, 0.0,
                             f"{land.name}: Adam step length with and without bias correction, lr {lr}",
-                            colors={get_optimizer("adam").label: plots.OPTIMIZER_COLORS["adam"],
-                                    get_optimizer("adam-nobc").label: plots.OPTIMIZER_COLORS["momentum"]},
+                            colors={get_optimizer("adam").label: catalogue.colour("adam"),
+                                    get_optimizer("adam-nobc").label: catalogue.colour("momentum")},
                             ylabel="step length |w_t - w_(t-1)|", first_step=1)
     s.figures.append(("adam_bias.png", fig))
     return s
@@ -338,7 +339,7 @@ def lr_section() -> Section:
     s.checks.append(("too low crawls", f"{remain_low:.3f} of the gap left at lr {float(lrs[0]):.2g} (rule: >= 0.5, while the best lr leaves {best_remain:.2e})",
                      remain_low >= 0.5 and best_remain < 0.1))
     s.figures.append(("lr_sweep.png", plots.lr_sweep(lrs, final, div, f"{land.name}: final loss vs learning rate ({len(starts)} starts, {steps} steps)",
-                                                     colors={get_optimizer(n).label: plots.OPTIMIZER_COLORS[n] for n in names})))
+                                                     colors={get_optimizer(n).label: catalogue.colour(n) for n in names})))
     return s
 
 
@@ -368,7 +369,7 @@ def schedule_section() -> Section:
             s.numbers.append((f"{label}: median final f - f*", f"{med[sched]:.3g}"))
         s.checks.append((f"cosine decay ends lower for {get_optimizer(n).label}",
                          f"{med['cosine']:.3g} < {med[None]:.3g}", med["cosine"] < med[None]))
-    colors = {k: plots.OPTIMIZER_COLORS[n] for k, n in zip(curves, [n for n in setups for _ in range(2)])}
+    colors = {k: catalogue.colour(n) for k, n in zip(curves, [n for n in setups for _ in range(2)])}
     styles = {k: ("--" if "cosine" in k else "-") for k in curves}
     fig = plots.loss_curves(curves, 0.0, f"{land.name}: median loss over {len(starts)} starts, constant (solid) vs "
                             "cosine-decayed (dashed) lr", colors, ylabel="median f(w_t) - f*", styles=styles)

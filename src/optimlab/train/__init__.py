@@ -2,14 +2,12 @@
 LR range test, per-layer diagnostics and an optimizer benchmark (``optimlab train | lr-find | bench``).
 """
 
-from .bench import BenchResult, lr_grid, run_bench
-from .diagnostics import LayerDiagnostics
-from .loop import OPTIMIZER_CONFIGS, RunResult, make_optimizer, train
-from .lr_finder import LRFinderResult, find_lr, lr_range_test
-from .modes import MODES, Mode
-from .schedules import SCHEDULES, make_schedule
-from .tasks import TASKS, Task, get_task
+from .._lazy import lazy_attributes
 
-__all__ = ["TASKS", "Task", "get_task", "Mode", "MODES", "SCHEDULES", "make_schedule", "OPTIMIZER_CONFIGS",
-           "make_optimizer", "train", "RunResult", "lr_range_test", "find_lr", "LRFinderResult",
-           "LayerDiagnostics", "lr_grid", "run_bench", "BenchResult"]
+_WHERE = {"BenchResult": ".bench", "lr_grid": ".bench", "run_bench": ".bench", "LayerDiagnostics": ".diagnostics",
+          "RunResult": ".loop", "make_optimizer": ".loop", "train": ".loop", "LRFinderResult": ".lr_finder",
+          "find_lr": ".lr_finder", "lr_range_test": ".lr_finder", "MODES": ".modes", "Mode": ".modes",
+          "TASKS": ".tasks", "Task": ".tasks",
+          "get_task": ".tasks"}
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__all__ = list(_WHERE)

@@ -8,14 +8,16 @@ import json
 import os
 from pathlib import Path
 
-from .loop import OPTIMIZER_CONFIGS
+from .. import schedules
 from .modes import MODES, Mode
-from .schedules import SCHEDULES
-from .tasks import TASKS, get_task
+
+
+SCHEDULE_HELP = ("learning-rate schedule: constant, step[:N[:GAMMA]], exponential[:GAMMA], cosine, warmup[:N[:START]], "
+                 "warmup-cosine[:N[:START]] or plateau[:PATIENCE[:FACTOR]] (see optimlab.schedules)")
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--task", required=True, metavar="NAME", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--task", required=True, metavar="NAME", help="task name (`optimlab tasks` lists them)")
     p.add_argument("--mode", default=None, metavar="MODE",
                    help=f"gradient-descent mode: {', '.join(MODES)} (default: the task's)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -27,39 +29,48 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def register(sub) -> None:
+    from ..cli import lazy
+
+    p = sub.add_parser("tasks", help="list the training tasks (name, model, data, target)")
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_tasks"))
+
     p = sub.add_parser("train", help="train one task with one optimizer (progress bar, curves, diagnostics)")
     _common(p, "out/train")
     p.add_argument("--optimizer", default=None, metavar="NAME",
-                   help=f"one of: {', '.join(OPTIMIZER_CONFIGS)} (default: the task's tuned default)")
+                   help="optimizer name, case-insensitive (`optimlab optimizers` lists them; default: the task's tuned default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's tuned default)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the task's budget)")
-    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
+    p.add_argument("--schedule", default="constant", metavar="SPEC", help=SCHEDULE_HELP)
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help="steps between validations")
     p.add_argument("--diagnostics-every", type=int, default=10, metavar="N",
                    help="record per-layer diagnostics every N steps (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_train"))
 
     p = sub.add_parser("lr-find", help="Smith's learning-rate range test on a task; suggests an LR and plots")
     _common(p, "out/lr_find")
-    p.add_argument("--optimizer", default=None, metavar="NAME", help=f"one of: {', '.join(OPTIMIZER_CONFIGS)}")
-    p.add_argument("--start-lr", type=float, default=1e-6)
-    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--optimizer", default=None, metavar="NAME", help="optimizer name, case-insensitive (`optimlab optimizers` lists them)")
+    p.add_argument("--start-lr", type=float, default=1e-6, help="first learning rate of the ramp (default 1e-6)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
     p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
     p.add_argument("--rule", default="min/10", help="suggestion rule: min/10 (default) or steepest")
-    p.set_defaults(func=cmd_lr_find)
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_lr_find"))
 
     p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
     _common(p, "out/bench")
-    p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZER_CONFIGS), metavar="NAME",
-                   help=f"names (space or comma separated) from: {', '.join(OPTIMIZER_CONFIGS)} (default: all)")
+    p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                   help="optimizer names, space or comma separated (default: the lab's main set; "
+                        "`optimlab optimizers` lists them)")
     p.add_argument("--lr-min", type=float, default=1e-4, help="smallest LR of the tuning grid (default 1e-4)")
     p.add_argument("--lr-max", type=float, default=10.0, help="largest LR of the tuning grid (default 10)")
     p.add_argument("--per-decade", type=int, default=2, help="grid points per decade of LR (default 2)")
     p.add_argument("--steps", type=int, default=None, help="step budget per run (default: the task's)")
     p.add_argument("--seeds", type=int, default=3, help="measured seeds per optimizer (default 3)")
-    p.add_argument("--schedule", default="none", metavar="NAME", help=f"LR schedule: {', '.join(SCHEDULES)}")
-    p.set_defaults(func=cmd_bench)
+    p.add_argument("--schedule", default="constant", metavar="SPEC", help=SCHEDULE_HELP)
+    p.add_argument("--state-dtype", default=None, metavar="NAME",
+                   help="optimizer state storage for every optimizer: float32, float64, bfloat16 or int8 "
+                        "(default: the parameters' dtype; see docs/precision.md)")
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_bench"))
 
 
 def _setup(args) -> None:
@@ -79,7 +90,7 @@ def _mode(args):
         return None
     if args.mode == "minibatch":
         return Mode("minibatch", args.batch_size if args.batch_size is not None
-                    else get_task(args.task).default_batch_size or 32)
+                    else _task(args.task).default_batch_size or 32)
     return Mode(args.mode, args.batch_size)
 
 
@@ -104,10 +115,15 @@ def _progress(console):
                     console=console, transient=False)
 
 
-def _check_name(kind: str, name: str, valid) -> None:
-    if name is not None and name not in valid:
-        from .._names import unknown_name_error
-        raise unknown_name_error(kind, name, valid)
+def _task(name: str):
+    from .tasks import get_task
+    return get_task(name)
+
+
+def _optimizer(name: str | None) -> str | None:
+    """The catalogue's name for ``name`` (case-insensitive; unknown: ValueError with the closest)."""
+    from .. import catalogue
+    return None if name is None else catalogue.get(name).name
 
 
 def cmd_train(args) -> int:
@@ -116,9 +132,9 @@ def cmd_train(args) -> int:
     from . import plots
     from .diagnostics import LayerDiagnostics
     from .loop import train
-    task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
-    _check_name("schedule", args.schedule, SCHEDULES)
+    task = _task(args.task)
+    args.optimizer = _optimizer(args.optimizer)
+    schedules.parse(args.schedule)
     mode = _mode(args)
     _setup(args)
     diag = LayerDiagnostics(args.diagnostics_every)
@@ -187,8 +203,8 @@ def cmd_lr_find(args) -> int:
     from . import plots
     from .._atomic import atomic_write_all
     from .lr_finder import RULES, find_lr
-    task = get_task(args.task)
-    _check_name("optimizer", args.optimizer, OPTIMIZER_CONFIGS)
+    task = _task(args.task)
+    args.optimizer = _optimizer(args.optimizer)
     if args.rule not in RULES:
         raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
     mode = _mode(args)
@@ -225,26 +241,33 @@ def cmd_bench(args) -> int:
     from rich.table import Table
 
     from .bench import lr_grid, run_bench, write_results
-    task = get_task(args.task)
-    names = [n for item in args.optimizers for n in item.split(",") if n]
-    for n in names:
-        _check_name("optimizer", n, OPTIMIZER_CONFIGS)
-    _check_name("schedule", args.schedule, SCHEDULES)
+    task = _task(args.task)
+    from .. import catalogue
+    given = args.optimizers or list(catalogue.main_names())
+    names = [_optimizer(n) for item in given for n in item.split(",") if n]
+    schedules.parse(args.schedule)
     grid = lr_grid(args.lr_min, args.lr_max, args.per_decade)
     mode = _mode(args)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    state_dtype = None
+    if args.state_dtype is not None:
+        from .. import faults
+        from .._checks import check_choice
+        check_choice("--state-dtype", args.state_dtype, tuple(faults.STATE_DTYPE_NAMES))
+        state_dtype = faults.STATE_DTYPE_NAMES[args.state_dtype]
     _setup(args)
     total = len(names) * (len(grid) + args.seeds)
     console = _console()
     with _progress(console) as progress:
         bar = progress.add_task(f"bench {task.name}", total=total, info="")
         result = run_bench(task, names, grid, args.steps, args.seeds, mode, args.schedule,
-                           callback=lambda msg: progress.update(bar, advance=1, info=msg))
+                           callback=lambda msg: progress.update(bar, advance=1, info=msg), state_dtype=state_dtype)
     paths = write_results(result, args.out, f"bench_{task.name}")
     table = Table(title=f"{task.name}: target {task.target_text}; LR tuned on {len(grid)} values "
                         f"{grid[0]:g}..{grid[-1]:g} (seed 0), measured on seeds 1..{args.seeds}, "
-                        f"{result.settings['steps']} steps, mode {result.settings['mode']}, schedule {args.schedule}")
+                        f"{result.settings['steps']} steps, mode {result.settings['mode']}, schedule {args.schedule}"
+                        + (f", state_dtype {args.state_dtype}" if args.state_dtype else ""))
     for col in ("optimizer", "tuned lr", "reached", "median steps to target", "median seconds to target",
                 f"final {task.metric_name} (mean ± sd)", "diverged"):
         table.add_column(col, justify="right")
@@ -255,4 +278,19 @@ def cmd_bench(args) -> int:
                       f"{s['final_metric_mean']:.4g} ± {s['final_metric_std']:.2g}", str(s["diverged"]))
     _stdout().print(table)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from rich.table import Table
+
+    from .tasks import TASKS
+
+    table = Table(title="training tasks (optimlab train --task NAME)")
+    for header in ("name", "what it is", "target", "default optimizer", "default lr"):
+        table.add_column(header)
+    for task in TASKS.values():
+        table.add_row(task.name, task.description, f"{task.metric_name} {'>=' if task.higher_is_better else '<='} {task.target}",
+                      task.default_optimizer, f"{task.default_lr:g}")
+    _stdout().print(table)
     return 0

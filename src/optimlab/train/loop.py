@@ -17,32 +17,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .. import optim
+from .. import catalogue
 from .modes import Mode, batches
-from .schedules import is_plateau, make_schedule
-from .._names import unknown_name_error
+from ..schedules import build as make_schedule, is_plateau
 from .tasks import Task, get_task
 
-#: optimizer name -> (class, fixed keyword arguments); the learning rate is given per run
-OPTIMIZER_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
-    "sgd": (optim.SGD, {}),
-    "momentum": (optim.SGD, {"momentum": 0.9}),
-    "nesterov": (optim.SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (optim.Adagrad, {}),
-    "rmsprop": (optim.RMSprop, {}),
-    "adam": (optim.Adam, {}),
-    "adamw": (optim.AdamW, {}),
-    "nadam": (optim.NAdam, {}),
-}
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """An optimlab optimizer by name (see :data:`OPTIMIZER_CONFIGS`) with learning rate ``lr``."""
-    if name not in OPTIMIZER_CONFIGS:
-        raise unknown_name_error("optimizer", name, OPTIMIZER_CONFIGS)
+def make_optimizer(name: str, params, lr: float, state_dtype: Any = None) -> torch.optim.Optimizer:
+    """The catalogue's optimizer ``name`` (:mod:`optimlab.catalogue`) with learning rate ``lr``
+    (and ``state_dtype``, see :mod:`optimlab.faults`, when given)."""
+    entry = catalogue.get(name)
     check_lr(lr)
-    cls, kwargs = OPTIMIZER_CONFIGS[name]
-    return cls(params, lr=lr, **kwargs)
+    return entry.make(params, lr=lr, **({} if state_dtype is None else {"state_dtype": state_dtype}))
 
 
 def check_lr(lr: float, name: str = "lr") -> None:
@@ -102,7 +87,8 @@ class RunResult:
 def train(task: Task | str, optimizer: str | None = None, lr: float | None = None, mode: Mode | None = None,
           steps: int | None = None, schedule: str = "none", seed: int = 0, eval_every: int | None = None,
           stop_at_target: bool = False, diagnostics=None, model: nn.Module | None = None,
-          callback: Callable[[int, int, float, dict | None], None] | None = None) -> RunResult:
+          callback: Callable[[int, int, float, dict | None], None] | None = None,
+          state_dtype: Any = None) -> RunResult:
     """Train ``task`` once and return its curves and its steps / seconds to the target.
 
     Defaults (optimizer, lr, mini-batch size, steps, eval_every) are the task's. The run stops early
@@ -122,7 +108,7 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
 
     data = task.data()
     model = build_model(task, seed) if model is None else model
-    opt = make_optimizer(optimizer, model.parameters(), lr)
+    opt = make_optimizer(optimizer, model.parameters(), lr, state_dtype)
     sched = make_schedule(schedule, opt, steps, task.higher_is_better)
     stream = batches(mode, data.n_train, torch.Generator().manual_seed(10_000 + seed))
 

@@ -11,10 +11,11 @@ Examples are drawn without replacement: each epoch is a fresh permutation (from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 MODES = ("batch", "stochastic", "minibatch")
 
@@ -50,6 +51,8 @@ class Mode:
 
 def batches(mode: Mode, n_train: int, generator: torch.Generator) -> Iterator[Tensor]:
     """An endless stream of index tensors, one per step, in the order ``mode`` prescribes."""
+    import torch
+
     if n_train < 1:
         raise ValueError(f"n_train must be >= 1, got {n_train}")
     size = mode.size(n_train)

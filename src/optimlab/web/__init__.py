@@ -6,7 +6,7 @@ the trajectories step by step, the loss against the step, and each trajectory's 
 page's state lives in its URL hash, so a link reproduces what the reader saw.
 """
 
-from .app import create_app
-from .schemas import Limits
+from .._lazy import lazy_attributes
 
+__getattr__, __dir__ = lazy_attributes(__name__, {"create_app": ".app", "Limits": ".schemas"})
 __all__ = ["create_app", "Limits"]

@@ -38,10 +38,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import catalogue
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, get_landscape
-from ..lab.schedules import SCHEDULES
-from .schemas import HARD_MAX_NAME, KNOB_HELP, KNOB_RANGES, KNOBS, LR_RANGE, Limits, RunRequest, check_limits
+from .. import schedules
+from .schemas import HARD_MAX_NAME, KNOB_HELP, KNOB_RANGES, LR_RANGE, knobs, Limits, RunRequest, check_limits
 
 STATIC = Path(__file__).parent / "static"
 
@@ -119,26 +120,26 @@ def landscape_info(name: str) -> dict[str, Any]:
             "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
             "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
             "min_value": land.min_value,
-            # per-landscape learning rates, where the lab defines them (not every version does)
-            "default_lr": dict(getattr(land, "default_lr", None) or {})}
+            # each optimizer's default learning rate on this landscape (from the catalogue)
+            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
 
 
 def optimizer_info(name: str) -> dict[str, Any]:
     spec = engine.get_optimizer(name)
-    return {"name": spec.name, "label": spec.label, "default_lr": spec.default_lr,
-            "knobs": KNOBS[spec.name], "main": spec.name in engine.MAIN_OPTIMIZERS,
+    return {"name": spec.name, "label": spec.label, "default_lr": spec.lab_lr, "colour": spec.colour,
+            "knobs": knobs(spec), "main": spec.main,
             "options": {k: v for k, v in spec.options.items()}}
 
 
 def meta(limits: Limits) -> dict[str, Any]:
     return {
         "landscapes": [landscape_info(n) for n in LANDSCAPES],
-        "optimizers": [optimizer_info(n) for n in engine.LAB_OPTIMIZERS],
+        "optimizers": [optimizer_info(n) for n in catalogue.names()],
         "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
                   for k in KNOB_RANGES},
         "lr_range": list(LR_RANGE),
-        "schedules": {"kinds": list(SCHEDULES),
-                      "forms": ["constant", "step:N:GAMMA", "cosine", "warmup:N", "warmup-cosine:N"]},
+        "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
+                      "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},
         "limits": limits.as_dict(),
     }
 
@@ -187,7 +188,7 @@ def run_request(req: RunRequest, limits: Limits) -> dict[str, Any]:
             raise ApiError(422, f"{spec.name}: {exc}") from None
         used = {k: float(v) for k, v in engine.prepare(r.optimizer, 1, float(r.lr[0]), spec.hyper(),
                                                         torch.float64)[0].items()
-                if k in KNOBS[spec.name]}
+                if k in knobs(spec)}
         out.append({
             "name": r.optimizer.name,
             "label": r.optimizer.label,

@@ -46,5 +46,6 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=2000, help="most steps one request may ask for (default 2000)")
     p.add_argument("--time-budget", type=float, default=5.0,
                    help="seconds one run request may take before it is stopped with an error (default 5)")
-    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default warning)")
     p.set_defaults(func=serve)

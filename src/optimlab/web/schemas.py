@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..lab.engine import LAB_OPTIMIZERS, LabOptimizer, get_optimizer, prepare
+from ..catalogue import Entry
+from ..lab.engine import get_optimizer, prepare
 from ..lab.landscapes import get_landscape
-from ..lab.schedules import make_scheduler
+from .. import schedules
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -39,13 +40,13 @@ KNOB_HELP = {
 LR_RANGE = (0.0, 100.0)  # lr in (0, 100]
 
 
-def knobs(spec: LabOptimizer) -> dict[str, float]:
+def knobs(spec: Entry) -> dict[str, float]:
     """The draggable hyperparameters of a lab optimizer and their default values.
 
     ``momentum`` is a knob only for the optimizers that stand for a momentum method (plain GD and
     RMSProp have the argument, at 0, but turning it on would make them another optimizer).
     """
-    kwargs, _ = prepare(spec, 1, spec.default_lr, {}, torch.float64)
+    kwargs, _ = prepare(spec, 1, spec.lab_lr, {}, torch.float64)
     out = {}
     for name in KNOB_RANGES:
         if name not in kwargs:
@@ -56,7 +57,6 @@ def knobs(spec: LabOptimizer) -> dict[str, float]:
     return out
 
 
-KNOBS: dict[str, dict[str, float]] = {name: knobs(spec) for name, spec in LAB_OPTIMIZERS.items()}
 
 #: hard caps on the shape of a request (the configurable, usually smaller, caps are in Limits):
 #: they bound the work of parsing and validating before Limits are looked at
@@ -129,7 +129,7 @@ class OptimizerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _knobs_belong(self) -> "OptimizerSpec":
-        allowed = KNOBS[self.name]
+        allowed = knobs(get_optimizer(self.name))
         for key in KNOB_RANGES:
             if getattr(self, key) is not None and key not in allowed:
                 has = ", ".join(["lr", *allowed]) if allowed else "lr"
@@ -168,7 +168,7 @@ class RunRequest(BaseModel):
             if not (x0 <= x <= x1 and y0 <= y <= y1):
                 raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
                                  f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
-        make_scheduler(self.schedule, self.steps)  # ValueError naming the allowed forms
+        schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         return self
 
 
