@@ -112,7 +112,7 @@ def test_engine_runs_single_threaded_for_small_batches_and_restores_threads():
 
 
 def test_schedule_factors_and_errors():
-    from optimlab.lab.schedules import factors
+    from optimlab.schedules import factors
 
     assert factors(None, 3) == [1.0, 1.0, 1.0]
     assert factors("step:2:0.5", 5) == [1.0, 1.0, 0.5, 0.5, 0.25]

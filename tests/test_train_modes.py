@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from optimlab import Adam
-from optimlab.train import Mode, get_task, make_schedule, train
+from optimlab.schedules import build as make_schedule
+from optimlab.train import Mode, get_task, train
 from optimlab.train.loop import build_model
 from optimlab.train.modes import batches
 
@@ -96,7 +97,7 @@ def test_schedule_formulas():
         assert math.isclose(cos[t], 0.1 * (1 + math.cos(math.pi * t / 60)) / 2, rel_tol=1e-9, abs_tol=1e-15)
     step = _lrs("step", 60, Adam)
     assert [round(step[t], 12) for t in (0, 19, 20, 39, 40, 59)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
-    warm = _lrs("warmup-cosine", 60, Adam)  # 3 warm-up steps from lr/100, then cosine over 57
+    warm = _lrs("warmup-cosine:3:0.01", 60, Adam)  # 3 warm-up steps from lr/100, then cosine over 57
     assert math.isclose(warm[0], 0.001) and warm[0] < warm[1] < warm[2] < warm[3]
     assert math.isclose(warm[3], 0.1) and math.isclose(warm[3 + 57 // 2], 0.1 * (1 + math.cos(math.pi * 28 / 57)) / 2)
     flat = _lrs("plateau", 10, Adam, metrics=[1.0] * 10)  # no improvement: halve after patience 3

@@ -14,10 +14,27 @@ from typing import Callable, Iterable
 Writer = Callable[[str], None]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temporary(path: Path, keep_suffix: bool) -> str:
     suffix = ".tmp" + path.suffix if keep_suffix else ".tmp"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    try:  # mkstemp creates 0600; the finished file gets what open() would give it (0644 under umask 022)
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return tmp
 
 

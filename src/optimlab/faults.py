@@ -73,8 +73,6 @@ def options(nonfinite: str = "ignore", state_dtype: torch.dtype | str | None = N
             "rounding_seed": rounding_seed}
 
 
-DEFAULTS = options()
-
 
 def validate(group: Mapping[str, Any]) -> None:
     """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""

@@ -36,9 +36,8 @@ class Optimizer(torch.optim.Optimizer):
     extra_defaults: dict[str, Any] = {}
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        for name in ("capturable", "differentiable"):
-            if defaults.get(name):
-                raise ValueError(f"{name}=True is not supported by optimlab (allowed: False)")
+        if defaults.get("differentiable"):
+            raise ValueError("differentiable=True is not supported by optimlab (allowed: False)")
         if defaults.get("fused") and defaults.get("foreach"):
             raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
         super().__init__(params, defaults)
@@ -50,6 +49,7 @@ class Optimizer(torch.optim.Optimizer):
         try:
             self.rule.validate(self.param_groups[-1])
             faults.validate(self.param_groups[-1])
+            kernels.check_capturable(self.param_groups[-1])
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -110,6 +110,10 @@ class Optimizer(torch.optim.Optimizer):
                 state[name] = value
             else:
                 precision.store(state, name, value, storage, None)
+        if group.get("capturable"):  # the step counter and scalar state live on the device
+            for name in ("step", *self.rule.scalar_state):
+                if name in state:
+                    state[name] = state[name].to(param.device)
         if state:
             self.state[param] = state
         return state

@@ -66,8 +66,8 @@ def parse(spec: str | None) -> Schedule:
         import difflib
 
         close = difflib.get_close_matches(head.lower(), [*KINDS, *ALIASES], n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"schedule must be one of {', '.join(FORMS)}; got {spec!r}{hint}")
+        hint = f": did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"schedule must be one of {', '.join(FORMS)}; got {spec!r} (unknown schedule{hint})")
     kinds = _ARGS[kind]
     if len(rest) > len(kinds):
         raise _error(spec, f"{kind} takes at most {len(kinds)} argument(s), got {len(rest)}")

@@ -31,7 +31,7 @@ from torch import Tensor
 from . import cpu, foreach, precision, precision_cpu
 from .trace import Unsupported, Vec, trace_rule
 
-__all__ = ["step_group", "fused_enabled", "stats", "Unsupported"]
+__all__ = ["step_group", "fused_enabled", "check_capturable", "stats", "Unsupported"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, kernels built and loaded
 stats = cpu.stats
@@ -64,6 +64,16 @@ def _backend(p: Tensor) -> Any:
     if cpu.accepts(dtype, device):
         return cpu
     return foreach if device.type != "cpu" and foreach.accepts(dtype, device) else None
+
+
+def check_capturable(group: dict[str, Any]) -> None:
+    """``capturable=True`` (step counters on the device, no host sync): CUDA parameters only."""
+    if not group.get("capturable"):
+        return
+    for p in group["params"]:
+        if p.device.type != "cuda":
+            raise ValueError("capturable=True needs every parameter on a CUDA device (a CUDA graph "
+                             f"captures device work only); got one on {p.device} (allowed there: False)")
 
 
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
@@ -116,8 +126,9 @@ def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
     if plan is None or plan.ids != ids or plan.state is not optimizer.state:
         plan = plans[id(group)] = _make_plan(optimizer, group, params, ids)
     rest = list(plan.rest)
+    capturable = bool(group.get("capturable"))
     for bucket in plan.buckets:
-        outcome = _run_bucket(optimizer, hyperparams, bucket)
+        outcome = _run_bucket(optimizer, hyperparams, bucket, capturable)
         if outcome is None:
             rest.extend(bucket.params)
         elif outcome:  # new state entries appeared: the layout changed
@@ -126,6 +137,10 @@ def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
         del plans[id(group)]
     stats["fused_tensors"] += len(params) - len(rest)
     stats["eager_tensors"] += len(rest)
+    if rest and capturable and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"capturable=True: {len(rest)} parameter(s) of this group cannot take the fused "
+                           "step (dtype, layout, sparse or tensor hyperparameters) and the eager step "
+                           "reads its counter on the host, which a CUDA graph cannot capture")
     return rest
 
 
@@ -147,9 +162,11 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
         state = optimizer._init_state(p, group)
         names = tuple(k for k in state if k != "step" and k not in rule.scalar_state)
         scalars = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
+        scalar_device = p.device if group.get("capturable") else torch.device("cpu")
         dense_like = backend.state_ok if low else _dense_like
         if not all(dense_like(state[k], p) for k in names) or not all(
-                isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].is_cpu for k in scalars):
+                isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
+                for k in scalars):
             plan.rest.append(p)
             continue
         key = (backend, p.device, dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
@@ -171,8 +188,11 @@ def _dense_like(t: Any, p: Tensor) -> bool:
             and t.is_contiguous() and t.shape == p.shape)
 
 
-def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) -> bool | None:
-    """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew."""
+def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, capturable: bool = False) -> bool | None:
+    """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew.
+
+    ``capturable``: the step counter and scalar state stay 0-dim device tensors (float64 copies)
+    through the rule, so nothing is read on the host."""
     rule = optimizer.rule
     params, dtype, names = bucket.params, bucket.dtype, bucket.names
     grads = list(map(_grad, params))
@@ -182,19 +202,22 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket) ->
             or array("q", map(_numel, params)) != bucket.sizes):
         return None
     arguments: dict[str, Any] = dict(hyperparams)
+    device = params[0].device if capturable else None
     for name in rule.scalar_state:
-        arguments[name] = bucket.scalars[name][0].item()
+        value = bucket.scalars[name][0]
+        arguments[name] = value.to(torch.float64) if capturable else value.item()
     if rule.counts_steps:
-        arguments["step"] = (bucket.scalars["step"][0] + 1).item()  # what eager sees after `+= 1`
+        step = bucket.scalars["step"][0]  # what eager sees after `+= 1`:
+        arguments["step"] = step.to(torch.float64) + 1 if capturable else (step + 1).item()
     inputs = ["param", "grad", *names]
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments, rule.name)
+        trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
         outputs: list[tuple[int, int]] = []
         fresh: list[str] = []
         scalar_out: dict[str, float] = {}
         for name, value in out.items():
             if name in rule.scalar_state:
-                scalar_out[name] = float(value)
+                scalar_out[name] = value if isinstance(value, Tensor) else float(value)
                 continue
             if not isinstance(value, Vec):
                 raise Unsupported(f"output {name!r} is not element-wise")

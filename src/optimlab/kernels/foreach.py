@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .ops import OPS
-from .trace import Trace, Unsupported
+from .trace import LEAVES, Trace, Unsupported
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -32,7 +32,7 @@ class Program:
         self.outputs = list(outputs)
         self.order = [(i, trace.nodes[i]) for i in trace.live(node for _, node in outputs)]
         for _, (op, *_args) in self.order:
-            if op not in ("in", "scalar") and op not in OPS:
+            if op not in LEAVES and op not in OPS:
                 raise Unsupported(f"no foreach form of node {op}", op=op)
 
     def __call__(self, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
@@ -41,7 +41,7 @@ class Program:
         for i, (op, *args) in self.order:
             if op == "in":
                 values[i] = columns[args[0]]
-            elif op == "scalar":
+            elif op in ("scalar", "dscalar"):  # a float, or a 0-dim device tensor
                 values[i] = scalars[args[0]]
             elif op == "zero":
                 values[i] = OPS[op].foreach(columns[0])

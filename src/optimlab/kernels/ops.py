@@ -74,10 +74,10 @@ def _max_triton(compare: str) -> str:
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
-    Op("add", 2, "({a} + {b})", "({a} + {b})", _commutative(torch._foreach_add), ("__add__", "__radd__")),
-    Op("sub", 2, "({a} - {b})", "({a} - {b})", _sub, ("__sub__", "__rsub__")),
-    Op("mul", 2, "({a} * {b})", "({a} * {b})", _commutative(torch._foreach_mul), ("__mul__", "__rmul__")),
-    Op("div", 2, "({a} / {b})", "{div}({a}, {b})", _div, ("__truediv__",)),
+    Op("add", 2, "({a} + {b})", "({a} + {b})", _commutative(torch._foreach_add), ("__add__", "__radd__"), ("add",)),
+    Op("sub", 2, "({a} - {b})", "({a} - {b})", _sub, ("__sub__", "__rsub__"), ("sub",)),
+    Op("mul", 2, "({a} * {b})", "({a} * {b})", _commutative(torch._foreach_mul), ("__mul__", "__rmul__"), ("mul",)),
+    Op("div", 2, "({a} / {b})", "{div}({a}, {b})", _div, ("__truediv__",), ("div",)),
     Op("max", 2, _max_c(">"), _max_triton(">"), _commutative(torch._foreach_maximum),
        functions=("maximum",)),
     Op("min", 2, _max_c("<"), _max_triton("<"), _commutative(torch._foreach_minimum),

@@ -35,13 +35,17 @@ class Unsupported(Exception):
         self.op = op
 
 
+LEAVES = ("in", "scalar", "dscalar")  # node kinds that are no op: a buffer's value, a scalar slot
+
+
 class Trace:
     """An expression DAG: ``nodes[i]`` is ``(op, *args)`` with args node indices or slot numbers."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         self.nodes: list[tuple] = []
-        self.scalars: list[float] = []
+        self.scalars: list[Any] = []  # per slot: a float, or a 0-dim tensor on ``device``
         self._memo: dict[tuple, int] = {}
+        self.device = device  # where device scalars may live (capturable steps); None: none may
 
     def node(self, *key: Any) -> "Vec":
         index = self._memo.get(key)
@@ -52,10 +56,18 @@ class Trace:
         return Vec(self, index)
 
     def scalar(self, value: Any) -> "Vec":
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        """A slot for a number meeting a tensor: ``("scalar", slot)`` for a Python number, or
+        ``("dscalar", slot)`` for a 0-dim tensor on the trace's device (computed there, no sync)."""
+        if isinstance(value, torch.Tensor):
+            if self.device is None or value.dim() != 0 or value.device != self.device:
+                raise Unsupported("a real tensor met a traced one (tensor hyperparameters run eagerly)")
+            kind = "dscalar"
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise Unsupported(f"operand of type {type(value).__name__}")
-        self.scalars.append(float(value))
-        self.nodes.append(("scalar", len(self.scalars) - 1))  # one node per slot, never shared
+        else:
+            kind, value = "scalar", float(value)
+        self.scalars.append(value)
+        self.nodes.append((kind, len(self.scalars) - 1))  # one node per slot, never shared
         return Vec(self, len(self.nodes) - 1)
 
     def input(self, slot: int) -> "Vec":
@@ -70,7 +82,7 @@ class Trace:
             if i in needed:
                 continue
             needed.add(i)
-            if self.nodes[i][0] not in ("in", "scalar"):
+            if self.nodes[i][0] not in LEAVES:
                 stack.extend(self.nodes[i][1:])
         return sorted(needed)
 
@@ -90,8 +102,6 @@ class Vec:
             if other.trace is not self.trace:
                 raise Unsupported("operands from two traces")
             return other
-        if isinstance(other, torch.Tensor):
-            raise Unsupported("a real tensor met a traced one (tensor hyperparameters run eagerly)")
         return self.trace.scalar(other)
 
     def _binary(self, op: str, other: Any, reverse: bool = False) -> "Vec":
@@ -178,6 +188,8 @@ for _op in OPS.values():
     for _name in _op.functions:
         for _namespace in (torch, torch.Tensor):
             _TORCH_FUNCTIONS[getattr(_namespace, _name)] = _recorder(_op.name, reflected=False)
+    for _dunder in _op.dunders:  # a 0-dim device tensor on the left: ``step_size * m`` (capturable)
+        _TORCH_FUNCTIONS[getattr(torch.Tensor, _dunder)] = _recorder(_op.name, reflected=_dunder.startswith("__r"))
 
 _warned: set[tuple[str, str]] = set()
 
@@ -191,14 +203,17 @@ def _warn_missing_op(rule: str, op: str) -> None:
 
 
 def trace_rule(update: Callable[..., dict[str, Any]], vector_inputs: list[str],
-               arguments: dict[str, Any], name: str | None = None) -> tuple[Trace, dict[str, Any]]:
+               arguments: dict[str, Any], name: str | None = None,
+               device: torch.device | None = None) -> tuple[Trace, dict[str, Any]]:
     """Call ``update`` with a proxy for each name in ``vector_inputs`` (slot = its position).
 
     Returns the trace and the rule's output dict: proxies for tensor outputs, numbers for the
     scalar state it computes (Nadam's ``mu_product``). A rule (``name``, else the function's
     name) that uses an op the table lacks gets one RuntimeWarning per op, then Unsupported.
+    With ``device``, 0-dim tensors there (a capturable step's counter and what the rule computes
+    from it) become device-scalar slots instead of being refused.
     """
-    trace = Trace()
+    trace = Trace(device)
     proxies = {name: trace.input(slot) for slot, name in enumerate(vector_inputs)}
     try:
         out = update(**proxies, **arguments)

@@ -10,7 +10,7 @@ Public entry points (imported on first use)::
 
 from .._lazy import lazy_attributes
 
-_WHERE = {**{n: ".engine" for n in ("Run", "Sweep", "get_optimizer", "reference_run", "run", "sweep")},
+_WHERE = {**{n: ".engine" for n in ("Run", "Sweep", "get_optimizer", "run", "sweep")}, "reference_run": ".reference",
           **{n: ".landscapes" for n in ("LANDSCAPES", "Landscape", "get_landscape", "register_landscape")},
           "measure": ".metrics", "rows": ".metrics"}
 __getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -6,11 +6,9 @@ against it. Each step evaluates the landscape and its gradient (autograd) at all
 calls the core's pure rule ``optimlab.algorithms.RULES[...].update`` once: no optimizer math is
 written here. An LR sweep is one call with ``lr`` a tensor, not a Python loop.
 
-Hyperparameter defaults, argument names and validation come from the ``optimlab.optim`` class
-the lab optimizer stands for (read from its constructor's signature and checked by the rule's
-``validate``, as ``add_param_group`` does), so a lab
+Hyperparameters are prepared by :mod:`.hyper` from the catalogue entry's drop-in class, so a lab
 trajectory is, number for number, what ``optimlab.SGD`` / ``Adam`` / ... produce one trajectory
-at a time (tested in ``tests/test_lab_engine.py``).
+at a time (:mod:`.reference` runs that loop; tested in ``tests/test_lab_engine.py``).
 
 NAG (``nag``) is the seed's look-ahead form, which the lab can run because it can evaluate the
 landscape anywhere (Sutskever et al., 2013, eq. 3-4)::
@@ -33,13 +31,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .. import catalogue, faults
-from .. import optim as _optim
+from .. import catalogue
 from ..catalogue import Entry
+from .hyper import HyperValue, prepare
 from .landscapes import Landscape, get_landscape
+from .reference import reference_run  # noqa: F401  (re-exported: optimlab.lab.reference_run)
 from .. import schedules
-
-HyperValue = float | Sequence[float] | Tensor
 
 
 def get_optimizer(name: str | Entry) -> Entry:
@@ -108,79 +105,6 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
     if not torch.isfinite(pts).all():
         raise ValueError("starts must be finite")
     return pts
-
-
-def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
-                    device: torch.device | None = None) -> float | Tensor:
-    """A float stays a float; a sequence / tensor becomes an ``(N, 1)`` column."""
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    t = torch.as_tensor(value, dtype=dtype, device=device).flatten()
-    if t.numel() == 1:
-        return float(t.item())
-    if t.numel() != n:
-        raise ValueError(f"{name} must be a number or have one value per trajectory ({n}), got {t.numel()} values")
-    return t.reshape(n, 1)
-
-
-_RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
-
-
-#: optimizer arguments about execution, not the math: the lab's engine has no use for them
-_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", *faults.DEFAULTS}
-
-
-def _group_for(spec: Entry, values: dict[str, Any]) -> dict[str, Any]:
-    """The param group the optimizer class would build for scalar hyperparameter ``values``,
-    validated by the rule's own ``validate`` (what ``add_param_group`` does).
-
-    The defaults are read from the class's constructor signature rather than by building an
-    instance: the first ``torch.optim.Optimizer`` built in a process imports ``torch._dynamo``
-    (about 5 s), which the lab does not otherwise need.
-    """
-    kwargs = dict(spec.options)
-    betas = None
-    for key, value in values.items():
-        if key in _RULE_TO_CTOR:
-            if betas is None:
-                betas = list(kwargs.get("betas", catalogue.signature_defaults(spec.spec)["betas"]))
-            betas[_RULE_TO_CTOR[key][1]] = value
-        else:
-            kwargs[key] = value
-    if betas is not None:
-        kwargs["betas"] = tuple(betas)
-    defaults = catalogue.signature_defaults(spec.spec)
-    allowed = set(defaults) - _NOT_IN_THE_LAB
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        allowed = sorted(allowed)
-        raise ValueError(f"{spec.name} has no hyperparameter {', '.join(map(repr, unknown))} (has: {', '.join(allowed)})")
-    group = {**defaults, **kwargs, **spec.spec.fixed}
-    spec.rule.validate(group)
-    return group
-
-
-def prepare(spec: Entry, n: int, lr: HyperValue, hyper: dict[str, HyperValue],
-            dtype: torch.dtype, device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The rule's keyword arguments for a batch of ``n`` (tensors ``(N, 1)`` where swept) and the
-    param group (validated at the smallest and largest value of every swept hyperparameter)."""
-    values = {"lr": _per_trajectory("lr", lr, n, dtype, device)}
-    values.update({k: _per_trajectory(k, v, n, dtype, device) for k, v in hyper.items()})
-    low = {k: (float(v.min()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    high = {k: (float(v.max()) if isinstance(v, Tensor) else v) for k, v in values.items()}
-    group = _group_for(spec, low)
-    if high != low:
-        _group_for(spec, high)
-    kwargs = spec.rule.hyperparams(group)
-    for key, value in values.items():
-        if key not in kwargs:
-            raise ValueError(f"{spec.name} has no hyperparameter {key!r} (has: {', '.join(sorted(kwargs))})")
-        kwargs[key] = value
-    if spec.lookahead and isinstance(kwargs.get("momentum"), float) and kwargs["momentum"] == 0:
-        raise ValueError("nag needs momentum > 0")
-    return kwargs, group
 
 
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
@@ -293,39 +217,3 @@ def sweep(landscape: str | Landscape, optimizers: Sequence[str], lrs: Any, start
         runs[name] = run(landscape, name, all_starts, steps, lr=all_lr, schedule=schedule, dtype=dtype,
                          progress=cb, **hyper)
     return Sweep(runs, lr_t, pts)
-
-
-def reference_run(landscape: str | Landscape, optimizer: str | Entry, start: Any, steps: int, *,
-                  lr: float | None = None, schedule: str | None = None, use_torch: bool = False,
-                  dtype: torch.dtype = torch.float64, **options: Any) -> Tensor:
-    """One trajectory the plain way: a ``(2,)`` parameter, ``loss.backward()``, ``optimizer.step()``.
-
-    Uses ``optimlab.optim`` (or ``torch.optim`` with ``use_torch=True``, where it has the
-    algorithm); ``options`` are constructor arguments. For ``nag`` this runs torch's Nesterov
-    form, whose iterates are the look-ahead points ``w - beta * v``. Returns the ``(steps + 1, 2)``
-    path. This is what the batched engine is tested and benchmarked against.
-    """
-    land = get_landscape(landscape)
-    spec = get_optimizer(optimizer)
-    w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
-    lr = catalogue.lab_lr(spec, land) if lr is None else lr
-    if use_torch:
-        if spec.torch is None:
-            raise ValueError(f"torch.optim has no equivalent of {spec.name}")
-        cls_name, kwargs = spec.torch
-        opt = getattr(torch.optim, cls_name)([w], lr=lr, **kwargs, **options)
-    elif spec.lookahead:
-        momentum = options.pop("momentum", spec.options["momentum"])
-        opt = _optim.SGD([w], lr=lr, momentum=momentum, nesterov=True, **options)
-    else:
-        opt = spec.cls([w], lr=lr, **{**spec.options, **options})
-    sched = schedules.build(schedule, opt, steps)
-    path = [w.detach().clone()]
-    for _ in range(steps):
-        opt.zero_grad()
-        land.fn(w[0], w[1]).backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        path.append(w.detach().clone())
-    return torch.stack(path)

@@ -1,0 +1,364 @@
+"""optimlab's generated Triton step on a CUDA GPU against torch.optim's fastest path, in one process.
+
+What it prints, each section on its own so that one failing cell does not hide the others:
+
+1. the GPU, torch, triton; the HBM bandwidth of an in-place triad ``a += s * b`` (12 bytes per
+   element read + written, 256M float32), timed with CUDA events;
+2. correctness on the GPU: every algorithm and option of ``tests/test_fused.py`` (float32; one per
+   algorithm in float64 and bfloat16), Triton step vs optimlab's eager rule, max |difference|;
+3. CUDA-graph capture: ``capturable=True`` steps captured once and replayed with new gradients
+   equal the same steps run eagerly (parameters and state);
+4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
+   fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
+5. block-size sweep on Adam, layout a (the table uses the best);
+6. the speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
+   tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
+   CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
+   sample, median of the samples), the ratio torch / optimlab, the GB/s each step must move and
+   its share of the triad's bandwidth, and the targets of issue 14 (>= 1.0x torch fused, >= 3x
+   torch foreach on layouts a and b, >= 85% of the triad on layout a).
+
+    python benchmarks/cuda_step.py            # about 2-4 minutes on one H100
+    python benchmarks/cuda_step.py --quick    # fewer samples
+    python benchmarks/cuda_step.py --dry-run  # no GPU: tiny layouts on CPU tensors through Triton's
+                                              # interpreter, to check the script itself runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, HERE)
+import optimlab  # noqa: E402
+from optimlab import kernels  # noqa: E402
+from step_speed import ALGORITHMS, LAYOUTS  # noqa: E402
+
+#: torch's fastest path on CUDA (torch.optim.Adagrad's fused kernel is CPU-only)
+TORCH_FASTEST = {"sgd_momentum": "fused", "adagrad": "foreach", "rmsprop": "foreach", "adam": "fused",
+                 "adamw": "fused", "nadam": "foreach"}
+START = time.perf_counter()
+DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
+
+
+def elapsed() -> float:
+    return time.perf_counter() - START
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}  [{elapsed():.0f} s]", flush=True)
+
+
+def cuda_time(fn, repeat: int = 1) -> float:
+    """Seconds per call of ``fn``, ``repeat`` calls between two CUDA events (host work included)."""
+    if DEVICE == "cpu":
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - t) / repeat
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / repeat
+
+
+class Triad:
+    n = 256 << 20
+
+    def __init__(self) -> None:
+        self.a = torch.rand(self.n, device=DEVICE)
+        self.b = torch.rand(self.n, device=DEVICE)
+
+    def __call__(self) -> None:
+        self.a.add_(self.b, alpha=0.5)
+
+    def gbs(self, seconds: float) -> float:
+        return 12 * self.n / seconds / 1e9
+
+
+def make_side(shapes, cls, kwargs, dtype=torch.float32, seed=0):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, device=DEVICE, dtype=dtype)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype) * 1e-2
+    return params, cls(params, **kwargs)
+
+
+def correctness(quick: bool) -> None:
+    from test_fused import CASES
+
+    shapes = [(5000,), (7,), (33, 4), (4096,), (1,)] if DEVICE == "cuda" else [(300,), (7,)]
+    per_algorithm = {}
+    for name, kwargs in CASES:
+        per_algorithm.setdefault(name, (name, kwargs))
+    runs = [(c, torch.float32) for c in CASES]
+    runs += [(c, torch.float64) for c in per_algorithm.values()]
+    runs += [(c, torch.bfloat16) for c in per_algorithm.values()]
+    worst = {}
+    for (name, kwargs), dtype in runs:
+        try:
+            results = []
+            before = dict(kernels.stats)
+            for fused in (True, False):
+                params, opt = make_side(shapes, getattr(optimlab, name), {**kwargs, "fused": None if fused else False},
+                                        dtype=dtype)
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9 ** t)
+                g = torch.Generator(device=DEVICE).manual_seed(1)
+                for _ in range(6):
+                    for p in params:
+                        p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
+                    opt.step()
+                    sched.step()
+                results.append([p.detach().double() for p in params])
+                if fused:
+                    fell_back = kernels.stats["eager_tensors"] - before["eager_tensors"]
+            diff = max(float((a - b).abs().max()) for a, b in zip(*results))
+            scale = max(float(b.abs().max()) for b in results[1])
+            tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 5e-2}[dtype] * max(scale, 1.0)
+            verdict = "ok" if diff <= tol and fell_back == 0 else "FAIL"
+            key = f"{name} {dtype}".replace("torch.", "")
+            worst[key] = max(worst.get(key, 0.0), diff)
+            if verdict != "ok":
+                print(f"  {verdict}: {name} {kwargs} {dtype}: max|triton - eager| = {diff:.3g} "
+                      f"(tol {tol:.1g}), eager fallbacks {fell_back}", flush=True)
+        except Exception:
+            print(f"  ERROR {name} {kwargs} {dtype}:\n{traceback.format_exc()}", flush=True)
+    for key, diff in worst.items():
+        print(f"  {key:<22} max|triton - eager| over its cases: {diff:.3g}")
+
+
+def capture_check() -> None:
+    """Capture one capturable step in a CUDA graph, replay it with fresh gradients; compare with
+    the same optimizer stepping eagerly (optimlab's eager rule, and torch.optim's own)."""
+    shapes = [(1000,), (37, 5), (4096,), (3,)]
+    cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
+             ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True})]
+    for name, kwargs in cases:
+        try:
+            pg, og = make_side(shapes, getattr(optimlab, name), {**kwargs, "capturable": True})
+            pe, oe = make_side(shapes, getattr(optimlab, name), {**kwargs, "fused": False})
+            pt, ot = make_side(shapes, getattr(torch.optim, name), {**kwargs, "capturable": True, "foreach": True})
+            gen = torch.Generator(device="cuda").manual_seed(7)
+
+            def new_grads():
+                grads = [torch.randn(p.shape, generator=gen, device="cuda") for p in pg]
+                for side in (pg, pe, pt):
+                    for p, g in zip(side, grads):
+                        p.grad.copy_(g)
+
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm-up outside the graph: plans, kernels, state
+                    new_grads()
+                    og.step()
+                    oe.step()
+                    ot.step()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            fused_before = kernels.stats["fused_tensors"]
+            with torch.cuda.graph(graph):
+                og.step()
+            captured = kernels.stats["fused_tensors"] - fused_before
+            for _ in range(5):
+                new_grads()
+                graph.replay()
+                oe.step()
+                ot.step()
+            torch.cuda.synchronize()
+            d_eager = max(float((a - b).abs().max()) for a, b in zip(pg, pe))
+            d_torch = max(float((a - b).abs().max()) for a, b in zip(pg, pt))
+            sg, se = og.state_dict()["state"], oe.state_dict()["state"]
+            d_state = max(float((sg[i][k].double().cpu() - se[i][k].double().cpu()).abs().max())
+                          for i in sg for k in sg[i])
+            steps = float(sg[0]["step"])
+            ok = d_eager < 1e-5 and d_torch < 1e-5 and d_state < 1e-5 and steps == 8 and captured == len(shapes)
+            print(f"  {name:<8} {'PASS' if ok else 'FAIL'}: 3 eager + 5 replayed steps; max|graph - eager| "
+                  f"params {d_eager:.2g}, state {d_state:.2g}; vs torch capturable {d_torch:.2g}; "
+                  f"step counter {steps:g} (on {sg[0]['step'].device})", flush=True)
+        except Exception:
+            print(f"  {name:<8} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
+LATENCY = r"""
+import sys, time, torch
+sys.path.insert(0, {src!r}); sys.path.insert(0, {here!r})
+import optimlab
+from step_speed import ALGORITHMS, LAYOUTS
+from cuda_step import make_side
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+shapes = LAYOUTS["b"][1]()
+for name, cls, _, kw, _, _ in ALGORITHMS:
+    out = []
+    for _ in range(2):
+        params, opt = make_side(shapes, cls, kw)
+        torch.cuda.synchronize()
+        t = time.perf_counter(); opt.step(); torch.cuda.synchronize(); out.append(time.perf_counter() - t)
+        del params, opt
+    print(f"  {{name:<13}} cold {{out[0]:6.2f}} s   warm (second optimizer, same process) {{out[1] * 1e3:7.1f}} ms",
+          flush=True)
+"""
+
+
+def first_step_latency() -> None:
+    code = LATENCY.format(src=os.path.join(HERE, "..", "src"), here=HERE)
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "OPTIMLAB_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton-cache")}
+        try:
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=150)
+            print(res.stdout, end="")
+            if res.returncode:
+                print(f"  latency subprocess failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        except subprocess.TimeoutExpired as e:
+            print(f"  latency subprocess timed out; printed so far:\n{e.stdout}")
+
+
+def time_pair(topt, oopt, samples: int, per_sample: int = 5) -> tuple[float, float]:
+    for _ in range(3):
+        topt.step()
+        oopt.step()
+    tt, ot = [], []
+    for i in range(samples):
+        if i % 2:
+            ot.append(cuda_time(oopt.step, per_sample))
+            tt.append(cuda_time(topt.step, per_sample))
+        else:
+            tt.append(cuda_time(topt.step, per_sample))
+            ot.append(cuda_time(oopt.step, per_sample))
+    return statistics.median(tt), statistics.median(ot)
+
+
+def sweep(samples: int) -> None:
+    """Block size x blocks per program x warps, Adam on layout a; keeps the fastest."""
+    from optimlab.kernels import triton_gpu
+
+    shapes = LAYOUTS["a"][1]()
+    best = None
+    for block, iters, warps in [(1024, 4, 4), (2048, 2, 8), (1024, 8, 4), (4096, 1, 8), (512, 8, 4), (2048, 4, 8)]:
+        try:
+            triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
+            params, opt = make_side(shapes, optimlab.Adam, {"lr": 1e-3})
+            opt.step()
+            for _ in range(3):
+                opt.step()
+            t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
+            print(f"  BLOCK {block:5d} x {iters} per program, {warps} warps: {t * 1e3:.3f} ms", flush=True)
+            if best is None or t < best[0]:
+                best = (t, block, iters, warps)
+            del params, opt
+        except Exception:
+            print(f"  BLOCK {block} x {iters}, {warps} warps: ERROR\n{traceback.format_exc()}", flush=True)
+    if best:
+        _, block, iters, warps = best
+        triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
+        print(f"  using BLOCK {block} x {iters}, {warps} warps")
+
+
+def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -> None:
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
+          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
+    for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
+        path = TORCH_FASTEST[name]
+        for lk in layouts:
+            label, make = LAYOUTS[lk]
+            if elapsed() > budget:
+                print(f"{name:<13} {label:<21} skipped: the run's time budget ({budget:.0f} s) is spent", flush=True)
+                continue
+            try:
+                shapes = make()
+                n = sum(torch.Size(s).numel() for s in shapes)
+                op, oopt = make_side(shapes, ocls, kw)
+                tp, topt = make_side(shapes, tcls, {**kw, path: True})
+                oopt.step()
+                before = dict(kernels.stats)
+                tm, om = time_pair(topt, oopt, samples)
+                eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
+                bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+                gbs = bytes_per * n / om / 1e9
+                target = 1.0 if path == "fused" else 3.0
+                met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
+                share = f"{100 * gbs / bw:5.0f}%" + (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED") + ")"
+                                                     if lk == "a" else "")
+                print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                      f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
+                      + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
+                del op, oopt, tp, topt
+                torch.cuda.empty_cache()
+            except Exception:
+                print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
+def dry_run() -> None:
+    """Tiny layouts on CPU tensors through Triton's interpreter: checks the script, measures nothing."""
+    global DEVICE
+    DEVICE = "cpu"
+    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["OPTIMLAB_BACKEND"] = "triton"
+    Triad.n = 1 << 16
+    LAYOUTS.update({"a": ("a: 1 x 4096 (dry run)", lambda: [(4096,)]),
+                    "b": ("b: 6 tensors (dry run)", lambda: [(300,), (7,)] * 3),
+                    "c": ("c: 20 x 64 (dry run)", lambda: [(64,)] * 20)})
+    print("DRY RUN on CPU tensors through Triton's interpreter: the numbers mean nothing")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer timing samples")
+    ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
+    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep")
+    ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
+    args = ap.parse_args()
+    skip = set(args.skip.split(","))
+    samples = 9 if args.quick else 21
+    if args.dry_run:
+        dry_run()
+        samples, skip = 3, skip | {"capture", "latency"}
+    elif not torch.cuda.is_available():
+        print("no CUDA device: nothing to measure (--dry-run checks the script on CPU)")
+        return
+    import triton
+
+    if DEVICE == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        print(f"GPU {props.name} ({props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB); "
+              f"torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}")
+    section("HBM bandwidth: in-place triad a += 0.5 * b on 256M float32 (12 bytes per element)")
+    triad = Triad()
+    for _ in range(3):
+        triad()
+    bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(15)))
+    print(f"  {bw:.0f} GB/s")
+    if "correctness" not in skip:
+        section("correctness on the GPU: Triton step vs optimlab's eager rule, 6 steps with an lr schedule")
+        correctness(args.quick)
+    if "capture" not in skip:
+        section("CUDA-graph capture: capturable=True, one step captured, replayed with new gradients")
+        capture_check()
+    if "latency" not in skip:
+        section("first step on layout b (200 tensors), fresh process and empty kernel caches")
+        first_step_latency()
+    if "sweep" not in skip:
+        section("block-size sweep: Adam, layout a")
+        sweep(samples)
+    section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
+    speed_table(samples, triad, args.layouts.split(","), args.budget)
+    section("done")
+
+
+if __name__ == "__main__":
+    main()

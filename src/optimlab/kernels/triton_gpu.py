@@ -1,0 +1,285 @@
+"""CUDA kernels generated from a traced rule: one Triton launch over every tensor of a bucket.
+
+The expression DAG of :mod:`.trace` is printed as a Triton kernel (each node's Triton expression
+from the op table, :mod:`.ops`; each buffer access from :class:`TritonSource`), written to the
+kernel cache as a Python file and compiled by Triton once per structure: the rule's scalars
+(``lr``, bias corrections) are kernel arguments, so a scheduler changing ``lr`` builds nothing.
+
+One launch covers every tensor of a bucket, as torch's multi-tensor-apply does: a device table
+holds each buffer's pointer per tensor and each tensor's size; the work is cut into chunks of
+``CHUNK`` elements of one tensor, one chunk per program, listed in two small device tables built
+once per bucket. Full blocks run unmasked (vectorised loads when every pointer is 16-byte aligned,
+checked on the host), the tail of each tensor masked.
+
+Arithmetic: float16 / bfloat16 / float32 parameters compute in float32, float64 in float64; every
+operation is IEEE-rounded (``tl.div_rn``, ``tl.sqrt_rn``, no fused multiply-add), and each Python
+number is rounded to the compute type where it meets a tensor, as in the C kernels. State of a
+low-precision parameter is stored in its dtype, like the parameter (load: widen, store: round).
+
+``capturable``: a scalar computed on the device (the step counter and what the rule derives from
+it, Nadam's ``mu_product``) is a 0-dim tensor; the trace records it as a *device scalar*, the plan
+stacks them into one float64 tensor and the kernel reads them from there, so a step makes no
+host sync and can be captured in a CUDA graph.
+
+Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors in Triton's interpreter (tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import threading
+from array import array
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+try:
+    import triton  # noqa: F401  (the generated modules import it again)
+except ImportError:  # pragma: no cover - the dev extra installs it; CPU installs need not
+    triton = None
+
+from .ops import OPS
+from .trace import Trace, Unsupported
+
+STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
+           torch.float64: "tl.float64"}
+BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vector operation
+ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: CHUNK elements of one tensor
+CHUNK = BLOCK * ITERS
+NUM_WARPS = 4
+
+_lock = threading.Lock()
+_programs: dict[tuple, "Program"] = {}
+stats = {"compiled": 0}  # kernels written and loaded (not counting Triton's own per-variant builds)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def accepts(dtype: torch.dtype, device: torch.device, forced: bool = False) -> bool:
+    """Triton takes float16/bfloat16/float32/float64 tensors on CUDA (on the CPU in interpreter mode)."""
+    if triton is None or dtype not in STORAGE:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and forced and interpreting())
+
+
+def compute_type(dtype: torch.dtype) -> str:
+    return "tl.float64" if dtype == torch.float64 else "tl.float32"
+
+
+class TritonSource:
+    """How the Triton kernel finds, loads and stores its buffers and reads its scalars.
+
+    Every buffer access of the generated code is emitted here, so a subclass can give a buffer
+    another storage type (low-precision state) without touching the expression code.
+    """
+
+    def __init__(self, dtype: torch.dtype, aligned: bool) -> None:
+        self.storage, self.compute, self.aligned = STORAGE[dtype], compute_type(dtype), aligned
+
+    def pointer(self, buffer: int) -> list[str]:
+        lines = [f"b{buffer} = tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({self.storage}))"]
+        if self.aligned:
+            lines.append(f"b{buffer} = tl.multiple_of(b{buffer}, 16)")
+        return lines
+
+    def load(self, buffer: int, masked: bool) -> str:
+        mask = ", mask=mask" if masked else ""
+        return f"tl.load(b{buffer} + offs{mask}).to(CT)"
+
+    def store(self, buffer: int, value: str, masked: bool) -> str:
+        mask = ", mask=mask" if masked else ""
+        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){mask})"
+
+    def scalar(self, slot: int) -> str:
+        """A Python number argument: float32 arguments, or float64's bits as an int64."""
+        if self.compute == "tl.float64":
+            return f"tl.cast(tl.cast(s{slot}, tl.int64), tl.float64, bitcast=True)"
+        return f"tl.cast(s{slot}, CT)"
+
+    def device_scalar(self, position: int) -> str:
+        return f"tl.load(S + {position}).to(CT)"
+
+
+def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
+             aligned: bool, source: TritonSource | None = None) -> tuple[str, list[int], bool]:
+    """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
+
+    Returns the source, the slots of the Python-number arguments in order, and the slots of the
+    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none).
+    """
+    source = source or TritonSource(dtype, aligned)
+    live = trace.live(node for _, node in outputs)
+    n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
+    slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
+    device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
+    double = source.compute == "tl.float64"
+    helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
+               "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
+    args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["S"] if device_slots else [])
+    args += [f"s{slot}" for slot in slots]
+    scalar_names = [f"s{slot}" for slot in slots]
+    lines = ["import triton", "import triton.language as tl", "", "",
+             f"@triton.jit(do_not_specialize={scalar_names!r})",
+             f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
+             f"    CT: tl.constexpr = {source.compute}",
+             "    pid = tl.program_id(0)",
+             "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
+             "    start = tl.load(PROGRAM_START + pid)",
+             "    n = tl.load(SIZES + t)"]
+    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k)]
+    for i in live:
+        op, *rest = trace.nodes[i]
+        if op == "scalar":
+            lines.append(f"    t{i} = {source.scalar(rest[0])}")
+        elif op == "dscalar":
+            lines.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
+    lines += ["    for i in tl.static_range(ITERS):",
+              "        lo = start + i * BLOCK",
+              "        offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)",
+              "        if lo + BLOCK <= n:"]
+    lines += _body(trace, live, outputs, source, helpers, masked=False)
+    lines += ["        else:", "            mask = offs < n"]
+    lines += _body(trace, live, outputs, source, helpers, masked=True)
+    return "\n".join(lines) + "\n", slots, device_slots
+
+
+def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], source: TritonSource,
+          helpers: dict[str, str], masked: bool) -> list[str]:
+    pad = " " * 12
+    lines = []
+    for i in live:
+        op, *args = trace.nodes[i]
+        if op in ("scalar", "dscalar"):
+            continue
+        if op == "in":
+            expr = source.load(args[0], masked)
+        elif op in OPS:
+            expr = OPS[op].emit_triton([f"t{a}" for a in args], helpers)
+        else:
+            raise Unsupported(f"no Triton for node {op}", op=op)
+        lines.append(f"{pad}t{i} = {expr}")
+    lines += [pad + source.store(buffer, f"t{node}", masked) for buffer, node in outputs]
+    return lines
+
+
+def cache_dir() -> Path:
+    from .cpu import cache_dir as kernels_cache
+    return kernels_cache() / "triton"
+
+
+def _load(source: str) -> Any:
+    """The ``kernel`` of ``source``, written once to the cache (Triton compiles from a file)."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:24]
+    path = cache_dir() / f"optimlab_{key}.py"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)  # atomic: a concurrent process sees the whole file or none
+    spec = importlib.util.spec_from_file_location(f"optimlab_triton_{key}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stats["compiled"] += 1
+    return module.kernel
+
+
+class Program:
+    """The kernels of one trace structure (aligned and unaligned variants, built on first use)."""
+
+    def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype) -> None:
+        self.trace, self.outputs, self.n_inputs, self.dtype = trace, list(outputs), n_inputs, dtype
+        self.double = dtype == torch.float64
+        self.variants: dict[bool, tuple[Any, list[int], list[int]]] = {}
+        self.variant(True)  # generate now: an op without Triton form is refused before any launch
+
+    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int]]:
+        found = self.variants.get(aligned)
+        if found is None:
+            with _lock:
+                found = self.variants.get(aligned)
+                if found is None:
+                    source, slots, device_slots = generate(self.trace, self.outputs, self.n_inputs,
+                                                           self.dtype, aligned)
+                    found = self.variants[aligned] = (_load(source), slots, device_slots)
+        return found
+
+
+def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
+               structure: tuple) -> Program:
+    program = _programs.get(structure)
+    if program is None:
+        program = _programs[structure] = Program(trace, outputs, n_inputs, dtype)
+    return program
+
+
+_data_ptr = Tensor.data_ptr
+
+
+class _Tables:
+    """A bucket's device tables: buffer pointers per tensor, sizes, and the program -> chunk map."""
+
+    def __init__(self, bucket: Any, device: torch.device) -> None:
+        sizes = list(bucket.sizes)
+        tensor_of, start_of = array("i"), array("q")
+        for t, n in enumerate(sizes):
+            for start in range(0, n, CHUNK):
+                tensor_of.append(t)
+                start_of.append(start)
+        self.programs = len(tensor_of)
+        self.sizes = torch.tensor(sizes, dtype=torch.int64, device=device)
+        self.program_tensor = torch.frombuffer(tensor_of, dtype=torch.int32).to(device) if self.programs else None
+        self.program_start = torch.frombuffer(start_of, dtype=torch.int64).to(device) if self.programs else None
+        self.device = device
+        self.host = array("q")
+        self.ptrs: Tensor | None = None
+        self.aligned = False
+
+    def pointers(self, columns: Sequence[list[Tensor]]) -> Tensor:
+        host = array("q")
+        for column in columns:
+            host.extend(map(_data_ptr, column))
+        if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture
+            self.host = host
+            self.aligned = all(address % 16 == 0 for address in host)
+            table = torch.frombuffer(host, dtype=torch.int64)
+            if self.ptrs is None or self.ptrs.numel() != len(host):
+                self.ptrs = table.to(self.device)
+            else:
+                self.ptrs.copy_(table, non_blocking=self.device.type == "cuda")
+        return self.ptrs
+
+
+def _bits(value: float) -> int:
+    return array("q", array("d", [value]).tobytes())[0]
+
+
+def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
+    """Run the bucket's step: ``columns[k]`` is buffer k of every tensor; ``scalars`` by slot."""
+    device = columns[0][0].device
+    tables = bucket.cache.get("triton")
+    if tables is None:
+        tables = bucket.cache["triton"] = _Tables(bucket, device)
+    if not tables.programs:
+        return
+    ptrs = tables.pointers(columns)
+    kernel, slots, device_slots = program.variant(tables.aligned)
+    args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
+    if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
+        args.append(torch.stack([scalars[k].to(torch.float64) for k in device_slots]))
+    values = [float(scalars[k]) for k in slots]
+    args += [_bits(v) for v in values] if program.double else values
+    options = {} if interpreting() else {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
+    if interpreting():
+        import numpy as np
+        with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
+            kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
+    else:
+        kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, **options)

@@ -1,0 +1,168 @@
+"""The generated Triton kernels, run by Triton's interpreter on CPU tensors, against the eager rule.
+
+``TRITON_INTERPRET=1`` executes the same kernel source the GPU compiles (pointer tables, chunked
+programs, unmasked full blocks and masked tails, scalars as arguments), one numpy operation per
+kernel operation: slow, so the tensors are small and the blocks shrunk to 128 elements x 2 per
+program so that every path (several programs per tensor, masked tails, several tensors per
+launch, unaligned pointers) is taken. Tolerances are the C path's (torch's defaults).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import optimlab  # noqa: E402
+import test_fused  # noqa: E402
+from optimlab import kernels  # noqa: E402
+from optimlab.kernels import trace as tracing  # noqa: E402
+from optimlab.kernels import triton_gpu  # noqa: E402
+from test_fused import CASES, ids  # noqa: E402
+
+SHAPES = [(300,), (7,), (2, 3)]  # 300: an unmasked block, then a masked tail, over two programs
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("OPTIMLAB_BACKEND", "triton")
+    monkeypatch.setattr(triton_gpu, "BLOCK", 128)
+    monkeypatch.setattr(triton_gpu, "ITERS", 2)
+    monkeypatch.setattr(triton_gpu, "CHUNK", 256)
+    monkeypatch.setattr(test_fused, "SHAPES", SHAPES)
+
+
+def _fused_vs_eager(name, kwargs, dtype, steps=2):
+    before = dict(kernels.stats)
+    ours, _ = test_fused.run(name, kwargs, dtype, fused=True, steps=steps)
+    assert kernels.stats["eager_tensors"] == before["eager_tensors"]  # nothing fell back
+    assert kernels.stats["fused_tensors"] - before["fused_tensors"] == steps * len(SHAPES)
+    eager, _ = test_fused.run(name, kwargs, dtype, fused=False, steps=steps)
+    return [p.detach() for p in ours], [p.detach() for p in eager]
+
+
+ONE_PER_ALGORITHM = [CASES[i] for i in (2, 7, 9, 12, 14, 17)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_triton_matches_eager(interpreter, case, dtype):
+    """Every algorithm and option in float32; every algorithm (its richest option set) in float64."""
+    if dtype == torch.float64 and case not in ONE_PER_ALGORITHM:
+        pytest.skip("float64: one option set per algorithm")
+    ours, eager = _fused_vs_eager(*case, dtype)
+    for a, b in zip(ours, eager):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("case, dtype", [(CASES[2], torch.bfloat16), (CASES[12], torch.bfloat16),
+                                         (CASES[16], torch.bfloat16), (CASES[2], torch.float16)],
+                         ids=["sgd-bf16", "adam-bf16", "nadam-bf16", "sgd-f16"])
+def test_triton_low_precision_params_compute_in_float32(interpreter, case, dtype):
+    """Half-precision parameters: loaded, computed in float32, rounded once on store. The eager
+    rule rounds after every op, so the two agree to a few units in the last place, not exactly
+    (float16 Adam is not compared: eager float16 rounds eps=1e-8 to 0 and divides 0 by 0)."""
+    ours, eager = _fused_vs_eager(*case, dtype, steps=2)
+    for a, b in zip(ours, eager):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=4e-2 if dtype == torch.bfloat16 else 4e-3)
+
+
+def test_unaligned_parameters_take_the_unaligned_kernel(interpreter):
+    """A parameter whose storage starts 4 bytes off a 16-byte boundary: no alignment hints."""
+    def go(fused):
+        g = torch.Generator().manual_seed(0)
+        storage = torch.randn(301, generator=g)
+        params = [torch.nn.Parameter(storage[1:]),  # a contiguous view at element offset 1
+                  torch.nn.Parameter(torch.randn(9, generator=g))]
+        opt = optimlab.Adam(params, lr=0.01, fused=None if fused else False)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return [p.detach() for p in params], opt
+
+    (ours, opt), (eager, _) = go(True), go(False)
+    assert ours[0].data_ptr() % 16 != 0
+    for a, b in zip(ours, eager):
+        torch.testing.assert_close(a, b)
+    programs = list(triton_gpu._programs.values())
+    assert any(False in program.variants for program in programs)
+
+
+def test_scheduler_changing_lr_reuses_the_kernel(interpreter):
+    params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
+    opt = optimlab.Adam(params, lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched.step()
+    compiled = triton_gpu.stats["compiled"]
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.01 / 16
+    assert triton_gpu.stats["compiled"] == compiled
+
+
+def test_device_scalars_give_the_same_numbers_as_python_numbers(interpreter):
+    """Capturable form: the step and what the rule derives from it as 0-dim tensors read by the
+    kernel from memory, not passed as arguments; same numbers as the Python-number trace."""
+    from optimlab.algorithms.adam import adam
+
+    g = torch.Generator().manual_seed(0)
+    p, grad, m, v = (torch.randn(300, generator=g).abs() for _ in range(4))
+    hyper = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False, decoupled_weight_decay=False, bias_correction=True)
+    results = []
+    for step in (3.0, torch.tensor(3.0, dtype=torch.float64)):
+        device = torch.device("cpu") if isinstance(step, torch.Tensor) else None
+        trace, out = tracing.trace_rule(adam, ["param", "grad", "exp_avg", "exp_avg_sq"],
+                                        {**hyper, "step": step}, "adam", device=device)
+        kinds = {node[0] for node in trace.nodes}
+        assert ("dscalar" in kinds) == (device is not None)
+        outputs = [(0, out["param"].index), (2, out["exp_avg"].index), (3, out["exp_avg_sq"].index)]
+        structure = (tuple(trace.nodes), tuple(outputs), 4, torch.float32)
+        program = triton_gpu.kernel_for(trace, outputs, 4, torch.float32, structure)
+        columns = [[p.clone()], [grad], [m.clone()], [v.clone()]]
+
+        class Bucket:
+            sizes, cache = [300], {}
+        triton_gpu.launch(program, Bucket, columns, trace.scalars)
+        results.append(columns)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["triton", "foreach"])
+@pytest.mark.parametrize("case", [CASES[12], CASES[16], CASES[9]], ids=ids)
+def test_capturable_step_keeps_its_counters_on_the_device(interpreter, monkeypatch, backend, case):
+    """capturable=True through the optimizer, on CPU tensors standing in for CUDA ones: the step
+    counter and NAdam's mu_product stay tensors on the parameter's device, the scalars the rule
+    derives from them reach the kernel as device scalars, and the numbers equal the non-capturable eager step."""
+    monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
+    monkeypatch.setenv("OPTIMLAB_BACKEND", backend)
+    name, kwargs = case
+    seen = []
+    real_trace = tracing.trace_rule
+
+    def spy(*args, **kw):
+        trace, out = real_trace(*args, **kw)
+        seen.append({node[0] for node in trace.nodes})
+        return trace, out
+
+    monkeypatch.setattr(kernels, "trace_rule", spy)
+    ours, eager = _fused_vs_eager(name, {**kwargs, "capturable": True}, torch.float32)
+    assert seen and all(("dscalar" in kinds) == (name != "RMSprop") for kinds in seen)  # RMSprop: no step
+    eager_plain, _ = test_fused.run(name, kwargs, torch.float32, fused=False, steps=2)
+    for a, b, c in zip(ours, eager, eager_plain):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c.detach())
+
+
+def test_capturable_needs_cuda_parameters():
+    with pytest.raises(ValueError, match="capturable=True needs every parameter on a CUDA device"):
+        optimlab.Adam([torch.nn.Parameter(torch.randn(3))], capturable=True)
