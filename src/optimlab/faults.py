@@ -1,6 +1,6 @@
 """Faults and precision: what every optimizer does about non-finite gradients and low-precision params.
 
-Two per-group options, accepted by every optimlab optimizer (keyword-only):
+Per-group options, accepted by every optimlab optimizer (keyword-only):
 
 ``nonfinite="ignore" | "skip" | "raise"``
     What ``step()`` does when a gradient holds ``inf`` or ``nan``. ``"ignore"`` (default) checks
