@@ -160,7 +160,8 @@ def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids:
             plan.rest.append(p)
             continue
         state = optimizer._init_state(p, group)
-        names = tuple(k for k in state if k != "step" and k not in rule.scalar_state)
+        names = tuple(k for k in state if k != "step" and k not in rule.scalar_state
+                      and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
         scalars = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
         scalar_device = p.device if group.get("capturable") else torch.device("cpu")
         dense_like = backend.state_ok if low else _dense_like
@@ -226,7 +227,7 @@ def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, ca
             else:
                 fresh.append(name)
                 outputs.append((len(inputs) + len(fresh) - 1, value.index))
-        structure = (tuple(trace.nodes), tuple(outputs), len(inputs), dtype)
+        structure = (tuple(trace.nodes), tuple(outputs), len(inputs), dtype, names)  # names: precision_cpu
         if (bucket.backend, structure) in _refused:
             return None
         try:

@@ -96,6 +96,12 @@ class CSource:
     def preamble(self) -> list[str]:  # C lines before the kernel: helpers its loads and stores call
         return []
 
+    #: segments start at multiples of this within each tensor (block-wise state: its block size)
+    align = 1
+
+    def after_loop(self) -> list[str]:  # C lines ending a segment, after its element loop
+        return []
+
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ctype: str,
              source: CSource | None = None) -> str:
@@ -129,13 +135,16 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     for buffer, node in outputs:
         lines.append("    " + source.store(buffer, f"t{node}"))
     lines.append("  }")
+    lines += source.after_loop()
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
     lines += [
-        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count */",
+        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count, SPAN of it in the",
+        "   index space (rounded up to whole blocks of `align`: a segment never starts mid-block) */",
+        f"#define SPAN(x) (((x) + {source.align - 1}) / {source.align} * {source.align})",
         "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, int threads) {",
         "  int64_t total = 0;",
-        "  for (int64_t t = 0; t < nt; t++) total += sizes[t];",
+        "  for (int64_t t = 0; t < nt; t++) total += SPAN(sizes[t]);",
         f"  const int64_t chunk = {CHUNK};",
         "  const int64_t nchunks = (total + chunk - 1) / chunk;",
         f"  #pragma omp parallel num_threads(threads) if (threads > 1 && total >= {PARALLEL_MIN})",
@@ -145,12 +154,13 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "    for (int64_t c = 0; c < nchunks; c++) {",
         "      int64_t lo = c * chunk, hi = lo + chunk < total ? lo + chunk : total;",
         "      if (base > lo) { t = 0; base = 0; }",
-        "      while (base + sizes[t] <= lo) { base += sizes[t]; t++; }",
+        "      while (base + SPAN(sizes[t]) <= lo) { base += SPAN(sizes[t]); t++; }",
         "      while (lo < hi) {",
-        "        int64_t off = lo - base, end = base + sizes[t] < hi ? base + sizes[t] : hi;",
-        f"        segment(end - lo, {call}, s);",
+        "        int64_t off = lo - base, end = base + SPAN(sizes[t]) < hi ? base + SPAN(sizes[t]) : hi;",
+        "        int64_t last = base + sizes[t] < end ? base + sizes[t] : end;  /* not the padding */",
+        f"        if (last > lo) segment(last - lo, {call}, s);",
         "        lo = end;",
-        "        if (lo == base + sizes[t]) { base += sizes[t]; t++; }",
+        "        if (lo == base + SPAN(sizes[t])) { base += SPAN(sizes[t]); t++; }",
         "      }",
         "    }",
         "  }",

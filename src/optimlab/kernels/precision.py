@@ -185,6 +185,22 @@ def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
     return (values * scale).reshape(codes.shape)
 
 
+def quantizer_c(signed: bool) -> str:
+    """:func:`quantize` / :func:`dequantize` in C for one map: ``table_<s|u>`` (the values, float32),
+    ``encode_<s|u>(x)``: how many midpoints lie below ``x`` (a branchless binary search over them,
+    in double, padded to 256 with +inf), with the unsigned map's zero-point guard."""
+    table, mids = dynamic_map(signed)
+    tag = "s" if signed else "u"
+    padded = [float(m) for m in mids] + [float("inf")] * (256 - len(mids))
+    values = ", ".join(float(v).hex() + "f" for v in table.tolist())
+    bounds = ", ".join("HUGE_VAL" if m == float("inf") else m.hex() for m in padded)
+    search = "".join(f"  i += mids_{tag}[i + {h - 1}] < x ? {h} : 0;\n" for h in (128, 64, 32, 16, 8, 4, 2, 1))
+    guard = "" if signed else "  if (i == 0 && x > 0) i = 1;  /* a positive second moment never becomes 0 */\n"
+    return (f"static const float table_{tag}[{len(table)}] = {{{values}}};\n"
+            f"static const double mids_{tag}[256] = {{{bounds}}};\n"
+            f"static inline uint8_t encode_{tag}(double x) {{\n  int i = 0;\n{search}{guard}  return (uint8_t)i;\n}}")
+
+
 # ----------------------------------------------------------------------------- storage of a group
 
 
