@@ -276,6 +276,24 @@ def test_fused_equals_eager(case, state_dtype):
                 torch.testing.assert_close(fs[i][k].float(), es[i][k].float(), rtol=2**-7, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "eager"])
+def test_int8_codes_of_a_step_are_bit_exact_on_hard_inputs(fused):
+    """With betas (0, 0) one Adam step stores m = g and v = g * g: the kernel's encoder (a table on
+    the float's bits and one comparison) must give NumPy's codes on every decade, on map values and
+    on midpoints exactly, on both signs."""
+    g = _hard_inputs(True)
+    p = torch.nn.Parameter(torch.zeros(BIG))
+    opt = optimlab.Adam([p], lr=0.0, betas=(0.0, 0.0), state_dtype="int8", fused=fused)
+    p.grad = g
+    before = kernels.stats["fused_tensors"]
+    opt.step()
+    assert kernels.stats["fused_tensors"] - before == (1 if fused is None else 0)
+    for name, value, signed in (("exp_avg", _np(g), True), ("exp_avg_sq", _np(g) * _np(g), False)):
+        codes, absmax = ref.quantize(value, signed)
+        assert np.array_equal(_np(opt.state[p][name]), codes), name
+        assert np.array_equal(_np(opt.state[p][name + "_absmax"]), absmax), name
+
+
 def test_fused_bf16_rounding_keeps_nan_and_inf():
     p = torch.nn.Parameter(torch.zeros(6))
     ref_p = torch.nn.Parameter(torch.zeros(6))

@@ -185,20 +185,47 @@ def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
     return (values * scale).reshape(codes.shape)
 
 
+_LOW_BINADE, _BUCKET_BITS = -26, 7  # the C encoder's table: binades 2**-26 .. 2**0, 128 buckets each
+
+
 def quantizer_c(signed: bool) -> str:
-    """:func:`quantize` / :func:`dequantize` in C for one map: ``table_<s|u>`` (the values, float32),
-    ``encode_<s|u>(x)``: how many midpoints lie below ``x`` (a branchless binary search over them,
-    in double, padded to 256 with +inf), with the unsigned map's zero-point guard."""
+    """:func:`quantize` / :func:`dequantize` in C for one map: ``table_<s|u>`` (the values, float32)
+    and ``encode_<s|u>(x)``, the number of midpoints below ``x`` as :func:`quantize` counts them.
+
+    The count over the positive midpoints comes from a table indexed by the top bits of the float
+    (exponent and 7 mantissa bits: each bucket holds at most one midpoint, checked here) and one
+    comparison; the signed map is symmetric, so a negative ``x`` counts the midpoints above ``-x``.
+    """
     table, mids = dynamic_map(signed)
     tag = "s" if signed else "u"
-    padded = [float(m) for m in mids] + [float("inf")] * (256 - len(mids))
+    positive = [m for m in mids.tolist() if m > 0]
+    base = (127 + _LOW_BINADE) << _BUCKET_BITS
+    n_buckets = (1 - _LOW_BINADE) << _BUCKET_BITS
+    lows = torch.arange(base, base + n_buckets + 1, dtype=torch.int32).bitwise_left_shift(23 - _BUCKET_BITS)
+    edges = lows.view(torch.float32).double()  # each bucket's lower and upper end
+    start = torch.searchsorted(torch.tensor(positive, dtype=torch.float64), edges, right=False)
+    if int((start[1:] - start[:-1]).max()) > 1:
+        raise AssertionError("a bucket of the C encoder holds two midpoints")
+    padded = positive + [float("inf")] * (256 - len(positive))
     values = ", ".join(float(v).hex() + "f" for v in table.tolist())
     bounds = ", ".join("HUGE_VAL" if m == float("inf") else m.hex() for m in padded)
-    search = "".join(f"  i += mids_{tag}[i + {h - 1}] < x ? {h} : 0;\n" for h in (128, 64, 32, 16, 8, 4, 2, 1))
-    guard = "" if signed else "  if (i == 0 && x > 0) i = 1;  /* a positive second moment never becomes 0 */\n"
+    starts = ", ".join(map(str, start[:-1].tolist()))
+    count = (f"static inline int count_{tag}(float y, int or_equal) {{  /* positive midpoints below y */\n"
+             f"  uint32_t u; __builtin_memcpy(&u, &y, 4);\n"
+             f"  int64_t b = (int64_t)(u >> {23 - _BUCKET_BITS}) - {base};\n"
+             f"  b = b < 0 ? 0 : b > {n_buckets - 1} ? {n_buckets - 1} : b;\n"
+             f"  int i = start_{tag}[b];\n"
+             f"  return i + (or_equal ? pmid_{tag}[i] <= (double)y : pmid_{tag}[i] < (double)y);\n}}")
+    n_negative = len(mids) - len(positive)
+    if signed:  # ranks: n_negative midpoints lie below zero
+        encode = f"return (uint8_t)(x >= 0.0f ? {n_negative} + count_s(x, 0) : {n_negative} - count_s(-x, 1));"
+    else:  # a positive second moment never becomes 0
+        encode = "if (!(x > 0.0f)) return 0;\n  int i = count_u(x, 0);\n  return (uint8_t)(i > 0 ? i : 1);"
     return (f"static const float table_{tag}[{len(table)}] = {{{values}}};\n"
-            f"static const double mids_{tag}[256] = {{{bounds}}};\n"
-            f"static inline uint8_t encode_{tag}(double x) {{\n  int i = 0;\n{search}{guard}  return (uint8_t)i;\n}}")
+            f"static const double pmid_{tag}[256] = {{{bounds}}};\n"
+            f"static const uint8_t start_{tag}[{n_buckets}] = {{{starts}}};\n"
+            f"{count}\n"
+            f"static inline uint8_t encode_{tag}(float x) {{\n  {encode}\n}}")
 
 
 # ----------------------------------------------------------------------------- storage of a group

@@ -112,7 +112,7 @@ class Int8Source(cpu.CSource):
                 f"    for (int64_t i = 0; i < m; i++) {{ float v = fabsf(scratch{k}[q + i]); amax = v > amax ? v : amax; }}",
                 f"    a{k}[q / {block}] = amax;",
                 "    const float scale = amax > 0.0f ? amax : 1.0f;",
-                f"    for (int64_t i = 0; i < m; i++) b{k}[q + i] = encode_{self.tag[k]}((double)(scratch{k}[q + i] / scale));",
+                f"    for (int64_t i = 0; i < m; i++) b{k}[q + i] = encode_{self.tag[k]}(scratch{k}[q + i] / scale);",
                 "  }",
             ]
         return lines
