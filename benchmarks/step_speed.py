@@ -10,10 +10,14 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
     python benchmarks/step_speed.py --quick    # a short run
     python benchmarks/step_speed.py --compiled # add torch.compile of torch's step (layouts a, b;
                                                # tens of seconds of compile per cell)
+    python benchmarks/step_speed.py --check    # exit status 1 when a target (TARGETS) is missed
     python benchmarks/step_speed.py --state-dtypes bfloat16,int8 --algorithms adam,nadam,rmsprop --layouts a,b
                                                # add optimlab with low-precision state, timed in the
                                                # same alternation: ms, ratio to torch's path, and the
                                                # state's bytes (from its tensors) as % of float32's
+
+Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
+2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024.
 """
 
 from __future__ import annotations
@@ -46,7 +50,16 @@ ALGORITHMS = [
     ("adam", optimlab.Adam, torch.optim.Adam, {"lr": 1e-3}, {"fused": True}, 28),
     ("adamw", optimlab.AdamW, torch.optim.AdamW, {"lr": 1e-3}, {"fused": True}, 28),
     ("nadam", optimlab.NAdam, torch.optim.NAdam, {"lr": 2e-3}, {"foreach": True}, 28),
+    # the rest of torch.optim that runs on these layouts (not Muon: 2-D only; SparseAdam: sparse
+    # gradients; LBFGS: closure-driven); optional cells, run with --algorithms
+    ("adadelta", optimlab.Adadelta, torch.optim.Adadelta, {}, {"foreach": True}, 28),
+    ("adamax", optimlab.Adamax, torch.optim.Adamax, {"lr": 2e-3}, {"foreach": True}, 28),
+    ("radam", optimlab.RAdam, torch.optim.RAdam, {"lr": 1e-3}, {"foreach": True}, 28),
+    ("asgd", optimlab.ASGD, torch.optim.ASGD, {"lr": 1e-2}, {"foreach": True}, 20),
+    ("rprop", optimlab.Rprop, torch.optim.Rprop, {"lr": 1e-2}, {"foreach": True}, 28),
+    ("adafactor", optimlab.Adafactor, torch.optim.Adafactor, {"lr": 1e-2}, {"foreach": True}, 20),
 ]
+DEFAULT_ALGORITHMS = ("sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "nadam")
 
 
 def layout_a() -> list[tuple[int, ...]]:
@@ -74,8 +87,20 @@ def layout_c() -> list[tuple[int, ...]]:
     return [(int(n),) for n in sizes]
 
 
-LAYOUTS = {"a": ("a: 1 x 16M", layout_a), "b": ("b: 200 tensors, 16M", layout_b),
-           "c": ("c: 2000 tensors, 2M", layout_c)}
+def layout_e() -> list[tuple[int, ...]]:
+    """4,000 tensors of 1,024 parameters: where per-tensor overhead, not memory, sets the pace."""
+    return [(1024,)] * 4000
+
+
+# key -> (label, shapes, number of param groups: the tensors split into that many consecutive
+# groups, group i with lr * LR_DECAY**i, as layer-wise learning-rate decay in fine-tuning)
+LAYOUTS = {"a": ("a: 1 x 16M", layout_a, 1), "b": ("b: 200 tensors, 16M", layout_b, 1),
+           "c": ("c: 2000 tensors, 2M", layout_c, 1), "d": ("d: b in 100 groups", layout_b, 100),
+           "e": ("e: 4000 x 1024", layout_e, 1)}
+LR_DECAY = 0.97
+# (algorithm or "*", layout) -> (column, lowest acceptable value): the targets the run is checked
+# against at the end (``--check`` makes a miss the exit status)
+TARGETS = {("adam", "d"): ("ratio", 1.0), ("adam", "e"): ("ratio", 5.0), ("*", "c"): ("%bw", 70.0)}
 
 
 def rss_mb() -> float:
@@ -123,12 +148,17 @@ def bandwidth(triad: Triad, reps: int) -> float:
     return triad.gbs(statistics.median(timed(triad) for _ in range(reps)))
 
 
-def make_side(shapes, cls, kwargs, seed=0):
+def make_side(shapes, cls, kwargs, seed=0, groups=1):
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
     for p in params:
         p.grad = torch.randn(p.shape, generator=g) * 1e-2
-    return params, cls(params, **kwargs)
+    if groups == 1:
+        return params, cls(params, **kwargs)
+    bounds = [len(params) * i // groups for i in range(groups + 1)]
+    param_groups = [{"params": params[lo:hi], "lr": kwargs["lr"] * LR_DECAY ** i}
+                    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+    return params, cls(param_groups, **kwargs)
 
 
 FIRST_STEP = """
@@ -166,8 +196,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (still >= 20 medians) and layouts")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per side and cell (default 30, quick 20)")
     ap.add_argument("--compiled", action="store_true", help="also time torch.compile(torch step) on layouts a, b")
-    ap.add_argument("--algorithms", default=",".join(a[0] for a in ALGORITHMS))
-    ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                    help=f"any of {', '.join(a[0] for a in ALGORITHMS)}")
+    ap.add_argument("--layouts", default=",".join(LAYOUTS), help=f"any of {', '.join(LAYOUTS)}")
+    ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
@@ -199,11 +231,11 @@ def main() -> None:
         if name not in names:
             continue
         for lk in args.layouts.split(","):
-            label, make = LAYOUTS[lk]
+            label, make, n_groups = LAYOUTS[lk]
             shapes = make()
             n = sum(torch.Size(s).numel() for s in shapes)
-            op, oopt = make_side(shapes, ocls, kw)
-            tp, topt = make_side(shapes, tcls, {**kw, **flags})
+            op, oopt = make_side(shapes, ocls, kw, groups=n_groups)
+            tp, topt = make_side(shapes, tcls, {**kw, **flags}, groups=n_groups)
             first = timed(oopt.step)  # first step: state creation + kernel build / cache load
             for _ in range(3):
                 oopt.step()
@@ -242,14 +274,14 @@ def main() -> None:
                 line += f" {lm * 1e3:11.2f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
             del lows, sides
             if args.compiled and lk in ("a", "b"):
-                cp, copt = make_side(shapes, tcls, {**kw, "foreach": True})
+                cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
                 cstep = torch.compile(copt.step)
                 ctime = timed(cstep)
                 ct = [timed(cstep) for _ in range(steps)]
                 line += f" {statistics.median(ct) * 1e3:11.2f} {ctime:9.1f}"
                 del cp, copt, cstep
             print(line, flush=True)
-            rows.append((name, lk, tm / om))
+            rows.append({"algorithm": name, "layout": lk, "ratio": tm / om, "%bw": 100 * gbs / bw})
             del op, oopt, tp, topt
             gc.collect()
     if not (args.quick or args.no_latency):
@@ -261,6 +293,22 @@ def main() -> None:
     bw1 = bandwidth(triad, 9)
     print(f"memory bandwidth at the end: {bw1:.1f} GB/s; peak RSS of the run: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    missed = check_targets(rows)
+    if args.check and missed:
+        sys.exit(1)
+
+
+def check_targets(rows: list[dict]) -> int:
+    """Print each measured cell that has a target, met or missed; return the number missed."""
+    missed = 0
+    for row in rows:
+        for (algorithm, layout), (column, lowest) in TARGETS.items():
+            if layout == row["layout"] and algorithm in ("*", row["algorithm"]):
+                ok = row[column] >= lowest
+                missed += not ok
+                print(f"target {row['algorithm']} on layout {layout}: {column} {row[column]:.2f} "
+                      f"(>= {lowest:g}) {'met' if ok else 'MISSED'}")
+    return missed
 
 
 if __name__ == "__main__":

@@ -43,8 +43,6 @@ BAD = [
     (optimlab.NAdam, dict(momentum_decay=-1), "momentum_decay", "[0, inf)"),
     (optimlab.NAdam, dict(betas=(-0.1, 0.9)), "betas[0]", "[0, 1)"),
     (optimlab.Adam, dict(capturable=True), "capturable", "False"),
-    (optimlab.Adam, dict(differentiable=True), "differentiable", "False"),
-    (optimlab.Adam, dict(fused=True, foreach=True), "fused", "at most one"),
 ]
 
 
@@ -54,6 +52,12 @@ def test_bad_hyperparameter_raises_naming_argument_and_range(cls, kwargs, name, 
         cls(P(), **kwargs)
     assert name in str(info.value)
     assert allowed in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [dict(fused=True, foreach=True), dict(fused=True, differentiable=True)])
+def test_conflicting_execution_flags_raise_runtime_error_like_torch(kwargs):
+    with pytest.raises(RuntimeError, match="at most one"):
+        optimlab.Adam(P(), **kwargs)
 
 
 def test_bad_param_group_is_rejected_and_not_kept():

@@ -10,6 +10,7 @@ assert_close tolerances (torch's own defaults) for rules with a square root.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -17,8 +18,10 @@ import torch
 import optimlab
 from optimlab import kernels
 
-# 35k elements: the kernel's two parallel chunks meet inside the last tensor (a chunk is 32k)
+# The first param group (one kernel call) holds tensors 0, 1 and 5: 20,015 + 15,000 elements, so
+# the kernel's chunk boundary at 32,768 (CHUNK) falls inside tensor 5; the second group is small.
 SHAPES = [(20_000,), (5, 3), (7,), (1,), (33, 4), (15_000,)]
+FIRST_GROUP = [0, 1, 5]
 
 CASES = [
     ("SGD", {"lr": 0.1}),
@@ -44,6 +47,13 @@ CASES = [
 NO_SQRT = {"SGD"}
 
 
+def test_a_chunk_boundary_falls_inside_a_tensor_of_one_group():
+    from optimlab.kernels.cpu import CHUNK
+
+    sizes = [math.prod(SHAPES[i]) for i in FIRST_GROUP]
+    assert sum(sizes[:-1]) < CHUNK < sum(sizes)
+
+
 def ids(case):
     return case[0] + "-" + "-".join(f"{k}={v}" for k, v in case[1].items())
 
@@ -56,7 +66,9 @@ def make_params(dtype, seed=0):
 def run(name, kwargs, dtype, fused, steps=10, seed=0):
     """Two param groups (the second with its own lr), StepLR-like lr changes, fresh grads each step."""
     params = make_params(dtype, seed)
-    groups = [{"params": params[:2]}, {"params": params[2:], "lr": kwargs["lr"] * 0.5}]
+    first = [params[i] for i in FIRST_GROUP]
+    groups = [{"params": first}, {"params": [p for p in params if all(p is not q for q in first)],
+                                  "lr": kwargs["lr"] * 0.5}]
     opt = getattr(optimlab, name)(groups, **kwargs, fused=None if fused else False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9 ** t)
     g = torch.Generator().manual_seed(seed + 1)

@@ -1,6 +1,7 @@
 """Checkpoints: stop anywhere, resume bit for bit; atomic saves; a SIGKILLed run resumes exactly."""
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 from reliab_configs import CONFIGS
 
-from optimlab import checkpoint, cli
+from optimlab import _atomic, checkpoint, cli
 
 STEPS = 8
 SCHEDULERS = {
@@ -170,8 +171,28 @@ def test_process_dying_mid_write_keeps_previous_checkpoint(tmp_path):
         f"checkpoint.atomic_write({str(path)!r}, write)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == 3
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1  # the torn write went elsewhere...
+    # ...and the resume removes it; a live writer's temporary file (this process's) is kept
+    live = tmp_path / f".ckpt.pt.{_atomic._host()}.{os.getpid()}.abcd1234.tmp"
+    live.write_bytes(b"being written")
+    other_host = tmp_path / f".ckpt.pt.elsewhere.1.abcd1234.tmp"
+    other_host.write_bytes(b"another host's writer")
     assert checkpoint.load(path)["extra"] == {"generation": 1}
-    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the torn write went elsewhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt.pt", live.name, other_host.name])
+
+
+def test_next_save_removes_a_killed_writers_temporary_file(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stale = tmp_path / f".ckpt.pt.{_atomic._host()}.{writer.pid}.q1w2e3r4.tmp"
+    stale.write_bytes(b"half")
+    checkpoint.save(path, extra={"generation": 1})
+    assert stale.exists()  # its writer is still running
+    writer.kill()
+    writer.wait()
+    checkpoint.save(path, extra={"generation": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
 
 def test_load_rejects_other_files_and_missing_parts(tmp_path):

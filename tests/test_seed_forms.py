@@ -8,22 +8,11 @@ import optimlab
 from reference import (grad_fn, ref_adagrad, ref_adam, ref_nadam, ref_nag_lookahead, ref_rmsprop,
                        ref_sgd)
 
-STEPS = 60
-P0 = np.linspace(-1.5, 2.0, 12).reshape(3, 4)
+from stepping import P0, STEPS, assert_close, run_on_reference_gradients  # noqa: E402
 
 
 def run_optimlab(cls, steps=STEPS, p0=P0, **kwargs):
-    p = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
-    opt = cls([p], **kwargs)
-    for t in range(1, steps + 1):
-        p.grad = torch.from_numpy(grad_fn(p.detach().numpy(), t))
-        opt.step()
-    return p.detach().numpy()
-
-
-def assert_close(actual, expected):
-    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
-    assert not np.allclose(expected, P0), "the run must move the parameters"
+    return run_on_reference_gradients(cls, steps, p0, **kwargs)[1].detach().numpy()
 
 
 SGD_CASES = [

@@ -161,8 +161,21 @@ def test_step_hooks_run():
     assert calls == ["pre", "post"]
 
 
-def test_deepcopy_of_optimizer_is_independent():
-    model, opt = setup(optimlab, "Adam", dict(lr=0.01))
-    train(model, opt, batches()[:2])
-    clone = copy.deepcopy(opt)
-    assert clone.state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+@pytest.mark.parametrize("name,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
+def test_deepcopy_of_optimizer_is_independent(name, kwargs):
+    """Training the copy leaves the original untouched and vice versa; both then agree exactly."""
+    model, opt = setup(optimlab, name, kwargs)
+    data = batches()
+    train(model, opt, data[:2])
+    model2, clone = copy.deepcopy((model, opt))
+    snapshot = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    train(model2, clone, data[2:5])  # the copy moves on...
+    state_equal(opt.state_dict(), snapshot[1])  # ...the original has not moved
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, snapshot[0][key]), key
+    ahead = copy.deepcopy(clone.state_dict())
+    train(model, opt, data[2:5])  # the original catches up: same numbers, the copy unchanged
+    state_equal(clone.state_dict(), ahead)
+    state_equal(opt.state_dict(), clone.state_dict())
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)

@@ -42,7 +42,7 @@ def test_lr_find_cli(tmp_path, capsys):
     assert main(["lr-find", "--task", "cancer-logreg", "--optimizer", "adam", "--steps", "40",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "suggested lr" in out and "rule min/10" in out
+    assert "suggested lr" in out and "rule min/10" in out and "median over" in out and "range" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr_find_cancer-logreg_adam.csv",
                                                           "lr_find_cancer-logreg_adam.png"]
 
@@ -63,7 +63,8 @@ def test_bench_cli(tmp_path, capsys):
     (["train", "--task", "digits-mlp", "--threads", "0"], "--threads must be in [1,"),
     (["train", "--task", "digits-mlp", "--seed", "-1"], "--seed must be in [0,"),
     (["train", "--task", "digits-mlp", "--steps", "0"], "steps must be an integer >= 1"),
-    (["lr-find", "--task", "digits-mlp", "--rule", "valley"], "--rule must be one of"),
+    (["lr-find", "--task", "digits-mlp", "--rule", "bogus"], "--rule must be one of"),
+    (["lr-find", "--task", "digits-mlp", "--seeds", "0"], "--seeds must be in [1, 100]"),
     (["bench", "--task", "digits-mlp", "--optimizers", "adam", "sgdd"], "did you mean 'sgd'"),
     (["bench", "--task", "digits-mlp", "--seeds", "0"], "seeds must be an integer in [1, 100]"),
 ])

@@ -62,8 +62,22 @@ def test_text_ships_with_python():
 
 
 def test_divergence_stops_the_run():
-    r = train("cancer-logreg", "sgd", lr=100.0, steps=200)
-    assert r.diverged or not math.isfinite(r.final_metric) or not get_task("cancer-logreg").reached(r.final_metric)
+    """Weights so large that the logits overflow: the loss is non-finite at once, and the run stops
+    there (not at the end of its 200-step budget) marked diverged, with a NaN final metric."""
+    import torch
+
+    from optimlab.train.loop import build_model
+
+    task = get_task("digits-mlp")
+    model = build_model(task, 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e30)
+    r = train(task, "sgd", lr=0.1, steps=200, model=model)
+    assert r.diverged and r.steps == 1 and len(r.train_loss) == 1
+    assert not math.isfinite(r.train_loss[-1]) and math.isnan(r.final_metric)
+    healthy = train("cancer-logreg", "sgd", lr=0.1, steps=5)
+    assert not healthy.diverged and healthy.steps == 5
 
 
 @pytest.mark.parametrize("bad, message", [("digit-mlp", "did you mean 'digits-mlp'"), ("nope", "valid: ")])

@@ -13,7 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+import reference
 import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -100,6 +102,51 @@ def test_every_optimizer_matches_the_engine_number_for_number(client):
         assert got["lr"] == entry["lr"] and got["hyper"] == hyper
         assert got["metrics"] == json.loads(json.dumps(metrics.rows(ref, tol=1e-3)))
     assert out["lr_factors"] == ref.lr_factors and out["f_star"] == get_landscape("rosenbrock").min_value
+
+
+def _rosenbrock_grad(p):
+    x, y = p
+    return np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+
+
+# lab optimizer -> (NumPy reference of tests/reference.py, its arguments from the request's knobs)
+INDEPENDENT = {
+    "sgd": (lambda k: reference.ref_sgd, lambda k: {}),
+    "momentum": (lambda k: reference.ref_sgd, lambda k: {"momentum": k["momentum"]}),
+    "nesterov": (lambda k: reference.ref_sgd, lambda k: {"momentum": k["momentum"], "nesterov": True}),
+    "momentum-ewma": (lambda k: reference.ref_sgd, lambda k: {"momentum": k["momentum"], "momentum_form": "ewma"}),
+    "adagrad": (lambda k: reference.ref_adagrad, lambda k: {"eps": k["eps"]}),
+    "adagrad-seed": (lambda k: reference.ref_adagrad, lambda k: {"eps": k["eps"], "eps_inside_sqrt": True}),
+    "rmsprop": (lambda k: reference.ref_rmsprop, lambda k: {"alpha": k["alpha"], "eps": k["eps"]}),
+    "adam": (lambda k: reference.ref_adam, lambda k: {"betas": (k["beta1"], k["beta2"]), "eps": k["eps"]}),
+    "adam-nobc": (lambda k: reference.ref_adam,
+                  lambda k: {"betas": (k["beta1"], k["beta2"]), "eps": k["eps"], "bias_correction": False}),
+    "nadam": (lambda k: reference.ref_nadam, lambda k: {"betas": (k["beta1"], k["beta2"]), "eps": k["eps"]}),
+}
+
+
+def test_the_numbers_match_independent_numpy_references(client, monkeypatch):
+    """Not the engine the server calls: float64 NumPy loops written from each formula
+    (tests/reference.py) on Rosenbrock's gradient written here, from two starts."""
+    monkeypatch.setattr(reference, "grad_fn", lambda p, t: _rosenbrock_grad(p))
+    starts, steps = [[-1.2, 1.0], [0.5, 2.5]], 30
+    opts = []
+    for name in INDEPENDENT:
+        entry = {"name": name, "lr": catalogue.get(name).lab_lr * 0.5}
+        entry.update({k: {"eps": 1e-6, "momentum": 0.8, "alpha": 0.95, "beta1": 0.85, "beta2": 0.99}[k]
+                      for k in knobs(catalogue.get(name))})
+        opts.append(entry)
+    r = post(client, {"landscape": "rosenbrock", "starts": starts, "steps": steps, "optimizers": opts})
+    assert r.status_code == 200, r.text
+    for entry, got in zip(opts, r.json()["runs"]):
+        ref_fn, ref_kwargs = INDEPENDENT[entry["name"]]
+        k = {key: v for key, v in entry.items() if key not in ("name", "lr")}
+        path = as_tensor(got["path"]).numpy()
+        assert path.shape[0] == steps + 1 or path.shape[1] == steps + 1, path.shape
+        finals = path[-1] if path.shape[0] == steps + 1 else path[:, -1]
+        for s, start in enumerate(starts):
+            want = ref_fn(k)(np.array(start), steps, entry["lr"], **ref_kwargs(k))
+            np.testing.assert_allclose(finals[s], want, rtol=1e-9, atol=1e-12, err_msg=entry["name"])
 
 
 def test_defaults_apply_when_knobs_are_left_out(client):
@@ -193,6 +240,7 @@ BAD = [
     (opt(lr=float("inf")), 422, "finite"),
     (opt(beta1=float("-inf")), 422, "finite"),
     (opt(beta1=1.0), 422, "beta1"),
+    (opt(beta2=1.0), 422, "beta2: Input should be less than 1"),  # the web's own bound, not the engine's
     (opt(beta2=1.5), 422, "beta2"),
     (opt(beta2=-0.1), 422, "beta2"),
     (opt(eps=0.0), 422, "eps"),

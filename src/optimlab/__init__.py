@@ -25,5 +25,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     **{n: ".optim" for n in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Optimizer", "OPTIMIZERS")},
     "EWMA": ".ewma", "ewma_series": ".ewma"}, fallback=_generated_class)
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Optimizer", "OPTIMIZERS",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adadelta", "Adamax", "RAdam", "ASGD", "Rprop",
+           "SparseAdam", "Adafactor", "Muon", "LBFGS", "Lion", "AdEMAMix", "SGDScheduleFree", "AdamWScheduleFree",
+           "Optimizer", "OPTIMIZERS",
            "EWMA", "ewma_series", "__version__"]

@@ -2,16 +2,27 @@
 
 A reader never sees a half-written file, and a failure while writing leaves the previous file (or
 no file) and no temporary file behind. Every command and the checkpoints write through here.
+
+A writer killed outright (SIGKILL, power loss) cannot remove its temporary file. Its name,
+``.NAME.HOST.PID.RANDOM.tmp``, says who wrote it, so the next write of ``NAME`` (and a checkpoint
+resume) removes the temporary files of ``NAME`` whose writer on this host is no longer running;
+those of live writers, and of other hosts sharing the folder, are left alone.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 Writer = Callable[[str], None]
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
 def _umask() -> int:
@@ -30,12 +41,43 @@ def _umask() -> int:
 
 def _temporary(path: Path, keep_suffix: bool) -> str:
     suffix = ".tmp" + path.suffix if keep_suffix else ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=suffix)
     try:  # mkstemp creates 0600; the finished file gets what open() would give it (0644 under umask 022)
         os.fchmod(fd, 0o666 & ~_umask())
     finally:
         os.close(fd)
     return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files left beside ``path`` by killed writers on this host; return them."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.{_host()}.") + r"(\d+)\.[^.]+\.tmp(\.[^.]*)?$")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
 
 
 def _remove(tmp: str) -> None:
@@ -74,6 +116,7 @@ def atomic_write(path: str | os.PathLike, write: Writer, *, durable: bool = Fals
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     tmp = _temporary(path, keep_suffix)
     try:
         write(tmp)
@@ -96,6 +139,7 @@ def atomic_write_all(items: Iterable[tuple[Path, Writer]]) -> None:
     try:
         for path, writer in items:
             path.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(path)
             temps.append(_temporary(path, keep_suffix=False))
             writer(temps[-1])
         for (path, _), tmp in zip(items, temps):

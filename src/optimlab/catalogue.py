@@ -54,6 +54,9 @@ class Algorithm:
     ``fixed``      group entries set by the class and not an argument (AdamW's
                    ``decoupled_weight_decay=True``).
     ``eager_state`` create every parameter's state in ``__init__`` (torch.optim.Adagrad does).
+    ``base``       ``"module:attribute"`` of the class the drop-in class derives from, when the
+                   algorithm needs more than :class:`optimlab.optim.Optimizer` (Schedule-Free's
+                   ``train()`` / ``eval()``; L-BFGS's closure-driven step); None for that base.
     """
 
     name: str
@@ -64,6 +67,7 @@ class Algorithm:
     options: tuple[Option, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
     eager_state: bool = False
+    base: str | None = None
 
     @property
     def rule(self) -> Any:
@@ -386,6 +390,7 @@ def _builtin() -> None:
             doc=("Nadam (Dozat, 2016) with torch.optim.NAdam's arguments and defaults.\n\n"
                  "momentum_schedule=False drops the warming momentum schedule. Rules: optimlab.algorithms.nadam.")),
     )
+    _more_algorithms()
     lr = Range(1e-4, 1.0, log=True)
     betas = {"beta1": Range(1e-3, 0.5, log=True, complement=True), "beta2": Range(1e-4, 0.1, log=True, complement=True)}
     gd, adaptive = ("curvature", 1.0), ("span", 0.0025)
@@ -431,6 +436,65 @@ def _builtin() -> None:
         Entry("adamw", "AdamW", "AdamW", "#5A3D8C", "Adam with decoupled weight decay (Loshchilov & Hutter)",
               1e-2, adaptive, {"lr": lr, **betas, "weight_decay": Range(1e-5, 1e-1, log=True)},
               torch=("AdamW", {})),
+    )
+
+
+def _more_algorithms() -> None:
+    """The rest of torch.optim, and optimizers beyond it (issue 15)."""
+    def rule(module: str, attr: str = "RULE") -> str:
+        return f"{__package__}.algorithms.{module}:{attr}"
+
+    declare(
+        Algorithm("Adadelta", rule("adadelta"), torch="Adadelta", doc=(
+            "Adadelta (Zeiler, 2012) with torch.optim.Adadelta's arguments and defaults. "
+            "Rules: optimlab.algorithms.adadelta.")),
+        Algorithm("Adamax", rule("adamax"), torch="Adamax", doc=(
+            "Adamax (Kingma & Ba, 2015, section 7.1), Adam with the infinity norm, with torch.optim.Adamax's "
+            "arguments and defaults. Rules: optimlab.algorithms.adamax.")),
+        Algorithm("RAdam", rule("radam"), torch="RAdam", doc=(
+            "RAdam (Liu et al., 2020), Adam with a rectified adaptive step, with torch.optim.RAdam's arguments "
+            "and defaults (decoupled_weight_decay=True: AdamW-style decay). Rules: optimlab.algorithms.radam.")),
+        Algorithm("ASGD", rule("asgd"), torch="ASGD", doc=(
+            "Averaged SGD (Polyak & Juditsky, 1992) with torch.optim.ASGD's arguments and defaults; the "
+            "averaged parameters are state[p]['ax']. Rules: optimlab.algorithms.asgd.")),
+        Algorithm("Rprop", rule("rprop"), torch="Rprop", doc=(
+            "Rprop (Riedmiller & Braun, 1993) with torch.optim.Rprop's arguments and defaults. "
+            "Rules: optimlab.algorithms.rprop.")),
+        Algorithm("SparseAdam", rule("sparse_adam"), torch="SparseAdam", doc=(
+            "Adam at the rows a sparse gradient names (nn.Embedding(sparse=True)), with "
+            "torch.optim.SparseAdam's arguments and defaults. Rules: optimlab.algorithms.sparse_adam.")),
+        Algorithm("Adafactor", rule("adafactor"), torch="Adafactor", doc=(
+            "Adafactor (Shazeer & Stern, 2018), factored second moment, with torch.optim.Adafactor's "
+            "arguments and defaults. Runs eagerly (row/column reductions). Rules: optimlab.algorithms.adafactor.")),
+        Algorithm("Muon", rule("muon"), torch="Muon", options=(
+            Option("ns_dtype", None, "the dtype of the Newton-Schulz iteration; None: bfloat16, as torch"),),
+            doc=("Muon (Jordan et al., 2024), momentum orthogonalised by Newton-Schulz, for 2-D parameters, "
+                 "with torch.optim.Muon's arguments and defaults. Runs eagerly (matrix products). "
+                 "Rules: optimlab.algorithms.muon.")),
+        Algorithm("LBFGS", f"{__package__}.algorithms.lbfgs:lbfgs", torch="LBFGS",
+                  base=f"{__package__}.optim:ClosureOptimizer", doc=(
+                      "L-BFGS with torch.optim.LBFGS's arguments, defaults and state; step(closure) is required. "
+                      "Runs eagerly (closure-driven line search). Rules: optimlab.algorithms.lbfgs.")),
+        Algorithm("Lion", rule("lion"), arguments=(("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0),
+                                                   ("maximize", False)), doc=(
+            "Lion (Chen et al., 2023): the sign of an interpolated momentum; the paper's defaults. "
+            "Rules: optimlab.algorithms.lion.")),
+        Algorithm("AdEMAMix", rule("ademamix"), arguments=(
+            ("lr", 1e-3), ("betas", (0.9, 0.999, 0.9999)), ("alpha", 2.0), ("beta3_warmup", None),
+            ("alpha_warmup", None), ("eps", 1e-8), ("weight_decay", 0.0), ("maximize", False)), doc=(
+            "AdEMAMix (Pagliardini et al., 2024): Adam plus a slow EMA of gradients; the paper code's defaults. "
+            "Rules: optimlab.algorithms.ademamix.")),
+        Algorithm("SGDScheduleFree", rule("schedule_free", "SGD_RULE"), base=f"{__package__}.optim:ScheduleFreeOptimizer",
+                  arguments=(("lr", 1.0), ("momentum", 0.9), ("weight_decay", 0.0), ("warmup_steps", 0), ("r", 0.0),
+                             ("weight_lr_power", 2.0), ("maximize", False)), doc=(
+            "Schedule-Free SGD (Defazio et al., 2024): no schedule, an average instead; call optimizer.eval() "
+            "before evaluating and optimizer.train() before training. Rules: optimlab.algorithms.schedule_free.")),
+        Algorithm("AdamWScheduleFree", rule("schedule_free", "ADAMW_RULE"),
+                  base=f"{__package__}.optim:ScheduleFreeOptimizer",
+                  arguments=(("lr", 2.5e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.0),
+                             ("warmup_steps", 0), ("r", 0.0), ("weight_lr_power", 2.0), ("maximize", False)), doc=(
+            "Schedule-Free AdamW (Defazio et al., 2024): no schedule, an average instead; call optimizer.eval() "
+            "before evaluating and optimizer.train() before training. Rules: optimlab.algorithms.schedule_free.")),
     )
 
 

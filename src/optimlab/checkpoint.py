@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from . import _atomic
+from ._cli_errors import one_line
 
 FORMAT = 1
 
@@ -34,7 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, fsync it, rename it to ``path``.
 
     If ``write`` raises (or the process dies) the temporary file is removed (or left under a
-    ``.name.*.tmp`` name) and ``path`` keeps its previous content.
+    ``.name.*.tmp`` name, removed by the next save or load) and ``path`` keeps its previous content.
     """
     def to_file(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -99,19 +100,29 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None,
     """Load a checkpoint written by :func:`save` into the objects given; return ``{"step", "extra"}``.
 
     Raises ValueError naming the missing part when asked to restore something the file lacks.
+    Temporary files that killed writers left beside ``path`` are removed (see :mod:`._atomic`).
     """
-    payload = torch.load(path, map_location=map_location, weights_only=weights_only)
+    _atomic.clean_stale(path)
+    with open(path, "rb") as f:  # a missing or unreadable file: the OSError naming it
+        try:
+            payload = torch.load(f, map_location=map_location, weights_only=weights_only)
+        except Exception as exc:  # corrupt, truncated, not torch's format, or refused by weights_only
+            reason = one_line(str(exc).split(". ")[0]) or "empty or truncated"
+            raise ValueError(f"path {str(path)!r} is not a readable optimlab checkpoint "
+                             f"({type(exc).__name__}: {reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"path {str(path)!r} is not an optimlab checkpoint (format {FORMAT})")
     for name, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is not None and name not in payload:
             raise ValueError(f"{name}: checkpoint {str(path)!r} holds no {name} state")
-    if model is not None:
-        model.load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(payload["scheduler"])
+    for name, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is None:
+            continue
+        try:
+            obj.load_state_dict(payload[name])
+        except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: the {name} state in checkpoint {str(path)!r} does not fit this "
+                             f"{name} ({one_line(exc)})") from exc
     if rng and "rng" in payload:
         set_rng_state(payload["rng"])
     return {"step": payload["step"], "extra": payload["extra"]}

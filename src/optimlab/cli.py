@@ -13,6 +13,8 @@ import importlib
 import re
 import sys
 
+from . import _cli_errors
+
 COMMAND_MODULES: list[str] = [
     "optimlab.catalogue_cli",
     "optimlab.demo_cli",
@@ -39,7 +41,8 @@ def lazy(module: str, name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optimlab", description="Gradient-descent optimizers and a lab for them.")
+    parser = _cli_errors.Parser(prog="optimlab", description="Gradient-descent optimizers and a lab for them.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure (any position)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -47,16 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, debug = _cli_errors.split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError) as exc:  # bad input: a clear message, no traceback
-        print(f"optimlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return _cli_errors.run(args.func, args, command=args.command, debug=debug)  # one line, no traceback
 
 
 if __name__ == "__main__":

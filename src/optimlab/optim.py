@@ -16,11 +16,14 @@ import torch
 from torch import Tensor
 
 from . import faults, kernels
+from .kernels import compiled
 from ._scalar import scalar_dtype
+from .algorithms import lbfgs, schedule_free
 from .algorithms._base import Rule
 from .kernels import precision
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+_FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")  # where torch.optim accepts fused=True
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -36,12 +39,14 @@ class Optimizer(torch.optim.Optimizer):
     extra_defaults: dict[str, Any] = {}
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
-        if defaults.get("differentiable"):
-            raise ValueError("differentiable=True is not supported by optimlab (allowed: False)")
+        if defaults.get("fused") and defaults.get("differentiable"):
+            raise RuntimeError("fused=True does not support differentiable=True (allowed: at most one True)")
         if defaults.get("fused") and defaults.get("foreach"):
-            raise ValueError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
+            raise RuntimeError("fused=True and foreach=True cannot both be set (allowed: at most one True)")
+        self.rule.validate(defaults)  # the arguments first, as torch.optim checks them before the params
         super().__init__(params, defaults)
         faults.keep_state_dtype_on_load(self)
+        compiled.register(self)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group as torch does, then validate it; a bad group is not kept."""
@@ -50,18 +55,22 @@ class Optimizer(torch.optim.Optimizer):
             self.rule.validate(self.param_groups[-1])
             faults.validate(self.param_groups[-1])
             kernels.check_capturable(self.param_groups[-1])
+            if self.rule.check_param is not None:
+                for p in self.param_groups[-1]["params"]:
+                    self.rule.check_param(p)
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        compiled.register(self)  # a copy (deepcopy, pickle) is an optimizer of its own
         for group in self.param_groups:
             for key, value in {**self.defaults, **self.extra_defaults}.items():
                 if key != "params":
                     group.setdefault(key, value)
         for per_param in self.state.values():
-            if "step" in per_param and not torch.is_tensor(per_param["step"]):
+            if "step" in per_param and not torch.is_tensor(per_param["step"]) and not self.rule.int_step:
                 per_param["step"] = torch.tensor(float(per_param["step"]), dtype=scalar_dtype())
             # torch's load_state_dict casts 0-dim state such as NAdam's mu_product to the parameter's
             # dtype; keep it in the dtype it is saved and stepped in, so a resumed run is bit-identical.
@@ -69,40 +78,73 @@ class Optimizer(torch.optim.Optimizer):
                 if torch.is_tensor(per_param.get(name)):
                     per_param[name] = per_param[name].to(scalar_dtype())
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply the rule once to every parameter that has a gradient; return ``closure()``."""
+        """Apply the rule once to every parameter that has a gradient; return ``closure()``.
+
+        With ``differentiable=True`` the step runs under autograd, as torch.optim's: the new
+        parameters and state are differentiable functions of the old ones and of tensor
+        hyperparameters (the eager rule runs; the fused path takes no part).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable"))):
+            if torch.compiler.is_compiling():  # one custom op in the graph, no break (kernels.compiled)
+                compiled.step(self)
+            else:
+                self._update()
+        return loss
+
+    def _update(self) -> None:
+        """The update of ``step()``, after the closure."""
         work = []
         for group in self.param_groups:
             self.rule.validate(group)
             faults.validate(group)
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
-                if p.grad.is_sparse:
-                    faults.check_sparse(self, group, p)
+                self._check_grad(group, p)
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
-            return loss
+            return
         if any(precision.low_precision(group) for group in self.param_groups):
             # stochastic rounding keys on each parameter's position (its state_dict id)
             self._param_index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        for group, params in work:
-            hyperparams = self.rule.hyperparams(group)
-            # the fused kernels take what they can; the rest runs the eager reference below
-            for p in kernels.step_group(self, group, params, hyperparams):
-                self._apply_rule(p, hyperparams, group)
-        return loss
+        # one-element tensor hyperparameters of any shape act as 0-dim ones (torch's _to_scalar)
+        hyperparams = [{k: v.reshape(()) if isinstance(v, Tensor) and v.dim() else v
+                        for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
+        # the fused kernels take what they can, all groups at once (a differentiable step is never
+        # fused); the rest runs the eager reference
+        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
+            before = kernels.listed_twice_state(self, group, rest)
+            for p in rest:
+                kernels.hide_state_made_this_step(self, p, before)
+                self._apply_rule(p, hp, group)
 
-    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        """The parameter's state, created on first use; a rule with no state leaves no entry."""
-        if param in self.state:
-            return self.state[param]
-        state: dict[str, Any] = {}
-        if self.rule.counts_steps or precision.rounds_stochastically(param, group):  # the step keys the rounding
+    def _check_grad(self, group: dict[str, Any], p: Tensor) -> None:
+        """Before any parameter moves: refuse what the rule does not take, as torch.optim does."""
+        name = type(self).__name__
+        if p.is_complex() and not self.rule.complex_ok:
+            raise RuntimeError(f"{name} does not support complex parameters")
+        if p.grad.is_sparse:
+            faults.check_sparse(self, group, p)
+        elif self.rule.sparse_only:
+            raise RuntimeError(f"{name} does not support dense gradients, please consider Adam instead")
+
+    def param_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``self.state[param]``, created on first use (an empty entry too, as torch.optim does);
+        a rule with no state leaves no entry. The fused path and the eager one both get it here."""
+        state = self.state.get(param)
+        if state:
+            return state
+        if group.get("fused") and not (param.device.type in _FUSED_DEVICES and torch.is_floating_point(param)):
+            raise RuntimeError(f"fused=True requires floating-point parameters on one of {_FUSED_DEVICES}, "
+                               f"got {param.dtype} on {param.device.type}")
+        state = {} if state is None else state
+        if self.rule.counts_steps:
+            state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
+        elif precision.rounds_stochastically(param, group):  # the step keys the rounding
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
         storage = precision.kind(param, group)
         for name, value in self.rule.init_state(faults.state_template(param, group), group).items():
@@ -119,7 +161,7 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
-        state = self._init_state(param, group)
+        state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
         storage = precision.kind(param, group)  # None, "bf16" or "int8": how the state is kept
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
@@ -135,7 +177,7 @@ class Optimizer(torch.optim.Optimizer):
         if "step" in state:
             state["step"] += 1
         if self.rule.counts_steps:
-            inputs["step"] = state["step"].item()
+            inputs["step"] = state["step"] if self.rule.int_step else state["step"].item()
         update, grad = self.rule.update, faults.upcast(param.grad, dtype)
         if grad.is_sparse:
             update = self.rule.sparse_update
@@ -145,7 +187,7 @@ class Optimizer(torch.optim.Optimizer):
 
         def key(name: str) -> int:
             index = self._param_index[id(param)]
-            return precision.stream_key(group.get("rounding_seed", 0), int(state["step"].item()), index,
+            return precision.stream_key(group.get("rounding_seed", 0), int(state["step"]), index,
                                         precision.stream_id(name))
 
         new_param = out.pop("param")
@@ -164,6 +206,105 @@ class Optimizer(torch.optim.Optimizer):
                 fresh = value.clone()
                 state[name] = torch.view_as_complex(fresh) if param.is_complex() else fresh
                 self.state[param] = state
+
+
+class ScheduleFreeOptimizer(Optimizer):
+    """Schedule-Free (Defazio et al., 2024): the parameters hold ``y`` in training mode; call
+    ``optimizer.eval()`` before evaluating or saving the model (parameters become the average
+    ``x``) and ``optimizer.train()`` before training again, as the authors' code asks."""
+
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        Optimizer.__init__(self, params, {**defaults, "train_mode": True})
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if not all(group["train_mode"] for group in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.step() needs training mode: call optimizer.train() first "
+                               f"(allowed: step after train(), evaluate after eval())")
+        return super().step(closure)
+
+    @torch.no_grad()
+    def _switch(self, train: bool) -> None:
+        move = schedule_free.training_point if train else schedule_free.evaluation_point
+        for group in self.param_groups:
+            if group["train_mode"] == train:
+                continue
+            beta = schedule_free.interpolation_beta(group)
+            for p in group["params"]:
+                if "z" in self.state.get(p, {}):
+                    real = torch.view_as_real if p.is_complex() else (lambda t: t)
+                    real(p).copy_(move(real(p), real(self.state[p]["z"]), beta))
+            group["train_mode"] = train
+
+    def train(self) -> None:
+        """Parameters to the training point ``y`` (the gradient is taken there)."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Parameters to the averaged point ``x`` (evaluate and checkpoint the model there)."""
+        self._switch(False)
+
+
+class ClosureOptimizer(torch.optim.Optimizer):
+    """Base of L-BFGS: one param group, ``step(closure)`` required, the closure-driven search of
+    :mod:`optimlab.algorithms.lbfgs` on the flat vector of all parameters (eager: the search has
+    no element-wise part to fuse). ``nonfinite`` / ``state_dtype`` / ``fused`` /
+    ``differentiable`` are refused (allowed: their defaults) rather than ignored."""
+
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        if defaults.get("max_eval") is None:
+            defaults["max_eval"] = defaults["max_iter"] * 5 // 4
+        lbfgs.validate(defaults)
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups): allowed is one group")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            lbfgs.validate(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+    def _flat(self, tensors: Iterable[Tensor | None]) -> Tensor:
+        params = self.param_groups[0]["params"]
+        views = []
+        for p, t in zip(params, tensors):
+            t = torch.zeros_like(p) if t is None else t.to_dense() if t.is_sparse else t
+            views.append((torch.view_as_real(t) if t.is_complex() else t).reshape(-1))
+        return torch.cat(views)
+
+    def _write(self, x: Tensor) -> None:
+        offset = 0
+        for p in self.param_groups[0]["params"]:
+            target = torch.view_as_real(p) if p.is_complex() else p
+            target.copy_(x[offset:offset + target.numel()].view_as(target))
+            offset += target.numel()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+        """Run up to ``max_iter`` L-BFGS iterations; return the loss ``closure()`` gave first."""
+        group = self.param_groups[0]
+        lbfgs.validate(group)
+        closure = torch.enable_grad()(closure)
+        params = group["params"]
+
+        def evaluate(x: Tensor) -> tuple[float, Tensor]:
+            self._write(x)
+            loss = float(closure())
+            return loss, self._flat(p.grad for p in params)
+
+        first = closure()
+        x = self._flat(p.detach() for p in params)
+        lr = group["lr"].reshape(()) if isinstance(group["lr"], Tensor) else group["lr"]
+        state = self.state[params[0]]
+        options = {k: group[k] for k in ("max_iter", "max_eval", "tolerance_grad", "tolerance_change",
+                                         "history_size", "line_search_fn")}
+        out = lbfgs.lbfgs(x, float(first), self._flat(p.grad for p in params), evaluate, dict(state), lr=lr,
+                          **options)
+        self._write(out.pop("param"))
+        state.update(out)
+        return first
 
 
 #: execution switches every class accepts (torch's where torch has them; ``fused=False`` forces
@@ -200,6 +341,12 @@ def install(spec: Any) -> type[Optimizer]:
     """Generate the drop-in class of a catalogue :class:`~optimlab.catalogue.Algorithm` and put it
     in this module (and the ``optimlab`` namespace)."""
     sig = _signature(spec)
+    base: type = Optimizer
+    if spec.base is not None:
+        import importlib
+
+        module, _, attr = spec.base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
 
     def __init__(self, params: Params, *args: Any, **kwargs: Any) -> None:
         bound = sig.bind(self, params, *args, **kwargs)
@@ -208,15 +355,15 @@ def install(spec: Any) -> type[Optimizer]:
         if isinstance(defaults.get("betas"), list):
             defaults["betas"] = tuple(defaults["betas"])
         defaults.update(spec.fixed)
-        Optimizer.__init__(self, params, defaults)
+        base.__init__(self, params, defaults)
         if spec.eager_state:  # as torch.optim does for this class
             for group in self.param_groups:
                 for p in group["params"]:
-                    self._init_state(p, group)
+                    self.param_state(p, group)
 
     __init__.__signature__ = sig
     __init__.__doc__ = "Build the optimizer; arguments as in the class docstring."
-    cls = type(spec.name, (Optimizer,), {
+    cls = type(spec.name, (base,), {
         "__init__": __init__, "__doc__": _docstring(spec, sig), "__module__": __name__, "__qualname__": spec.name,
         "rule": spec.rule, "extra_defaults": {o.name: o.default for o in spec.options}})
     globals()[spec.name] = cls

@@ -10,7 +10,8 @@ The objective is pluggable: :func:`objective` takes an Optuna trial, asks :func:
 algorithm's hyperparameters, and trains a *task* -- any callable
 ``task(make_optimizer, *, trial, report) -> float`` returning the value to minimize. The default
 task is the small built-in MLP of :mod:`optimlab.quicktask`; ``--task module:function`` picks
-another (for instance a training task of ``optimlab.train``).
+another, and ``--task train:NAME`` any training task of ``optimlab.train`` (its final validation
+metric, through the loop's optimizer factory hook).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import importlib
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -28,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 
 DEFAULT_STORAGE = "sqlite:///optimlab-tune.db"
+STORAGE_ENV = "OPTIMLAB_STORAGE"  # the storage URL, kept out of the command line (and so out of `ps`)
 Task = Callable[..., float]
 
 
@@ -72,10 +75,64 @@ def objective(trial: Any, algorithm: str = "adam", task: Task = quicktask) -> fl
     return value
 
 
-def storage_for(url: str, *, heartbeat: int = 0) -> Any:
-    """An Optuna storage for ``url``; SQLite waits for its lock (many local workers) instead of failing."""
-    import optuna
+def storage_url(flag: str | None = None, file: str | None = None) -> str:
+    """The study's database URL: ``--storage`` (visible to every local user in ``ps``), else the
+    first line of ``--storage-file``, else ``$OPTIMLAB_STORAGE``, else the local SQLite file."""
+    if flag is not None and file is not None:
+        raise ValueError("give --storage or --storage-file, not both")
+    if file is not None:
+        with open(file, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            raise ValueError(f"--storage-file {file}: holds no database URL")
+        return lines[0]
+    if flag is not None:
+        if _has_password(flag):
+            print(f"optimlab tune: warning: the password in --storage is visible to every local user (ps); "
+                  f"put the URL in ${STORAGE_ENV} or a --storage-file instead", file=sys.stderr)
+        return flag
+    return os.environ.get(STORAGE_ENV, "").strip() or DEFAULT_STORAGE
 
+
+def _has_password(url: str) -> bool:
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        return bool(sqlalchemy.engine.make_url(url).password)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return False
+
+
+def shown(url: str) -> str:
+    """``url`` as it may appear in a message: the password masked, or nothing when it does not parse."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return "(unparseable URL)"
+
+
+def storage_for(url: str, *, heartbeat: int = 0) -> Any:
+    """An Optuna storage for ``url``; SQLite waits for its lock (many local workers) instead of failing.
+
+    Raises ValueError (the password masked) when ``url`` is not a database URL, names a database
+    driver that is not installed, or the database cannot be opened."""
+    import optuna
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+        if hasattr(dialect, "import_dbapi"):  # SQLAlchemy 2: the driver module is imported here
+            dialect.import_dbapi()
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise ValueError("storage must be a database URL such as sqlite:///study.db or "
+                         f"postgresql://user@host/db, got {shown(url)}") from exc
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        raise ValueError(f"storage {shown(url)}: database driver not available ({exc})") from exc
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -94,16 +151,15 @@ def storage_for(url: str, *, heartbeat: int = 0) -> Any:
     # Workers started together on a new database race to create its tables (Optuna does not lock
     # the schema creation). For SQLite, a lock file next to the database serializes it; for a
     # server database, the loser of the race retries against the schema the winner made.
-    import sqlalchemy.exc
-
     with _schema_lock(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in use
         for attempt in range(6):
             try:
                 return optuna.storages.RDBStorage(url, **kwargs)
-            except sqlalchemy.exc.SQLAlchemyError:
+            except sqlalchemy.exc.SQLAlchemyError as exc:
                 if attempt == 5:
-                    raise
+                    raise ValueError(f"storage {shown(url)}: cannot open the database "
+                                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
                 time.sleep(0.2 * 2 ** attempt)
     raise AssertionError("unreachable")
 
@@ -129,8 +185,29 @@ def _schema_lock(url: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def training_task(name: str) -> Task:
+    """A training task of :mod:`optimlab.train` (``--task train:NAME``) as a tuning task: one run of
+    the task's step budget (seed 0) with the trial's optimizer; returns the final validation metric,
+    negated when higher is better (Optuna minimizes). The training loss is reported every step."""
+    from .train.loop import train
+    from .train.tasks import get_task
+
+    task = get_task(name)
+
+    def run(make_optimizer, *, trial: Any = None, report: Callable[[int, float], None] | None = None) -> float:
+        def callback(step: int, steps: int, loss: float, last: Any) -> None:
+            if report is not None:
+                report(step, loss)
+        r = train(task, seed=0, optimizer_factory=make_optimizer, callback=callback)
+        return -r.final_metric if task.higher_is_better else r.final_metric
+    return run
+
+
 def load_task(spec: str) -> Task:
-    """``"module:function"`` -> the function (the ``--task`` option)."""
+    """``"train:NAME"`` -> that training task (:func:`training_task`); ``"module:function"`` -> the
+    function (the ``--task`` option)."""
+    if spec.startswith("train:"):
+        return training_task(spec.removeprefix("train:"))
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"task must look like 'module:function', got {spec!r}")
@@ -188,10 +265,15 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
     p.add_argument("--total-trials", type=int, default=None,
                    help="stop every worker once the study holds this many trials")
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"database URL of the study (default {DEFAULT_STORAGE}; e.g. postgresql://user@host/db)")
+    p.add_argument("--storage", default=None,
+                   help=f"database URL of the study (default ${STORAGE_ENV}, else {DEFAULT_STORAGE}); a "
+                        "password here shows in ps: prefer the environment variable or --storage-file")
+    p.add_argument("--storage-file", default=None, metavar="PATH",
+                   help="read the database URL from the first line of this file (keep it mode 600)")
     p.add_argument("--study", default=None, help="study name (default optimlab-ALGORITHM)")
-    p.add_argument("--task", default=None, help="module:function of the task to tune on (default: built-in MLP)")
+    p.add_argument("--task", default=None,
+                   help="train:NAME for a training task (digits-mlp, ...), or module:function of a task "
+                        "(default: built-in MLP)")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (give each worker its own)")
     p.add_argument("--heartbeat", type=int, default=0,
                    help="seconds between worker heartbeats; a trial of a worker silent for 4 beats is "
@@ -214,7 +296,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.heartbeat < 0:
         raise ValueError(f"--heartbeat must be >= 0 seconds, got {args.heartbeat}")
     task = load_task(args.task) if args.task else quicktask
-    study = run(args.algorithm, n_trials=args.trials, storage=args.storage, study_name=args.study, task=task,
+    storage = storage_url(args.storage, args.storage_file)
+    study = run(args.algorithm, n_trials=args.trials, storage=storage, study_name=args.study, task=task,
                 seed=args.seed, total_trials=args.total_trials, heartbeat=args.heartbeat, on_trial=on_trial)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if done:

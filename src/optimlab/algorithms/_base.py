@@ -47,6 +47,16 @@ def decoupled_decay(param: Tensor, lr: Number, weight_decay: Number) -> Tensor:
     return param * (1 - lr * weight_decay)
 
 
+def decayed(param: Tensor, grad: Tensor, lr: Number, weight_decay: Number, maximize: bool,
+            decoupled: bool) -> tuple[Tensor, Tensor]:
+    """Adam-family weight decay: ``(param * (1 - lr * wd), g)`` when ``decoupled`` (AdamW),
+    else ``(param, g + wd * param)`` (L2); ``g`` is the gradient followed (negated when maximizing)."""
+    if decoupled:
+        param = decoupled_decay(param, lr, weight_decay)
+        return param, descent_direction(param, grad, 0.0, maximize)
+    return param, descent_direction(param, grad, weight_decay, maximize)
+
+
 @dataclass(frozen=True)
 class Rule:
     """One algorithm: its pure update, its initial state, and how a param group feeds it.
@@ -60,6 +70,11 @@ class Rule:
     ``scalar_state``  0-dim state entries passed to ``update`` as Python floats.
     ``sparse_update`` the rule for a sparse (COO) gradient, same signature as ``update``; None
                       when the algorithm does not take sparse gradients (torch.optim's set).
+    ``sparse_only``   dense gradients are refused (SparseAdam).
+    ``complex_ok``    complex parameters are stepped as pairs of reals; False refuses them.
+    ``int_step``      ``state["step"]`` is a Python int, not a 0-dim tensor (SparseAdam's, as in torch).
+    ``check_param``   ``param -> None``, raising ValueError for a parameter the rule cannot take
+                      (Muon: 2-D only), when a param group is added.
     """
 
     name: str
@@ -70,6 +85,10 @@ class Rule:
     counts_steps: bool = True
     scalar_state: tuple[str, ...] = field(default=())
     sparse_update: Callable[..., dict[str, Tensor]] | None = None
+    sparse_only: bool = False
+    complex_ok: bool = True
+    int_step: bool = False
+    check_param: Callable[[Tensor], None] | None = None
 
 
 def validator(checks: Mapping[str, Callable[[str, Any], None]], optional: Mapping[str, Any] | None = None,

@@ -51,7 +51,10 @@ def adagrad_sparse(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr
 
 
 def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
-    return {"sum": torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)}
+    value = group["initial_accumulator_value"]
+    if param.is_complex():  # a complex number is two reals: both parts start at the value, as in torch
+        value = complex(value, value)
+    return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
 
 
 validate = validator(

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
+from ._base import Number, Rule, decayed, ewma, validator, zeros
 
 
 def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
@@ -29,11 +29,7 @@ def adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
          maximize: bool = False, decoupled_weight_decay: bool = False,
          bias_correction: bool = True) -> dict[str, Tensor]:
     """One Adam / AdamW step; see the module docstring."""
-    if decoupled_weight_decay:
-        param = decoupled_decay(param, lr, weight_decay)
-        g = descent_direction(param, grad, 0.0, maximize)
-    else:
-        g = descent_direction(param, grad, weight_decay, maximize)
+    param, g = decayed(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
     m = ewma(exp_avg, g, beta1)
     v = ewma(exp_avg_sq, g * g, beta2)
     out = {"exp_avg": m, "exp_avg_sq": v}
@@ -57,10 +53,23 @@ def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
     return state
 
 
+def _tensor_hyperparameters(group: Mapping[str, Any]) -> None:
+    """torch.optim.Adam's rules for tensor lr / betas: not with foreach=True unless capturable,
+    and betas both floats or both tensors."""
+    beta1, beta2 = group["betas"]
+    if isinstance(beta1, Tensor) != isinstance(beta2, Tensor):
+        raise ValueError(f"betas must be either both floats or both tensors, got {group['betas']!r}")
+    if group.get("foreach") and not group.get("capturable"):
+        for name, value in (("lr", group["lr"]), ("betas[0]", beta1), ("betas[1]", beta2)):
+            if isinstance(value, Tensor):
+                raise ValueError(f"{name} as a Tensor is not supported for capturable=False and foreach=True "
+                                 f"(allowed: a float, or foreach=False)")
+
+
 validate = validator(
     {"lr": check_nonnegative, "betas": check_betas, "eps": check_positive, "weight_decay": check_nonnegative,
      "amsgrad": check_bool, "maximize": check_bool, "decoupled_weight_decay": check_bool, "bias_correction": check_bool},
-    optional={"bias_correction": True})
+    optional={"bias_correction": True}, also=_tensor_hyperparameters)
 
 
 def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:

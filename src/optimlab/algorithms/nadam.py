@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_betas, check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, decoupled_decay, descent_direction, ewma, validator, zeros
+from ._base import Number, Rule, decayed, ewma, validator, zeros
 from .._scalar import scalar_dtype
 
 
@@ -36,11 +36,7 @@ def nadam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, mu_p
           weight_decay: Number = 0.0, momentum_decay: Number = 4e-3, decoupled_weight_decay: bool = False,
           maximize: bool = False, momentum_schedule: bool = True) -> dict[str, Any]:
     """One Nadam step; see the module docstring."""
-    if decoupled_weight_decay:
-        param = decoupled_decay(param, lr, weight_decay)
-        g = descent_direction(param, grad, 0.0, maximize)
-    else:
-        g = descent_direction(param, grad, weight_decay, maximize)
+    param, g = decayed(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
     mu = momentum_coefficient(beta1, step, momentum_decay, momentum_schedule)
     mu_next = momentum_coefficient(beta1, step + 1, momentum_decay, momentum_schedule)
     mu_product = mu_product * mu

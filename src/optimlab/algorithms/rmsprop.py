@@ -1,7 +1,7 @@
 """RMSProp (Tieleman & Hinton, 2012, Coursera lecture 6.5): AdaGrad with an EWMA of squares::
 
     V   = alpha * V + (1 - alpha) * g * g
-    var = V - G * G,  G = alpha * G + (1 - alpha) * g      centered=True (Graves, 2013)
+    var = max(V - G * G, 0),  G = alpha * G + (1 - alpha) * g   centered=True (Graves, 2013)
     var = V                                                 otherwise
     d   = sqrt(var) + eps                                   torch.optim.RMSprop (default)
     d   = sqrt(var + eps)                                   eps_inside_sqrt=True (the seed's form)
@@ -34,7 +34,11 @@ def rmsprop(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Tensor | 
     if centered:
         ga = ewma(grad_avg, g, alpha)
         out["grad_avg"] = ga
-        var = v - ga * ga
+        # V - G*G >= 0 in exact arithmetic (Cauchy-Schwarz: both are EWMAs of the same g with the
+        # same weights, summing to 1 - alpha^t <= 1), but rounding can make it a hair negative,
+        # e.g. alpha = 0, where V = g*g and G = g: sqrt would then turn finite input into NaN
+        # (torch.optim does). Clamped at 0; bit-identical to torch wherever torch's is >= 0.
+        var = torch.maximum(v - ga * ga, torch.zeros_like(v))
     denom = torch.sqrt(var + eps) if eps_inside_sqrt else torch.sqrt(var) + eps
     if is_zero(momentum):
         out["param"] = param - lr * (g / denom)

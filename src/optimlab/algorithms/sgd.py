@@ -97,4 +97,6 @@ def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
         "momentum_form": group.get("momentum_form", "torch")}
 
 
-RULE = Rule("sgd", sgd, no_state, hyperparams, validate, counts_steps=False)
+# a sparse gradient runs the same formulas (torch.optim.SGD's sparse support): sparse COO arithmetic
+# gives a sparse momentum buffer, and ``param - lr * g`` moves only the rows the gradient names
+RULE = Rule("sgd", sgd, no_state, hyperparams, validate, counts_steps=False, sparse_update=sgd)

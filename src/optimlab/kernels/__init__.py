@@ -1,19 +1,38 @@
 """Fused execution of the update rules: the dispatcher between the fused path and the eager one.
 
-``Optimizer.step`` hands each param group here. Parameters the fused path can take (dense,
-contiguous, float32/float64, on the CPU, with float hyperparameters) are bucketed by dtype and
-state layout; each bucket's rule is traced once per step (:mod:`.trace`) into an element-wise
-expression, and one generated C kernel (:mod:`.cpu`) applies it to every tensor of the bucket in
-one pass over memory. Everything else is returned to the caller, which runs the eager reference
+``Optimizer.step`` hands all its param groups here at once (:func:`step`). Parameters the fused
+path can take (dense, contiguous, a dtype and device a backend takes, with float hyperparameters,
+listed once) are gathered into *sets* (one param group, one step count and scalar state) and the
+sets into *buckets* (one backend, device, dtype, state layout and traced structure). Each set's
+rule is traced every step (:mod:`.trace`) into an element-wise expression whose Python numbers
+are the set's scalars; on the CPU, sets whose expressions have the same structure share one
+generated C kernel (:mod:`.cpu`), which applies it to every tensor of the bucket in one pass over
+memory, each tensor reading its own set's scalars. So a hundred param groups (layer-wise learning
+rates) cost one kernel call, not a hundred. (The Triton and foreach backends take one set per
+bucket: one launch per param group.) Everything else is returned to the caller, which runs the eager reference
 (``Optimizer._apply_rule``), so results never depend on which path ran.
 
-The bucketing (a *plan*) is cached per param group and rebuilt when the set of parameters with
-gradients changes or ``load_state_dict`` replaces the state. A plan keeps each bucket's ``step``
-counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so advancing two
-thousand counters is one operation; they remain torch's per-parameter 0-dim tensors.
+The bucketing (a *plan*) is built once and revalidated every step by identity, which is cheap:
+the same ``optimizer.state`` and param groups, the same parameters with gradients, each
+parameter's state dict the same object holding the same tensors at the same addresses, the
+parameters at the same addresses, and the 0-dim ``step`` / scalar state holding the values the
+plan last wrote. Anything a user does between steps - replace a state tensor, reset ``step``,
+``state.clear()``, ``del state[p]``, a ``st[k] = v.clone()`` loop, ``load_state_dict``,
+``p.data = ...`` - fails one of these checks and the plan is rebuilt from the state as it now
+is, so the step sees exactly what torch.optim's would; in-place edits (``st[k].zero_()``) need
+no check, the kernel reads the memory. One edit is not checked, to keep the check cheap:
+swapping the storage under a state tensor that stays the same object (``st[k].data = t``,
+``st[k].set_(t)``); replace the entry instead (``st[k] = t``). The plan keeps each bucket's
+``step`` counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so
+advancing two thousand counters is one operation; they remain torch's per-parameter 0-dim
+tensors. It also keeps the storages of the tensors it points at, so a stale address is never
+one that was freed.
+
+A parameter listed twice in a group runs eagerly, once per listing and in order, as torch.optim's
+default (for-loop) step does; torch warns about such a group when it is added.
 
 Switches: ``OPTIMLAB_FUSED=0`` in the environment, or ``fused=False`` on an optimizer (its
-param group), force the eager path. CUDA tensors take the eager path (see README).
+param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend.
 """
 
 from __future__ import annotations
@@ -22,8 +41,9 @@ import os
 import warnings
 import weakref
 from array import array
-from operator import attrgetter
-from typing import Any
+from itertools import chain
+from operator import attrgetter, is_
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -31,18 +51,22 @@ from torch import Tensor
 from . import cpu, foreach, precision, precision_cpu
 from .trace import Unsupported, Vec, trace_rule
 
-__all__ = ["step_group", "fused_enabled", "check_capturable", "stats", "Unsupported"]
+__all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
+           "hide_state_made_this_step"]
 
-#: counters for tests and diagnostics: tensors stepped by each path, kernels built and loaded
+#: counters for tests and diagnostics: tensors stepped by each path, plans built, kernels built/loaded
 stats = cpu.stats
-stats.update({"fused_tensors": 0, "eager_tensors": 0, "plans": 0})
+stats.update({"fused_tensors": 0, "eager_tensors": 0, "plans": 0, "kernel_calls": 0})
 _refused: set[Any] = set()  # structures whose kernel could not be built: not retried every step
-_plans: "weakref.WeakKeyDictionary[Any, dict[int, _Plan]]" = weakref.WeakKeyDictionary()
+_plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
 _is_contiguous = Tensor.is_contiguous
+_untyped_storage = Tensor.untyped_storage
 _dtype = attrgetter("dtype")
 _grad = attrgetter("grad")
+_values = dict.values
+_ROUND = {torch.float32: lambda x: array("f", (x,))[0], torch.float64: float}  # a number as that dtype
 
 
 def _backend(p: Tensor) -> Any:
@@ -77,179 +101,364 @@ def check_capturable(group: dict[str, Any]) -> None:
 
 
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
-    """False when ``OPTIMLAB_FUSED=0`` or the group says ``fused=False``."""
+    """False when ``OPTIMLAB_FUSED=0``, or the group says ``fused=False`` or ``differentiable=True``
+    (a differentiable step runs the eager rule under autograd)."""
     if os.environ.get("OPTIMLAB_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    return group is None or group.get("fused") is not False
+    return group is None or (group.get("fused") is not False and not group.get("differentiable"))
+
+
+class _Set:
+    """Tensors of one param group whose step count and scalar state agree: one set of scalars."""
+
+    __slots__ = ("group", "start", "stop", "values")
+
+    def __init__(self, group: int, start: int, stop: int, values: dict[str, float]) -> None:
+        self.group, self.start, self.stop = group, start, stop
+        self.values = values  # "step" and the rule's scalar state, as the state tensors hold them
 
 
 class _Bucket:
-    """Tensors of one dtype and state layout whose step and scalar state agree."""
+    """Sets of one dtype, state layout and traced structure: one kernel call per step."""
 
-    def __init__(self, rule: Any, backend: Any, dtype: torch.dtype, names: tuple[str, ...], items: list) -> None:
-        self.backend, self.dtype, self.names = backend, dtype, names
+    def __init__(self, backend: Any, capturable: bool, dtype: torch.dtype, names: tuple[str, ...],
+                 structure: tuple, kernel: Any, outputs: list[tuple[int, int]], fresh: list[str], round_: Any,
+                 n_slots: int) -> None:
+        self.backend, self.capturable = backend, capturable
         self.cache: dict[str, Any] = {}  # the backend's own per-bucket data (device pointer tables)
+        self.dtype, self.names, self.structure, self.kernel = dtype, names, structure, kernel
+        self.nodes, self.outputs, self.fresh = list(structure[0]), outputs, fresh
+        self.round, self.n_slots = round_, n_slots  # how ``step`` rounds; scalars per set
+        self.sets: list[_Set] = []
+        self.params: list[Tensor] = []
+        self.dicts: list[dict | None] = []  # each parameter's state dict as ``optimizer.state`` holds it
+
+    def finish(self, rule: Any, items: list[tuple[Tensor, dict]]) -> None:
+        """Fix the tensors' order, addresses and scalar buffers once the sets are all added."""
         self.params = [p for p, _ in items]
-        self.state_dicts = [state for _, state in items]
-        self.states = [[state[name] for _, state in items] for name in names]
+        states = [state for _, state in items]
         self.sizes = array("q", map(_numel, self.params))
-        # the state tensors are the plan's own references: their addresses hold while it lives
-        self.state_ptrs = array("q")
-        for column in self.states:
-            self.state_ptrs.extend(map(_data_ptr, column))
+        self.param_ptrs = array("q", map(_data_ptr, self.params))
         self.scalars: dict[str, Tensor] = {}  # name -> the buffer the per-parameter 0-dim views share
+        self.expected: dict[str, Tensor] = {}  # what the plan last wrote there
         for name in (["step"] if rule.counts_steps else []) + list(rule.scalar_state):
-            per_param = [state[name] for _, state in items]
-            buffer = torch.stack(per_param)
-            for i, (_, state) in enumerate(items):
+            buffer = torch.stack([state[name] for state in states])
+            for i, state in enumerate(states):
                 state[name] = buffer[i]
-            self.scalars[name] = buffer
+            self.scalars[name], self.expected[name] = buffer, buffer.clone()
+        self.values = list(chain.from_iterable(map(_values, states)))  # every state value, in order
+        self.columns = [[state[name] for state in states] for name in self.names]
+        self.static_ptrs = array("q", self.param_ptrs)
+        self.static_ptrs.extend(array("q", bytes(8 * len(self.params))))  # the gradients' slot
+        for column in self.columns:
+            self.static_ptrs.extend(map(_data_ptr, column))
+        # the plan's own references: an address it holds is never reused while it lives
+        self.keep = [_untyped_storage(t) for t in chain(self.params, self.values)]
+        self.offsets = array("q")  # per tensor: where its set's scalars start
+        for i, s in enumerate(self.sets):
+            self.offsets.extend([i * self.n_slots] * (s.stop - s.start))
 
 
 class _Plan:
-    def __init__(self, ids: tuple[int, ...], state: Any) -> None:
-        self.ids, self.state = ids, state
+    def __init__(self, optimizer: Any, key: list) -> None:
+        self.state, self.groups = optimizer.state, list(optimizer.param_groups)
+        self.key = key  # per group: the ids of its parameters with gradients
         self.buckets: list[_Bucket] = []
-        self.rest: list[Tensor] = []
-        self.stale = False
+        self.rest: list[list[Tensor]] = []  # per group: parameters for the eager path
+        self.transient = False  # some tensors are eager only for this step's gradients: rebuild next
+        self.state_keys: list = []  # ``optimizer.state``'s keys and values when the plan was made
+        self.state_dicts: list = []
 
 
-def step_group(optimizer: Any, group: dict[str, Any], params: list[Tensor],
-               hyperparams: dict[str, Any]) -> list[Tensor]:
-    """Step what the fused path can of ``params``; return the rest for the eager path."""
-    if not params or not fused_enabled(group) or any(isinstance(v, Tensor) for v in hyperparams.values()):
-        stats["eager_tensors"] += len(params)
-        return params
-    plans = _plans.setdefault(optimizer, {})
-    ids = tuple(map(id, params))
-    plan = plans.get(id(group))
-    if plan is None or plan.ids != ids or plan.state is not optimizer.state:
-        plan = plans[id(group)] = _make_plan(optimizer, group, params, ids)
-    rest = list(plan.rest)
-    capturable = bool(group.get("capturable"))
-    for bucket in plan.buckets:
-        outcome = _run_bucket(optimizer, hyperparams, bucket, capturable)
-        if outcome is None:
-            rest.extend(bucket.params)
-        elif outcome:  # new state entries appeared: the layout changed
-            plan.stale = True
-    if plan.stale:
-        del plans[id(group)]
-    stats["fused_tensors"] += len(params) - len(rest)
-    stats["eager_tensors"] += len(rest)
-    if rest and capturable and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(f"capturable=True: {len(rest)} parameter(s) of this group cannot take the fused "
-                           "step (dtype, layout, sparse or tensor hyperparameters) and the eager step "
-                           "reads its counter on the host, which a CUDA graph cannot capture")
+def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
+         hyperparams: Sequence[dict[str, Any]]) -> list[list[Tensor]]:
+    """Step what the fused path can of every ``(group, params)``; return, per group, the rest."""
+    key = [(fused_enabled(group), tuple(map(id, params))) for group, params in work]
+    plan = _plans.get(optimizer)
+    if (plan is None or plan.key != key or plan.state is not optimizer.state
+            or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))):
+        plan = None
+    scalars = _revalidate(optimizer, plan, hyperparams) if plan is not None else None
+    if scalars is None:
+        plan = _plans[optimizer] = _make_plan(optimizer, work, hyperparams, key)
+        scalars = _revalidate(optimizer, plan, hyperparams)
+        if scalars is None:  # cannot happen for a plan just built from this very state; be safe
+            del _plans[optimizer]
+            stats["eager_tensors"] += sum(len(params) for _, params in work)
+            return [list(params) for _, params in work]
+    stale = plan.transient
+    for bucket, (grads, values, outs) in zip(plan.buckets, scalars):
+        stale |= _run_bucket(optimizer, bucket, grads, values, outs)
+    if stale:  # new state entries appeared, or some tensors were eager for this step only
+        del _plans[optimizer]
+    rest = [list(r) for r in plan.rest]
+    n_rest = sum(map(len, rest))
+    if (n_rest and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+            and any(r and group.get("capturable") for r, (group, _) in zip(rest, work))):
+        raise RuntimeError("capturable=True: some parameters cannot take the fused step (dtype, layout, "
+                           "sparse or tensor hyperparameters) and the eager step reads its counter on the "
+                           "host, which a CUDA graph cannot capture")
+    stats["fused_tensors"] += sum(len(params) for _, params in work) - n_rest
+    stats["eager_tensors"] += n_rest
     return rest
 
 
-def _make_plan(optimizer: Any, group: dict[str, Any], params: list[Tensor], ids: tuple[int, ...]) -> _Plan:
+def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
+               hyperparams: Sequence[dict[str, Any]], key: list) -> _Plan:
     rule = optimizer.rule
     stats["plans"] += 1
-    plan = _Plan(ids, optimizer.state)
-    groups: dict[tuple, list] = {}
-    for p in params:
-        g = p.grad
-        dtype = p.dtype
-        low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
-        backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
-        if (backend is None or not _plain(g)  # tensor subclasses (FSDP2's DTensor) have no plain storage
-                or g.dtype != dtype or g.device != p.device or g.layout != torch.strided
-                or not p.is_contiguous() or not g.is_contiguous() or g.shape != p.shape):
-            plan.rest.append(p)
+    plan = _Plan(optimizer, key)
+    scalar_names = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
+    sets: dict[tuple, list[tuple[Tensor, dict]]] = {}
+    for index, ((group, params), hp) in enumerate(zip(work, hyperparams)):
+        rest: list[Tensor] = []
+        plan.rest.append(rest)
+        if not fused_enabled(group) or any(isinstance(v, Tensor) for v in hp.values()):
+            rest.extend(params)
             continue
-        state = optimizer._init_state(p, group)
-        names = tuple(k for k in state if k != "step" and k not in rule.scalar_state
-                      and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
-        scalars = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
-        scalar_device = p.device if group.get("capturable") else torch.device("cpu")
-        dense_like = backend.state_ok if low else _dense_like
-        if not all(dense_like(state[k], p) for k in names) or not all(
-                isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
-                for k in scalars):
-            plan.rest.append(p)
+        listed_twice = _listed_twice(params)
+        capturable = bool(group.get("capturable"))
+        for p in params:
+            g = p.grad
+            low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+            backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
+            if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
+                rest.append(p)
+                continue
+            dtype = p.dtype
+            if (not p.is_contiguous() or g.dtype != dtype or g.device != p.device or g.layout != torch.strided
+                    or not g.is_contiguous() or g.shape != p.shape):
+                plan.transient |= p.is_contiguous()  # the gradient's fault: look again next step
+                rest.append(p)
+                continue
+            state = optimizer.param_state(p, group)
+            names = tuple(k for k in state if k not in scalar_names
+                          and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
+            scalar_device = p.device if capturable else torch.device("cpu")
+            dense_like = backend.state_ok if low else _dense_like
+            if not all(dense_like(state[k], p) for k in names) or not all(
+                    isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
+                    and state[k].dtype in _ROUND for k in scalar_names):
+                rest.append(p)
+                continue
+            values = tuple((k, state[k].dtype, state[k].item()) for k in scalar_names)
+            sets.setdefault((index, backend, p.device, dtype, names, values), []).append((p, state))
+    buckets: dict[tuple, tuple[_Bucket, list]] = {}
+    for (index, backend, device, dtype, names, values), items in sets.items():
+        set_values = {k: v for k, _, v in values}
+        round_ = _ROUND[values[0][1]] if rule.counts_steps else float
+        capturable = bool(work[index][0].get("capturable"))
+        if capturable:
+            arguments, on = _device_arguments({k: items[0][1][k] for k in scalar_names}), device
+        else:
+            arguments, on = _arguments(set_values, round_), None
+        try:
+            trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
+            structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype, names)  # names: precision_cpu
+            kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
+        except Unsupported:
+            kernel = None
+        if kernel is None:
+            plan.rest[index].extend(p for p, _ in items)
             continue
-        key = (backend, p.device, dtype, names, tuple((state[k].dtype, state[k].item()) for k in scalars))
-        groups.setdefault(key, []).append((p, state))
-    plan.buckets = [_Bucket(rule, backend, dtype, names, items)
-                    for (backend, _, dtype, names, _), items in groups.items()]
-    for bucket in plan.buckets:
-        if hasattr(bucket.backend, "prepare"):  # a backend's per-bucket setup (precision_cpu: rounding keys)
-            bucket.backend.prepare(bucket, optimizer, group)
+        # on the CPU, sets of one structure share a bucket; elsewhere (and capturable) a set is one
+        shared = getattr(backend, "SCALAR_SETS", False) and not capturable
+        key = (backend, device, dtype, names, structure, round_) + (() if shared else (index, values))
+        bucket, members = buckets.setdefault(key, (_Bucket(
+            backend, capturable, dtype, names, structure, kernel, outputs, fresh, round_,
+            max(1, len(trace.scalars))), []))
+        bucket.sets.append(_Set(index, len(members), len(members) + len(items), set_values))
+        members.extend((p, state) for p, state in items)
+    for bucket, members in buckets.values():
+        bucket.finish(rule, members)
+        bucket.dicts = list(map(optimizer.state.get, bucket.params))
+        if hasattr(bucket.backend, "prepare"):  # a backend's own setup (precision_cpu: rounding keys, scales)
+            bucket.backend.prepare(bucket, optimizer, work[bucket.sets[0].group][0])
+        plan.buckets.append(bucket)
+    # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
+    # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
+    plan.state_keys, plan.state_dicts = list(optimizer.state.keys()), list(optimizer.state.values())
     return plan
 
 
+def _listed_twice(params: list[Tensor]) -> set[int]:
+    ids = list(map(id, params))
+    if len(set(ids)) == len(ids):
+        return set()
+    seen: set[int] = set()
+    return {i for i in ids if i in seen or seen.add(i)}
+
+
+def listed_twice_state(optimizer: Any, group: dict[str, Any], params: list[Tensor]) -> dict[int, set[str]] | None:
+    """For the parameters listed more than once in ``params``: their state's names before the step
+    (after initialisation, which torch.optim also does for every parameter before updating any)."""
+    twice = _listed_twice(params)
+    if not twice:
+        return None
+    return {id(p): set(optimizer.param_state(p, group)) for p in params if id(p) in twice}
+
+
+def hide_state_made_this_step(optimizer: Any, param: Tensor, before: dict[int, set[str]] | None) -> None:
+    """Before a repeated parameter's next update, drop the state entries its earlier update created.
+
+    torch.optim collects every parameter's state before it updates any, so each listing of a
+    parameter whose state is created lazily (SGD's momentum buffer) sees no entry on that step and
+    the last listing's entry is kept; listings after that share the state and update it in turn.
+    """
+    if before is None or id(param) not in before:
+        return
+    state = optimizer.state.get(param)
+    if state:
+        for name in set(state) - before[id(param)]:
+            del state[name]
+
+
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 def _plain(t: Tensor) -> bool:
-    return type(t) in (torch.Tensor, torch.nn.Parameter)
+    return type(t) in _PLAIN
 
 
 def _dense_like(t: Any, p: Tensor) -> bool:
-    return (isinstance(t, Tensor) and t.dtype == p.dtype and t.device == p.device and t.layout == torch.strided
-            and t.is_contiguous() and t.shape == p.shape)
+    return (isinstance(t, Tensor) and _plain(t) and t.dtype == p.dtype and t.device == p.device
+            and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
 
-def _run_bucket(optimizer: Any, hyperparams: dict[str, Any], bucket: _Bucket, capturable: bool = False) -> bool | None:
-    """Trace, fetch the kernel, run it over the bucket. None: leave it to eager; True: state grew.
+def _arguments(values: dict[str, float], round_: Any) -> dict[str, float]:
+    """The rule's ``step`` and scalar-state arguments: ``step`` as eager sees it after ``+= 1``
+    (``round_`` rounds a number to the dtype of the ``step`` tensor)."""
+    arguments = dict(values)
+    if "step" in arguments:
+        arguments["step"] = round_(arguments["step"] + 1)
+    return arguments
 
-    ``capturable``: the step counter and scalar state stay 0-dim device tensors (float64 copies)
-    through the rule, so nothing is read on the host."""
-    rule = optimizer.rule
-    params, dtype, names = bucket.params, bucket.dtype, bucket.names
-    grads = list(map(_grad, params))
-    # what can change between steps without the plan noticing: fresh gradients, `p.data = ...`
-    if (set(map(_dtype, grads)) != {dtype} or not all(map(_is_contiguous, grads))
-            or not all(map(_is_contiguous, params)) or array("q", map(_numel, grads)) != bucket.sizes
-            or array("q", map(_numel, params)) != bucket.sizes):
-        return None
-    arguments: dict[str, Any] = dict(hyperparams)
-    device = params[0].device if capturable else None
-    for name in rule.scalar_state:
-        value = bucket.scalars[name][0]
-        arguments[name] = value.to(torch.float64) if capturable else value.item()
-    if rule.counts_steps:
-        step = bucket.scalars["step"][0]  # what eager sees after `+= 1`:
-        arguments["step"] = step.to(torch.float64) + 1 if capturable else (step + 1).item()
+
+def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device."""
+    arguments = {name: value.to(torch.float64) for name, value in values.items()}
+    if "step" in arguments:
+        arguments["step"] = arguments["step"] + 1
+    return arguments
+
+
+def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
+           device: torch.device | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
+    """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs).
+
+    ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there."""
     inputs = ["param", "grad", *names]
+    trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
+    outputs: list[tuple[int, int]] = []
+    fresh: list[str] = []
+    scalar_out: dict[str, float] = {}
+    for name, value in out.items():
+        if name in rule.scalar_state:
+            scalar_out[name] = value if isinstance(value, Tensor) else float(value)
+            continue
+        if not isinstance(value, Vec):
+            raise Unsupported(f"output {name!r} is not element-wise")
+        if name in inputs:
+            outputs.append((inputs.index(name), value.index))
+        else:
+            fresh.append(name)
+            outputs.append((len(inputs) + len(fresh) - 1, value.index))
+    return trace, outputs, fresh, scalar_out
+
+
+def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]], n_inputs: int,
+            dtype: torch.dtype, structure: tuple) -> Any:
+    """The backend's kernel for ``structure``, or None (once warned) when it cannot be built."""
+    if (backend, structure) in _refused:
+        return None
     try:
-        trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
-        outputs: list[tuple[int, int]] = []
-        fresh: list[str] = []
-        scalar_out: dict[str, float] = {}
-        for name, value in out.items():
-            if name in rule.scalar_state:
-                scalar_out[name] = value if isinstance(value, Tensor) else float(value)
-                continue
-            if not isinstance(value, Vec):
-                raise Unsupported(f"output {name!r} is not element-wise")
-            if name in inputs:
-                outputs.append((inputs.index(name), value.index))
-            else:
-                fresh.append(name)
-                outputs.append((len(inputs) + len(fresh) - 1, value.index))
-        structure = (tuple(trace.nodes), tuple(outputs), len(inputs), dtype, names)  # names: precision_cpu
-        if (bucket.backend, structure) in _refused:
+        return backend.kernel_for(trace, outputs, n_inputs, dtype, structure)
+    except Unsupported as error:
+        _refused.add((backend, structure))
+        warnings.warn(f"optimlab: fused {rule.name} step unavailable, running eagerly ({error})",
+                      RuntimeWarning, stacklevel=5)
+        return None
+
+
+def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any]]) -> list | None:
+    """Check the plan against the state as it is now and trace this step; None: rebuild it.
+
+    Returns, per bucket, ``(gradients, scalars per set, scalar outputs per set)``. Nothing is
+    written here, so a rebuild after a failed check starts from untouched state.
+    """
+    rule = optimizer.rule
+    state = optimizer.state
+    if (len(state) != len(plan.state_dicts) or not all(map(is_, state.values(), plan.state_dicts))
+            or not all(map(is_, state.keys(), plan.state_keys))):  # del / clear / a new entry / st = {...}
+        return None
+    out = []
+    for bucket in plan.buckets:
+        params = bucket.params
+        if array("q", map(_data_ptr, params)) != bucket.param_ptrs:  # p.data = ...
+            return None
+        if bucket.values:
+            values = list(chain.from_iterable(map(_values, bucket.dicts)))
+            if len(values) != len(bucket.values) or not all(map(is_, values, bucket.values)):
+                return None  # an entry replaced, added or removed
+            if not bucket.capturable:  # (on the device that check would wait for it, or break a capture)
+                for name, buffer in bucket.scalars.items():  # st["step"].zero_() and the like
+                    if not torch.equal(buffer, bucket.expected[name]):
+                        return None
+        grads = list(map(_grad, params))
+        if not _PLAIN.issuperset(map(type, grads)):  # None since the listing, or a subclass
             return None
         try:
-            kernel = bucket.backend.kernel_for(trace, outputs, len(inputs), dtype, structure)
-        except Unsupported as error:
-            _refused.add((bucket.backend, structure))
-            warnings.warn(f"optimlab: fused {rule.name} step unavailable, running eagerly ({error})",
-                          RuntimeWarning, stacklevel=4)
+            if (set(map(_dtype, grads)) != {bucket.dtype} or not all(map(_is_contiguous, grads))
+                    or array("q", map(_numel, grads)) != bucket.sizes):
+                return None
+        except RuntimeError:  # a sparse gradient has no contiguity
             return None
-    except Unsupported:
-        return None
+        shared = getattr(bucket.backend, "SCALAR_SETS", False)
+        slots: Any = array("d") if shared else []
+        outs = []
+        for s in bucket.sets:
+            if bucket.capturable:  # counter and scalar state stay 0-dim device tensors: no host sync
+                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()})
+                device = params[0].device
+            else:
+                arguments, device = _arguments(s.values, bucket.round), None
+            try:
+                trace, outputs, fresh, scalar_out = _trace(
+                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device)
+            except Unsupported:
+                return None
+            if trace.nodes != bucket.nodes or outputs != bucket.outputs or fresh != bucket.fresh:
+                return None  # an option changed the rule's shape (say weight_decay 0 -> 0.1)
+            slots.extend(trace.scalars or [0.0])
+            outs.append(scalar_out)
+        out.append((grads, slots, outs))
+    return out
 
-    new_state = [[torch.empty_like(p) for p in params] for _ in fresh]
-    if rule.counts_steps:
+
+def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any,
+                scalar_outs: list[dict[str, Any]]) -> bool:
+    """Run the bucket's kernel and advance its scalar state; True when new state entries appeared."""
+    params = bucket.params
+    new_state = [[torch.empty_like(p) for p in params] for _ in bucket.fresh]
+    if "step" in bucket.scalars:
         bucket.scalars["step"] += 1
-    bucket.backend.launch(kernel, bucket, [params, grads, *bucket.states, *new_state], trace.scalars)
-    for name, value in scalar_out.items():
-        bucket.scalars[name].fill_(value)
-    for name, column in zip(fresh, new_state):
-        for state, t in zip(bucket.state_dicts, column):
-            state[name] = t
-    if fresh:  # a state created lazily (SGD's momentum buffer) is kept, as the eager path keeps it
-        for p, state in zip(params, bucket.state_dicts):
-            optimizer.state[p] = state
-    return bool(fresh)
+        bucket.expected["step"] += 1
+    bucket.backend.launch(bucket.kernel, bucket, [params, grads, *bucket.columns, *new_state], slots)
+    stats["kernel_calls"] += 1
+    for s, scalar_out in zip(bucket.sets, scalar_outs):
+        if "step" in s.values:
+            s.values["step"] = bucket.round(s.values["step"] + 1)
+        for name, value in scalar_out.items():
+            buffer = bucket.scalars[name]
+            buffer[s.start:s.stop].fill_(value)
+            bucket.expected[name][s.start:s.stop].fill_(value)
+            if not bucket.capturable:
+                s.values[name] = buffer[s.start].item()
+    if bucket.fresh:  # a state created lazily (SGD's momentum buffer) is kept, as the eager path keeps it
+        for i, p in enumerate(params):
+            state = bucket.dicts[i]
+            if state is None:
+                state = optimizer.state[p] = {}
+            for name, column in zip(bucket.fresh, new_state):
+                state[name] = column[i]
+    return bool(bucket.fresh)

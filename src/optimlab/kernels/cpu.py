@@ -14,18 +14,27 @@ where it meets a tensor (as torch does with a wrapped scalar), and no ``-ffast-m
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from array import array
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no build lock
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 
@@ -41,15 +50,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=o
 _lock = threading.Lock()
 _loaded: dict[str, "Kernel"] = {}
 _by_structure: dict[tuple, "Kernel"] = {}
-stats = {"built": 0, "loaded": 0}  # compiler runs, and .so files loaded (from cache or fresh)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("OPTIMLAB_CACHE_DIR")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "optimlab" / "kernels"
+stats = {"built": 0, "loaded": 0, "rejected": 0}  # compiler runs, .so files loaded, cache files refused
 
 
 def compiler() -> str | None:
@@ -139,10 +140,12 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
     lines += [
-        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count, SPAN of it in the",
-        "   index space (rounded up to whole blocks of `align`: a segment never starts mid-block) */",
+        "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count; s + sets[t]: its scalars",
+        "   (one set per param group and step count: tensors of many groups share one call); SPAN(sizes[t]):",
+        "   its room in the index space (whole blocks of `align`: a segment never starts mid-block) */",
         f"#define SPAN(x) (((x) + {source.align - 1}) / {source.align} * {source.align})",
-        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, int threads) {",
+        "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, const int64_t *sets,",
+        "         int threads) {",
         "  int64_t total = 0;",
         "  for (int64_t t = 0; t < nt; t++) total += SPAN(sizes[t]);",
         f"  const int64_t chunk = {CHUNK};",
@@ -158,7 +161,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "      while (lo < hi) {",
         "        int64_t off = lo - base, end = base + SPAN(sizes[t]) < hi ? base + SPAN(sizes[t]) : hi;",
         "        int64_t last = base + sizes[t] < end ? base + sizes[t] : end;  /* not the padding */",
-        f"        if (last > lo) segment(last - lo, {call}, s);",
+        f"        if (last > lo) segment(last - lo, {call}, s + sets[t]);",
         "        lo = end;",
         "        if (lo == base + SPAN(sizes[t])) { base += SPAN(sizes[t]); t++; }",
         "      }",
@@ -172,51 +175,327 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
 class Kernel:
     """A compiled ``run`` over lists of same-dtype contiguous CPU tensors."""
 
-    def __init__(self, path: Path, n_buffers: int) -> None:
-        self.lib = ctypes.CDLL(str(path))
+    def __init__(self, lib: ctypes.CDLL, n_buffers: int) -> None:
+        self.lib = lib
         self.fn = self.lib.run
         self.fn.restype = None
-        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_int]
         self.n_buffers = n_buffers
 
-    def __call__(self, sizes: array, ptrs: array, scalars: Sequence[float]) -> None:
-        s = array("d", scalars or [0.0])
-        n = len(sizes)
-        self.fn(n, sizes.buffer_info()[0], ptrs.buffer_info()[0], s.buffer_info()[0],
-                torch.get_num_threads())
+    def __call__(self, sizes: array, ptrs: array, scalars: array, sets: array) -> None:
+        """Run over ``len(sizes)`` tensors; tensor ``t`` reads its scalars at ``scalars[sets[t]:]``.
+
+        ``sizes`` and ``sets`` are ``array("q")``, ``ptrs`` is ``array("q")`` laid out buffer-major
+        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry).
+        """
+        self.fn(len(sizes), sizes.buffer_info()[0], ptrs.buffer_info()[0], scalars.buffer_info()[0],
+                sets.buffer_info()[0], torch.get_num_threads())
 
 
 def accepts(dtype: torch.dtype, device: torch.device) -> bool:
     return dtype in CTYPES and device.type == "cpu"
 
 
-def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: Sequence[float]) -> None:
-    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor."""
-    ptrs = array("q", map(_data_ptr, columns[0]))
-    ptrs.extend(map(_data_ptr, columns[1]))
-    ptrs.extend(bucket.state_ptrs)  # the state tensors are the plan's own: their addresses hold
+#: this backend runs the tensors of many scalar sets (param groups, step counts) in one call
+SCALAR_SETS = True
+
+
+def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: array) -> None:
+    """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor; ``scalars`` holds
+    every set's scalars, tensor ``t``'s from ``bucket.offsets[t]``.
+
+    The addresses of the parameters and of the state come from the plan (``bucket.static_ptrs``,
+    which the dispatcher checked this step); the gradients' and new state's are read here.
+    """
+    n = len(bucket.sizes)
+    ptrs = array("q", bucket.static_ptrs)
+    ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
     for column in columns[2 + len(bucket.names):]:
         ptrs.extend(map(_data_ptr, column))
-    kernel(bucket.sizes, ptrs, scalars)
+    kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
 _data_ptr = torch.Tensor.data_ptr
 
 
-def _build(source: str, target: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# The disk cache. A shared library is machine code run in this process, so nothing is loaded
+# that another user could have written or that differs from what this process's compiler made:
+#   * the folder must be a real folder (not a symbolic link) owned by the effective user and not
+#     writable by group or others, and no folder above it writable by another user (unless sticky),
+#     else the kernels are built in a private temporary folder instead;
+#   * each ``optimlab_KEY.so`` must be such a file too, and its SHA-256 must equal the digest
+#     written next to it (``optimlab_KEY.sha256``) at build time, checked on the bytes that are
+#     then loaded (a private copy of them), before ``dlopen`` runs any of its code;
+#   * after loading, its exported ``optimlab_kernel_key`` must equal KEY (a kernel copied under
+#     another kernel's name is refused);
+#   * a file failing any check is deleted and rebuilt once; if that fails too, the step runs
+#     eagerly (one warning). An unwritable folder falls back to the private folder, then eager.
+# Builds hold a lock file per key (``flock``), so processes starting together compile once.
+# ---------------------------------------------------------------------------------------------
+
+KEY_SYMBOL = "optimlab_kernel_key"
+_private: list[Path] = []  # this process's private folder, once made
+_copies: list[Path] = []  # the kernels it loaded, copied there
+_warned: set[str] = set()
+
+
+class _Rejected(Exception):
+    """A cache file that must not be (or could not be) loaded."""
+
+
+def cache_dir() -> Path:
+    """The configured cache folder: ``$OPTIMLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/optimlab/kernels``
+    (``~/.cache/optimlab/kernels``). It is created with mode 0700 and used only if trusted."""
+    root = os.environ.get("OPTIMLAB_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "optimlab" / "kernels"
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=6)
+
+
+def _foreign(st: os.stat_result, what: str) -> str | None:
+    """Why a file or folder with status ``st`` is not trusted, or None."""
+    if st.st_uid != os.geteuid():
+        return f"{what} is owned by uid {st.st_uid}, not by this user ({os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def untrusted_folder(folder: Path) -> str | None:
+    """Why ``folder`` must not hold kernels, or None when only this user can change what is in it."""
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot inspect it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    reason = _foreign(st, "it")
+    if reason:
+        return reason
+    # a folder above that another user may write to could swap this one for theirs
+    parent = Path(os.path.realpath(folder.parent))
+    for above in [parent, *parent.parents]:
+        try:
+            st = os.stat(above)
+        except OSError as exc:
+            return f"cannot inspect {above} ({exc.strerror})"
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{above} above it is owned by uid {st.st_uid}"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            return f"{above} above it is writable by group or others"
+    return None
+
+
+def _private_folder() -> Path:
+    """A folder of this process only (``mkdtemp``: mode 0700), removed at exit."""
+    if not _private:
+        folder = Path(tempfile.mkdtemp(prefix="optimlab-kernels-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _private.append(folder)
+    return _private[0]
+
+
+def _cache_folder() -> Path:
+    """The trusted cache folder, created 0700 if missing; the private folder when it is refused."""
+    root = cache_dir()
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:
+            pass
+    except OSError as exc:
+        reason: str | None = f"cannot create it ({exc.strerror or exc})"
+    else:
+        reason = untrusted_folder(root)
+    if reason is None:
+        return root
+    _warn_once(f"optimlab: kernel cache {root} refused: {reason}; building kernels in a private "
+               "temporary folder")
+    return _private_folder()
+
+
+def _open_trusted(path: Path) -> int:
+    """A descriptor on the regular file ``path`` (no symbolic link followed), if this user owns it
+    and nobody else may write it; raises _Rejected otherwise (FileNotFoundError if absent)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        reason = "it is not a regular file" if not stat.S_ISREG(st.st_mode) else _foreign(st, "it")
+        if reason:
+            raise _Rejected(f"{path.name}: {reason}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _dlopen_copy(data: bytes, key: str) -> ctypes.CDLL | None:
+    """Load the checked bytes from a copy of this process's own under a name never used before and
+    kept until exit (the dynamic loader reuses a library it knows by name or by inode); None where
+    the private folder cannot hold or run it (the caller then loads the cache file itself)."""
+    try:
+        copy = _private_folder() / f"loaded-{len(_copies)}-{key}.so"
+        _copies.append(copy)
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(str(copy))
+    except OSError:
+        return None
+
+
+def _load(path: Path, key: str, n_buffers: int) -> Kernel:
+    """Verify and load ``path``; _Rejected (or FileNotFoundError) when it must not be used."""
+    try:
+        fd = _open_trusted(path.with_suffix(".sha256"))
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            raise
+        raise _Rejected(f"{path.name}: no digest written at build time") from None
+    except OSError as exc:
+        raise _Rejected(f"{path.name}: digest unreadable ({exc})") from exc
+    try:
+        expected = _read_all(fd).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    try:
+        fd = _open_trusted(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _Rejected(f"{path.name}: unreadable ({exc})") from exc
+    try:
+        data = _read_all(fd)
+    finally:
+        os.close(fd)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise _Rejected(f"{path.name}: content does not match its build digest")
+    try:
+        lib = _dlopen_copy(data, key) or ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise _Rejected(f"{path.name}: cannot be loaded ({exc})") from exc
+    try:
+        found = (ctypes.c_char * (len(key) + 1)).in_dll(lib, KEY_SYMBOL).value.decode("ascii", "replace")
+    except (ValueError, AttributeError, OSError):
+        found = None
+    if found != key:
+        raise _Rejected(f"{path.name}: holds kernel {found!r}, not {key!r}")
+    stats["loaded"] += 1
+    return Kernel(lib, n_buffers)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path, key: str) -> Iterator[bool]:
+    """Hold ``optimlab_KEY.lock`` (flock) while this key is checked or built; yields False when no
+    lock file can be made (a read-only cache: it may still be loaded, not written)."""
+    try:
+        fd = os.open(folder / f"optimlab_{key}.lock",
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        yield False
+        return
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _build(source: str, target: Path, key: str) -> None:
+    """Compile ``source`` to ``target`` and write its digest beside it (both renamed into place)."""
     cc = compiler()
     if cc is None:
         raise Unsupported("no C compiler found (set CC)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / "kernel.c"
-        src.write_text(source)
-        out = Path(tmp) / "kernel.so"
+    folder = target.parent
+    for stale in folder.glob(f".build-{key}-*"):  # left by a killed build of this key (we hold its lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=folder))
+    try:
+        src = tmp / "kernel.c"
+        src.write_text(source + f'const char {KEY_SYMBOL}[] = "{key}";\n')
+        out = tmp / "kernel.so"
         result = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
         if result.returncode != 0:
             raise Unsupported(f"C compiler failed: {result.stderr[-2000:]}")
-        os.replace(out, target)  # atomic: a concurrent process sees the whole file or none
+        os.chmod(out, 0o600)
+        digest = tmp / "kernel.sha256"
+        digest.write_text(hashlib.sha256(out.read_bytes()).hexdigest() + "\n")
+        os.chmod(digest, 0o600)
+        os.replace(digest, target.with_suffix(".sha256"))
+        os.replace(out, target)  # atomic: a reader without the lock sees the whole file or none
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     stats["built"] += 1
+
+
+def _load_or_build(folder: Path, source: str, key: str, n_buffers: int) -> Kernel:
+    path = folder / f"optimlab_{key}.so"
+    with _build_lock(folder, key) as locked:
+        try:
+            return _load(path, key, n_buffers)
+        except FileNotFoundError:
+            pass
+        except _Rejected as why:
+            if not locked:
+                raise OSError(f"kernel cache {folder} is read-only and {why}") from None
+            stats["rejected"] += 1
+            _remove(path, path.with_suffix(".sha256"))
+        if not locked:
+            raise OSError(f"cannot write to kernel cache {folder}")
+        _build(source, path, key)
+        try:
+            return _load(path, key, n_buffers)
+        except (_Rejected, FileNotFoundError) as why:  # a fresh build that cannot be loaded: eager
+            _remove(path, path.with_suffix(".sha256"))
+            raise Unsupported(f"freshly built kernel refused: {why}") from None
+
+
+def _obtain(source: str, key: str, n_buffers: int) -> Kernel:
+    """The kernel from the trusted cache; else from the private folder; else Unsupported (eager)."""
+    try:
+        folder = _cache_folder()
+        try:
+            return _load_or_build(folder, source, key, n_buffers)
+        except OSError as exc:
+            if _private and folder == _private[0]:
+                raise
+            _warn_once(f"optimlab: kernel cache {folder} unusable ({exc}); building kernels in a "
+                       "private temporary folder")
+        return _load_or_build(_private_folder(), source, key, n_buffers)
+    except Unsupported:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the cache must never make a step fail
+        raise Unsupported(f"no usable kernel cache ({type(exc).__name__}: {exc})") from exc
 
 
 def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
@@ -224,7 +503,8 @@ def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, 
     """The kernel for this trace structure, from memory, the disk cache, or a fresh build.
 
     ``source`` (default: plain buffers of ``dtype``) says how buffers are stored; ``structure``
-    must tell apart kernels of different sources (it keys the in-memory cache)."""
+    must tell apart kernels of different sources (it keys the in-memory cache). Raises
+    :class:`Unsupported` (the caller then steps eagerly) when no kernel can be had."""
     kernel = _by_structure.get(structure)
     if kernel is not None:
         return kernel
@@ -241,12 +521,7 @@ def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, 
     with _lock:
         kernel = _loaded.get(key)
         if kernel is None:
-            path = cache_dir() / f"optimlab_{key}.so"
-            if not path.exists():
-                _build(text, path)
             n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
-            kernel = Kernel(path, n_buffers)
-            stats["loaded"] += 1
-            _loaded[key] = kernel
+            kernel = _loaded[key] = _obtain(text, key, n_buffers)
     _by_structure[structure] = kernel
     return kernel

@@ -145,7 +145,7 @@ class Backend:
         if self.storage == "int8":  # the block scales, updated in place by both paths: stable addresses
             scales = array("q")
             for name in bucket.names:
-                scales.extend(state[name + precision.SCALE_SUFFIX].data_ptr() for state in bucket.state_dicts)
+                scales.extend(state[name + precision.SCALE_SUFFIX].data_ptr() for state in bucket.dicts)
             bucket.cache["scales"] = scales
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
@@ -166,14 +166,16 @@ class Backend:
         kernel.stored = stored
         return kernel
 
-    def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]],
-               scalars: Sequence[float]) -> None:
-        ptrs = array("q", map(_data_ptr, columns[0]))
-        ptrs.extend(map(_data_ptr, columns[1]))
-        ptrs.extend(bucket.state_ptrs)
+    def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
+        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus a row
+        per stored buffer: its rounding keys (bfloat16) or its block scales (8-bit)."""
+        n = len(bucket.sizes)
+        scalars = array("d", scalars or [0.0])  # one set: the trace's scalars
+        ptrs = array("q", bucket.static_ptrs)  # parameters and state, checked by the dispatcher
+        ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
         if self.storage == "int8":
             ptrs.extend(bucket.cache["scales"])
-            kernel(bucket.sizes, ptrs, scalars)
+            kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
             return
         seed = bucket.cache["group"].get("rounding_seed", 0)
         step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
@@ -182,7 +184,7 @@ class Backend:
                                         precision.stream_id(bucket.names[buffer - 2]))
             signed = torch.where(keys >= 2**31, keys - 2**32, keys) << 32  # the key in the high half
             ptrs.extend(signed.tolist())
-        kernel(bucket.sizes, ptrs, scalars)
+        kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
 BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .. import _atomic
+from .. import _atomic, _json
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -28,13 +27,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    """JSON with non-finite numbers as null (:mod:`optimlab._json`)."""
+    return write_text(path, _json.dumps(data, indent=2) + "\n")
 
 
 def csv_text(rows: Iterable[dict[str, Any]]) -> str:

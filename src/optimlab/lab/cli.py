@@ -110,6 +110,19 @@ def schedule_spec(text: str) -> str:
     return text
 
 
+def noise_spec(text: str):
+    from .noise import parse_noise
+
+    try:
+        return parse_noise(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+NOISE_HELP = ("noisy gradients: 'sd=S' (additive Gaussian), 'batch=B' (B examples per step on a data landscape: "
+              "least_squares, scaled_features), with ',seed=N'; e.g. 'batch=1,seed=0'")
+
+
 def _command(name: str):
     """The command ``name`` of :mod:`.commands`, imported when it runs (``--help`` imports no torch)."""
     def call(args: argparse.Namespace) -> int:
@@ -138,6 +151,7 @@ def register(sub: Any) -> None:
                    help="constant, step:N:GAMMA, cosine, warmup:N or warmup-cosine:N")
     p.add_argument("--tol", type=float_in(0.0, 1e6), default=1e-6, help="tolerance on f - f* for 'steps to tol'")
     p.add_argument("--gif", action="store_true", help="also write an animated trajectories.gif")
+    p.add_argument("--noise", type=noise_spec, default=None, help=NOISE_HELP + " ('auto' lrs are picked noise-free)")
     p.add_argument("--out", default="out/compare", help="output folder")
     p.set_defaults(func=_command("cmd_compare"))
 
@@ -151,6 +165,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed for the random starts")
     p.add_argument("--schedule", type=schedule_spec, default=None, help="learning-rate schedule (see compare)")
     p.add_argument("--tol", type=float_in(0.0, 1e6), default=1e-6, help="tolerance on f - f*")
+    p.add_argument("--noise", type=noise_spec, default=None, help=NOISE_HELP)
     p.add_argument("--out", default="out/sweep", help="output folder")
     p.set_defaults(func=_command("cmd_sweep"))
 
@@ -164,4 +179,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("tour", help="an HTML report that measures each claim of the seed documents")
     p.add_argument("--out", default="out/tour", help="output folder")
+    p.add_argument("--full", action="store_true",
+                   help="the larger real-task plan (more tasks, seeds and steps: minutes); default: a reduced plan")
+    p.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
     p.set_defaults(func=_command("cmd_tour"))

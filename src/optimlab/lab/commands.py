@@ -153,7 +153,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lrs, how = _resolve_lrs(args.lr, names, land.name, start, args.steps, args.schedule, lambda t: advance())
         for n in names:
             runs[n] = run(land, n, [start], args.steps, lr=lrs[n], schedule=args.schedule,
-                          progress=lambda t: advance())
+                          progress=lambda t: advance(), noise=args.noise)
             table += metric_rows(runs[n], args.tol, lr_choice=how[n])
     labels = {n: f"{n} (lr {lrs[n]:.3g})" for n in names}
     paths = {labels[n]: r.path[:, 0] for n, r in runs.items()}
@@ -203,7 +203,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-lr x --starts x optimizers = {n_traj} trajectories (allowed: at most {MAX_TRAJECTORIES})")
     t0 = time.perf_counter()
     with progress_bar(args.steps * len(names), f"sweep on {land.name} ({n_traj} trajectories)") as advance:
-        result = sweep(land, names, lrs, starts, args.steps, schedule=args.schedule, progress=lambda n, t: advance())
+        result = sweep(land, names, lrs, starts, args.steps, schedule=args.schedule, progress=lambda n, t: advance(),
+                       noise=args.noise)
     seconds = time.perf_counter() - t0
     table, final, div = [], {}, {}
     for n in names:
@@ -288,6 +289,6 @@ def cmd_basins(args: argparse.Namespace) -> int:
 def cmd_tour(args: argparse.Namespace) -> int:
     from .tour import main as tour_main
 
-    path = tour_main(args.out)
+    path = tour_main(args.out, gif=not args.no_gif, full=args.full)
     print(f"wrote {path}")
     return 0

@@ -24,19 +24,20 @@ torch's ``SGD(nesterov=True)`` by ``p_torch = w - beta * v`` (tested).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .. import catalogue
+from .. import _json, catalogue
 from ..catalogue import Entry
 from .hyper import HyperValue, prepare
 from .landscapes import Landscape, get_landscape
 from .reference import reference_run  # noqa: F401  (re-exported: optimlab.lab.reference_run)
 from .. import schedules
+from .noise import Noise, parse_noise
+from .sampled import gradient_sampler
 
 
 def get_optimizer(name: str | Entry) -> Entry:
@@ -85,14 +86,10 @@ class Run:
             steps.append(self.steps)
         n = self.n if max_trajectories is None else min(self.n, max_trajectories)
 
-        def clean(t: Tensor) -> list:
-            return [[None if not math.isfinite(v) else v for v in row] if isinstance(row, list)
-                    else (None if not math.isfinite(row) else row) for row in t.tolist()]
-
         return {"landscape": self.landscape.name, "optimizer": self.optimizer.name, "label": self.optimizer.label,
                 "steps": steps, "lr_factors": [self.lr_factors[t - 1] for t in steps[1:]],
                 "trajectories": [{"lr": float(self.lr[i]), **{k: float(v[i]) for k, v in self.hyper.items()},
-                                  "path": clean(self.path[steps, i]), "loss": clean(self.loss[steps, i])}
+                                  "path": _json.finite(self.path[steps, i]), "loss": _json.finite(self.loss[steps, i])}
                                  for i in range(n)]}
 
 
@@ -110,7 +107,7 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
-        **hyper: HyperValue) -> Run:
+        noise: Noise | str | None = None, **hyper: HyperValue) -> Run:
     """Run ``N`` trajectories of one optimizer for ``steps`` steps, as one tensor computation.
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
@@ -120,6 +117,9 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
                 ``beta2``, ``eps``, ``weight_decay``, ...), each a number or one value per trajectory.
     ``schedule`` a schedule spec (see :mod:`optimlab.schedules`); step t uses ``lr * s_t``.
     ``progress`` called with the step number after each step.
+    ``noise``   noisy gradients (:mod:`optimlab.lab.noise`): a :class:`~optimlab.lab.noise.Noise` or a
+                spec such as ``"sd=0.5,seed=0"`` or ``"batch=1,seed=0"`` (data landscapes); the
+                recorded loss stays the noise-free ``f``.
     """
     threads = torch.get_num_threads()
     small = torch.as_tensor(starts).numel() < SINGLE_THREAD_BELOW
@@ -127,7 +127,7 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
         torch.set_num_threads(1)
     try:
         return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, record_grads=record_grads,
-                    dtype=dtype, progress=progress, **hyper)
+                    dtype=dtype, progress=progress, noise=noise, **hyper)
     finally:
         if small and threads > 1:
             torch.set_num_threads(threads)
@@ -139,7 +139,8 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
 SINGLE_THREAD_BELOW = 1 << 16
 
 
-def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, **hyper) -> Run:
+def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, noise=None,
+         **hyper) -> Run:
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -150,6 +151,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     base_lr = kwargs["lr"]
     lr_factors = schedules.factors(schedule, steps)
     rule = spec.rule
+    noisy = gradient_sampler(land, parse_noise(noise), n, dtype, p.device)
 
     state: dict[str, Any] = {}
     for name, value in rule.init_state(p, group).items():
@@ -165,9 +167,13 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         if spec.lookahead:
             with torch.no_grad():
                 f = land.value(p)
-            _, g = land.value_and_grad(p - kwargs["momentum"] * state["momentum_buffer"])
+            ahead = p - kwargs["momentum"] * state["momentum_buffer"]
+            _, g = land.value_and_grad(ahead)
         else:
+            ahead = p
             f, g = land.value_and_grad(p)
+        if noisy is not None:
+            g = noisy(ahead, g, t)
         loss[t - 1] = f
         if grads is not None:
             grads[t - 1] = g

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class Landscape:
                    stay in not to count as diverged.
     ``start``      a default start point that shows the landscape's character.
     ``saddles``    known saddle points (for "escaped the saddle").
-    ``log_plot``   plot contours of ``log(f - f_min + 1)``: for landscapes spanning many decades.
+    ``log_plot``   plot ``log10(f - f* + 0.001)`` (:meth:`plot_height`): for landscapes spanning many decades.
     """
 
     name: str
@@ -86,6 +86,22 @@ class Landscape:
         values = self.value(self.minima_tensor())
         n = self.global_minima or len(self.minima)
         return float(values[:n].min())
+
+    #: what log-scaled plots add to ``f - f*`` before the log (resolves the bottom of the valley)
+    LOG_OFFSET = 1e-3
+
+    def plot_height(self, f: Any) -> Any:
+        """What figures and the web page draw for values ``f`` (a tensor, array or number): ``f`` itself,
+        or ``log10(max(f - f*, 0) + 0.001)`` for landscapes marked ``log_plot``. The one definition of
+        the log-plot transform."""
+        if not self.log_plot:
+            return f
+        lib = torch if isinstance(f, Tensor) else np
+        return lib.log10(lib.clip(f - self.min_value, 0, None) + self.LOG_OFFSET)
+
+    @property
+    def height_label(self) -> str:
+        return "log10(f - f* + 0.001)" if self.log_plot else "f(x, y)"
 
     def evaluate_grid(self, n: int = 100) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``f`` on an ``n x n`` float64 grid over the window: ``(xs, ys, X, Y, Z)`` with
@@ -258,3 +274,5 @@ _BUILTIN = [
 
 for _name, _fn, _minima, _window, _start, _opts in _BUILTIN:
     register_landscape(_name, _fn, _minima, _window, _start, **_opts)
+
+from . import sampled  # noqa: E402,F401  (registers the data landscapes: least_squares, scaled_features)

@@ -53,15 +53,10 @@ def _grid(land: Landscape, n: int = 240) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _height(land: Landscape, Z: np.ndarray) -> tuple[np.ndarray, str]:
-    """What the contour shows: ``f`` itself, or ``log10(f - f_min + 1e-3)`` for steep landscapes."""
+    """What the contour shows (:meth:`Landscape.plot_height`)."""
     if land.log_plot:
-        return np.log10(Z - _floor(land, Z) + 1e-3), "log10(f - min f + 0.001)"
+        return land.plot_height(Z), land.height_label
     return Z, "f(x, y)"
-
-
-def _floor(land: Landscape, Z: np.ndarray) -> float:
-    """The lowest value shown: the known minimum (trajectories reach it; the grid may not)."""
-    return min(float(np.nanmin(Z)), land.min_value)
 
 
 def draw_landscape(ax: Any, land: Landscape, levels: int = 30, colorbar: bool = True) -> None:
@@ -137,7 +132,6 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(X, Y, H, cmap="cividis", alpha=0.55, linewidth=0, antialiased=True, rstride=2, cstride=2)
     colors = dict(colors or colors_for(list(paths)))
-    zmin = _floor(land, Z)
     for label, p in _paths(paths).items():
         inside = land.in_window(torch.as_tensor(p)).numpy() & np.isfinite(p).all(axis=1)
         q = p[inside]
@@ -145,7 +139,7 @@ def surface(landscape: str | Landscape, paths: Mapping[str, Tensor], title: str 
             continue
         with torch.no_grad():
             f = land.value(torch.as_tensor(q)).numpy()
-        h = np.log10(np.maximum(f - zmin, 0) + 1e-3) if land.log_plot else f  # the surface's height
+        h = land.plot_height(f)  # the surface's height
         ax.plot(q[:, 0], q[:, 1], h, color=colors[label], linewidth=2.0, label=label, zorder=10)
     ax.set_xlabel("x")
     ax.set_ylabel("y")

@@ -28,6 +28,10 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", type=Path, default=Path(out), help=f"folder for results (default {out})")
 
 
+#: the protocol's default tasks: every small task, the held-out one and the non-stationary one
+SMALL_TASKS = ("digits-mlp", "cancer-logreg", "sparse-logreg", "shift-char-lstm", "diabetes-mlp")
+
+
 def register(sub) -> None:
     from ..cli import lazy
 
@@ -53,7 +57,10 @@ def register(sub) -> None:
     p.add_argument("--start-lr", type=float, default=1e-6, help="first learning rate of the ramp (default 1e-6)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
     p.add_argument("--steps", type=int, default=100, help="steps of the ramp (default 100)")
-    p.add_argument("--rule", default="min/10", help="suggestion rule: min/10 (default) or steepest")
+    p.add_argument("--rule", default="min/10",
+                   help="suggestion rule: min/10 (default), valley (fastai's) or steepest (torch-lr-finder's)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds to run the test on; the suggestion is their median, with the range (default 3)")
     p.set_defaults(func=lazy("optimlab.train.cli", "cmd_lr_find"))
 
     p = sub.add_parser("bench", help="tune each optimizer's LR on a grid, run seeds, report time-to-target")
@@ -71,6 +78,36 @@ def register(sub) -> None:
                    help="optimizer state storage for every optimizer: float32, float64, bfloat16 or int8 "
                         "(default: the parameters' dtype; see docs/precision.md)")
     p.set_defaults(func=lazy("optimlab.train.cli", "cmd_bench"))
+
+    from .. import catalogue
+    p = sub.add_parser("protocol", help="the benchmark protocol: Sobol-tuned studies, fresh-seed evaluation, "
+                                        "time to target, performance profiles, report (out/bench/report.html)")
+    p.add_argument("--tasks", nargs="+", default=list(SMALL_TASKS), metavar="NAME",
+                   help=f"tasks (space or comma separated; default: {' '.join(SMALL_TASKS)})")
+    p.add_argument("--optimizers", nargs="+", default=list(catalogue.main_names()), metavar="NAME",
+                   help=f"optimizers (default: the lab's main set, {' '.join(catalogue.main_names())})")
+    p.add_argument("--trials", type=int, default=8, help="quasi-random trials per study (default 8)")
+    p.add_argument("--studies", type=int, default=3, help="independent studies per pair (default 3)")
+    p.add_argument("--eval-seeds", type=int, default=3, help="fresh seeds per study's best point (default 3)")
+    p.add_argument("--default-seeds", type=int, default=3, help="seeds at default hyperparameters (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="step budget per run (default: each task's)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="steps between validations")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the studies (default 1)")
+    p.add_argument("--storage", default=None,
+                   help="database URL of the studies (default sqlite:///OUT/protocol.db; a server URL "
+                        "such as postgresql://user@host/db lets workers on many machines share them)")
+    p.add_argument("--no-recover", action="store_true",
+                   help="do not re-run trials left RUNNING by a killed worker (use while workers on other "
+                        "machines are alive)")
+    p.add_argument("--label", default="", help="a label for the report's title (e.g. 'reduced run')")
+    p.add_argument("--docs", type=Path, default=None, metavar="PATH",
+                   help="also write the Markdown report to PATH (e.g. docs/benchmark.md), its figures in "
+                        "a folder named after it (docs/benchmark/)")
+    p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the report (default out/bench)")
+    p.add_argument("--space", default="lr", choices=("lr", "full"),
+                   help="lr: search the learning rate of each catalogue entry's space, the rest at library "
+                        "defaults (default; the small-budget protocol); full: the entry's whole space")
+    p.set_defaults(func=lazy("optimlab.train.cli", "cmd_protocol"))
 
 
 def _setup(args) -> None:
@@ -202,37 +239,37 @@ def cmd_train(args) -> int:
 def cmd_lr_find(args) -> int:
     from . import plots
     from .._atomic import atomic_write_all
-    from .lr_finder import RULES, find_lr
+    from .lr_finder import RULES, find_lr_band
     task = _task(args.task)
     args.optimizer = _optimizer(args.optimizer)
     if args.rule not in RULES:
         raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {args.rule!r}")
+    if not 1 <= args.seeds <= 100:
+        raise ValueError(f"--seeds must be in [1, 100], got {args.seeds}")
     mode = _mode(args)
     _setup(args)
     optimizer = args.optimizer or task.default_optimizer
-    result = find_lr(task, optimizer, mode, args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
-                     num_steps=args.steps, rule=args.rule)
+    band = find_lr_band(task, optimizer, mode, args.seeds, args.seed, start_lr=args.start_lr, end_lr=args.end_lr,
+                        num_steps=args.steps, rule=args.rule)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"lr_find_{task.name}_{optimizer}"
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["lr", "loss", "smoothed_loss"])
-            w.writerows([f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"] for a, b, c in zip(result.lrs, result.losses, result.smoothed))
+            w.writerow(["seed", "lr", "loss", "smoothed_loss"])
+            for k, result in enumerate(band.results):
+                w.writerows([args.seed + k, f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"]
+                            for a, b, c in zip(result.lrs, result.losses, result.smoothed))
+    first = band.results[0]
     csv_path, png_path = Path(f"{stem}.csv"), Path(f"{stem}.png")
-    title = (f"LR range test: {task.name}, {optimizer} ({len(result.lrs)} steps, "
-             f"{'stopped on divergence' if result.stopped_early else 'full ramp'})")
-    atomic_write_all([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(result, title, tmp))])
-    print(f"{task.name} / {optimizer}: suggested lr = {result.suggestion:.3g} (rule {result.rule}: "
-          + ("one tenth of the LR at the smoothed loss's minimum" if result.rule == "min/10"
-             else "steepest descent of the smoothed loss in log(lr)") + ")")
-    others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.rule)
-    print(f"other rule: {others}; ramp {result.lrs[0]:.3g} .. {result.lrs[-1]:.3g} in {len(result.lrs)} steps"
-          + (" (stopped on divergence)" if result.stopped_early else ""))
-    if result.min_at_end:
-        print(f"warning: the smoothed loss was still at its lowest at the end of the ramp ({result.lrs[-1]:.3g}); "
-              "the min/10 rule is unreliable here: raise --end-lr, or use the steepest rule")
+    title = (f"LR range test: {task.name}, {optimizer}, seed {args.seed} ({len(first.lrs)} steps, "
+             f"{'stopped on divergence' if first.stopped_early else 'full ramp'})")
+    atomic_write_all([(csv_path, write_csv), (png_path, lambda tmp: plots.lr_finder(first, title, tmp))])
+    print(f"{task.name} / {optimizer}: {band.message}")
+    for rule in RULES:
+        if rule != band.rule and (b := band.band(rule)) is not None:
+            print(f"  rule {rule}: median {b[0]:.3g}, range {b[1]:.3g} .. {b[2]:.3g}")
     print(f"wrote {csv_path}, {png_path}")
     return 0
 
@@ -277,6 +314,44 @@ def cmd_bench(args) -> int:
                       "-" if s["seconds_to_target_median"] is None else f"{s['seconds_to_target_median']:.2f}",
                       f"{s['final_metric_mean']:.4g} ± {s['final_metric_std']:.2g}", str(s["diverged"]))
     _stdout().print(table)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_protocol(args) -> int:
+    import datetime
+    import shlex
+    import sys
+
+    from .protocol import Protocol, run_protocol
+    from .protocol_report import write_docs_copy, write_report
+    split = [n for item in args.tasks for n in item.split(",") if n], [n for item in args.optimizers
+                                                                       for n in item.split(",") if n]
+    protocol = Protocol(tuple(split[0]), tuple(split[1]), args.trials, args.studies, args.eval_seeds,
+                        args.default_seeds, args.steps, args.eval_every, space=args.space)
+    args.out.mkdir(parents=True, exist_ok=True)
+    url = args.storage or f"sqlite:///{(args.out / 'protocol.db').resolve()}"
+    console = _console()
+    console.print(f"budget: {protocol.budget_text()}; {args.workers} worker(s); storage {url}")
+    done = {"n": 0}
+
+    def on_trial(study, trial):
+        done["n"] += 1
+        if done["n"] % 10 == 0:
+            console.print(f"{done['n']} runs done (last: {study} #{trial.number})")
+    result = run_protocol(protocol, url, args.workers, recover_stale=not args.no_recover, on_trial=on_trial,
+                          log=console.print)
+    command = "optimlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "optimlab protocol"
+    date = result["budget"].get("started") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    paths = write_report(result, args.out, command, date, args.label)
+    if args.docs is not None:
+        paths += write_docs_copy(result, args.docs, command, date, args.label)
+    for name, score in sorted(result["score_seconds"].items(), key=lambda kv: -kv[1]):
+        print(f"{name:10s} score (seconds) {score:.3f}  (steps) {result['score_steps'][name]:.3f}")
+    for v in result["verdicts"]:
+        print(f"{v['claim']}: {v['verdict']} ({v['numbers']})")
+    print(f"spent {result['budget']['runs']} runs, {result['budget']['cpu_seconds']:.0f} CPU-s, "
+          f"{result['wall_seconds']:.0f} s wall")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -88,6 +88,7 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
           steps: int | None = None, schedule: str = "none", seed: int = 0, eval_every: int | None = None,
           stop_at_target: bool = False, diagnostics=None, model: nn.Module | None = None,
           callback: Callable[[int, int, float, dict | None], None] | None = None,
+          optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None,
           state_dtype: Any = None) -> RunResult:
     """Train ``task`` once and return its curves and its steps / seconds to the target.
 
@@ -95,6 +96,9 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
     when the loss becomes non-finite (``diverged``) or, with ``stop_at_target``, when the target is met.
     ``callback(step, steps, loss, last_eval)`` is called after every step (for a progress bar).
     ``model``, if given, is trained in place instead of a fresh one built from ``seed``.
+    ``optimizer_factory(params)``, if given, builds the optimizer instead of ``optimizer`` and ``lr``
+    (``optimlab tune`` and the benchmark protocol pass every tuned hyperparameter this way); the
+    result's ``lr`` is then the built optimizer's first-group lr (``optimizer`` stays the label).
     """
     task = get_task(task) if isinstance(task, str) else task
     optimizer = optimizer or task.default_optimizer
@@ -108,7 +112,11 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
 
     data = task.data()
     model = build_model(task, seed) if model is None else model
-    opt = make_optimizer(optimizer, model.parameters(), lr, state_dtype)
+    if optimizer_factory is None:
+        opt = make_optimizer(optimizer, model.parameters(), lr, state_dtype)
+    else:
+        opt = optimizer_factory(model.parameters())
+        lr = opt.param_groups[0]["lr"]
     sched = make_schedule(schedule, opt, steps, task.higher_is_better)
     stream = batches(mode, data.n_train, torch.Generator().manual_seed(10_000 + seed))
 
@@ -121,11 +129,12 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
     model.train()
     while step < steps:
         idx = next(stream)
+        x_train, y_train = task.train_tensors(step, steps)
         if diagnostics is not None:
             diagnostics.before_step(model, step + 1)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = task.loss(model(data.x_train[idx]), data.y_train[idx])
+        loss = task.loss(model(x_train[idx]), y_train[idx])
         loss.backward()
         if diagnostics is not None:  # gradients are read before the step changes anything
             elapsed += time.perf_counter() - start

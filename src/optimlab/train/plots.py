@@ -122,6 +122,8 @@ def lr_finder(result, title: str, path: Path) -> None:
     ax.plot(result.lrs, result.losses, color="0.65", linewidth=0.8, label="loss per step")
     ax.plot(result.lrs, result.smoothed, color=PALETTE[0], linewidth=2, label=f"EWMA (beta={result.beta:g}), bias-corrected")
     for i, (rule, lr) in enumerate(result.suggestions.items()):
+        if lr is None:
+            continue
         chosen = " (suggested)" if rule == result.rule else ""
         ax.axvline(lr, color=PALETTE[1 + i], linestyle=STYLES[1 + i], linewidth=1.6,
                    label=f"{rule}: lr={lr:.3g}{chosen}")

@@ -13,7 +13,15 @@ cancer-logreg      logistic regression, breast-cancer data, features UNSCALED  a
 sparse-logreg      logistic regression, 200 rare binary features (generated)   accuracy >= 0.92
 adding-lstm        LSTM(2->32) on the adding problem, length 20 (generated)    MSE <= 0.01
 char-lstm          character LSTM language model on stdlib docstrings          bits/char <= 2.6
+shift-char-lstm    small char LSTM; noisy inputs, text switches from docstrings bits/char <= 3.3
+                   to stdlib source code half-way (noisy, non-stationary)
+diabetes-mlp       HELD OUT: 10-32-1 MLP regression, scikit-learn diabetes     MSE <= 0.6
 =================  ==========================================================  ===================
+
+``diabetes-mlp`` is held out (``Task.held_out``): it was added after the defaults and search spaces
+were set, was not used to choose any of them, and its default learning rate is the optimizer's
+library default, not a tuned one. ``shift-char-lstm`` is non-stationary (``Task.shift``): the
+training text changes half-way through every run.
 
 The exact targets are the ``target`` fields of :data:`TASKS`.
 """
@@ -79,9 +87,17 @@ class Task:
     default_batch_size: int | None  # None: batch gradient descent (whole training set per step)
     budget_steps: int
     eval_every: int
+    held_out: bool = False  # not used to design defaults or search spaces
+    shift: Callable[[], Data] | None = None  # training data of the second half of every run
 
     def data(self) -> Data:
         return _cached_data(self.name)
+
+    def train_tensors(self, step: int, steps: int) -> tuple[Tensor, Tensor]:
+        """The training (x, y) for 0-based ``step`` of a ``steps``-step run: the task's data, or,
+        for a non-stationary task, the ``shift`` data from step ``steps // 2`` on."""
+        data = self.data() if self.shift is None or step < steps // 2 else _cached_shift(self.name)
+        return data.x_train, data.y_train
 
     def reached(self, value: float) -> bool:
         """Whether a validation metric value meets the target."""
@@ -329,6 +345,74 @@ class CharLSTM(nn.Module):
         return self.head(out)
 
 
+def _source_text(max_chars: int) -> str:
+    """Python source code of the stdlib modules of :data:`TEXT_MODULES` (printable ASCII only)."""
+    parts = []
+    for name in TEXT_MODULES:
+        try:
+            parts.append(inspect.getsource(importlib.import_module(name)))
+        except (OSError, TypeError):  # a frozen or built-in module has no source
+            continue
+    text = "".join(c for c in "\n".join(parts) if c == "\n" or 32 <= ord(c) < 127)
+    return text[:max_chars]
+
+
+SHIFT_SEQ_LEN = 16
+SHIFT_CHARS = 120_000
+SHIFT_NOISE = 0.1
+
+
+def _printable_vocab() -> str:
+    return "\n" + "".join(chr(i) for i in range(32, 127))
+
+
+def _noisy_windows(text: str, seed: int) -> Data:
+    """Windows of ``SHIFT_SEQ_LEN + 1`` characters, 10% validation; ``SHIFT_NOISE`` of the INPUT
+    characters are replaced by random printable ones (the targets stay clean)."""
+    vocab = {c: i for i, c in enumerate(_printable_vocab())}
+    ids = torch.tensor([vocab[c] for c in text], dtype=torch.long)
+    n = (len(ids) - 1) // SHIFT_SEQ_LEN
+    windows = torch.stack([ids[i * SHIFT_SEQ_LEN:i * SHIFT_SEQ_LEN + SHIFT_SEQ_LEN + 1] for i in range(n)])
+    split = _split(windows, windows, 0.1)
+    g = torch.Generator().manual_seed(seed)
+
+    def noisy(x: Tensor) -> Tensor:
+        flip = torch.rand(x.shape, generator=g) < SHIFT_NOISE
+        return torch.where(flip, torch.randint(0, len(vocab), x.shape, generator=g), x)
+    return Data(noisy(split.x_train[:, :-1]), split.x_train[:, 1:], noisy(split.x_val[:, :-1]), split.x_val[:, 1:])
+
+
+def shift_char_data() -> Data:
+    """Second-half data of ``shift-char-lstm`` as the validation set: stdlib SOURCE code; the
+    training tensors here are the first half's (stdlib docstrings), of the same size."""
+    first = _noisy_windows(stdlib_text()[:SHIFT_CHARS], DATA_SEED)
+    second = _noisy_windows(_source_text(SHIFT_CHARS), DATA_SEED + 1)
+    n = min(first.n_train, second.n_train)
+    return Data(first.x_train[:n], first.y_train[:n], second.x_val, second.y_val)
+
+
+def shift_char_second_half() -> Data:
+    """The training tensors of the second half of a run (source code), as many as the first half's."""
+    first = _noisy_windows(stdlib_text()[:SHIFT_CHARS], DATA_SEED)
+    second = _noisy_windows(_source_text(SHIFT_CHARS), DATA_SEED + 1)
+    n = min(first.n_train, second.n_train)
+    return Data(second.x_train[:n], second.y_train[:n], second.x_val, second.y_val)
+
+
+def diabetes_data() -> Data:
+    """scikit-learn's bundled diabetes regression (442 patients, 10 features); features and target
+    standardized over the whole set (predicting the mean gives MSE ~1); 20% validation."""
+    from sklearn.datasets import load_diabetes
+    bunch = load_diabetes()
+    x = torch.tensor(bunch.data, dtype=torch.float32)
+    y = torch.tensor(bunch.target, dtype=torch.float32)
+    return _split((x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std(), 0.2)
+
+
+def _diabetes_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1), nn.Flatten(0))
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
 
@@ -360,12 +444,25 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          char_data, lambda: CharLSTM(len(char_vocab())), _lm_loss,
          "val bits/char", _bits_per_char, False, 2.6,
          "adam", 1e-2, 32, budget_steps=800, eval_every=50),
+    Task("shift-char-lstm", "small char LSTM, 10% noisy inputs, text switches from docstrings to source code half-way",
+         shift_char_data, lambda: CharLSTM(len(_printable_vocab()), hidden=32), _lm_loss,
+         "val bits/char", _bits_per_char, False, 3.3,
+         "adam", 1e-2, 32, budget_steps=240, eval_every=20, shift=shift_char_second_half),
+    Task("diabetes-mlp", "HELD OUT: 10-32-1 ReLU MLP regression on scikit-learn's diabetes data",
+         diabetes_data, _diabetes_mlp, F.mse_loss,
+         "val MSE", _mse, False, 0.6,
+         "adam", 1e-3, 32, budget_steps=300, eval_every=20, held_out=True),
 ]}
 
 
 @functools.lru_cache(maxsize=None)
 def _cached_data(name: str) -> Data:
     return TASKS[name].make_data()
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_shift(name: str) -> Data:
+    return TASKS[name].shift()
 
 
 def get_task(name: str) -> Task:

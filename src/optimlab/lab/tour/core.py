@@ -1,0 +1,145 @@
+"""The pieces every section of the tour shares: the section record, the samples of settings,
+per-run metrics the claims use, and the "try it" link into the browser lab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..engine import get_optimizer
+from ..landscapes import get_landscape
+from ..noise import Noise, parse_noise
+from ..verdicts import Claim
+
+#: where ``optimlab web`` serves the browser lab by default
+WEB_LAB = "http://127.0.0.1:8000/"
+
+
+@dataclass
+class Section:
+    """One part of the tour: a seed's sentence, the experiment, figures, and the claims tested."""
+
+    key: str
+    title: str
+    seed_file: str
+    quote: str
+    experiment: str
+    claims: list[Claim] = field(default_factory=list)
+    figures: list[tuple[str, Any]] = field(default_factory=list)  # (file name, Figure or GIF path)
+    notes: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)    # (text, url)
+    table: tuple[list[str], list[list[str]]] | None = None        # (header, rows)
+    gif: tuple[str, str, dict, dict] | None = None                # (file, landscape, paths, colours)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "seed_file": self.seed_file, "quote": self.quote,
+                "experiment": self.experiment, "claims": [c.to_json() for c in self.claims],
+                "figures": [name for name, _ in self.figures], "try_it": [url for _, url in self.links],
+                "notes": self.notes}
+
+
+def try_it_url(landscape: str, optimizers: Mapping[str, Mapping[str, float]] | Sequence[str],
+               lrs: Mapping[str, float] | None = None, start: Sequence[float] | Sequence[Sequence[float]] | None = None,
+               steps: int = 200, noise: Noise | str | None = None, schedule: str = "constant",
+               base: str = WEB_LAB) -> str:
+    """A link that opens the browser lab (``optimlab web``) with these settings.
+
+    The page reads its state from the URL hash (``src/optimlab/web/static/app.js``)::
+
+        #landscape=NAME&start=X,Y[;X,Y...]&steps=N&schedule=SPEC&opt=NAME:lr=LR[,KNOB=V...]...&noise=SPEC
+
+    ``optimizers``: names (each at ``lrs[name]`` if given) or ``{name: {"lr": ..., knob: value}}``;
+    ``noise``: a :class:`~optimlab.lab.noise.Noise` or its spec string (``sd=0.5,batch=1,seed=0``),
+    written as ``noise=SPEC`` (omitted when there is none).
+    """
+    land = get_landscape(landscape)
+    if start is None:
+        start = land.start
+    pts = [start] if isinstance(start[0], (int, float)) else list(start)
+    parts = [f"landscape={quote(land.name)}",
+             "start=" + ";".join(",".join(f"{float(v):g}" for v in p) for p in pts),
+             f"steps={int(steps)}", f"schedule={quote(schedule, safe=':')}"]
+    items = optimizers.items() if isinstance(optimizers, Mapping) else [(n, {}) for n in optimizers]
+    for name, knobs in items:
+        knobs = dict(knobs)
+        if "lr" not in knobs and lrs and name in lrs:
+            knobs["lr"] = lrs[name]
+        name = get_optimizer(name).name
+        kv = [f"lr={float(knobs.pop('lr')):g}"] if "lr" in knobs else []
+        kv += [f"{k}={float(v):g}" for k, v in knobs.items()]
+        parts.append(f"opt={quote(name)}" + (":" + ",".join(kv) if kv else ""))
+    nz = parse_noise(noise)
+    if nz is not None and nz.active:
+        parts.append(f"noise={nz.spec()}")
+    return base + "#" + "&".join(parts)
+
+
+def random_starts(n: int, box: tuple[tuple[float, float], tuple[float, float]], seed: int) -> Tensor:
+    """``n`` starts drawn uniformly from ``box`` = ((x0, x1), (y0, y1)) with numpy ``default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    (x0, x1), (y0, y1) = box
+    pts = np.stack([rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)], axis=1)
+    return torch.from_numpy(pts)
+
+
+def grid_starts(xs: Sequence[float], ys: Sequence[float]) -> Tensor:
+    """Every (x, y) of the grid, x varying fastest within each y row."""
+    X, Y = np.meshgrid(np.asarray(xs, float), np.asarray(ys, float), indexing="xy")
+    return torch.from_numpy(np.stack([X.ravel(), Y.ravel()], axis=1))
+
+
+def capped_steps(steps_to_tol: Tensor, budget: int) -> np.ndarray:
+    """Steps to tolerance as floats, a run that never got there counted as ``budget + 1``."""
+    s = steps_to_tol.double().numpy()
+    return np.where(s >= 0, s, budget + 1.0)
+
+
+def log_gap(gap: Tensor, diverged: Tensor, floor: float = 1e-16, ceiling: float = 1e6) -> np.ndarray:
+    """``log10(f - f*)`` clipped to [floor, ceiling]; a diverged run counts as the ceiling."""
+    g = gap.double().numpy()
+    g = np.where(diverged.numpy() | ~np.isfinite(g), ceiling, np.clip(g, floor, ceiling))
+    return np.log10(g)
+
+
+def crossings(path: Tensor, axis: int, centre: float) -> np.ndarray:
+    """How often each trajectory crosses ``coordinate[axis] = centre`` (sign changes of
+    ``w_t[axis] - centre``; exact zeros are skipped)."""
+    d = (path[:, :, axis] - centre).numpy()
+    s = np.sign(d)
+    out = np.zeros(d.shape[1])
+    last = np.zeros(d.shape[1])
+    for row in s:
+        out += (row != 0) & (last != 0) & (row != last)
+        last = np.where(row != 0, row, last)
+    return out
+
+
+def flip_fraction(path: Tensor, axis: int) -> np.ndarray:
+    """The fraction of consecutive steps whose component along ``axis`` changes sign."""
+    d = (path[1:, :, axis] - path[:-1, :, axis]).numpy()
+    s = np.sign(d)
+    flips = (s[1:] * s[:-1]) < 0
+    return flips.mean(axis=0)
+
+
+def tuned_lr(values: np.ndarray, lrs: Sequence[float], lower_is_better: bool = True) -> tuple[int, float]:
+    """The index and value of the best learning rate by the median of ``values`` ``(L, S)``."""
+    med = np.median(values, axis=1)
+    i = int(np.argmin(med) if lower_is_better else np.argmax(med))
+    return i, float(lrs[i])
+
+
+def label(name: str) -> str:
+    return get_optimizer(name).label
+
+
+def colour(name: str) -> str:
+    """The optimizer's one colour (the catalogue's)."""
+    from ... import catalogue
+
+    return catalogue.colour(name)
