@@ -139,8 +139,8 @@ class Optimizer(torch.optim.Optimizer):
         if state:
             return state
         if group.get("fused") and not (param.device.type in _FUSED_DEVICES and torch.is_floating_point(param)):
-            raise RuntimeError(f"fused=True requires floating-point parameters on one of {_FUSED_DEVICES}, "
-                               f"got {param.dtype} on {param.device.type}")
+            raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of supported "
+                               f"devices: {list(_FUSED_DEVICES)} but {param.dtype} and {param.device.type}")
         state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
