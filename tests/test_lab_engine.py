@@ -145,7 +145,7 @@ def test_plain_data_for_a_web_page():
     json.dumps(land.describe(), allow_nan=False)
 
 
-@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "fused"])
+@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "param_rounding", "rounding_seed", "fused"])
 def test_execution_options_of_the_optimizers_are_not_lab_hyperparameters(option):
     with pytest.raises(ValueError, match=f"no hyperparameter '{option}'"):
         engine.run("rosenbrock", "adam", [[0.0, 0.0]], 3, **{option: None})
