@@ -140,8 +140,8 @@ def test_plain_data_for_a_web_page():
     assert None in sum(d["trajectories"][1]["path"], [])  # lr 1.0 blows up: non-finite -> None
     json.dumps(d, allow_nan=False)
     land = get_landscape("himmelblau")
-    g = land.grid(5)
-    assert len(g["z"]) == 5 and g["z"][0][0] == float(land.value(torch.tensor([g["x"][0], g["y"][0]], dtype=torch.float64)))
+    xs, ys, _, _, z = land.evaluate_grid(5)
+    assert z.shape == (5, 5) and float(z[0, 0]) == float(land.value(torch.tensor([xs[0], ys[0]], dtype=torch.float64)))
     json.dumps(land.describe(), allow_nan=False)
 
 

@@ -196,7 +196,8 @@ def test_landscape_grid_is_the_function_on_its_window(client):
         assert (x[0], x[-1]) == land.window[0] and (y[0], y[-1]) == land.window[1]
         assert torch.equal(z, land.fn(x[None, :].expand(res, res), y[:, None].expand(res, res)))
         if land.log_plot:
-            want = torch.log10(torch.clamp(z - land.min_value, min=0) + 1)
+            assert g["log_offset"] == 1e-3  # the one log-plot transform: log10(f - f* + 0.001)
+            want = torch.log10(torch.clamp(z - land.min_value, min=0) + 1e-3)
             assert torch.allclose(torch.tensor(g["zplot"], dtype=torch.float64), want, rtol=1e-12, atol=1e-12)
         else:
             assert g["zplot"] is None

@@ -7,8 +7,6 @@ written directly (``allow_nan=False``), non-finite numbers as ``null``.
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .. import catalogue, schedules
+from .. import _json, catalogue, schedules
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
@@ -48,39 +46,20 @@ class BudgetExceeded(Exception):
 
 def nested(t: torch.Tensor | np.ndarray) -> list:
     """A tensor as nested lists of Python floats, non-finite entries as None (JSON null)."""
-    if isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()):
-        return t.tolist()
-    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    a = a.astype(np.float64)
-    finite = np.isfinite(a)
-    if finite.all():
-        return a.tolist()
-    obj = a.astype(object)
-    obj[~finite] = None
-    return obj.tolist()
+    return _json.finite(t)
 
 
 def dumps(payload: Any) -> str:
-    """JSON without NaN / Infinity: a non-finite number left in a payload is a bug, not something
-    to send (written directly: ``jsonable_encoder`` walks every float in Python)."""
-    return json.dumps(payload, allow_nan=False, separators=(",", ":"))
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """JSON of a payload built clean (:func:`nested`, :func:`optimlab._json.finite`): written as it
+    is, NaN refused (``jsonable_encoder`` would walk every float in Python)."""
+    return _json.dumps(payload, clean=False, separators=(",", ":"))
 
 
 # --- metadata and grids ---------------------------------------------------------------------------
 
 def landscape_info(name: str) -> dict[str, Any]:
     land = get_landscape(name)
-    return {"name": land.name, "formula": land.formula, "description": land.description,
-            "window": [list(land.window[0]), list(land.window[1])], "start": list(land.start),
-            "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
-            "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
-            "min_value": land.min_value,
+    return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
             # each optimizer's default learning rate on this landscape (from the catalogue)
             "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
 
@@ -119,10 +98,9 @@ def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
     """
     land = get_landscape(name)
     xs, ys, _, _, z = land.evaluate_grid(resolution)
-    zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else None
     return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
-            "zplot": nested(zplot) if land.log_plot else None, "log_plot": land.log_plot,
-            "zplot_label": "log10(f - f* + 1)" if land.log_plot else "f(x, y)"}
+            "zplot": nested(land.plot_height(z)) if land.log_plot else None, "log_plot": land.log_plot,
+            "zplot_label": land.height_label, "log_offset": land.LOG_OFFSET}
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -219,7 +197,7 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "path": nested(r.path),
             "loss": nested(r.loss),
             "left_window": left[k * n:(k + 1) * n],
-            "metrics": [{key: _clean(v) for key, v in row.items()} for row in mine],
+            "metrics": [{key: _json.finite(v) for key, v in row.items()} for row in mine],
         })
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
             "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,

@@ -306,6 +306,7 @@ class LandscapeGrid(BaseModel):
     zplot: list[list[Number]] | None
     log_plot: bool
     zplot_label: str
+    log_offset: float = Field(description="zplot = log10(max(z - f*, 0) + log_offset) where log_plot")
 
 
 class LandscapeInfo(BaseModel):

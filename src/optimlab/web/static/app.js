@@ -786,7 +786,7 @@
     if (v === null || v === undefined) return null;
     const g = lab.grid;
     const lift = 0.015 * (g.zrange[1] - g.zrange[0]);
-    return (g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + 1) : v) + lift;
+    return (g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + g.log_offset) : v) + lift;  // Landscape.plot_height
   }
 
   function drawSurface(force) {
