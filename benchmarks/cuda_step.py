@@ -11,14 +11,15 @@ What it prints, each section on its own so that one failing cell does not hide t
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
 5. block-size sweep on Adam, layout a (the table uses the best);
-6. the speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
+6. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
+   kernels alone, no host work). The speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
    tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
    CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
    sample, median of the samples), the ratio torch / optimlab, the GB/s each step must move and
    its share of the triad's bandwidth, and the targets of issue 14 (>= 1.0x torch fused, >= 3x
    torch foreach on layouts a and b, >= 85% of the triad on layout a).
 
-    python benchmarks/cuda_step.py            # about 2-4 minutes on one H100
+    python benchmarks/cuda_step.py            # about 1.5 minutes on one H200
     python benchmarks/cuda_step.py --quick    # fewer samples
     python benchmarks/cuda_step.py --dry-run  # no GPU: tiny layouts on CPU tensors through Triton's
                                               # interpreter, to check the script itself runs
@@ -43,13 +44,15 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
-from step_speed import ALGORITHMS, LAYOUTS  # noqa: E402
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS  # noqa: E402
 
-#: torch's fastest path on CUDA (torch.optim.Adagrad's fused kernel is CPU-only)
-TORCH_FASTEST = {"sgd_momentum": "fused", "adagrad": "foreach", "rmsprop": "foreach", "adam": "fused",
-                 "adamw": "fused", "nadam": "foreach"}
 START = time.perf_counter()
 DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
+
+
+def torch_path(name: str, flags: dict) -> str:
+    """torch's fastest path on CUDA: step_speed's choice, except Adagrad (its fused kernel is CPU-only)."""
+    return "fused" if "fused" in flags and name != "adagrad" else "foreach"
 
 
 def elapsed() -> float:
@@ -198,11 +201,13 @@ LATENCY = r"""
 import sys, time, torch
 sys.path.insert(0, {src!r}); sys.path.insert(0, {here!r})
 import optimlab
-from step_speed import ALGORITHMS, LAYOUTS
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS
 from cuda_step import make_side
 torch.zeros(1, device="cuda"); torch.cuda.synchronize()
 shapes = LAYOUTS["b"][1]()
 for name, cls, _, kw, _, _ in ALGORITHMS:
+    if name not in DEFAULT_ALGORITHMS:
+        continue
     out = []
     for _ in range(2):
         params, opt = make_side(shapes, cls, kw)
@@ -268,38 +273,58 @@ def sweep(samples: int) -> None:
         print(f"  using BLOCK {block} x {iters}, {warps} warps")
 
 
-def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float) -> None:
-    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
-          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
-    for name, ocls, tcls, kw, _, bytes_per in ALGORITHMS:
-        path = TORCH_FASTEST[name]
+def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None,
+          names: tuple[str, ...] = DEFAULT_ALGORITHMS):
+    """Each cell's ``(name, label, layout, torch path, parameters, bytes per parameter, optimlab
+    optimizer, torch optimizer)``, both sides on the same values; ``flags`` (per algorithm, both
+    sides) also picks the algorithms. A cell past the time budget or failing to build is printed."""
+    for name, ocls, tcls, kw, torch_flags, bytes_per in ALGORITHMS:
+        if name not in names or (flags is not None and name not in flags):
+            continue
+        path, extra = torch_path(name, torch_flags), (flags or {}).get(name, {})
         for lk in layouts:
-            label, make = LAYOUTS[lk]
+            label, make = LAYOUTS[lk][:2]
             if elapsed() > budget:
                 print(f"{name:<13} {label:<21} skipped: the run's time budget ({budget:.0f} s) is spent", flush=True)
                 continue
             try:
                 shapes = make()
                 n = sum(torch.Size(s).numel() for s in shapes)
-                op, oopt = make_side(shapes, ocls, kw)
-                tp, topt = make_side(shapes, tcls, {**kw, path: True})
-                oopt.step()
-                before = dict(kernels.stats)
-                tm, om = time_pair(topt, oopt, samples)
-                eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
-                bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
-                gbs = bytes_per * n / om / 1e9
-                target = 1.0 if path == "fused" else 3.0
-                met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
-                share = f"{100 * gbs / bw:5.0f}%" + (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED") + ")"
-                                                     if lk == "a" else "")
-                print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                      f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
-                      + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
-                del op, oopt, tp, topt
-                torch.cuda.empty_cache()
+                _, oopt = make_side(shapes, ocls, {**kw, **extra})
+                _, topt = make_side(shapes, tcls, {**kw, path: True, **extra})
             except Exception:
                 print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+                continue
+            yield name, label, lk, path, n, bytes_per, oopt, topt
+            del oopt, topt
+            torch.cuda.empty_cache()
+
+
+def _share(gbs: float, bw: float, layout: str) -> str:
+    """A step's bandwidth as a share of the triad's, with the >= 85% target on layout a."""
+    target = (" (>=85% " + ("met" if gbs / bw >= 0.85 else "MISSED") + ")") if layout == "a" else ""
+    return f"{100 * gbs / bw:5.0f}%{target}"
+
+
+def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float, names: tuple[str, ...]) -> None:
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
+          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(layouts, budget, names=names):
+        try:
+            oopt.step()
+            before = dict(kernels.stats)
+            tm, om = time_pair(topt, oopt, samples)
+            eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
+            bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+            gbs = bytes_per * n / om / 1e9
+            target = 1.0 if path == "fused" else 3.0
+            met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
+            share = _share(gbs, bw, lk)
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                  f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
+                  + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
+        except Exception:
+            print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def dry_run() -> None:
@@ -309,18 +334,56 @@ def dry_run() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     os.environ["OPTIMLAB_BACKEND"] = "triton"
     Triad.n = 1 << 16
-    LAYOUTS.update({"a": ("a: 1 x 4096 (dry run)", lambda: [(4096,)]),
-                    "b": ("b: 6 tensors (dry run)", lambda: [(300,), (7,)] * 3),
-                    "c": ("c: 20 x 64 (dry run)", lambda: [(64,)] * 20)})
+    LAYOUTS.update({"a": ("a: 1 x 4096 (dry run)", lambda: [(4096,)], 1),
+                    "b": ("b: 6 tensors (dry run)", lambda: [(300,), (7,)] * 3, 1),
+                    "c": ("c: 20 x 64 (dry run)", lambda: [(64,)] * 20, 1)})
     print("DRY RUN on CPU tensors through Triton's interpreter: the numbers mean nothing")
+
+
+def graph_table(samples: int, triad: Triad, budget: float) -> None:
+    """Both steps captured in a CUDA graph (``capturable=True``; SGD needs no flag, it keeps no
+    counter): the replay has no host work, so this times the kernels alone."""
+    flags = {"sgd_momentum": {}, "rmsprop": {"capturable": True}, "adam": {"capturable": True},
+             "adamw": {"capturable": True}, "nadam": {"capturable": True}}
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
+          f"{'GB/s':>6} {'%triad':>6}")
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget, flags):
+        try:
+            graphs = []
+            for opt in (topt, oopt):
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        opt.step()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    opt.step()
+                graphs.append(graph)
+            times: list[list[float]] = [[], []]  # torch, optimlab
+            for i in range(samples):
+                for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    times[k].append(cuda_time(graphs[k].replay, 5))
+            tt, ot = times
+            tm, om = statistics.median(tt), statistics.median(ot)
+            bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
+            gbs = bytes_per * n / om / 1e9
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
+                  f"{gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
+            del graphs
+        except Exception:
+            print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer timing samples")
     ap.add_argument("--layouts", default="a,b,c")
+    ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                    help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep")
+    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -356,7 +419,10 @@ def main() -> None:
         section("block-size sweep: Adam, layout a")
         sweep(samples)
     section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
-    speed_table(samples, triad, args.layouts.split(","), args.budget)
+    speed_table(samples, triad, args.layouts.split(","), args.budget, tuple(args.algorithms.split(",")))
+    if "graphs" not in skip and DEVICE == "cuda":
+        section("captured steps: both sides in a CUDA graph, replays timed (kernels alone, no host work)")
+        graph_table(samples, triad, args.budget + 60)
     section("done")
 
 

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_tour:
         from .lab import tour
 
-        print("running the lab tour (about a minute)...")
+        print("running the lab tour (about two minutes on an idle machine)...")
         page = tour.main(args.out / "tour")
         print(f"open {page} in a browser: every seed claim with its figure and measured number")
     return 0

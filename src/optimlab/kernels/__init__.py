@@ -4,8 +4,8 @@
 path can take (dense, contiguous, a dtype and device a backend takes, with float hyperparameters,
 listed once) are gathered into *sets* (one param group, one step count and scalar state) and the
 sets into *buckets* (one backend, device, dtype, state layout and traced structure). Each set's
-rule is traced every step (:mod:`.trace`) into an element-wise expression whose Python numbers
-are the set's scalars; on the CPU, sets whose expressions have the same structure share one
+rule is traced (:mod:`.trace`; replayed while only its numbers change) into an element-wise
+expression whose Python numbers are the set's scalars; on the CPU, sets whose expressions have the same structure share one
 generated C kernel (:mod:`.cpu`), which applies it to every tensor of the bucket in one pass over
 memory, each tensor reading its own set's scalars. So a hundred param groups (layer-wise learning
 rates) cost one kernel call, not a hundred. (The Triton and foreach backends take one set per
@@ -48,8 +48,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from . import cpu, foreach
-from .trace import Unsupported, Vec, trace_rule
+from . import cpu, foreach, precision, precision_cpu
+from .trace import CachedTracer, Unsupported, Vec, trace_rule
 
 __all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
            "hide_state_made_this_step"]
@@ -111,11 +111,12 @@ def fused_enabled(group: dict[str, Any] | None = None) -> bool:
 class _Set:
     """Tensors of one param group whose step count and scalar state agree: one set of scalars."""
 
-    __slots__ = ("group", "start", "stop", "values")
+    __slots__ = ("group", "start", "stop", "values", "tracer")
 
     def __init__(self, group: int, start: int, stop: int, values: dict[str, float]) -> None:
         self.group, self.start, self.stop = group, start, stop
         self.values = values  # "step" and the rule's scalar state, as the state tensors hold them
+        self.tracer = CachedTracer()  # this set's trace, replayed while only numbers change
 
 
 class _Bucket:
@@ -220,7 +221,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         capturable = bool(group.get("capturable"))
         for p in params:
             g = p.grad
-            backend = _backend(p) if _plain(p) else None
+            low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+            backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
             if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
                 rest.append(p)
                 continue
@@ -231,9 +233,11 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
                 rest.append(p)
                 continue
             state = optimizer.param_state(p, group)
-            names = tuple(k for k in state if k not in scalar_names)
+            names = tuple(k for k in state if k not in scalar_names
+                          and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
             scalar_device = p.device if capturable else torch.device("cpu")
-            if not all(_dense_like(state[k], p) for k in names) or not all(
+            dense_like = backend.state_ok if low else _dense_like
+            if not all(dense_like(state[k], p) for k in names) or not all(
                     isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
                     and state[k].dtype in _ROUND for k in scalar_names):
                 rest.append(p)
@@ -251,7 +255,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             arguments, on = _arguments(set_values, round_), None
         try:
             trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
-            structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype)
+            structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype, names)  # names: precision_cpu
             kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
         except Unsupported:
             kernel = None
@@ -269,6 +273,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     for bucket, members in buckets.values():
         bucket.finish(rule, members)
         bucket.dicts = list(map(optimizer.state.get, bucket.params))
+        if hasattr(bucket.backend, "prepare"):  # a backend's own setup (precision_cpu: rounding keys, scales)
+            bucket.backend.prepare(bucket, optimizer, work[bucket.sets[0].group][0])
         plan.buckets.append(bucket)
     # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
     # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
@@ -338,12 +344,14 @@ def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
-           device: torch.device | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
+           device: torch.device | None = None,
+           tracer: CachedTracer | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
     """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs).
 
-    ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there."""
+    ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there.
+    ``tracer``: a set's :class:`CachedTracer`, replaying its last trace when only numbers changed."""
     inputs = ["param", "grad", *names]
-    trace, out = trace_rule(rule.update, inputs, arguments, rule.name, device)
+    trace, out = (tracer or trace_rule)(rule.update, inputs, arguments, rule.name, device)
     outputs: list[tuple[int, int]] = []
     fresh: list[str] = []
     scalar_out: dict[str, float] = {}
@@ -419,7 +427,7 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
                 arguments, device = _arguments(s.values, bucket.round), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
-                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device)
+                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer)
             except Unsupported:
                 return None
             if trace.nodes != bucket.nodes or outputs != bucket.outputs or fresh != bucket.fresh:

@@ -43,7 +43,7 @@ class Program:
                 values[i] = columns[args[0]]
             elif op in ("scalar", "dscalar"):  # a float, or a 0-dim device tensor
                 values[i] = scalars[args[0]]
-            elif op == "zero":
+            elif OPS[op].arity == 0:  # zeros or ones like the parameters
                 values[i] = OPS[op].foreach(columns[0])
             else:
                 values[i] = OPS[op].foreach(*(values[a] for a in args))

@@ -16,6 +16,7 @@ back to eager; an op the table lacks also warns, once per rule and op (:func:`tr
 from __future__ import annotations
 
 import numbers
+import operator
 import warnings
 from typing import Any, Callable
 
@@ -58,7 +59,9 @@ class Trace:
     def scalar(self, value: Any) -> "Vec":
         """A slot for a number meeting a tensor: ``("scalar", slot)`` for a Python number, or
         ``("dscalar", slot)`` for a 0-dim tensor on the trace's device (computed there, no sync)."""
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, Sym):  # a recorded number: its value now, its source for replays
+            kind = "scalar"
+        elif isinstance(value, torch.Tensor):
             if self.device is None or value.dim() != 0 or value.device != self.device:
                 raise Unsupported("a real tensor met a traced one (tensor hyperparameters run eagerly)")
             kind = "dscalar"
@@ -124,13 +127,6 @@ class Vec:
     def __getattr__(self, name: str) -> Any:  # ``x.exp()``: a tensor method no op of the table is
         raise Unsupported(f"tensor method {name}", op=name)
 
-    def _compare(self, op: str) -> Any:
-        raise Unsupported(f"comparison {op} of a tensor", op=op)
-
-    def __lt__(self, o): return self._compare("lt")
-    def __le__(self, o): return self._compare("le")
-    def __gt__(self, o): return self._compare("gt")
-    def __ge__(self, o): return self._compare("ge")
 
     def __pow__(self, exponent: Any) -> "Vec":
         if not isinstance(exponent, Vec) and exponent == 2:
@@ -162,7 +158,7 @@ def _recorder(op: str, reflected: bool) -> Callable:
         return lambda x, *args, **kwargs: _apply(op, x)
     if reflected:
         return lambda self, other: _apply(op, other, self)
-    return lambda a, b: _apply(op, a, b)
+    return lambda *operands: _apply(op, *operands)
 
 
 for _op in OPS.values():
@@ -176,12 +172,28 @@ def _zeros_like(x: Vec, *args: Any, **kwargs: Any) -> Vec:
     return x.trace.node("zero")
 
 
+def _ones_like(x: Vec, *args: Any, **kwargs: Any) -> Vec:
+    return x.trace.node("one")
+
+
+def _clamp(x: Vec, min: Any = None, max: Any = None) -> Vec:
+    """``torch.clamp`` as ``min(max(x, lo), hi)`` (its definition; NaN in ``x`` stays NaN)."""
+    if isinstance(min, Vec) or isinstance(max, Vec):
+        raise Unsupported("clamp with tensor bounds", op="clamp")
+    if min is not None:
+        x = _apply("max", x, min)
+    if max is not None:
+        x = _apply("min", x, max)
+    return x
+
+
 def _same(x: Vec, *args: Any, **kwargs: Any) -> Vec:
     return x
 
 
 _TORCH_FUNCTIONS: dict[Any, Callable] = {
-    torch.zeros_like: _zeros_like,
+    torch.zeros_like: _zeros_like, torch.ones_like: _ones_like,
+    torch.clamp: _clamp, torch.Tensor.clamp: _clamp,
     torch.clone: _same, torch.Tensor.clone: _same,
 }
 for _op in OPS.values():
@@ -226,3 +238,141 @@ def trace_rule(update: Callable[..., dict[str, Any]], vector_inputs: list[str],
     if not isinstance(out, dict):
         raise Unsupported("the rule did not return a dict")
     return trace, out
+
+
+# -- replaying a trace with the next step's numbers -------------------------------------------------
+class Sym:
+    """A Python number the rule computes with (``step``, ``lr``, ...), recorded so that the next
+    step's value of everything derived from it is recomputed without calling the rule again.
+
+    Arithmetic gives new recorded numbers; a comparison or truth test (``is_zero(momentum)``)
+    returns its concrete answer and is kept as a *guard*: a later step whose numbers answer it
+    differently is traced afresh. A use the recording cannot follow (``float(x)``, ``math.*``)
+    raises :class:`Unsupported`, and the caller traces each step concretely instead.
+    """
+
+    __slots__ = ("program", "index", "value")
+
+    def __init__(self, program: "ScalarProgram", index: int, value: Any) -> None:
+        self.program, self.index, self.value = program, index, value
+
+    def _op(self, fn: Callable, other: Any, reverse: bool = False) -> Any:
+        if isinstance(other, Sym):
+            b = ("s", other.index)
+            other_value = other.value
+        elif isinstance(other, numbers.Real) and not isinstance(other, bool):
+            b, other_value = ("c", other), other
+        else:
+            return NotImplemented  # a traced tensor (Vec) takes it from here; anything else: TypeError
+        a = ("s", self.index)
+        x, y = (other_value, self.value) if reverse else (self.value, other_value)
+        return self.program.record(fn, (b, a) if reverse else (a, b), fn(x, y))
+
+    def __add__(self, o): return self._op(operator.add, o)
+    def __radd__(self, o): return self._op(operator.add, o, True)
+    def __sub__(self, o): return self._op(operator.sub, o)
+    def __rsub__(self, o): return self._op(operator.sub, o, True)
+    def __mul__(self, o): return self._op(operator.mul, o)
+    def __rmul__(self, o): return self._op(operator.mul, o, True)
+    def __truediv__(self, o): return self._op(operator.truediv, o)
+    def __rtruediv__(self, o): return self._op(operator.truediv, o, True)
+    def __pow__(self, o): return self._op(operator.pow, o)
+    def __rpow__(self, o): return self._op(operator.pow, o, True)
+    def __neg__(self): return self.program.record(operator.neg, (("s", self.index),), -self.value)
+    def __pos__(self): return self
+
+    def _guard(self, fn: Callable, other: Any) -> Any:
+        if isinstance(other, Sym):
+            b, other_value = ("s", other.index), other.value
+        elif isinstance(other, numbers.Real):
+            b, other_value = ("c", other), other
+        else:
+            return NotImplemented  # a traced tensor records the reflected comparison
+        result = bool(fn(self.value, other_value))
+        self.program.guards.append((fn, ("s", self.index), b, result))
+        return result
+
+    def __eq__(self, o): return self._guard(operator.eq, o)
+    def __ne__(self, o): return self._guard(operator.ne, o)
+    def __lt__(self, o): return self._guard(operator.lt, o)
+    def __le__(self, o): return self._guard(operator.le, o)
+    def __gt__(self, o): return self._guard(operator.gt, o)
+    def __ge__(self, o): return self._guard(operator.ge, o)
+    def __bool__(self): return self._guard(operator.ne, 0)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __float__(self):
+        raise Unsupported("a recorded number used as a plain float")
+
+    __int__ = __index__ = __round__ = __float__
+
+
+class ScalarProgram:
+    """The scalar arithmetic of one traced step: inputs first, then each recorded operation."""
+
+    def __init__(self, names: list[str], values: list[Any]) -> None:
+        self.names = names
+        self.ops: list[tuple[Callable, tuple]] = []
+        self.guards: list[tuple] = []
+        self.inputs = [Sym(self, i, v) for i, v in enumerate(values)]
+
+    def record(self, fn: Callable, args: tuple, value: Any) -> Sym:
+        self.ops.append((fn, args))
+        return Sym(self, len(self.inputs) + len(self.ops) - 1, value)
+
+    def run(self, values: list[Any]) -> list[Any] | None:
+        """Every recorded number for new input ``values``; None when a guard answers differently."""
+        def get(arg: tuple) -> Any:
+            return out[arg[1]] if arg[0] == "s" else arg[1]
+
+        out = list(values)
+        try:
+            for fn, args in self.ops:
+                out.append(fn(*map(get, args)))
+            for fn, a, b, result in self.guards:
+                if bool(fn(get(a), get(b))) != result:
+                    return None
+        except (ArithmeticError, TypeError, ValueError):
+            return None
+        return out
+
+
+class CachedTracer:
+    """Traces of one bucket's rule, replayed while only its numbers change.
+
+    The first step traces the rule with :class:`Sym` numbers; later steps with the same options
+    (every argument that is not a number) rerun only the recorded scalar arithmetic to get the new
+    slot values and scalar outputs — the expression DAG, hence the kernel, is the same. Results
+    are those of a fresh trace: the same Python operations on the same numbers, in the same order.
+    A rule that uses a number in a way the recording cannot follow is traced every step.
+    """
+
+    def __init__(self) -> None:
+        self.entry: tuple | None = None
+        self.concrete = False
+
+    def __call__(self, update: Callable, vector_inputs: list[str], arguments: dict[str, Any],
+                 name: str | None = None, device: torch.device | None = None) -> tuple[Trace, dict[str, Any]]:
+        if self.concrete or device is not None or any(isinstance(v, torch.Tensor) for v in arguments.values()):
+            return trace_rule(update, vector_inputs, arguments, name, device)
+        names = [k for k, v in arguments.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+        options = tuple((k, v) for k, v in arguments.items() if k not in names)
+        if self.entry is not None and self.entry[0] == options and self.entry[1].names == names:
+            _, program, trace, sources, constants, out = self.entry
+            values = program.run([arguments[k] for k in names])
+            if values is not None:
+                trace.scalars = [constants[i] if src is None else float(values[src]) for i, src in enumerate(sources)]
+                return trace, {k: values[v.index] if isinstance(v, Sym) else v for k, v in out.items()}
+        program = ScalarProgram(names, [arguments[k] for k in names])
+        symbolic = {**arguments, **dict(zip(names, program.inputs))}
+        try:
+            trace, out = trace_rule(update, vector_inputs, symbolic, name)
+            sources = [v.index if isinstance(v, Sym) else None for v in trace.scalars]
+            constants = [None if isinstance(v, Sym) else float(v) for v in trace.scalars]
+            self.entry = (options, program, trace, sources, constants, out)
+        except Unsupported:
+            self.concrete = True  # an op the table lacks warned already; eager follows either way
+            return trace_rule(update, vector_inputs, arguments, name, device)
+        trace.scalars = [constants[i] if src is None else float(v.value)
+                         for i, (src, v) in enumerate(zip(sources, trace.scalars))]
+        return trace, {k: v.value if isinstance(v, Sym) else v for k, v in out.items()}

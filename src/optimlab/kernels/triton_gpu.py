@@ -49,7 +49,7 @@ from .trace import Trace, Unsupported
 STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
            torch.float64: "tl.float64"}
 BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vector operation
-ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: CHUNK elements of one tensor
+ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 8))  # blocks per program: CHUNK elements of one tensor
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 
@@ -242,9 +242,13 @@ class _Tables:
         self.ptrs: Tensor | None = None
         self.aligned = False
 
-    def pointers(self, columns: Sequence[list[Tensor]]) -> Tensor:
-        host = array("q")
-        for column in columns:
+    def pointers(self, bucket: Any, columns: Sequence[list[Tensor]]) -> Tensor:
+        """The device table for this step: the plan's parameter and state addresses (checked by
+        the dispatcher), this step's gradients and new state read here."""
+        n = len(bucket.sizes)
+        host = array("q", bucket.static_ptrs)
+        host[n:2 * n] = array("q", map(_data_ptr, columns[1]))
+        for column in columns[2 + len(bucket.names):]:
             host.extend(map(_data_ptr, column))
         if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture
             self.host = host
@@ -269,7 +273,7 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
         tables = bucket.cache["triton"] = _Tables(bucket, device)
     if not tables.programs:
         return
-    ptrs = tables.pointers(columns)
+    ptrs = tables.pointers(bucket, columns)
     kernel, slots, device_slots = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device

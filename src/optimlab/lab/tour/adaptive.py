@@ -203,8 +203,8 @@ def adam_step_section() -> Section:
         "effective lr than the large-gradient one (y)", metric="log10(effective lr x / effective lr y), Adam",
         population=f"{len(lrs)} lrs x {S} starts", details={"gd_max_abs": float(np.abs(ratio["sgd"]).max())}))
     s.notes.append(f"The same ratio for GD is 0 to within {float(np.abs(ratio['sgd']).max()):.1e} on every run.")
-    paths = {f"GD (lr 0.01)": run(land, "sgd", starts[0], 200, lr=0.01).path[:, 0],
-             f"Adam (lr 0.1)": run(land, "adam", starts[0], 200, lr=0.1).path[:, 0]}
+    paths = {"GD (lr 0.01)": run(land, "sgd", starts[0], 200, lr=0.01).path[:, 0],
+             "Adam (lr 0.1)": run(land, "adam", starts[0], 200, lr=0.1).path[:, 0]}
     s.figures.append(("adam_step.png", F.contour(land, paths, dict(zip(paths, [colour("sgd"), colour("adam")])),
                                                  "elongated_bowl: Adam moves along the flat x-axis at the pace of the steep y")))
     s.links.append(("GD vs Adam on the ravine", try_it_url(land.name, {"sgd": {"lr": 0.01}, "adam": {"lr": 0.1}},

@@ -256,7 +256,7 @@ def noise_section() -> Section:
         population=f"{S} random starts (each with its own data order)"))
     s.claims.append(paired_claim(
         "noise.momentum_lower_floor", l_gd, l_mo, hypothesis="at the same effective step size, Momentum also ends "
-        "closer to the minimum (lower noise floor)", metric=f"log10 mean f - f* over the last 100 steps, GD - Momentum",
+        "closer to the minimum (lower noise floor)", metric="log10 mean f - f* over the last 100 steps, GD - Momentum",
         population=f"{S} random starts"))
     s.notes.append("The second claim is not the seed's sentence but its natural reading; theory (e.g. Mandt et al., "
                    "2017) says that at a matched effective step size the stationary spread is about the same.")
@@ -446,7 +446,7 @@ def nag_section(sw: dict[str, Any]) -> Section:
     s.claims.append(exact_claim(
         "nag.extra_cost", extra["nesterov"] - extra["momentum"], hypothesis="a Nesterov step does more work than a "
         "Momentum step", metric="tensor operations per step of the core SGD rule, Nesterov - Momentum (gradient "
-        f"evaluations: 1 each)", population="one step of optimlab's SGD rule (torch form)", details=extra))
+        "evaluations: 1 each)", population="one step of optimlab's SGD rule (torch form)", details=extra))
     dmap = res["momentum"]["div"].mean(-1).astype(float) - res["nag"]["div"].mean(-1)
     s.figures.append(("nag_stability.png", F.heatmap(
         dmap, NAG_BETAS, NAG_LRS, "beta", "learning rate", "fraction diverged: Momentum - NAG (purple = NAG diverges "

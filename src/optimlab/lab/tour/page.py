@@ -49,6 +49,7 @@ def _where(c) -> str:
 
 def render(sections: list[Section], out: Path, seconds: float, plan: str) -> str:
     e = html.escape
+    plan_text = "without the real-task section" if plan == "none" else f"{e(plan)} real-task plan"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>optimlab tour</title><style>{CSS}</style>"
              "</head><body>", "<h1>optimlab tour: the seeds' claims, measured</h1>",
              f"<p>Each claim of the seed documents is a pre-declared, quantified hypothesis about a population of "
@@ -60,7 +61,7 @@ def render(sections: list[Section], out: Path, seconds: float, plan: str) -> str
              f"at least {MIN_RUNS} runs unless they say why fewer suffice. Comparisons between optimizers use each "
              f"one's tuned lr or the same lr grid, as each section declares. Contours and surfaces follow seed 002's "
              f"colours: yellow = high, blue = low. Built in {seconds:.0f} s with torch {e(torch.__version__)} "
-             f"({e(plan)} real-task plan). 'Try it' links open the browser lab (<code>optimlab web</code>) with the "
+             f"({plan_text}). 'Try it' links open the browser lab (<code>optimlab web</code>) with the "
              f"section's settings.</p>",
              "<table><tr><th>section</th><th>claim</th><th>effect [95% CI]</th><th>n</th><th>verdict</th></tr>"]
     for s in sections:
