@@ -11,6 +11,10 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
     python benchmarks/step_speed.py --compiled # add torch.compile of torch's step (layouts a, b;
                                                # tens of seconds of compile per cell)
     python benchmarks/step_speed.py --check    # exit status 1 when a target (TARGETS) is missed
+    python benchmarks/step_speed.py --state-dtypes bfloat16,int8 --algorithms adam,nadam,rmsprop --layouts a,b
+                                               # add optimlab with low-precision state, timed in the
+                                               # same alternation: ms, ratio to torch's path, and the
+                                               # state's bytes (from its tensors) as % of float32's
 
 Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
 2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024.
@@ -34,6 +38,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
+from optimlab.faults import STATE_DTYPE_NAMES as STATE_DTYPES  # noqa: E402
+from optimlab.kernels import precision  # noqa: E402
 
 M = 1 << 20
 # (name, optimlab class, torch class, kwargs, torch's fastest flags, bytes per float32 parameter)
@@ -196,6 +202,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--state-dtypes", default="", metavar="LIST",
+                    help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 30)
     if args.threads:
@@ -211,6 +219,11 @@ def main() -> None:
     names = args.algorithms.split(",")
     header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
               f"{'ratio':>6} {'GB/s':>6} {'bw':>5} {'%bw':>5} {'1st step s':>10} {'+RSS MB':>8} {'torch +RSS':>10}")
+    low = [d for d in args.state_dtypes.split(",") if d]
+    for d in low:
+        if d not in STATE_DTYPES:
+            ap.error(f"--state-dtypes: unknown {d!r} (allowed: {', '.join(STATE_DTYPES)})")
+        header += f" {d + ' ms':>11} {'ratio':>6} {'state%':>6}"
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
@@ -227,12 +240,17 @@ def main() -> None:
             for _ in range(3):
                 oopt.step()
                 topt.step()
-            tt, ot, bt = [], [], []
+            lows = [make_side(shapes, ocls, {**kw, "state_dtype": STATE_DTYPES[d]})[1] for d in low]
+            for lopt in lows:
+                for _ in range(4):
+                    lopt.step()
+            sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
+            times = [[] for _ in sides]
+            tt, ot, bt = times[0], times[1], []
             for i in range(steps):
-                if i % 2:
-                    ot.append(timed(oopt.step)); tt.append(timed(topt.step))
-                else:
-                    tt.append(timed(topt.step)); ot.append(timed(oopt.step))
+                order = range(len(sides)) if i % 2 == 0 else reversed(range(len(sides)))
+                for k in order:  # alternate: no side always runs right after the triad
+                    times[k].append(timed(sides[k]))
                 bt.append(timed(triad))
             bw = triad.gbs(statistics.median(bt))
             with RssSampler() as s_o:
@@ -249,6 +267,12 @@ def main() -> None:
             line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
                     f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
                     f"{s_t.peak - base_t:10.1f}")
+            fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values())
+            for lopt, lt in zip(lows, times[2:]):
+                lm = statistics.median(lt)
+                state = sum(precision.state_bytes(st) for st in lopt.state.values())
+                line += f" {lm * 1e3:11.2f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+            del lows, sides
             if args.compiled and lk in ("a", "b"):
                 cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
                 cstep = torch.compile(copt.step)

@@ -140,12 +140,12 @@ def test_plain_data_for_a_web_page():
     assert None in sum(d["trajectories"][1]["path"], [])  # lr 1.0 blows up: non-finite -> None
     json.dumps(d, allow_nan=False)
     land = get_landscape("himmelblau")
-    g = land.grid(5)
-    assert len(g["z"]) == 5 and g["z"][0][0] == float(land.value(torch.tensor([g["x"][0], g["y"][0]], dtype=torch.float64)))
+    xs, ys, _, _, z = land.evaluate_grid(5)
+    assert z.shape == (5, 5) and float(z[0, 0]) == float(land.value(torch.tensor([xs[0], ys[0]], dtype=torch.float64)))
     json.dumps(land.describe(), allow_nan=False)
 
 
-@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "fused"])
+@pytest.mark.parametrize("option", ["nonfinite", "state_dtype", "param_rounding", "rounding_seed", "fused"])
 def test_execution_options_of_the_optimizers_are_not_lab_hyperparameters(option):
     with pytest.raises(ValueError, match=f"no hyperparameter '{option}'"):
         engine.run("rosenbrock", "adam", [[0.0, 0.0]], 3, **{option: None})

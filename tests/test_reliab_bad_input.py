@@ -50,7 +50,8 @@ BAD = {
     "betas": st.sampled_from([(0.9,), (1.0, 0.9), (0.9, -0.1), "0.9", None, (0.9, float("nan")), (0.9, 1.5)]),
     "momentum_form": st.sampled_from(["fast", 3, None]),
     "nonfinite": st.sampled_from(["sometimes", None, 0, "IGNORE"]),
-    "state_dtype": st.sampled_from([torch.float16, torch.bfloat16, "float32", torch.int64, 32]),
+    "state_dtype": st.sampled_from([torch.float16, "int4", "float32", torch.int64, 32]),
+    "param_rounding": st.sampled_from(["up", None, 0, "Stochastic"]),
 }
 BOOL_BAD = st.sampled_from([1, 0, "yes", None, 1.0])
 BOOLS = {"nesterov", "maximize", "eps_inside_sqrt", "centered", "amsgrad", "bias_correction",
@@ -67,7 +68,8 @@ def _bad(name):
 def messy_kwargs(draw):
     algo = draw(st.sampled_from(sorted(VALID)))  # the classes with a space of valid values below
     space = {**VALID[algo], "nonfinite": st.sampled_from(["ignore", "skip", "raise"]),
-             "state_dtype": st.sampled_from([None, torch.float32, torch.float64])}
+             "state_dtype": st.sampled_from([None, torch.float32, torch.float64, torch.bfloat16, "int8"]),
+             "param_rounding": st.sampled_from(["nearest", "stochastic"])}
     kwargs, bad = {}, set()
     for name, valid in space.items():
         choice = draw(st.sampled_from(["omit", "valid", "valid", "bad"]))
@@ -129,6 +131,10 @@ def sane_problem(draw):
     dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]))
     if dtype in (torch.bfloat16, torch.float16):
         kwargs["state_dtype"] = torch.float32  # low precision params: float32 state (see test below)
+    if dtype in (torch.float32, torch.bfloat16):  # low-precision storage (tests/test_precision.py)
+        kwargs["state_dtype"] = draw(st.sampled_from([kwargs.get("state_dtype"), torch.bfloat16, "int8"]))
+    if dtype == torch.bfloat16:
+        kwargs["param_rounding"] = draw(st.sampled_from(["nearest", "stochastic"]))
     steps = draw(st.integers(1, 4))
     values = st.floats(-10, 10, allow_nan=False, width=32)
     n = math.prod(shape) * (2 if dtype.is_complex else 1)

@@ -176,7 +176,7 @@ def test_process_dying_mid_write_keeps_previous_checkpoint(tmp_path):
     # ...and the resume removes it; a live writer's temporary file (this process's) is kept
     live = tmp_path / f".ckpt.pt.{_atomic._host()}.{os.getpid()}.abcd1234.tmp"
     live.write_bytes(b"being written")
-    other_host = tmp_path / f".ckpt.pt.elsewhere.1.abcd1234.tmp"
+    other_host = tmp_path / ".ckpt.pt.elsewhere.1.abcd1234.tmp"
     other_host.write_bytes(b"another host's writer")
     assert checkpoint.load(path)["extra"] == {"generation": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt.pt", live.name, other_host.name])

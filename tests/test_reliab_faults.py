@@ -170,7 +170,7 @@ def test_low_precision_without_state_dtype_keeps_torch_behaviour():
 
 
 @pytest.mark.parametrize("value, error, pdtype", [
-    (torch.float16, ValueError, torch.float32), ("float32", TypeError, torch.float32),
+    (torch.float16, ValueError, torch.float32), ("float32", ValueError, torch.float32), (32, TypeError, torch.float32),
     (torch.int32, ValueError, torch.float32), (torch.float32, ValueError, torch.float64)])
 def test_state_dtype_bad_values_name_the_argument(value, error, pdtype):
     with pytest.raises(error, match="state_dtype"):

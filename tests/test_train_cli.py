@@ -29,6 +29,17 @@ def test_train_writes_curves_and_diagnostics(tmp_path, capsys):
     assert run["steps"] == 60 and run["schedule"] == "warmup-cosine" and len(run["train_loss"]) == 60
     out = capsys.readouterr().out
     assert "cancer-logreg: adam lr=0.03, batch, schedule warmup-cosine" in out and "reached" in out
+    # the numbers are those of the same run made through the library, and the CSV holds them too
+    from optimlab.train.loop import train
+
+    ref = train("cancer-logreg", "adam", lr=0.03, steps=60, schedule="warmup-cosine")
+    assert run["train_loss"] == pytest.approx(ref.train_loss, rel=1e-6)
+    assert run["final_metric"] == pytest.approx(ref.final_metric, rel=1e-6)
+    import csv
+
+    rows = list(csv.reader(open(tmp_path / f"{stem}_loss.csv")))
+    losses = [float(r[-1]) for r in rows[1:]]
+    assert losses == pytest.approx(run["train_loss"], rel=1e-5) and len(losses) == 60  # 6 digits
 
 
 def test_train_stochastic_mode(tmp_path):

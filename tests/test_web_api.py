@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from optimlab import catalogue
 from optimlab.lab import LANDSCAPES, engine, get_landscape, metrics
 from optimlab.web import Limits, create_app
 from optimlab.web import app as web_app
+from optimlab.web import compute as web_compute
 from optimlab.web.schemas import knobs
 
 
@@ -67,7 +65,7 @@ def test_meta_lists_every_landscape_and_optimizer_with_the_engines_defaults(clie
     assert [o["name"] for o in m["optimizers"]] == catalogue.names()
     for o in m["optimizers"]:
         spec = catalogue.get(o["name"])
-        assert o["default_lr"] == spec.lab_lr
+        assert o["default_lr"] == spec.lab_lr and o["colour"] == spec.colour
         kwargs, _ = engine.prepare(spec, 1, spec.lab_lr, {}, torch.float64)
         assert o["knobs"] == {k: float(kwargs[k]) for k in o["knobs"]}
     # every seed optimizer has the knobs the seeds talk about
@@ -94,13 +92,30 @@ def test_every_optimizer_matches_the_engine_number_for_number(client):
     assert r.status_code == 200, r.text
     out = r.json()
     assert [run["name"] for run in out["runs"]] == catalogue.names()
+    refs = []
     for entry, got in zip(opts, out["runs"]):
         hyper = {k: v for k, v in entry.items() if k not in ("name", "lr")}
         ref = engine.run("rosenbrock", entry["name"], starts, 40, lr=entry["lr"], schedule="warmup-cosine:5", **hyper)
+        refs.append(ref)
         same(as_tensor(got["path"]), ref.path)
         same(as_tensor(got["loss"]), ref.loss)
         assert got["lr"] == entry["lr"] and got["hyper"] == hyper
-        assert got["metrics"] == json.loads(json.dumps(metrics.rows(ref, tol=1e-3)))
+        # per optimizer, the metrics agree with metrics.rows of its own run (sums over steps may
+        # round differently in a wider batch: 1e-12) ...
+        for row, want in zip(got["metrics"], metrics.rows(ref, tol=1e-3)):
+            assert row.keys() == want.keys()
+            for k, v in want.items():
+                if isinstance(v, float):
+                    assert row[k] == pytest.approx(v, rel=1e-12, abs=1e-300), k
+                else:
+                    assert row[k] == v, k
+    # ... and bit for bit with metrics.rows of all the engine's runs as one batch (what the server does)
+    batch = engine.Run(refs[0].landscape, refs[0].optimizer, torch.cat([r.path for r in refs], 1),
+                       torch.cat([r.loss for r in refs], 1), torch.cat([r.lr for r in refs]), refs[0].lr_factors)
+    rows = json.loads(json.dumps(metrics.rows(batch, tol=1e-3)))
+    sent = [row for got in out["runs"] for row in got["metrics"]]
+    assert [{**r, "optimizer": s["optimizer"]} for r, s in zip(rows, sent)] == sent
+    assert [s["optimizer"] for s in sent] == [name for name in catalogue.names() for _ in starts]
     assert out["lr_factors"] == ref.lr_factors and out["f_star"] == get_landscape("rosenbrock").min_value
 
 
@@ -181,7 +196,8 @@ def test_landscape_grid_is_the_function_on_its_window(client):
         assert (x[0], x[-1]) == land.window[0] and (y[0], y[-1]) == land.window[1]
         assert torch.equal(z, land.fn(x[None, :].expand(res, res), y[:, None].expand(res, res)))
         if land.log_plot:
-            want = torch.log10(torch.clamp(z - land.min_value, min=0) + 1)
+            assert g["log_offset"] == 1e-3  # the one log-plot transform: log10(f - f* + 0.001)
+            want = torch.log10(torch.clamp(z - land.min_value, min=0) + 1e-3)
             assert torch.allclose(torch.tensor(g["zplot"], dtype=torch.float64), want, rtol=1e-12, atol=1e-12)
         else:
             assert g["zplot"] is None
@@ -222,7 +238,7 @@ BAD = [
     ({**BASE, "landscape": 3}, 422, "landscape"),
     ({**BASE, "landscape": "x" * 10_000}, 422, "landscape"),
     ({**BASE, "optimizers": [{"name": "adma"}]}, 422, "did you mean 'adam'"),
-    ({**BASE, "optimizers": [{"name": "RMSProp"}]}, 422, "unknown optimizer"),
+    ({**BASE, "optimizers": [{"name": "RMSPropp"}]}, 422, "unknown optimizer"),   # (names are case-insensitive)
     ({**BASE, "optimizers": []}, 422, "optimizers"),
     ({**BASE, "optimizers": [{"lr": 0.1}]}, 422, "name"),
     ({**BASE, "optimizers": ["adam"]}, 422, "optimizers[0]"),
@@ -350,29 +366,50 @@ def test_a_run_past_the_time_budget_is_stopped_with_a_422():
         assert "time budget" in r.json()["error"]
 
 
-def test_a_busy_server_answers_429_instead_of_queueing_forever(monkeypatch):
-    """With one run slot, a second request waits ``queue_wait_s`` and then gets a 429."""
-    entered, release = threading.Event(), threading.Event()
-    real_run = engine.run
+def test_a_full_queue_answers_429_at_once_and_heavy_runs_never_delay_light_ones(monkeypatch):
+    """One light slot, no light queue, one heavy slot with a queue of one: while a light and a heavy
+    run are held inside the computation, a second light run is refused at once (429, Retry-After),
+    a second heavy one waits and is refused when its time budget runs out, a third heavy one is
+    refused at once; /api/meta answers throughout."""
+    release = threading.Event()
+    inside = threading.Semaphore(0)
+    real_run = web_compute.fastpath.run
 
-    def slow_run(*args, **kw):
-        entered.set()
-        assert release.wait(10)
+    def held_run(*args, **kw):
+        inside.release()
+        assert release.wait(20)
         return real_run(*args, **kw)
 
-    with TestClient(create_app(Limits(max_concurrent=1, queue_wait_s=0.05))) as c:
-        monkeypatch.setattr(web_app.engine, "run", slow_run)
-        first = {}
-        t = threading.Thread(target=lambda: first.setdefault("r", post(c, BASE)))
-        t.start()
+    limits = Limits(light_running=1, light_queue=0, heavy_running=1, heavy_queue=1, time_budget_s=2.0, light_cost=20)
+    heavy = {**BASE, "steps": 30}
+    with TestClient(create_app(limits)) as c:
+        monkeypatch.setattr(web_compute.fastpath, "run", held_run)
+        results = {}
+        threads = [threading.Thread(target=lambda k=k, b=b: results.setdefault(k, post(c, b)))
+                   for k, b in (("light", BASE), ("heavy", heavy))]
+        for t in threads:
+            t.start()
         try:
-            assert entered.wait(10)
+            assert inside.acquire(timeout=20) and inside.acquire(timeout=20)   # both are computing
+            t0 = time.monotonic()
             r = post(c, BASE)
-            assert r.status_code == 429 and "busy" in r.json()["error"]
+            assert r.status_code == 429 and "busy" in r.json()["error"] and r.headers["retry-after"] == "1"
+            assert time.monotonic() - t0 < 1.0                                 # at once, not after a wait
+            waiting = threading.Thread(target=lambda: results.setdefault("waiting", post(c, heavy)))
+            waiting.start()
+            time.sleep(0.3)
+            r = post(c, heavy)                                                 # the heavy line is full
+            assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 4   # 1 .. 2 x the budget
+            t0 = time.monotonic()
+            assert c.get("/api/meta").status_code == 200 and time.monotonic() - t0 < 1.0
+            waiting.join(10)
+            assert results["waiting"].status_code == 429 and "time budget" in results["waiting"].json()["error"]
         finally:
             release.set()
-            t.join(10)
-        assert first["r"].status_code == 200
+            for t in threads:
+                t.join(20)
+        # the runs that were admitted in time finish (past the budget: the deadline counts the hold)
+        assert {results["light"].status_code, results["heavy"].status_code} <= {200, 422}
 
 
 JSONISH = st.recursive(
@@ -401,35 +438,23 @@ def test_no_request_gets_a_5xx(client, landscape, starts, steps, optimizers, sch
 # --- the command --------------------------------------------------------------------------------------
 
 def test_optimlab_serve_starts_a_server_on_localhost_and_stops():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta", timeout=5) as resp:
-                    meta = json.load(resp)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "optimlab serve did not answer within 60 s"
-                time.sleep(0.2)
+    from optimlab.web.cli import served
+
+    with served() as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
+        with urllib.request.urlopen(url + "/api/meta", timeout=30) as resp:
+            meta = json.load(resp)
         assert [l["name"] for l in meta["landscapes"]] == list(LANDSCAPES)
         # bound to 127.0.0.1: the server is not listening on the machine's other addresses
         conns = Path("/proc/net/tcp").read_text().splitlines()[1:]
         listening = [c.split()[1] for c in conns if c.split()[3] == "0A" and int(c.split()[1].split(":")[1], 16) == port]
         assert listening == ["0100007F:%04X" % port]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        # and answers only to this machine's names (DNS rebinding): another Host gets a 400
+        req = urllib.request.Request(url + "/api/meta", headers={"Host": f"evil.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(req, timeout=30)
+        assert bad.value.code == 400 and "Host" in json.loads(bad.value.read())["error"]
+    assert proc.poll() is not None
 
 
 def test_optimlab_serve_refuses_bad_settings_before_starting(capsys):

@@ -230,3 +230,98 @@ def test_the_lab_in_a_browser(server_url, browser):
     assert "unknown optimizer 'adma'; did you mean 'adam'?" in bad.locator("#error").inner_text()
     bad.close()
     assert page_errors == []
+
+
+def open_page(browser, server_url, hash_, width=1400, height=1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server_url + hash_)
+    settle(page, 0)
+    return page, errors
+
+
+def test_landscape_switch_resets_lrs_the_user_did_not_set(server_url, browser):
+    page, errors = open_page(browser, server_url, "#speed=0")
+    before = run_id(page)
+    box = page.locator(".opt-card[data-index='3'] input.opt-lr")       # Adam: the user sets it
+    box.fill("0.3")
+    box.dispatch_event("change")
+    settle(page, before)
+    before = run_id(page)
+    page.select_option("#landscape", "rosenbrock")
+    settle(page, before)
+    meta = page.evaluate("window.optimlabLab.meta.landscapes.find(l => l.name === 'rosenbrock').default_lr")
+    runs = page.evaluate("window.optimlabLab.result.runs.map(r => [r.name, r.lr])")
+    assert runs[3] == ["adam", 0.3]                                     # the user's choice is kept
+    for name, lr in runs[:3]:                                          # the others: Rosenbrock's defaults
+        assert lr == meta[name], (name, lr, meta[name])
+    assert meta["sgd"] != 0.18                                          # (not the bowl's GD lr of the default page)
+    assert errors == []
+    page.close()
+
+
+def test_a_diverging_run_is_marked_and_the_loss_axis_stays_readable(server_url, browser):
+    page, errors = open_page(browser, server_url,
+                             "#landscape=rosenbrock&start=-1.2,1&steps=100&speed=0&opt=sgd:lr=0.01&opt=adam:lr=0.02")
+    result = page.evaluate("window.optimlabLab.result")
+    k = result["runs"][0]["left_window"][0]
+    assert k is not None and 0 < k < 20                                # GD at lr 0.01 leaves at once
+    assert result["runs"][1]["left_window"] == [None]
+    legend = page.evaluate("document.getElementById('contour-fg').data.filter(t => t.mode === 'lines').map(t => t.name)")
+    assert f"diverged at step {k}" in legend[0] and "diverged" not in legend[1]
+    # the line ends where it left the window: k + 1 points, the last on the window's edge
+    line = page.evaluate("document.getElementById('contour-fg').data[3]")
+    assert len(line["x"]) == k + 1
+    (x0, x1), (y0, y1) = [[-2.0, 2.0], [-1.0, 3.0]]
+    ex, ey = line["x"][-1], line["y"][-1]
+    assert x0 - 1e-9 <= ex <= x1 + 1e-9 and y0 - 1e-9 <= ey <= y1 + 1e-9
+    assert min(abs(ex - x0), abs(ex - x1), abs(ey - y0), abs(ey - y1)) < 1e-9
+    exits = page.evaluate("document.getElementById('contour-fg').data[5]")
+    assert exits["x"] == [ex] and exits["marker"]["symbol"] == "x-thin"
+    # the loss axis spans the finite values inside the window, not the ~1e30 of the diverged run
+    top = page.evaluate("document.getElementById('loss').layout.yaxis.range[1]")
+    zmax = page.evaluate("window.optimlabLab.grid.zmax")
+    assert top <= math.log10(zmax) + 0.5, (top, zmax)
+    text = page.evaluate("document.getElementById('loss').data[1].text")
+    assert text == [f"diverged at step {k}"]
+    page.screenshot(path=str(ARTIFACTS / "web-lab-diverged.png"))
+    assert errors == []
+    page.close()
+
+
+def test_dragging_a_slider_redraws_before_the_mouse_is_released(server_url, browser):
+    page, errors = open_page(browser, server_url, "#speed=0")
+    slider = page.locator(".opt-card[data-index='3'] input.opt-lr-slider")
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    start = run_id(page)
+    page.mouse.move(box["x"] + 0.6 * box["width"], y)
+    page.mouse.down()
+    seen = []
+    for i in range(1, 13):
+        page.mouse.move(box["x"] + (0.6 - 0.03 * i) * box["width"], y)
+        page.wait_for_timeout(120)
+        seen.append(run_id(page))
+    lr_while_held = page.evaluate("window.optimlabLab.result.runs[3].lr")
+    page.mouse.up()
+    assert seen[-1] >= start + 2, seen                                 # redrawn while the button was down
+    assert lr_while_held < 0.5                                          # with an lr from the drag
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.parametrize("width,height", [(1024, 900), (390, 844)])
+def test_layout_at_laptop_and_phone_width(server_url, browser, width, height):
+    page, errors = open_page(browser, server_url, "#speed=0", width, height)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow} px wider than a {width} px screen"
+    # the legend fits in the contour's top margin: its box ends above the plotting area
+    legend = page.locator("#contour-fg .legend").bounding_box()
+    area = page.locator("#contour-fg .nsewdrag").bounding_box()
+    assert legend["y"] >= page.locator("#contour-fg").bounding_box()["y"] - 1
+    assert legend["y"] + legend["height"] <= area["y"] + 2, (legend, area)
+    page.screenshot(path=str(ARTIFACTS / f"web-lab-{width}px.png"), full_page=True)
+    assert errors == []
+    page.close()

@@ -1,6 +1,6 @@
 """Faults and precision: what every optimizer does about non-finite gradients and low-precision params.
 
-Two per-group options, accepted by every optimlab optimizer (keyword-only):
+Per-group options, accepted by every optimlab optimizer (keyword-only):
 
 ``nonfinite="ignore" | "skip" | "raise"``
     What ``step()`` does when a gradient holds ``inf`` or ``nan``. ``"ignore"`` (default) checks
@@ -14,13 +14,27 @@ Two per-group options, accepted by every optimlab optimizer (keyword-only):
     so a skip there is per shard: check the gradients before ``step()`` instead (or use
     ``torch.amp.GradScaler``, which does).
 
-``state_dtype=None | torch.float32 | torch.float64``
-    The dtype of the optimizer state and of the arithmetic of the update. ``None`` (default) keeps
-    the parameter's dtype, as torch.optim. With ``torch.float32`` a ``float16`` / ``bfloat16``
-    parameter keeps its state in float32, the update is computed in float32 from float32 copies of
-    the parameter and the gradient, and the result is rounded once into the parameter. (The
-    parameter itself stays low precision: there is no float32 master copy, so an update smaller
-    than half a unit in the last place of the parameter is lost, as in any low-precision model.)
+``state_dtype=None | torch.float32 | torch.float64 | torch.bfloat16 | "int8"``
+    How the optimizer state is kept. ``None`` (default) keeps the parameter's dtype, as
+    torch.optim. With ``torch.float32`` a ``float16`` / ``bfloat16`` parameter keeps its state in
+    float32, the update is computed in float32 from float32 copies of the parameter and the
+    gradient, and the result is rounded once into the parameter. (The parameter itself stays low
+    precision: there is no float32 master copy, so an update smaller than half a unit in the last
+    place of the parameter is lost, as in any low-precision model.) ``torch.bfloat16`` stores the
+    state in bfloat16 with stochastic rounding and ``"int8"`` in 8-bit blocks (Dettmers et al.,
+    2022); both compute the update in float32 (float64 for float64 parameters): see
+    :mod:`optimlab.kernels.precision`. Complex parameters take only the float dtypes.
+
+``param_rounding="nearest" | "stochastic"``
+    How the float32 result of the update is rounded into a ``bfloat16`` parameter: to nearest
+    (default, as torch) or stochastically (unbiased; pure-bfloat16 training). Parameters of other
+    dtypes are unaffected; ``float16`` parameters take only ``"nearest"``. The update of a
+    stochastically rounded parameter is computed in float32 (its state kept in float32 unless
+    ``state_dtype`` says otherwise).
+
+``rounding_seed=0``
+    The seed of the counter-based random bits of stochastic rounding; with the step count and
+    each element's position it fixes every rounding, so a resumed run repeats an uninterrupted one.
 
 The functions here are called from ``optimlab.optim.Optimizer`` with a line each.
 """
@@ -33,9 +47,17 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice
+from .kernels import precision
 
 NONFINITE_CHOICES = ("ignore", "skip", "raise")
-STATE_DTYPES = (torch.float32, torch.float64)
+STATE_DTYPES = (torch.float32, torch.float64)  # full-precision state: at least the parameter's
+LOW_STATE_DTYPES = (torch.bfloat16, precision.INT8)  # stored low, computed in float32
+PARAM_ROUNDINGS = ("nearest", "stochastic")
+STORAGE_OPTIONS = ("state_dtype", "param_rounding")  # kept by load_state_dict (see keep_state_dtype_on_load)
+#: ``state_dtype`` by name (command lines, benchmarks)
+STATE_DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                     "int8": precision.INT8}
+_ALLOWED_STATE = 'None, torch.float32, torch.float64, torch.bfloat16 or "int8"'
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -44,23 +66,40 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient holds inf or nan and the optimizer was built with ``nonfinite="raise"``."""
 
 
-def options(nonfinite: str = "ignore", state_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """The two options as param-group defaults (what each optimizer's ``__init__`` adds)."""
-    return {"nonfinite": nonfinite, "state_dtype": state_dtype}
+def options(nonfinite: str = "ignore", state_dtype: torch.dtype | str | None = None,
+            param_rounding: str = "nearest", rounding_seed: int = 0) -> dict[str, Any]:
+    """The options as param-group defaults (what each optimizer's ``__init__`` adds)."""
+    return {"nonfinite": nonfinite, "state_dtype": state_dtype, "param_rounding": param_rounding,
+            "rounding_seed": rounding_seed}
 
 
 
 def validate(group: Mapping[str, Any]) -> None:
     """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""
     check_choice("nonfinite", group.get("nonfinite", "ignore"), NONFINITE_CHOICES)
+    check_choice("param_rounding", group.get("param_rounding", "nearest"), PARAM_ROUNDINGS)
+    seed = group.get("rounding_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"rounding_seed must be an integer in [0, 2**32), got {seed!r}")
+    if group.get("param_rounding") == "stochastic" and any(p.dtype == torch.float16 for p in group["params"]):
+        raise ValueError("param_rounding='stochastic' rounds into bfloat16 parameters; float16 parameters "
+                         "take only param_rounding='nearest' (allowed: 'nearest', or bfloat16 parameters)")
     state_dtype = group.get("state_dtype")
     if state_dtype is None:
         return
-    if not isinstance(state_dtype, torch.dtype):
-        raise TypeError(f"state_dtype must be None, torch.float32 or torch.float64, got {state_dtype!r}")
-    if state_dtype not in STATE_DTYPES:
-        raise ValueError(f"state_dtype must be None, torch.float32 or torch.float64, got {state_dtype}")
+    if isinstance(state_dtype, str):
+        if state_dtype != precision.INT8:
+            raise ValueError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype!r}")
+    elif not isinstance(state_dtype, torch.dtype):
+        raise TypeError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype!r}")
+    elif state_dtype not in STATE_DTYPES + LOW_STATE_DTYPES:
+        raise ValueError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype}")
     for p in group["params"]:
+        if state_dtype in LOW_STATE_DTYPES:
+            if p.is_complex():
+                raise ValueError(f"state_dtype={state_dtype!r} does not hold the state of a complex parameter "
+                                 f"({p.dtype}; allowed for complex parameters: None, torch.float32, torch.float64)")
+            continue
         real_dtype = p.real.dtype if p.is_complex() else p.dtype
         if torch.finfo(real_dtype).bits > torch.finfo(state_dtype).bits:
             raise ValueError(f"state_dtype={state_dtype} is less precise than a {p.dtype} parameter "
@@ -70,6 +109,10 @@ def validate(group: Mapping[str, Any]) -> None:
 def compute_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:
     """The dtype the update of ``param`` is computed in (and its state kept in)."""
     state_dtype = group.get("state_dtype")
+    if state_dtype in LOW_STATE_DTYPES:  # stored low, computed in float32 (or the parameter's float64)
+        return torch.float64 if param.dtype == torch.float64 else torch.float32
+    if state_dtype is None and param.dtype == torch.bfloat16 and group.get("param_rounding") == "stochastic":
+        return torch.float32  # the float32 result is what is rounded stochastically
     if state_dtype is None or param.dtype in (state_dtype, _COMPLEX_OF[state_dtype]):
         return param.dtype
     return _COMPLEX_OF[state_dtype] if param.is_complex() else state_dtype
@@ -160,38 +203,49 @@ def check_sparse(optimizer: Any, group: Mapping[str, Any], param: Tensor) -> Non
 
 
 def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
-    """Make ``load_state_dict`` keep each state tensor in the dtype the optimizer keeps it in.
+    """Make ``load_state_dict`` keep each state tensor in the storage the optimizer keeps it in.
 
-    torch's ``load_state_dict`` casts every floating state tensor except ``step`` to its
-    parameter's dtype. That would round the float32 state of a bfloat16 parameter down to
-    bfloat16 on every resume (``state_dtype``), and move 0-dim running products such as NAdam's
-    ``mu_product`` from float32 to the parameter's dtype (bfloat16, or float64), so a resumed run
-    would not repeat an uninterrupted one. A pre-hook remembers the saved tensors and a post-hook
-    puts them back at the precision they were saved in.
+    torch's ``load_state_dict`` casts every state tensor except ``step`` to its parameter's dtype.
+    That would round the float32 state of a bfloat16 parameter down to bfloat16 on every resume
+    (``state_dtype``), turn 8-bit codes into floats, and move 0-dim running products such as
+    NAdam's ``mu_product`` from float32 to the parameter's dtype (bfloat16, or float64), so a
+    resumed run would not repeat an uninterrupted one. A pre-hook remembers the saved tensors and
+    a post-hook re-stores them from what was saved: in the group's storage (a float32 torch.optim
+    state loaded with ``state_dtype="int8"`` is quantized, 8-bit state loaded without it is
+    dequantized; see :func:`optimlab.kernels.precision.convert_state`), 0-dim running products as
+    saved. The optimizer keeps its own ``state_dtype`` and ``param_rounding``: they say how *this*
+    optimizer stores state, so a saved group's values do not replace them (its hyperparameters do,
+    as in torch). torch.optim itself cannot read 8-bit state: pass it through an optimlab
+    optimizer with ``state_dtype=None`` (which dequantizes on load) first.
     """
     saved: dict[str, Any] = {}
 
-    def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        # how this optimizer stores its state is its own: a saved group's storage options do not
+        # replace it (unlike its hyperparameters), the saved state is converted instead
+        groups = [{**saved_group, **{k: group[k] for k in STORAGE_OPTIONS if k in group}}
+                  for saved_group, group in zip(state_dict["param_groups"], opt.param_groups)]
+        state_dict = {**state_dict, "param_groups": groups + state_dict["param_groups"][len(groups):]}
         saved["state_dict"] = state_dict
+        return state_dict
 
     def post(opt: torch.optim.Optimizer) -> None:
         state_dict = saved.pop("state_dict", None)
         if state_dict is None:
             return
-        scalar_keys = getattr(opt.rule, "scalar_state", ())
+        scalar_keys = tuple(getattr(opt.rule, "scalar_state", ()))
         for saved_group, group in zip(state_dict["param_groups"], opt.param_groups):
-            keep_state = group.get("state_dtype") is not None
-            if not (keep_state or scalar_keys):
-                continue
             for param_id, param in zip(saved_group["params"], group["params"]):
-                dtype = compute_dtype(param, group)
-                for key, value in state_dict["state"].get(param_id, {}).items():
-                    if key == "step" or not torch.is_tensor(value) or not (value.is_floating_point() or value.is_complex()):
-                        continue
-                    if key in scalar_keys:  # e.g. NAdam's mu_product: as saved
-                        opt.state[param][key] = value.to(device=param.device, copy=True)
-                    elif keep_state:
-                        opt.state[param][key] = value.to(dtype=dtype, device=param.device, copy=True)
+                entry = state_dict["state"].get(param_id)
+                if entry is None or param not in opt.state:
+                    continue
+                state = precision.convert_state(param, group, entry, scalar_keys, compute_dtype(param, group))
+                for key in scalar_keys:  # e.g. NAdam's mu_product: as saved
+                    if torch.is_tensor(entry.get(key)):
+                        state[key] = entry[key].to(device=param.device, copy=True)
+                if "step" in opt.state[param]:  # as torch loaded it
+                    state["step"] = opt.state[param]["step"]
+                opt.state[param] = state
 
     optimizer.register_load_state_dict_pre_hook(pre)
     optimizer.register_load_state_dict_post_hook(post)

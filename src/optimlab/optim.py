@@ -21,6 +21,7 @@ from .kernels import compiled
 from ._scalar import scalar_dtype
 from .algorithms import lbfgs, schedule_free
 from .algorithms._base import Rule
+from .kernels import precision
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 _grad_is_sparse = attrgetter("grad.is_sparse")
@@ -30,7 +31,9 @@ _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")  # where torch.optim accep
 class Optimizer(torch.optim.Optimizer):
     """Base of optimlab's optimizers: ``rule`` is the algorithm, everything else is torch's.
 
-    Every optimizer also takes ``nonfinite=`` and ``state_dtype=`` (see :mod:`optimlab.faults`).
+    Every optimizer also takes ``nonfinite=``, ``state_dtype=``, ``param_rounding=`` and
+    ``rounding_seed=`` (see :mod:`optimlab.faults`; the storage formats are
+    :mod:`optimlab.kernels.precision`).
     """
 
     rule: Rule
@@ -109,6 +112,9 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, params))
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
+        if any(precision.low_precision(group) for group in self.param_groups):
+            # stochastic rounding keys on each parameter's position (its state_dict id)
+            self._param_index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
         # one-element tensor hyperparameters of any shape act as 0-dim ones (torch's _to_scalar)
         hyperparams = [{k: v.reshape(()) if isinstance(v, Tensor) and v.dim() else v
                         for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
@@ -142,7 +148,14 @@ class Optimizer(torch.optim.Optimizer):
         state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
-        state.update(self.rule.init_state(faults.state_template(param, group), group))
+        elif precision.rounds_stochastically(param, group):  # the step keys the rounding
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        storage = precision.kind(param, group)
+        for name, value in self.rule.init_state(faults.state_template(param, group), group).items():
+            if storage is None or name in self.rule.scalar_state:
+                state[name] = value
+            else:
+                precision.store(state, name, value, storage, None)
         if group.get("capturable"):  # the step counter and scalar state live on the device
             for name in ("step", *self.rule.scalar_state):
                 if name in state:
@@ -154,14 +167,20 @@ class Optimizer(torch.optim.Optimizer):
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
         state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
+        storage = precision.kind(param, group)  # None, "bf16" or "int8": how the state is kept
         real = torch.view_as_real if param.is_complex() else (lambda t: t)
         inputs: dict[str, Any] = {}
         for name, value in state.items():
-            if name == "step":
+            if name == "step" or precision.is_scale(name, state):
                 continue
-            inputs[name] = value.item() if name in self.rule.scalar_state else real(value)
-        if self.rule.counts_steps:
+            inputs[name] = value.item() if name in self.rule.scalar_state else real(precision.load(state, name, dtype))
+        stochastic = precision.rounds_stochastically(param, group)
+        if stochastic and "step" not in state:  # a torch.optim SGD state has no step
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            self.state[param] = state
+        if "step" in state:
             state["step"] += 1
+        if self.rule.counts_steps:
             inputs["step"] = state["step"] if self.rule.int_step else state["step"].item()
         update, grad = self.rule.update, faults.upcast(param.grad, dtype)
         if grad.is_sparse:
@@ -169,10 +188,22 @@ class Optimizer(torch.optim.Optimizer):
         else:
             grad = real(grad)
         out = update(real(faults.upcast(param, dtype)), grad, **inputs, **hyperparams)
-        real(param).copy_(out.pop("param"))
+
+        def key(name: str) -> int:
+            index = self._param_index[id(param)]
+            return precision.stream_key(group.get("rounding_seed", 0), int(state["step"]), index,
+                                        precision.stream_id(name))
+
+        new_param = out.pop("param")
+        if stochastic and group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16:
+            new_param = precision.round_bf16(new_param, key("param"))
+        real(param).copy_(new_param)
         for name, value in out.items():
             if name in self.rule.scalar_state:
                 state[name].fill_(value)
+            elif storage is not None:
+                precision.store(state, name, value, storage, key(name) if storage == "bf16" else None)
+                self.state[param] = state
             elif name in state:
                 real(state[name]).copy_(value)
             else:
@@ -286,7 +317,7 @@ _EXECUTION = (("foreach", None), ("differentiable", False), ("fused", None))
 
 
 def _signature(spec: Any) -> inspect.Signature:
-    """``(self, params, <torch's arguments or spec.arguments>, *, <options>, nonfinite, state_dtype)``."""
+    """``(self, params, <torch's arguments or spec.arguments>, *, <options>, <faults.options()>)``."""
     P = inspect.Parameter
     params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
     if spec.torch is not None:
@@ -306,7 +337,7 @@ def _docstring(spec: Any, sig: inspect.Signature) -> str:
     lines = [spec.doc, "", "Arguments (defaults):"]
     lines += [f"    {p.name} = {p.default!r}" for p in list(sig.parameters.values())[2:]]
     lines += [f"    {o.name}: {o.doc}" for o in spec.options]
-    lines.append("    nonfinite, state_dtype: see optimlab.faults")
+    lines.append("    nonfinite, state_dtype, param_rounding, rounding_seed: see optimlab.faults")
     return "\n".join(lines)
 
 

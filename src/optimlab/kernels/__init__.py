@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from . import cpu, foreach
+from . import cpu, foreach, precision, precision_cpu
 from .trace import CachedTracer, Unsupported, Vec, trace_rule
 
 __all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
@@ -221,7 +221,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         capturable = bool(group.get("capturable"))
         for p in params:
             g = p.grad
-            backend = _backend(p) if _plain(p) else None
+            low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+            backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
             if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
                 rest.append(p)
                 continue
@@ -232,9 +233,11 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
                 rest.append(p)
                 continue
             state = optimizer.param_state(p, group)
-            names = tuple(k for k in state if k not in scalar_names)
+            names = tuple(k for k in state if k not in scalar_names
+                          and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
             scalar_device = p.device if capturable else torch.device("cpu")
-            if not all(_dense_like(state[k], p) for k in names) or not all(
+            dense_like = backend.state_ok if low else _dense_like
+            if not all(dense_like(state[k], p) for k in names) or not all(
                     isinstance(state.get(k), Tensor) and state[k].dim() == 0 and state[k].device == scalar_device
                     and state[k].dtype in _ROUND for k in scalar_names):
                 rest.append(p)
@@ -252,7 +255,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             arguments, on = _arguments(set_values, round_), None
         try:
             trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
-            structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype)
+            structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype, names)  # names: precision_cpu
             kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
         except Unsupported:
             kernel = None
@@ -270,6 +273,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     for bucket, members in buckets.values():
         bucket.finish(rule, members)
         bucket.dicts = list(map(optimizer.state.get, bucket.params))
+        if hasattr(bucket.backend, "prepare"):  # a backend's own setup (precision_cpu: rounding keys, scales)
+            bucket.backend.prepare(bucket, optimizer, work[bucket.sets[0].group][0])
         plan.buckets.append(bucket)
     # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
     # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)

@@ -94,6 +94,15 @@ class CSource:
     def scalar(self, slot: int) -> str:  # a Python number meeting a tensor is rounded to its dtype
         return f"(T)s[{slot}]"
 
+    def preamble(self) -> list[str]:  # C lines before the kernel: helpers its loads and stores call
+        return []
+
+    #: segments start at multiples of this within each tensor (block-wise state: its block size)
+    align = 1
+
+    def after_loop(self) -> list[str]:  # C lines ending a segment, after its element loop
+        return []
+
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ctype: str,
              source: CSource | None = None) -> str:
@@ -107,7 +116,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     T = ctype
     params = ", ".join(source.declare(k) for k in range(n_buffers))
-    lines = ["#include <stdint.h>", "#include <math.h>", f"typedef {T} T;",
+    lines = ["#include <stdint.h>", "#include <math.h>", f"typedef {T} T;", *source.preamble(),
              f"static void segment(int64_t n, {params}, const double *s) {{"]
     for i in needed:
         if trace.nodes[i][0] == "scalar":
@@ -127,15 +136,18 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     for buffer, node in outputs:
         lines.append("    " + source.store(buffer, f"t{node}"))
     lines.append("  }")
+    lines += source.after_loop()
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
     lines += [
         "/* ptrs[k * nt + t]: buffer k of tensor t; sizes[t]: its element count; s + sets[t]: its scalars",
-        "   (one set per param group and step count: tensors of many groups share one call) */",
+        "   (one set per param group and step count: tensors of many groups share one call); SPAN(sizes[t]):",
+        "   its room in the index space (whole blocks of `align`: a segment never starts mid-block) */",
+        f"#define SPAN(x) (((x) + {source.align - 1}) / {source.align} * {source.align})",
         "void run(int64_t nt, const int64_t *sizes, void *const *ptrs, const double *s, const int64_t *sets,",
         "         int threads) {",
         "  int64_t total = 0;",
-        "  for (int64_t t = 0; t < nt; t++) total += sizes[t];",
+        "  for (int64_t t = 0; t < nt; t++) total += SPAN(sizes[t]);",
         f"  const int64_t chunk = {CHUNK};",
         "  const int64_t nchunks = (total + chunk - 1) / chunk;",
         f"  #pragma omp parallel num_threads(threads) if (threads > 1 && total >= {PARALLEL_MIN})",
@@ -145,12 +157,13 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
         "    for (int64_t c = 0; c < nchunks; c++) {",
         "      int64_t lo = c * chunk, hi = lo + chunk < total ? lo + chunk : total;",
         "      if (base > lo) { t = 0; base = 0; }",
-        "      while (base + sizes[t] <= lo) { base += sizes[t]; t++; }",
+        "      while (base + SPAN(sizes[t]) <= lo) { base += SPAN(sizes[t]); t++; }",
         "      while (lo < hi) {",
-        "        int64_t off = lo - base, end = base + sizes[t] < hi ? base + sizes[t] : hi;",
-        f"        segment(end - lo, {call}, s + sets[t]);",
+        "        int64_t off = lo - base, end = base + SPAN(sizes[t]) < hi ? base + SPAN(sizes[t]) : hi;",
+        "        int64_t last = base + sizes[t] < end ? base + sizes[t] : end;  /* not the padding */",
+        f"        if (last > lo) segment(last - lo, {call}, s + sets[t]);",
         "        lo = end;",
-        "        if (lo == base + sizes[t]) { base += sizes[t]; t++; }",
+        "        if (lo == base + SPAN(sizes[t])) { base += SPAN(sizes[t]); t++; }",
         "      }",
         "    }",
         "  }",
@@ -486,18 +499,20 @@ def _obtain(source: str, key: str, n_buffers: int) -> Kernel:
 
 
 def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-               structure: tuple) -> Kernel:
+               structure: tuple, source: CSource | None = None) -> Kernel:
     """The kernel for this trace structure, from memory, the disk cache, or a fresh build.
 
-    Raises :class:`Unsupported` (the caller then steps eagerly) when no kernel can be had."""
+    ``source`` (default: plain buffers of ``dtype``) says how buffers are stored; ``structure``
+    must tell apart kernels of different sources (it keys the in-memory cache). Raises
+    :class:`Unsupported` (the caller then steps eagerly) when no kernel can be had."""
     kernel = _by_structure.get(structure)
     if kernel is not None:
         return kernel
     ctype = CTYPES.get(dtype)
     if ctype is None:
         raise Unsupported(f"dtype {dtype}")
-    source = generate(trace, outputs, n_inputs, ctype)
-    key = hashlib.sha256("\0".join([source, " ".join(FLAGS), compiler() or "", _cpu_id(),
+    text = generate(trace, outputs, n_inputs, ctype, source)
+    key = hashlib.sha256("\0".join([text, " ".join(FLAGS), compiler() or "", _cpu_id(),
                                     sys.platform]).encode()).hexdigest()[:24]
     kernel = _loaded.get(key)
     if kernel is not None:
@@ -507,6 +522,6 @@ def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, 
         kernel = _loaded.get(key)
         if kernel is None:
             n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
-            kernel = _loaded[key] = _obtain(source, key, n_buffers)
+            kernel = _loaded[key] = _obtain(text, key, n_buffers)
     _by_structure[structure] = kernel
     return kernel

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .. import catalogue
+from .. import catalogue, faults
 from ..catalogue import Entry
 
 HyperValue = float | Sequence[float] | Tensor
@@ -39,7 +39,7 @@ _RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
 
 #: optimizer arguments about execution, not the math: the lab's engine has no use for them
-_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", "nonfinite", "state_dtype"}
+_NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", *faults.options()}
 
 
 def _group_for(spec: Entry, values: dict[str, Any]) -> dict[str, Any]:

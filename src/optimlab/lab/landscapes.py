@@ -114,12 +114,6 @@ class Landscape:
             Z = self.fn(X, Y)
         return xs, ys, X, Y, Z
 
-    def grid(self, n: int = 100) -> dict[str, list]:
-        """``f`` on an ``n x n`` grid over the window: ``{"x": [n], "y": [n], "z": [n][n]}`` with
-        ``z[i][j] = f(x[j], y[i])`` (JSON-ready, e.g. for a web heat map)."""
-        xs, ys, _, _, Z = self.evaluate_grid(n)
-        return {"x": xs.tolist(), "y": ys.tolist(), "z": Z.tolist()}
-
     def describe(self) -> dict:
         """The landscape's facts as plain data."""
         return {"name": self.name, "formula": self.formula, "description": self.description,

@@ -65,14 +65,14 @@ def oscillation(path: Tensor, axis: Tensor | None = None) -> Tensor:
     proj = torch.nan_to_num(proj, nan=0.0, posinf=0.0, neginf=0.0)
     scale = proj.abs().amax(dim=0, keepdim=True)
     sign = torch.sign(torch.where(proj.abs() > 1e-12 * scale, proj, torch.zeros_like(proj)))
-    counts = torch.zeros(path.shape[1], dtype=torch.long, device=path.device)
-    # compare each nonzero sign with the previous nonzero sign, per trajectory
-    last = torch.zeros(path.shape[1], dtype=sign.dtype, device=path.device)
-    for s in sign:  # T is at most a few thousand; the work per step is one vector op
-        flip = (s != 0) & (last != 0) & (s != last)
-        counts += flip.long()
-        last = torch.where(s != 0, s, last)
-    return counts
+    # compare each nonzero sign with the previous nonzero sign, per trajectory (no loop over t:
+    # the index of the last nonzero sign before t is a running maximum)
+    t = torch.arange(sign.shape[0], device=path.device)[:, None]
+    last = torch.cummax(torch.where(sign != 0, t, torch.full_like(t, -1)).expand_as(sign), dim=0).values
+    before = torch.cat([torch.full_like(last[:1], -1), last[:-1]])
+    previous = torch.where(before >= 0, sign.gather(0, before.clamp(min=0)), torch.zeros_like(sign))
+    flip = (sign != 0) & (previous != 0) & (sign != previous)
+    return flip.long().sum(dim=0)
 
 
 def diverged(path: Tensor, landscape: Landscape) -> Tensor:

@@ -82,13 +82,15 @@ def summarize(task: Task, lr: float, runs: list[RunResult]) -> dict[str, Any]:
 
 
 def tune(task: Task | str, optimizer: str, grid: list[float], steps: int | None = None, mode=None,
-         schedule: str = "none", callback: Callable[[str], None] | None = None) -> tuple[RunResult, list[RunResult]]:
+         schedule: str = "none", callback: Callable[[str], None] | None = None,
+         state_dtype: Any = None) -> tuple[RunResult, list[RunResult]]:
     """One seed-0 run per grid LR (stopped at the target); returns (best run, all runs), best by
     fewest steps to target, then the smaller LR (or, if none reached it, the best final metric)."""
     task = get_task(task) if isinstance(task, str) else task
     runs = []
     for lr in grid:
-        runs.append(train(task, optimizer, lr, mode, steps, schedule, seed=0, stop_at_target=True))
+        runs.append(train(task, optimizer, lr, mode, steps, schedule, seed=0, stop_at_target=True,
+                          state_dtype=state_dtype))
         if callback:
             callback(f"tune {optimizer} lr={lr:g}")
     return min(runs, key=lambda r: _score(task, r)), runs
@@ -96,8 +98,9 @@ def tune(task: Task | str, optimizer: str, grid: list[float], steps: int | None 
 
 def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps: int | None = None,
               seeds: int = 3, mode=None, schedule: str = "none",
-              callback: Callable[[str], None] | None = None) -> BenchResult:
-    """Tune and measure every optimizer on ``task``; ``callback(message)`` is called after each run."""
+              callback: Callable[[str], None] | None = None, state_dtype: Any = None) -> BenchResult:
+    """Tune and measure every optimizer on ``task``; ``callback(message)`` is called after each run.
+    ``state_dtype`` (see :mod:`optimlab.faults`) is given to every optimizer."""
     task = get_task(task) if isinstance(task, str) else task
     optimizers = [catalogue.get(name).name for name in optimizers]
     if not optimizers:
@@ -107,11 +110,11 @@ def run_bench(task: Task | str, optimizers: list[str], grid: list[float], steps:
     if not grid:
         raise ValueError("grid must hold at least one learning rate")
     steps = task.budget_steps if steps is None else steps
-    common = {"steps": steps, "mode": mode, "schedule": schedule}
+    common = {"steps": steps, "mode": mode, "schedule": schedule, "state_dtype": state_dtype}
     result = BenchResult(task.name, task.target_text,
                          {"grid": grid, "steps": steps, "seeds": list(range(1, seeds + 1)), "tuning_seed": 0,
                           "mode": str(mode) if mode else "task default", "schedule": schedule,
-                          "eval_every": task.eval_every})
+                          "eval_every": task.eval_every, "state_dtype": str(state_dtype or "default")})
     for name in optimizers:
         best, tuning = tune(task, name, grid, callback=callback, **common)
         result.grid[name] = [r.to_dict(curves=False) for r in tuning]

@@ -74,6 +74,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="step budget per run (default: the task's)")
     p.add_argument("--seeds", type=int, default=3, help="measured seeds per optimizer (default 3)")
     p.add_argument("--schedule", default="constant", metavar="SPEC", help=SCHEDULE_HELP)
+    p.add_argument("--state-dtype", default=None, metavar="NAME",
+                   help="optimizer state storage for every optimizer: float32, float64, bfloat16 or int8 "
+                        "(default: the parameters' dtype; see docs/precision.md)")
     p.set_defaults(func=lazy("optimlab.train.cli", "cmd_bench"))
 
     from .. import catalogue
@@ -284,17 +287,24 @@ def cmd_bench(args) -> int:
     mode = _mode(args)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    state_dtype = None
+    if args.state_dtype is not None:
+        from .. import faults
+        from .._checks import check_choice
+        check_choice("--state-dtype", args.state_dtype, tuple(faults.STATE_DTYPE_NAMES))
+        state_dtype = faults.STATE_DTYPE_NAMES[args.state_dtype]
     _setup(args)
     total = len(names) * (len(grid) + args.seeds)
     console = _console()
     with _progress(console) as progress:
         bar = progress.add_task(f"bench {task.name}", total=total, info="")
         result = run_bench(task, names, grid, args.steps, args.seeds, mode, args.schedule,
-                           callback=lambda msg: progress.update(bar, advance=1, info=msg))
+                           callback=lambda msg: progress.update(bar, advance=1, info=msg), state_dtype=state_dtype)
     paths = write_results(result, args.out, f"bench_{task.name}")
     table = Table(title=f"{task.name}: target {task.target_text}; LR tuned on {len(grid)} values "
                         f"{grid[0]:g}..{grid[-1]:g} (seed 0), measured on seeds 1..{args.seeds}, "
-                        f"{result.settings['steps']} steps, mode {result.settings['mode']}, schedule {args.schedule}")
+                        f"{result.settings['steps']} steps, mode {result.settings['mode']}, schedule {args.schedule}"
+                        + (f", state_dtype {args.state_dtype}" if args.state_dtype else ""))
     for col in ("optimizer", "tuned lr", "reached", "median steps to target", "median seconds to target",
                 f"final {task.metric_name} (mean ± sd)", "diverged"):
         table.add_column(col, justify="right")

@@ -22,11 +22,12 @@ from .modes import Mode, batches
 from ..schedules import build as make_schedule, is_plateau
 from .tasks import Task, get_task
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The catalogue's optimizer ``name`` (:mod:`optimlab.catalogue`) with learning rate ``lr``."""
+def make_optimizer(name: str, params, lr: float, state_dtype: Any = None) -> torch.optim.Optimizer:
+    """The catalogue's optimizer ``name`` (:mod:`optimlab.catalogue`) with learning rate ``lr``
+    (and ``state_dtype``, see :mod:`optimlab.faults`, when given)."""
     entry = catalogue.get(name)
     check_lr(lr)
-    return entry.make(params, lr=lr)
+    return entry.make(params, lr=lr, **({} if state_dtype is None else {"state_dtype": state_dtype}))
 
 
 def check_lr(lr: float, name: str = "lr") -> None:
@@ -87,7 +88,8 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
           steps: int | None = None, schedule: str = "none", seed: int = 0, eval_every: int | None = None,
           stop_at_target: bool = False, diagnostics=None, model: nn.Module | None = None,
           callback: Callable[[int, int, float, dict | None], None] | None = None,
-          optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None) -> RunResult:
+          optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None,
+          state_dtype: Any = None) -> RunResult:
     """Train ``task`` once and return its curves and its steps / seconds to the target.
 
     Defaults (optimizer, lr, mini-batch size, steps, eval_every) are the task's. The run stops early
@@ -111,7 +113,7 @@ def train(task: Task | str, optimizer: str | None = None, lr: float | None = Non
     data = task.data()
     model = build_model(task, seed) if model is None else model
     if optimizer_factory is None:
-        opt = make_optimizer(optimizer, model.parameters(), lr)
+        opt = make_optimizer(optimizer, model.parameters(), lr, state_dtype)
     else:
         opt = optimizer_factory(model.parameters())
         lr = opt.param_groups[0]["lr"]

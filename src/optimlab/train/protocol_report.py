@@ -41,7 +41,8 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
     b: list[tuple] = [("h1", "Optimizer benchmark: tuned fairly, scored by time to target" + (f" ({label})" if label else ""))]
     b.append(("p", f"Command: `{command}`  \nDate: {date}  \nHardware: {env['cpu']}, {env['cores']} cores "
                    f"(shared machine; load average {', '.join(f'{v:.1f}' for v in env.get('load_average') or [])} at the "
-                   f"start, {', '.join(f'{v:.1f}' for v in env.get('load_average_end') or [])} at the end); "
+                   f"start and {', '.join(f'{v:.1f}' for v in env.get('load_average_end') or [])} at the end of the "
+                   "command that wrote this report); "
                    f"torch {env['torch']}, Python {env['python']}, {env['threads_per_worker']} torch thread per worker, "
                    f"{result['workers']} worker process(es)."))
     b.append(("p", f"Budget: {_budget_text(proto)}. Spent: {result['budget']['runs']} training runs, "

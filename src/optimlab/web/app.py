@@ -1,64 +1,54 @@
-"""The web lab's server: a FastAPI app that runs the batched engine for the page.
+"""The web lab's server: a FastAPI app that runs the batched engine's numbers for the page.
 
 Routes::
 
     GET  /                          the page (static/index.html)
     GET  /static/...                the page's script and style
     GET  /vendor/plotly.min.js      plotly.js, served from the installed ``plotly`` package (no CDN)
-    GET  /api/meta                  landscapes, optimizers (with their knobs and defaults), schedules, limits
+    GET  /api/meta                  landscapes, optimizers (knobs, defaults, colours), schedules, limits
+    GET  /api/health                whether the worker processes are ready
     GET  /api/landscape/{name}      the landscape on a grid (for the contour and the 3-D surface)
     POST /api/run                   trajectories, losses and metrics (see ``schemas.RunRequest``)
+    GET  /api/openapi.json          the schema of all of the above
 
-The numbers of ``/api/run`` are ``optimlab.lab.engine.run`` and ``optimlab.lab.metrics.rows`` for
-the same arguments, unchanged (float64, non-finite values sent as ``null``).
+The numbers of ``/api/run`` are ``optimlab.lab.engine.run`` and ``optimlab.lab.metrics.rows``
+for the same arguments, bit for bit (computed by :mod:`.fastpath`; float64, non-finite values
+sent as ``null``). The jobs are split: :mod:`.compute` (what is computed), :mod:`.admission` (who
+computes when), :mod:`.schemas` (what is accepted and sent), this module (routes and guards).
 
-Every bad request gets a 4xx whose body is ``{"error": "<one line>", "details": [...]}``:
-422 for a request that is not valid or asks for more than :class:`~.schemas.Limits` allow (or
-runs past the time budget), 404 for an unknown landscape in a path, 413 for a body that is too
-large, 429 when the server is busy with other runs.
+Every bad request gets a 4xx whose body is ``{"error": "<one line>", "details": [...]}``
+(:class:`~.schemas.ErrorResponse`): 422 for a request that is not valid or asks for more than
+:class:`~.schemas.Limits` allow (or runs past the time budget), 404 for an unknown landscape in a
+path, 413 for a body that is too large, 400 for a bad ``Host`` header where the server is bound to
+this machine, 429 (with ``Retry-After``) when the server is busy.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import threading
+import asyncio
 import time
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
-import torch
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import catalogue
-from ..lab import engine, metrics
-from ..lab.landscapes import LANDSCAPES, get_landscape
-from .. import schedules
-from .schemas import HARD_MAX_NAME, KNOB_HELP, KNOB_RANGES, LR_RANGE, knobs, Limits, RunRequest, check_limits
+from ..lab.landscapes import get_landscape
+from .admission import Admission
+from .compute import ApiError, dumps, landscape_grid_json, meta, run_json, warm_up, warm_up_worker
+from .schemas import (HARD_MAX_NAME, ErrorResponse, Health, LandscapeGrid, Limits, MetaResponse, RunRequest, RunResponse,
+                      check_limits, cost)
 
 STATIC = Path(__file__).parent / "static"
 
-
-class ApiError(Exception):
-    """An error answered with ``status`` and a message the page shows."""
-
-    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details or []
-
-
-class BudgetExceeded(Exception):
-    pass
+#: the Host header values a server bound to this machine answers (DNS rebinding protection)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def plotly_js_path() -> Path:
@@ -66,32 +56,8 @@ def plotly_js_path() -> Path:
     return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
 
 
-# --- JSON helpers -------------------------------------------------------------------------------
-
-def nested(t: torch.Tensor | np.ndarray) -> list:
-    """A tensor as nested lists of Python floats, non-finite entries as None (JSON null)."""
-    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    a = a.astype(np.float64)
-    finite = np.isfinite(a)
-    if finite.all():
-        return a.tolist()
-    obj = a.astype(object)
-    obj[~finite] = None
-    return obj.tolist()
-
-
 def json_response(payload: Any, status: int = 200) -> Response:
-    """JSON without NaN / Infinity (``allow_nan=False``: a non-finite number left in a payload is a
-    bug, not something to send), written directly rather than through ``jsonable_encoder``, which
-    walks every float of a large trajectory array in Python."""
-    body = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    return Response(content=body, media_type="application/json", status_code=status)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return Response(content=dumps(payload), media_type="application/json", status_code=status)
 
 
 def _loc(loc: tuple) -> str:
@@ -111,98 +77,6 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
-# --- computations -------------------------------------------------------------------------------
-
-def landscape_info(name: str) -> dict[str, Any]:
-    land = get_landscape(name)
-    return {"name": land.name, "formula": land.formula, "description": land.description,
-            "window": [list(land.window[0]), list(land.window[1])], "start": list(land.start),
-            "minima": [list(m) for m in land.minima], "saddles": [list(s) for s in land.saddles],
-            "global_minima": land.global_minima or len(land.minima), "log_plot": land.log_plot,
-            "min_value": land.min_value,
-            # each optimizer's default learning rate on this landscape (from the catalogue)
-            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
-
-
-def optimizer_info(name: str) -> dict[str, Any]:
-    spec = engine.get_optimizer(name)
-    return {"name": spec.name, "label": spec.label, "default_lr": spec.lab_lr, "colour": spec.colour,
-            "knobs": knobs(spec), "main": spec.main,
-            "options": {k: v for k, v in spec.options.items()}}
-
-
-def meta(limits: Limits) -> dict[str, Any]:
-    return {
-        "landscapes": [landscape_info(n) for n in LANDSCAPES],
-        "optimizers": [optimizer_info(n) for n in catalogue.names()],
-        "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
-                  for k in KNOB_RANGES},
-        "lr_range": list(LR_RANGE),
-        "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
-                      "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},
-        "limits": limits.as_dict(),
-    }
-
-
-@lru_cache(maxsize=16)
-def landscape_grid_json(name: str, resolution: int) -> str:
-    """:func:`landscape_grid` as JSON text, cached (a page asks for the same grid again and again)."""
-    return json.dumps(landscape_grid(name, resolution), allow_nan=False, separators=(",", ":"))
-
-
-def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
-    """The landscape on a ``resolution x resolution`` grid over its window.
-
-    ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
-    ``log10(f - f* + 1)`` for landscapes marked ``log_plot`` (values spanning many decades), else
-    None (the page colours ``z`` itself).
-    """
-    land = get_landscape(name)
-    xs, ys, _, _, z = land.evaluate_grid(resolution)
-    zplot = torch.log10(torch.clamp(z - land.min_value, min=0) + 1) if land.log_plot else None
-    return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
-            "zplot": nested(zplot) if land.log_plot else None, "log_plot": land.log_plot,
-            "zplot_label": "log10(f - f* + 1)" if land.log_plot else "f(x, y)"}
-
-
-def run_request(req: RunRequest, limits: Limits) -> dict[str, Any]:
-    """Run every optimizer of ``req`` with the batched engine; stop past the time budget."""
-    check_limits(req, limits)
-    t0 = time.perf_counter()
-    deadline = time.monotonic() + limits.time_budget_s
-
-    def check_budget(_step: int) -> None:
-        if time.monotonic() > deadline:
-            raise BudgetExceeded()
-
-    land = get_landscape(req.landscape)
-    out = []
-    for spec in req.optimizers:
-        try:
-            r = engine.run(land, spec.name, req.starts, req.steps, lr=spec.lr, schedule=req.schedule,
-                           progress=check_budget, **spec.hyper())
-        except BudgetExceeded:
-            raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
-                                f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
-        except (ValueError, TypeError) as exc:
-            raise ApiError(422, f"{spec.name}: {exc}") from None
-        used = {k: float(v) for k, v in engine.prepare(r.optimizer, 1, float(r.lr[0]), spec.hyper(),
-                                                        torch.float64)[0].items()
-                if k in knobs(spec)}
-        out.append({
-            "name": r.optimizer.name,
-            "label": r.optimizer.label,
-            "lr": float(r.lr[0]),
-            "hyper": used,
-            "path": nested(r.path),
-            "loss": nested(r.loss),
-            "metrics": [{k: _clean(v) for k, v in row.items()} for row in metrics.rows(r, tol=req.tol)],
-        })
-    return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
-            "lr_factors": list(r.lr_factors), "tol": req.tol, "f_star": land.min_value,
-            "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
-
-
 # --- the app ------------------------------------------------------------------------------------
 
 class BodyLimit:
@@ -219,6 +93,8 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # the time budget of a run counts from here: before its body is read and validated
+        scope.setdefault("state", {})["arrived"] = time.monotonic()
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None:
             try:
@@ -252,29 +128,89 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def warm_up() -> None:
-    """One tiny run, so the first request does not pay autograd's one-time start-up (about 2 s)."""
-    engine.run("bowl", "adam", [[1.0, 1.0]], 2)
+class HostCheck:
+    """ASGI middleware: a request whose ``Host`` header is not one of ``hosts`` (port ignored) gets
+    a 400 before the app sees it, so a page on another site cannot reach a server bound to this
+    machine by pointing its own name at 127.0.0.1 (DNS rebinding)."""
+
+    def __init__(self, app, hosts: Iterable[str]):
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in self.hosts:
+            response = JSONResponse({"error": f"this server answers only to the Host names {sorted(self.hosts)}",
+                                     "details": [{"field": "Host", "message": "not an allowed host name"}]},
+                                    status_code=400)
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
-def create_app(limits: Limits | None = None) -> FastAPI:
-    """The web lab's FastAPI app (serve it with uvicorn; ``optimlab serve`` does)."""
+ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in [
+    (400, "a bad Host header or Content-Length"), (413, "a request body larger than the server allows"),
+    (422, "a request that is not valid, asks for more than the server allows, or ran past the time budget"),
+    (429, "the server is busy (see Retry-After)")]}
+
+
+def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None = None,
+               processes: bool = False) -> FastAPI:
+    """The web lab's FastAPI app (serve it with uvicorn; ``optimlab serve`` does).
+
+    ``allowed_hosts``: the ``Host`` names to answer (``optimlab serve`` passes
+    :data:`LOOPBACK_HOSTS` when bound to this machine); None answers any.
+    ``processes``: compute runs in worker processes (one per run slot, started and warmed up in
+    the background when the app starts; runs use threads until they are ready) instead of threads. A run is Python float code: in a thread it holds the GIL
+    that the event loop needs to answer ``/api/meta`` and the page, so ``optimlab serve`` uses
+    processes; threads suit tests that patch the computation in-process.
+    """
     limits = limits or Limits()
+    admission = Admission(limits)
+    executor: list[Any] = []
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        warm_up()
-        yield
+        warm_up(schedules=not processes)
+        pool, starting = None, None
+        if processes:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            n = limits.light_running + limits.heavy_running
+            pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=warm_up_worker)
+
+            async def start() -> None:
+                # every worker started and warmed up (each imports torch): until then runs use threads
+                loop = asyncio.get_running_loop()
+                await asyncio.gather(*[loop.run_in_executor(pool, time.sleep, 0.5) for _ in range(n)])
+                executor.append(pool)
+
+            starting = asyncio.create_task(start())
+        try:
+            yield
+        finally:
+            if starting is not None:
+                starting.cancel()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     # no Swagger / ReDoc pages: they load their scripts from a CDN; the schema itself is served
     app = FastAPI(title="optimlab web lab", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    slots = threading.BoundedSemaphore(limits.max_concurrent)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, hosts=allowed_hosts)
     app.state.limits = limits
+    app.state.admission = admission
+    meta_json = dumps(meta(limits))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message, "details": exc.details}, status_code=exc.status)
+        return JSONResponse({"error": exc.message, "details": exc.details}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -311,12 +247,21 @@ def create_app(limits: Limits | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/api/meta")
-    def api_meta():
-        return json_response(meta(limits))
+    @app.get("/api/meta", response_model=None, responses={200: {"model": MetaResponse}, **ERRORS})
+    async def api_meta() -> Response:
+        """Landscapes, optimizers, knobs and limits (computed once: never waits for a run)."""
+        return Response(content=meta_json, media_type="application/json")
 
-    @app.get("/api/landscape/{name}")
-    def api_landscape(name: str, resolution: int = 121):
+    @app.get("/api/health", response_model=None, responses={200: {"model": Health}, **ERRORS})
+    async def api_health() -> Response:
+        """Where runs compute now: ``processes`` once the worker processes are ready, else ``threads``."""
+        return json_response({"compute": "processes" if executor else "threads",
+                              "ready": bool(executor) or not processes})
+
+    @app.get("/api/landscape/{name}", response_model=None,
+             responses={200: {"model": LandscapeGrid}, 404: {"model": ErrorResponse}, **ERRORS})
+    async def api_landscape(name: str, resolution: int = 121) -> Response:
+        """The landscape on a ``resolution x resolution`` grid over its window."""
         if len(name) > HARD_MAX_NAME:
             raise ApiError(404, f"unknown landscape (a name of {len(name)} characters; names have at most {HARD_MAX_NAME})")
         try:
@@ -326,19 +271,24 @@ def create_app(limits: Limits | None = None) -> FastAPI:
         if not 10 <= resolution <= limits.max_grid:
             raise ApiError(422, f"resolution must be an integer in [10, {limits.max_grid}], got {resolution}",
                            [{"field": "resolution", "message": f"must be in [10, {limits.max_grid}]"}])
-        return Response(content=landscape_grid_json(land.name, resolution), media_type="application/json")
+        text = await anyio.to_thread.run_sync(landscape_grid_json, land.name, resolution)
+        return Response(content=text, media_type="application/json")
 
-    @app.post("/api/run")
-    def api_run(req: RunRequest):
+    @app.post("/api/run", response_model=None, responses={200: {"model": RunResponse}, **ERRORS})
+    async def api_run(req: RunRequest, request: Request) -> Response:
+        """Every optimizer from every start; admitted by cost, within the time budget."""
+        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
+        deadline = arrived + limits.time_budget_s
         try:
             check_limits(req, limits)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        if not slots.acquire(timeout=limits.queue_wait_s):
-            raise ApiError(429, f"the server is busy with {limits.max_concurrent} other runs; try again")
-        try:
-            return json_response(run_request(req, limits))
-        finally:
-            slots.release()
+        async with admission.pool(cost(req)).slot(deadline) as queued:
+            if executor:
+                text = await asyncio.get_running_loop().run_in_executor(executor[0], run_json, req, limits,
+                                                                        deadline, queued)
+            else:
+                text = await anyio.to_thread.run_sync(run_json, req, limits, deadline, queued)
+        return Response(content=text, media_type="application/json")
 
     return app

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def _is_loopback(host: str) -> bool:
@@ -18,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 def serve(args) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import LOOPBACK_HOSTS, create_app
     from .schemas import HARD_MAX_STEPS, Limits
 
     if not 0 <= args.port <= 65535:
@@ -28,12 +36,14 @@ def serve(args) -> int:
     default = Limits()
     limits = Limits(max_steps=args.max_steps, max_total_steps=max(default.max_total_steps, args.max_steps),
                     time_budget_s=args.time_budget)
-    if not _is_loopback(args.host):
+    loopback = _is_loopback(args.host)
+    if not loopback:
         print(f"optimlab serve: warning: listening on {args.host}, not only this machine; "
               "the lab has no authentication", file=sys.stderr)
     print(f"optimlab serve: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/ "
           "(Ctrl+C stops)", file=sys.stderr)
-    uvicorn.run(create_app(limits), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None, processes=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -49,3 +59,38 @@ def register(sub) -> None:
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default warning)")
     p.set_defaults(func=serve)
+
+
+@contextmanager
+def served(*args: str, ready: str = "/api/meta", timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``optimlab serve`` in a subprocess on a free loopback port (for tests and benchmarks):
+    yields ``(url, process)`` once ``GET ready`` answers 200 (``/api/health``: once its JSON says
+    ``ready``), and always stops the process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "serve", "--port", str(port), *args],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(url + ready, timeout=10) as r:
+                    if r.status == 200 and (ready != "/api/health" or json.load(r)["ready"]):
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"optimlab serve exited: {proc.stderr.read().decode()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"optimlab serve did not answer {ready} within {timeout_s:g} s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

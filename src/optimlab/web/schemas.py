@@ -11,15 +11,16 @@ is a server setting, :class:`Limits`, checked by :func:`check_limits` after the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import catalogue, schedules
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
-from ..lab.landscapes import get_landscape
-from .. import schedules
+from ..lab.landscapes import LANDSCAPES, get_landscape
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -46,6 +47,12 @@ def knobs(spec: Entry) -> dict[str, float]:
     ``momentum`` is a knob only for the optimizers that stand for a momentum method (plain GD and
     RMSProp have the argument, at 0, but turning it on would make them another optimizer).
     """
+    return dict(_knobs(get_optimizer(spec).name))
+
+
+@lru_cache(maxsize=256)
+def _knobs(name: str) -> dict[str, float]:
+    spec = get_optimizer(name)
     kwargs, _ = prepare(spec, 1, spec.lab_lr, {}, torch.float64)
     out = {}
     for name in KNOB_RANGES:
@@ -76,8 +83,14 @@ class Limits:
                           optimizer entry at a time (a batch of starts costs little more than one)
     ``max_points``        ``(steps + 1) * trajectories`` points returned by one request
     ``max_grid``          landscape grid resolution (points per axis)
-    ``time_budget_s``     wall time one run request may take; past it the run stops with a 422
-    ``max_concurrent``    engine runs at once; further requests wait ``queue_wait_s``, then get a 429
+    ``time_budget_s``     wall time one run request may take from its arrival, queueing included;
+                          a run still queued at the budget gets a 429, one still running a 422
+    ``light_cost``        a run whose cost (:func:`cost`) is at most this is *light*: light and
+                          heavy runs have their own slots and queues, so heavy work never delays
+                          a light run, and neither delays ``/api/meta`` or the page
+    ``light_running``     light runs computing at once; ``light_queue`` more may wait
+    ``heavy_running``     heavy runs computing at once; ``heavy_queue`` more may wait; a run that
+                          finds its queue full is answered 429 with ``Retry-After`` at once
     ``max_body_bytes``    request bodies larger than this get a 413
     """
 
@@ -88,8 +101,11 @@ class Limits:
     max_points: int = 100_000
     max_grid: int = 301
     time_budget_s: float = 5.0
-    max_concurrent: int = 2
-    queue_wait_s: float = 10.0
+    light_cost: int = 12_000
+    light_running: int = 2
+    light_queue: int = 8
+    heavy_running: int = 1
+    heavy_queue: int = 2
     max_body_bytes: int = 64 * 1024
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,7 +129,8 @@ class OptimizerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=HARD_MAX_NAME)
+    name: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": catalogue.names()},
+                      description="a lab optimizer (an unknown name is answered with the closest valid one)")
     lr: float | None = Field(default=None, allow_inf_nan=False, gt=LR_RANGE[0], le=LR_RANGE[1],
                              description="learning rate (default: the optimizer's lab default)")
     momentum: float | None = _knob("momentum")
@@ -129,7 +146,7 @@ class OptimizerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _knobs_belong(self) -> "OptimizerSpec":
-        allowed = knobs(get_optimizer(self.name))
+        allowed = knobs(self.name)
         for key in KNOB_RANGES:
             if getattr(self, key) is not None and key not in allowed:
                 has = ", ".join(["lr", *allowed]) if allowed else "lr"
@@ -146,12 +163,16 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME)
+    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": list(LANDSCAPES)},
+                           description="a landscape of the lab")
     starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
     steps: int = Field(ge=1, le=HARD_MAX_STEPS)
-    schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME)
+    schedule: str = Field(default="constant", min_length=1, max_length=HARD_MAX_NAME,
+                          json_schema_extra={"pattern": r"^(constant|none|cosine|exponential(:[0-9.eE+-]{1,24})?|"
+                                                        r"(step|warmup|warmup-cosine)(:[0-9]{1,6}(:[0-9.eE+-]{1,24})?)?)$"},
+                          description="a schedule of optimlab.schedules (not plateau: it needs a validation metric)")
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
 
@@ -172,6 +193,17 @@ class RunRequest(BaseModel):
         return self
 
 
+#: relative cost of one step of one trajectory: NAG evaluates the landscape twice (loss at w,
+#: gradient at the look-ahead point)
+def rule_cost(name: str) -> int:
+    return 2 if get_optimizer(name).lookahead else 1
+
+
+def cost(req: RunRequest) -> int:
+    """The work a run asks for, in trajectory-steps: ``steps x starts x sum of rule costs``."""
+    return req.steps * len(req.starts) * sum(rule_cost(o.name) for o in req.optimizers)
+
+
 def check_limits(req: RunRequest, limits: Limits) -> None:
     """Raise ValueError when a valid request asks for more work than the server allows."""
     if req.steps > limits.max_steps:
@@ -188,3 +220,142 @@ def check_limits(req: RunRequest, limits: Limits) -> None:
     if points > limits.max_points:
         raise ValueError(f"(steps + 1) x starts x optimizers = {points} points is more than this server's "
                          f"{limits.max_points}; ask for fewer steps, starts or optimizers")
+
+
+# --- what the server sends (documented in the OpenAPI schema; the tests check it is what is sent) ---
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="where in the request (e.g. optimizers[0].lr), or 'request'")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx: one line for the page, and one entry per problem."""
+
+    error: str
+    details: list[ErrorDetail]
+
+
+Number = float | None  # non-finite values (a diverged run) are sent as null
+
+
+class MetricsRow(BaseModel):
+    """``optimlab.lab.metrics.rows`` for one trajectory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: str
+    landscape: str
+    lr: float
+    x0: float
+    y0: float
+    x_final: Number
+    y_final: Number
+    final_loss: Number
+    loss_gap: Number
+    nearest_minimum: int
+    distance_to_minimum: Number
+    steps_to_tol: int
+    path_length: Number
+    displacement: Number
+    straightness: Number
+    oscillation: int
+    diverged: bool
+    escaped_saddle: bool
+    steps_to_escape: int
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    label: str
+    colour: str
+    lr: float
+    hyper: dict[str, float]
+    path: list[list[list[Number]]] = Field(description="(steps + 1) x starts x 2")
+    loss: list[list[Number]] = Field(description="(steps + 1) x starts")
+    left_window: list[int | None] = Field(description="per start: the first step outside the window or "
+                                                      "non-finite (the page draws the path up to it), or null")
+    metrics: list[MetricsRow]
+
+
+class RunResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    landscape: str
+    steps: int
+    schedule: str
+    lr_factors: list[float]
+    tol: float
+    f_star: float
+    starts: list[list[float]]
+    runs: list[RunResult]
+    elapsed_s: float = Field(description="server time of the computation")
+    queued_s: float = Field(description="time the request waited for a slot")
+
+
+class LandscapeGrid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    resolution: int
+    x: list[float]
+    y: list[float]
+    z: list[list[Number]]
+    zplot: list[list[Number]] | None
+    log_plot: bool
+    zplot_label: str
+    log_offset: float = Field(description="zplot = log10(max(z - f*, 0) + log_offset) where log_plot")
+
+
+class LandscapeInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    formula: str
+    description: str
+    window: list[list[float]]
+    start: list[float]
+    minima: list[list[float]]
+    saddles: list[list[float]]
+    global_minima: int
+    log_plot: bool
+    min_value: float
+    default_lr: dict[str, float]
+
+
+class OptimizerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    label: str
+    colour: str
+    default_lr: float
+    knobs: dict[str, float]
+    main: bool
+    options: dict[str, Any]
+
+
+class KnobInfo(BaseModel):
+    range: list[float]
+    open: list[bool]
+    help: str
+
+
+class MetaResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    landscapes: list[LandscapeInfo]
+    optimizers: list[OptimizerInfo]
+    knobs: dict[str, KnobInfo]
+    lr_range: list[float]
+    schedules: dict[str, list[str]]
+    limits: dict[str, float]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    compute: str = Field(json_schema_extra={"enum": ["processes", "threads"]})
+    ready: bool

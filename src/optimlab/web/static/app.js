@@ -4,9 +4,8 @@
 "use strict";
 
 (() => {
-  // Okabe & Ito (2008) colour-blind-safe palette, without the yellow (too pale on the light contour);
-  // entries beyond seven reuse the colours with dashed, then dotted lines.
-  const PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#000000"];
+  // one colour per optimizer, the catalogue's (the same in the figures and GIFs); a second card of
+  // the same optimizer is drawn dashed, a third dotted
   const DASHES = ["solid", "dash", "dot"];
   const KNOB_LABEL = { lr: "lr", momentum: "momentum", alpha: "α (decay)", beta1: "β₁", beta2: "β₂", eps: "ε" };
   const DECAY = new Set(["momentum", "alpha", "beta1", "beta2"]);
@@ -20,8 +19,16 @@
     meta: null, grid: null, result: null, state: null, t: 0, runId: 0, error: null,
   });
 
-  const colour = (i) => PALETTE[i % PALETTE.length];
-  const dash = (i) => DASHES[Math.floor(i / PALETTE.length) % DASHES.length];
+  const colour = (i) => {
+    const o = lab.state && lab.state.opts[i] && optMeta(lab.state.opts[i].name);
+    return o ? o.colour : "#555555";
+  };
+  // the n-th card of the same optimizer: solid, dashed, dotted
+  const dash = (i) => {
+    const name = lab.state && lab.state.opts[i] ? lab.state.opts[i].name : "";
+    const same = lab.state ? lab.state.opts.slice(0, i).filter((o) => o.name === name).length : 0;
+    return DASHES[same % DASHES.length];
+  };
 
   // ---------------------------------------------------------------- number helpers
   function fmt(v, digits = 4) {
@@ -35,7 +42,7 @@
 
   // slider position <-> value: lr and eps on a log scale, decay factors on -log10(1 - v)
   const SLIDERS = {
-    lr: { min: -5, max: 1, step: 0.01, to: (x) => nice(10 ** x, 3), from: (v) => Math.log10(v) },
+    lr: { min: -5, max: 1, step: 0.001, to: (x) => nice(10 ** x, 4), from: (v) => Math.log10(v) },
     eps: { min: -12, max: 0, step: 0.1, to: (x) => nice(10 ** x, 2), from: (v) => Math.log10(v) },
     decay: { min: 0, max: 4, step: 0.01, to: (x) => nice(1 - 10 ** -x, 4), from: (v) => -Math.log10(1 - v) },
   };
@@ -73,15 +80,19 @@
 
   const optMeta = (name) => lab.meta.optimizers.find((o) => o.name === name);
   const landMeta = (name) => lab.meta.landscapes.find((l) => l.name === name);
-  function defaultLr(name) {
-    const land = landMeta(lab.state.landscape);
+  function defaultLr(name, landscape) {
+    const land = landMeta(landscape || (lab.state && lab.state.landscape));
     const o = optMeta(name);
     if (land && land.default_lr && land.default_lr[name] !== undefined) return land.default_lr[name];
     return o ? o.default_lr : 0.01;
   }
   function newEntry(name) {
     const o = optMeta(name);
-    return { name, lr: defaultLr(name), knobs: o ? { ...o.knobs } : {} };
+    return { name, lr: defaultLr(name), knobs: o ? { ...o.knobs } : {}, userLr: false };
+  }
+  // on a landscape switch every lr the user did not set goes to that landscape's default
+  function resetLrs() {
+    for (const o of lab.state.opts) if (!o.userLr) o.lr = defaultLr(o.name);
   }
 
   // ---------------------------------------------------------------- state <-> URL hash
@@ -98,7 +109,8 @@
     ];
     if (st.speed !== 1) parts.push(`speed=${st.speed}`);
     for (const o of st.opts) {
-      const kv = [`lr=${o.lr}`, ...Object.entries(o.knobs).map(([k, v]) => `${k}=${v}`)];
+      // an lr the user did not set is the landscape's default: left out, so a link keeps that meaning
+      const kv = [...(o.userLr ? [`lr=${o.lr}`] : []), ...Object.entries(o.knobs).map(([k, v]) => `${k}=${v}`)];
       parts.push(`opt=${enc(o.name)}:${kv.join(",")}`);
     }
     return parts.join("&");
@@ -123,14 +135,14 @@
     if (q.has("opt")) {
       st.opts = q.getAll("opt").map((spec) => {
         const [name, rest = ""] = spec.split(":");
-        const entry = { name, lr: NaN, knobs: {} };
+        const entry = { name, lr: NaN, knobs: {}, userLr: true };
         const o = optMeta(name);
         if (o) Object.assign(entry.knobs, o.knobs);
         for (const pair of rest.split(",").filter(Boolean)) {
           const [k, v] = pair.split("=");
           if (k === "lr") entry.lr = num(v); else entry.knobs[k] = num(v);
         }
-        if (!rest.includes("lr=")) entry.lr = o ? o.default_lr : NaN;
+        if (!rest.includes("lr=")) { entry.lr = o ? defaultLr(name, st.landscape) : NaN; entry.userLr = false; }
         return entry;
       });
     }
@@ -143,17 +155,17 @@
   }
 
   function defaultState() {
+    const landscape = "elongated_bowl";
+    const entry = (name, knobs) => ({ name, lr: defaultLr(name, landscape), knobs, userLr: false });
     return {
-      landscape: "elongated_bowl",
+      landscape,
       starts: [[-9, 2]],
       steps: 150,
       schedule: "constant",
       speed: 1,
       opts: [
-        { name: "sgd", lr: 0.18, knobs: {} },
-        { name: "momentum", lr: 0.02, knobs: { momentum: 0.9 } },
-        { name: "nag", lr: 0.02, knobs: { momentum: 0.9 } },
-        { name: "adam", lr: 0.5, knobs: { beta1: 0.9, beta2: 0.999, eps: 1e-8 } },
+        entry("sgd", {}), entry("momentum", { momentum: 0.9 }), entry("nag", { momentum: 0.9 }),
+        entry("adam", { beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
       ],
     };
   }
@@ -266,7 +278,7 @@
     box.className = `opt-${knob}`;
     box.step = "any";
     const get = () => (knob === "lr" ? entry.lr : entry.knobs[knob]);
-    const set = (v) => { if (knob === "lr") entry.lr = v; else entry.knobs[knob] = v; };
+    const set = (v) => { if (knob === "lr") { entry.lr = v; entry.userLr = true; } else entry.knobs[knob] = v; };
     const sync = () => {
       const v = get();
       box.value = Number.isFinite(v) ? String(v) : "";
@@ -277,7 +289,7 @@
       }
     };
     sync();
-    range.addEventListener("input", () => { set(s.to(Number(range.value))); box.value = String(get()); changed({ animate: false }); });
+    range.addEventListener("input", () => { set(s.to(Number(range.value))); box.value = String(get()); changed({ animate: false, live: true }); });
     box.addEventListener("change", () => { set(num(box.value)); sync(); changed({ animate: false }); });
     row.append(label, range, box);
     return row;
@@ -288,6 +300,7 @@
       lab.state.landscape = $("landscape").value;
       const land = landMeta(lab.state.landscape);
       if (land) lab.state.starts = [land.start.slice()];
+      resetLrs();
       renderControls();
       await loadLandscape();
       changed({ animate: true });
@@ -379,14 +392,28 @@
   let timer = null;
   let seq = 0;
   let pendingAnimate = false;
-  function changed({ animate }) {
+  let inFlight = false;
+  let again = false;
+  // live changes (a slider moving) are sent at once, one request in flight at a time: the latest
+  // state goes as soon as the previous answer is drawn, so the page redraws while the slider
+  // moves; other changes wait 120 ms for more typing
+  function changed({ animate, live = false }) {
     writeHash();
     pendingAnimate = pendingAnimate || animate;
     clearTimeout(timer);
-    timer = setTimeout(runNow, 120);
+    if (!live) { timer = setTimeout(runNow, 120); return; }
+    if (inFlight) { again = true; return; }
+    runNow();
   }
 
   async function runNow() {
+    if (inFlight) { again = true; return; }
+    inFlight = true;
+    try { await runOnce(); } finally { inFlight = false; }
+    if (again) { again = false; runNow(); }
+  }
+
+  async function runOnce() {
     const my = ++seq;
     const animate = pendingAnimate;
     pendingAnimate = false;
@@ -427,6 +454,9 @@
       let lo = Infinity, hi = -Infinity;
       for (const row of lab.grid.zplot || lab.grid.z) for (const v of row) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
       lab.grid.zrange = [lo, hi];
+      let zmax = -Infinity;
+      for (const row of lab.grid.z) for (const v of row) if (v !== null && v > zmax) zmax = v;
+      lab.grid.zmax = zmax;
       surfaceDrawn = null;
       drawContourBase();
       return true;
@@ -483,9 +513,34 @@
 
   // both layers share these margins exactly (no automatic expansion), so their axes coincide;
   // the top margin holds the legend (about three entries per row)
+  // the top margin holds the legend: its entries packed into rows by their estimated width
   function contourMargin() {
-    const entries = 3 + (lab.result ? lab.result.runs.length : 0);
-    return { l: 56, r: 96, t: 12 + 24 * Math.ceil(entries / 3), b: 44, autoexpand: false };
+    const names = ["known minimum", "start"];
+    const land = lab.grid ? landMeta(lab.grid.name) : null;
+    if (land && land.saddles.length) names.push("saddle");
+    if (lab.result) lab.result.runs.forEach((run, i) => names.push(entryName(run, i)));
+    const width = Math.max(200, ($("contour").clientWidth || 800) - 20);
+    let rows = 1, used = 0;
+    for (const n of names) {
+      const w = 44 + 7.6 * n.length;
+      if (used > 0 && used + w > width) { rows += 1; used = 0; }
+      used += w;
+    }
+    return { l: 56, r: 96, t: 14 + 22 * rows, b: 44, autoexpand: false };
+  }
+
+  // the legend's real height (plotly wraps it to the width): grow the top margin of both layers
+  // where the estimate was short, so the legend never covers the plot or leaves the figure
+  function fitLegend() {
+    const fg = $("contour-fg");
+    const legend = fg.querySelector(".legend");
+    if (!legend || !fg.layout) return;
+    const need = Math.ceil(legend.getBoundingClientRect().height) + 8;
+    if (need > fg.layout.margin.t) {
+      const margin = { ...fg.layout.margin, t: need };
+      Plotly.relayout($("contour-bg"), { margin });
+      Plotly.relayout(fg, { margin });
+    }
   }
 
   function contourLayout(foreground) {
@@ -518,29 +573,58 @@
     Plotly.react($("contour-fg"), baseTraces(), contourLayout(true), FG_CONFIG);
   }
 
-  // per entry, per start: the path as x / y arrays (clamped far outside the window, nulls kept)
+  // where the segment a -> b leaves the box [x0, x1] x [y0, y1] (a inside); b non-finite: a itself
+  function exitPoint(a, b, [[x0, x1], [y0, y1]]) {
+    if (!b || b.some((v) => v === null || !isFinite(v))) return a.slice();
+    let t = 1;
+    const d = [b[0] - a[0], b[1] - a[1]];
+    for (const [lo, hi, k] of [[x0, x1, 0], [y0, y1, 1]]) {
+      if (d[k] > 0 && b[k] > hi) t = Math.min(t, (hi - a[k]) / d[k]);
+      if (d[k] < 0 && b[k] < lo) t = Math.min(t, (lo - a[k]) / d[k]);
+    }
+    return [a[0] + t * d[0], a[1] + t * d[1]];
+  }
+
+  // per entry, per start: the path drawn up to where it left the window (its last point on the
+  // window's edge), the loss up to the step before, and the step k it left at (null: it stayed)
   function series(result) {
     const land = landMeta(result.landscape);
-    const [[x0, x1], [y0, y1]] = land.window;
-    const w = x1 - x0, h = y1 - y0;
-    const clamp = (v, lo, hi) => (v === null ? null : Math.min(hi, Math.max(lo, v)));
     return result.runs.map((run) => {
       const n = run.path[0].length;
-      const xs = [], ys = [], loss = [];
+      const xs = [], ys = [], loss = [], cut = [], exits = [];
       for (let s = 0; s < n; s++) {
-        xs.push(run.path.map((p) => clamp(p[s][0], x0 - 10 * w, x1 + 10 * w)));
-        ys.push(run.path.map((p) => clamp(p[s][1], y0 - 10 * h, y1 + 10 * h)));
-        loss.push(run.loss.map((l) => l[s]));
+        const k = run.left_window ? run.left_window[s] : null;
+        const last = k === null ? run.path.length - 1 : k;
+        const px = [], py = [], pl = [];
+        for (let t = 0; t <= last; t++) {
+          let p = run.path[t][s];
+          if (k !== null && t === k) p = k === 0 ? p : exitPoint(run.path[k - 1][s], p, land.window);
+          px.push(p[0]); py.push(p[1]);
+          if (k === null || t < k) pl.push(run.loss[t][s]);
+        }
+        xs.push(px); ys.push(py); loss.push(pl); cut.push(k);
+        exits.push(k === null ? null : [px[px.length - 1], py[py.length - 1]]);
       }
-      return { xs, ys, loss };
+      return { xs, ys, loss, cut, exits };
     });
+  }
+
+  function divergedNote(s) {
+    const steps = s.cut.map((k, j) => [k, j]).filter(([k]) => k !== null);
+    if (!steps.length) return "";
+    if (s.cut.length === 1) return ` — diverged at step ${steps[0][0]}`;
+    return ` — diverged: ${steps.map(([k, j]) => `start ${j + 1} at step ${k}`).join(", ")}`;
   }
 
   function entryName(run, i) {
     const knobs = Object.entries(run.hyper).filter(([k]) => k !== "eps")
       .map(([k, v]) => `${KNOB_LABEL[k] || k}=${fmt(v, 3)}`);
-    return `${run.label} lr=${fmt(run.lr, 3)}${knobs.length ? " " + knobs.join(" ") : ""}`;
+    return `${run.label} lr=${fmt(run.lr, 3)}${knobs.length ? " " + knobs.join(" ") : ""}` +
+      (lab.series && lab.series[i] ? divergedNote(lab.series[i]) : "");
   }
+
+  // contour foreground: BASE_TRACES, then per entry: its lines, its current points, its exit marks
+  const PER_ENTRY = 3;
 
   function drawResult(animate) {
     const result = lab.result;
@@ -549,19 +633,25 @@
     traces[2].x = result.starts.map((p) => p[0]);
     traces[2].y = result.starts.map((p) => p[1]);
     result.runs.forEach((run, i) => {
+      const c = run.colour || colour(i);
       traces.push({
         type: "scatter", mode: "lines", name: entryName(run, i), legendgroup: `e${i}`,
-        x: [], y: [], line: { color: colour(i), width: 2.6, dash: dash(i), simplify: false },
+        x: [], y: [], line: { color: c, width: 2.6, dash: dash(i), simplify: false },
         hovertemplate: `${run.label}<br>(%{x:.4g}, %{y:.4g})<extra></extra>`,
       });
       traces.push({
         type: "scatter", mode: "markers", showlegend: false, legendgroup: `e${i}`, x: [], y: [],
-        marker: { color: colour(i), size: 10, line: { color: "#fff", width: 1.5 } },
+        marker: { color: c, size: 10, line: { color: "#fff", width: 1.5 } },
         hovertemplate: `${run.label} now (%{x:.4g}, %{y:.4g})<extra></extra>`,
+      });
+      traces.push({
+        type: "scatter", mode: "markers", showlegend: false, legendgroup: `e${i}`, x: [], y: [],
+        marker: { color: c, size: 16, symbol: "x-thin", line: { color: c, width: 4 } },
+        hovertemplate: `${run.label} left the window here<extra></extra>`,
       });
     });
     Plotly.relayout($("contour-bg"), { margin: contourMargin() });
-    Plotly.react($("contour-fg"), traces, contourLayout(true), FG_CONFIG);
+    Plotly.react($("contour-fg"), traces, contourLayout(true), FG_CONFIG).then(fitLegend);
     $("scrub").max = result.steps;
     drawLoss();
     drawTable();
@@ -577,25 +667,42 @@
     return Math.max(v - fStar, 1e-16);
   }
 
-  function drawLoss() {
-    const result = lab.result;
-    const log = $("loss-log").checked;
+  // the loss axis: finite values up to the largest value of f on the window (larger ones belong
+  // to a run leaving it and would flatten every other curve)
+  function lossRange(result, log) {
+    const cap = lab.grid && lab.grid.zmax !== undefined ? lossValue(lab.grid.zmax, result.f_star, log) : Infinity;
     let lo = Infinity, hi = -Infinity;
     lab.series.forEach((s) => s.loss.forEach((arr) => arr.forEach((v) => {
       const y = lossValue(v, result.f_star, log);
-      if (y === null || !isFinite(y)) return;
+      if (y === null || !isFinite(y) || y > cap) return;
       lo = Math.min(lo, y); hi = Math.max(hi, y);
     })));
-    let range;
-    if (lo <= hi) {
-      if (log) { const a = Math.log10(lo), b = Math.log10(hi); const pad = Math.max(0.1, (b - a) * 0.04); range = [a - pad, b + pad]; }
-      else { const pad = Math.max(1e-12, (hi - lo) * 0.04); range = [lo - pad, hi + pad]; }
-    }
-    const traces = result.runs.map((run, i) => ({
-      type: "scatter", mode: "lines", name: entryName(run, i), x: [], y: [],
-      line: { color: colour(i), width: 2.2, dash: dash(i) },
-      hovertemplate: `${run.label}<br>step %{x}<br>%{y:.4g}<extra></extra>`,
-    }));
+    if (!(lo <= hi)) return null;
+    if (log) { const a = Math.log10(lo), b = Math.log10(hi); const pad = Math.max(0.1, (b - a) * 0.04); return [a - pad, b + pad]; }
+    const pad = Math.max(1e-12, (hi - lo) * 0.04);
+    return [lo - pad, hi + pad];
+  }
+
+  function drawLoss() {
+    const result = lab.result;
+    const log = $("loss-log").checked;
+    const range = lossRange(result, log);
+    lab.lossRange = range;
+    const traces = [];
+    result.runs.forEach((run, i) => {
+      const c = run.colour || colour(i);
+      traces.push({
+        type: "scatter", mode: "lines", name: entryName(run, i), x: [], y: [],
+        line: { color: c, width: 2.2, dash: dash(i) },
+        hovertemplate: `${run.label}<br>step %{x}<br>%{y:.4g}<extra></extra>`,
+      });
+      traces.push({
+        type: "scatter", mode: "markers+text", showlegend: false, x: [], y: [], text: [],
+        textposition: "top left", textfont: { color: c, size: 12 }, cliponaxis: false,
+        marker: { color: c, size: 13, symbol: "x-thin", line: { color: c, width: 3 } },
+        hovertemplate: `${run.label} diverged at step %{x}<extra></extra>`,
+      });
+    });
     Plotly.react($("loss"), traces, {
       margin: { l: 62, r: 8, t: 8, b: 40 }, showlegend: false,
       xaxis: { range: [0, result.steps], title: { text: "step t" }, fixedrange: true },
@@ -610,8 +717,18 @@
   // the traces of entry i up to step t: all starts in one trace, separated by nulls
   function upTo(arrs, t) {
     const out = [];
-    arrs.forEach((a, s) => { if (s) out.push(null); for (let k = 0; k <= t; k++) out.push(a[k]); });
+    arrs.forEach((a, s) => { if (s) out.push(null); for (let k = 0; k <= Math.min(t, a.length - 1); k++) out.push(a[k]); });
     return out;
+  }
+
+  function restyle(gd, update, idx) {
+    // only traces that exist (a frame of an older result must not address a newer layout)
+    const n = gd.data ? gd.data.length : 0;
+    const keep = idx.map((k, j) => [k, j]).filter(([k]) => k < n);
+    if (!keep.length) return;
+    const sub = {};
+    for (const key of Object.keys(update)) sub[key] = keep.map(([, j]) => update[key][j]);
+    Plotly.restyle(gd, sub, keep.map(([k]) => k));
   }
 
   function drawFrame(t) {
@@ -621,19 +738,40 @@
     lab.t = t;
     const xs = [], ys = [], idx = [];
     lab.series.forEach((s, i) => {
-      xs.push(upTo(s.xs, t)); ys.push(upTo(s.ys, t)); idx.push(BASE_TRACES + 2 * i);
-      xs.push(s.xs.map((a) => a[t])); ys.push(s.ys.map((a) => a[t])); idx.push(BASE_TRACES + 2 * i + 1);
+      const base = BASE_TRACES + PER_ENTRY * i;
+      xs.push(upTo(s.xs, t)); ys.push(upTo(s.ys, t)); idx.push(base);
+      xs.push(s.xs.map((a, j) => (s.cut[j] === null || t < a.length - 1 ? a[Math.min(t, a.length - 1)] : null)));
+      ys.push(s.ys.map((a, j) => (s.cut[j] === null || t < a.length - 1 ? a[Math.min(t, a.length - 1)] : null)));
+      idx.push(base + 1);
+      xs.push(s.exits.map((e, j) => (e && s.cut[j] <= t ? e[0] : null)));
+      ys.push(s.exits.map((e, j) => (e && s.cut[j] <= t ? e[1] : null)));
+      idx.push(base + 2);
     });
-    Plotly.restyle($("contour-fg"), { x: xs, y: ys }, idx);
+    restyle($("contour-fg"), { x: xs, y: ys }, idx);
     const log = $("loss-log").checked;
-    const steps = [];
-    for (let k = 0; k <= t; k++) steps.push(k);
-    const lx = [], ly = [];
-    lab.series.forEach((s) => {
-      lx.push(upTo(s.loss.map(() => steps), t));
+    const range = lab.lossRange;
+    const lx = [], ly = [], lt = [], lidx = [];
+    lab.series.forEach((s, i) => {
+      lx.push(upTo(s.loss.map((a) => a.map((_, k) => k)), t));
       ly.push(upTo(s.loss.map((a) => a.map((v) => lossValue(v, result.f_star, log))), t));
+      lt.push(null);
+      lidx.push(2 * i);
+      // the x: at the last step drawn, held inside the axis range
+      const mx = [], my = [], txt = [];
+      s.cut.forEach((k, j) => {
+        if (k === null || k > t) return;
+        const last = s.loss[j].length - 1;
+        let y = last >= 0 ? lossValue(s.loss[j][last], result.f_star, log) : null;
+        if (range) {
+          const top = log ? 10 ** range[1] : range[1];
+          if (y === null || !isFinite(y) || y > top) y = top;
+        }
+        mx.push(Math.max(0, k - 1)); my.push(y); txt.push(`diverged at step ${k}`);
+      });
+      lx.push(mx); ly.push(my); lt.push(txt); lidx.push(2 * i + 1);
     });
-    Plotly.restyle($("loss"), { x: lx, y: ly }, lab.series.map((_, i) => i));
+    restyle($("loss"), { x: lx, y: ly }, lidx);
+    restyle($("loss"), { text: lt.filter((_, j) => j % 2 === 1) }, lidx.filter((_, j) => j % 2 === 1));
     if (!$("surface").hidden) drawSurface(false);
     $("scrub").value = t;
     $("step-label").textContent = `step ${t} / ${result.steps}`;
@@ -645,10 +783,10 @@
   // the height of a trajectory point in the 3-D view: the surface's own scale, lifted a little
   // above the surface so the line is not hidden in it
   function surfaceZ(v) {
-    if (v === null) return null;
+    if (v === null || v === undefined) return null;
     const g = lab.grid;
     const lift = 0.015 * (g.zrange[1] - g.zrange[0]);
-    return (g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + 1) : v) + lift;
+    return (g.log_plot ? Math.log10(Math.max(v - lab.result.f_star, 0) + g.log_offset) : v) + lift;  // Landscape.plot_height
   }
 
   function drawSurface(force) {

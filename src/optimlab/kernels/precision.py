@@ -1,0 +1,321 @@
+"""How optimizer state (and a bfloat16 parameter) is *stored*: float32, bfloat16, or 8-bit blocks.
+
+The update rules never change: a step loads each state tensor into float32, runs the rule, and
+stores the result back in the tensor's storage. This module is the one definition of the storage
+formats; the eager path (``Optimizer._apply_rule``) calls it and the fused kernels emit the same
+arithmetic.
+
+``state_dtype=torch.bfloat16``
+    Every state tensor is kept in bfloat16. The float32 result of the rule is rounded
+    *stochastically* (Gupta et al., 2015; Zamirai et al., 2020): the 16 bits that bfloat16 drops
+    are added to a 16-bit random number and truncated, so a value rounds up with probability equal
+    to its distance from the lower neighbour, and the rounding is unbiased. An EWMA whose per-step
+    change is below bfloat16's resolution (``beta2 = 0.999``) would stall under round-to-nearest;
+    here it keeps moving on average.
+
+``state_dtype="int8"``
+    Block-wise 8-bit quantization after Dettmers, Lewis, Shleifer & Zettlemoyer (2022), "8-bit
+    Optimizers via Block-wise Quantization" (ICLR): the flattened tensor is cut into blocks of
+    ``BLOCK = 256`` elements; each block keeps its absolute maximum as a float32 scale
+    (``<name>_absmax``) and each element the byte ``code`` of the entry of a fixed 8-bit map
+    nearest to ``x / absmax``. The maps are the paper's *dynamic tree* codes: a byte is a sign
+    bit (signed map only), then ``E`` zero bits (a decimal exponent: the value is scaled by
+    ``10**-E``), then a one bit, then the remaining ``F`` bits a linear fraction
+    ``0.1 + 0.9 * (j + 1) / 2**F``; all-zero bits are 0. The signed map (moments that change sign:
+    ``exp_avg``, momentum buffers, RMSprop's ``grad_avg``) spans ``1e-6 .. 1`` with both signs, the
+    unsigned one (second moments: ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, Adagrad's
+    ``sum``) reuses the sign bit as one more fraction bit and spans ``1e-7 .. 1``. Bytes hold the
+    *rank* of the value in the sorted map (0 = most negative), so decoding is one table lookup.
+    Rounding is to the nearest map value, as in the paper (ties to the lower one), except that a
+    positive second moment never rounds to 0 (it takes the smallest positive code instead): a zero
+    second moment under a non-zero first one would turn ``m / (sqrt(v) + eps)`` into ``m / eps``
+    (the "zero-point problem" of Li, Chen & Zhu, 2023, "Memory Efficient Optimizers with 4-bit
+    States"). Tensors of fewer than ``MIN_INT8_NUMEL = 4096`` elements (biases, norms' scales,
+    small layers) keep float32 state, as bitsandbytes does (its ``min_8bit_size``).
+
+``param_rounding="stochastic"``
+    A bfloat16 parameter receives the float32 result of the rule rounded stochastically, the same
+    way as bfloat16 state: pure-bfloat16 training without a float32 master copy, where updates
+    smaller than half a unit in the last place are no longer always lost.
+
+Random bits are a counter-based hash (no generator state): for element ``i`` of a tensor,
+``hash32(i ^ key)`` with ``key = stream_key(seed, step, tensor, stream)`` from the group's
+``rounding_seed``, the parameter's step count, the parameter's position in the optimizer (its
+``state_dict`` id) and the stored tensor's name. The same step from the same state therefore
+rounds the same way however it is run (fused or eager, resumed or not).
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+BLOCK = 256
+MIN_INT8_NUMEL = 4096
+INT8 = "int8"
+#: state entries that are never negative: they take the unsigned map
+NONNEGATIVE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
+SCALE_SUFFIX = "_absmax"
+_MASK = 0xFFFFFFFF
+
+# ----------------------------------------------------------------------------- random bits
+
+
+def hash32(x: Any) -> Any:
+    """A 32-bit integer mix (C. Wellons' "lowbias32"): Python int or int64 tensor of uint32 values."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+#: the same hash in C (uint32 arithmetic wraps), for the fused kernels
+HASH32_C = """static inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; return x ^ (x >> 16);
+}"""
+
+
+def stream_id(name: str) -> int:
+    """A fixed number for a stored tensor's name (``"param"``, ``"exp_avg"``, ...)."""
+    return zlib.crc32(name.encode())
+
+
+def stream_key(seed: int, step: int, tensor: Any, stream: int) -> Any:
+    """The per-tensor key of one step: a hash chain over (seed, tensor, step, stream).
+
+    ``tensor`` is the parameter's position: a Python int, or an int64 tensor of many at once."""
+    key = hash32((seed & _MASK) ^ hash32(tensor & _MASK))
+    key = hash32(key ^ (step & _MASK))
+    return hash32(key ^ (stream & _MASK))
+
+
+def random_bits(n: int, key: int, device: torch.device | str = "cpu") -> Tensor:
+    """``hash32(i ^ key)`` for ``i = 0 .. n-1`` (int64 holding uint32 values)."""
+    i = torch.arange(n, dtype=torch.int64, device=device) & _MASK
+    return hash32(i ^ key)
+
+
+def round_bf16(x: Tensor, key: int | None) -> Tensor:
+    """float32 ``x`` to bfloat16: stochastically with the bits of ``key``, to nearest when None."""
+    if key is None:
+        return x.to(torch.bfloat16)
+    flat = x.detach().to(torch.float32).contiguous().reshape(-1)
+    noise = (random_bits(flat.numel(), key, flat.device) & 0xFFFF).to(torch.int32)
+    bits = flat.view(torch.int32)
+    # adding below the kept bits and truncating rounds the magnitude up with the right probability;
+    # NaN becomes the quiet NaN 0x7FC0 (int32 addition wraps as uint32's: same bits)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = torch.where(nan, torch.full_like(bits, 0x7FC00000), bits + noise)
+    return (rounded >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
+
+
+#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
+ROUND_BF16_C = """static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {
+  uint32_t u; __builtin_memcpy(&u, &f, 4);
+  uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u + (hash32(i ^ key) & 0xFFFFu);
+  return (uint16_t)(r >> 16);  /* NaN: one 32-bit select before the narrowing (vectorizes well) */
+}
+static inline float load_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
+}"""
+
+
+# ----------------------------------------------------------------------------- 8-bit block codes
+
+
+@lru_cache(maxsize=None)
+def dynamic_map(signed: bool) -> tuple[Tensor, Tensor]:
+    """The sorted values of the dynamic tree code (float32) and the float64 midpoints between them.
+
+    A code byte, after its sign bit (signed map), reads: ``E`` zero bits, a one bit, ``F`` fraction
+    bits ``j``; value ``10**-E * (0.1 + 0.9 * (j + 1) / 2**F)``. All zeros is 0. The signed map has
+    255 distinct values (+0 and -0 coincide), the unsigned one 256.
+    """
+    bits = 7 if signed else 8
+    magnitudes = {0.0}
+    for exponent in range(bits):
+        fraction_bits = bits - 1 - exponent
+        for j in range(2 ** fraction_bits):
+            magnitudes.add(10.0 ** -exponent * (0.1 + 0.9 * (j + 1) / 2 ** fraction_bits))
+    values = sorted({float(torch.tensor(m, dtype=torch.float32)) for m in magnitudes})
+    if signed:  # mirrored; one zero (+0.0)
+        values = [-v for v in reversed(values[1:])] + values
+    table = torch.tensor(values, dtype=torch.float32)
+    mids = (table[1:].double() + table[:-1].double()) / 2
+    return table, mids
+
+
+def _blocks(x: Tensor) -> Tensor:
+    """``x`` flattened and zero-padded to whole blocks, shape ``(n_blocks, BLOCK)``."""
+    flat = x.reshape(-1)
+    pad = (-flat.numel()) % BLOCK
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return flat.view(-1, BLOCK)
+
+
+def n_blocks(numel: int) -> int:
+    return (numel + BLOCK - 1) // BLOCK
+
+
+def quantize(x: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
+    """float32 ``x`` -> (uint8 codes of x's shape, float32 absmax per block of ``BLOCK``)."""
+    x = x.detach().to(torch.float32)
+    blocks = _blocks(x.contiguous())
+    absmax = blocks.abs().amax(dim=1)
+    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # an all-zero block stays 0
+    normed = (blocks / scale[:, None]).reshape(-1)[: x.numel()]
+    table, mids = dynamic_map(signed)
+    codes = torch.bucketize(normed.double(), mids.to(normed.device))  # how many midpoints lie below
+    if not signed:  # a positive second moment never becomes 0 (the zero-point guard)
+        codes = torch.maximum(codes, (normed > 0).to(codes.dtype))
+    return codes.to(torch.uint8).reshape(x.shape), absmax
+
+
+def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
+    """uint8 ``codes`` and per-block ``absmax`` -> float32 tensor of the codes' shape."""
+    table, _ = dynamic_map(signed)
+    values = table.to(codes.device)[codes.reshape(-1).long()]
+    scale = absmax.repeat_interleave(BLOCK)[: values.numel()]
+    return (values * scale).reshape(codes.shape)
+
+
+_LOW_BINADE, _BUCKET_BITS = -26, 7  # the C encoder's table: binades 2**-26 .. 2**0, 128 buckets each
+
+
+def quantizer_c(signed: bool) -> str:
+    """:func:`quantize` / :func:`dequantize` in C for one map: ``table_<s|u>`` (the values, float32)
+    and ``encode_<s|u>(x)``, the number of midpoints below ``x`` as :func:`quantize` counts them.
+
+    The count over the positive midpoints comes from a table indexed by the top bits of the float
+    (exponent and 7 mantissa bits: each bucket holds at most one midpoint, checked here) and one
+    comparison; the signed map is symmetric, so a negative ``x`` counts the midpoints above ``-x``.
+    """
+    table, mids = dynamic_map(signed)
+    tag = "s" if signed else "u"
+    positive = [m for m in mids.tolist() if m > 0]
+    base = (127 + _LOW_BINADE) << _BUCKET_BITS
+    n_buckets = (1 - _LOW_BINADE) << _BUCKET_BITS
+    lows = torch.arange(base, base + n_buckets + 1, dtype=torch.int32).bitwise_left_shift(23 - _BUCKET_BITS)
+    edges = lows.view(torch.float32).double()  # each bucket's lower and upper end
+    start = torch.searchsorted(torch.tensor(positive, dtype=torch.float64), edges, right=False)
+    if int((start[1:] - start[:-1]).max()) > 1:
+        raise AssertionError("a bucket of the C encoder holds two midpoints")
+    padded = positive + [float("inf")] * (256 - len(positive))
+    values = ", ".join(float(v).hex() + "f" for v in table.tolist())
+    bounds = ", ".join("HUGE_VAL" if m == float("inf") else m.hex() for m in padded)
+    starts = ", ".join(map(str, start[:-1].tolist()))
+    count = (f"static inline int count_{tag}(float y, int or_equal) {{  /* positive midpoints below y */\n"
+             f"  uint32_t u; __builtin_memcpy(&u, &y, 4);\n"
+             f"  int64_t b = (int64_t)(u >> {23 - _BUCKET_BITS}) - {base};\n"
+             f"  b = b < 0 ? 0 : b > {n_buckets - 1} ? {n_buckets - 1} : b;\n"
+             f"  int i = start_{tag}[b];\n"
+             f"  return i + (or_equal ? pmid_{tag}[i] <= (double)y : pmid_{tag}[i] < (double)y);\n}}")
+    n_negative = len(mids) - len(positive)
+    if signed:  # ranks: n_negative midpoints lie below zero
+        encode = f"return (uint8_t)(x >= 0.0f ? {n_negative} + count_s(x, 0) : {n_negative} - count_s(-x, 1));"
+    else:  # a positive second moment never becomes 0
+        encode = "if (!(x > 0.0f)) return 0;\n  int i = count_u(x, 0);\n  return (uint8_t)(i > 0 ? i : 1);"
+    return (f"static const float table_{tag}[{len(table)}] = {{{values}}};\n"
+            f"static const double pmid_{tag}[256] = {{{bounds}}};\n"
+            f"static const uint8_t start_{tag}[{n_buckets}] = {{{starts}}};\n"
+            f"{count}\n"
+            f"static inline uint8_t encode_{tag}(float x) {{\n  {encode}\n}}")
+
+
+# ----------------------------------------------------------------------------- storage of a group
+
+
+def kind(param: Tensor, group: Mapping[str, Any]) -> str | None:
+    """How ``param``'s state is stored: ``"bf16"``, ``"int8"``, or None (plainly, in the compute dtype)."""
+    state_dtype = group.get("state_dtype")
+    if state_dtype is torch.bfloat16:
+        return "bf16"
+    if state_dtype == INT8:
+        return "int8" if param.numel() >= MIN_INT8_NUMEL else None
+    return None
+
+
+def rounds_stochastically(param: Tensor, group: Mapping[str, Any]) -> bool:
+    """True when a step of ``param`` draws random bits (bfloat16 state or a stochastically rounded
+    bfloat16 parameter); its state then keeps a ``step`` count even for a rule that counts none."""
+    return kind(param, group) == "bf16" or (group.get("param_rounding") == "stochastic"
+                                            and param.dtype == torch.bfloat16)
+
+
+def low_precision(group: Mapping[str, Any]) -> bool:
+    """True when the group stores state in bfloat16 / 8 bits or rounds bf16 parameters stochastically."""
+    return group.get("state_dtype") in (torch.bfloat16, INT8) or group.get("param_rounding") == "stochastic"
+
+
+def is_scale(name: str, state: Mapping[str, Any]) -> bool:
+    """True for the block scales of an 8-bit state entry (not an input of the rule)."""
+    return name.endswith(SCALE_SUFFIX) and name[: -len(SCALE_SUFFIX)] in state
+
+
+def load(state: Mapping[str, Any], name: str, dtype: torch.dtype) -> Tensor:
+    """The state entry ``name`` as the rule reads it: a tensor in the compute ``dtype``."""
+    value = state[name]
+    scale = state.get(name + SCALE_SUFFIX)
+    if scale is not None and value.dtype == torch.uint8:
+        return dequantize(value, scale, name not in NONNEGATIVE).to(dtype)
+    return value if value.dtype == dtype else value.to(dtype)
+
+
+def store(state: dict[str, Any], name: str, value: Tensor, storage: str | None, key: int | None) -> None:
+    """Write the rule's result ``value`` for ``name`` into ``state`` in its storage (in place if present)."""
+    if storage == "int8":
+        codes, absmax = quantize(value, name not in NONNEGATIVE)
+        if name in state and state[name].dtype == torch.uint8:
+            state[name].copy_(codes)
+            state[name + SCALE_SUFFIX].copy_(absmax)
+        else:
+            state[name], state[name + SCALE_SUFFIX] = codes, absmax
+        return
+    stored = round_bf16(value, key) if storage == "bf16" else value
+    if name in state and state[name].dtype == stored.dtype:
+        state[name].copy_(stored)
+    else:
+        state[name] = stored.clone() if stored is value else stored
+
+
+def convert_state(param: Tensor, group: Mapping[str, Any], state: Mapping[str, Any],
+                  scalar_keys: tuple[str, ...], dtype: torch.dtype) -> dict[str, Any]:
+    """A per-parameter state in any storage (float32 from torch.optim, bfloat16, 8-bit) re-stored in
+    this group's storage: 8-bit entries are dequantized, float ones quantized or rounded to nearest.
+
+    ``dtype`` is the compute dtype; ``step`` and the rule's 0-dim ``scalar_keys`` are left as they are.
+    """
+    storage = kind(param, group)
+    out: dict[str, Any] = {}
+    for name, value in state.items():
+        if is_scale(name, state):  # travels with its codes
+            continue
+        if name == "step" or name in scalar_keys or not torch.is_tensor(value):
+            out[name] = value
+            continue
+        if value.dtype == torch.uint8 and name + SCALE_SUFFIX in state:
+            if storage == "int8":  # kept as saved: codes and scales
+                out[name] = value.to(param.device, copy=True)
+                out[name + SCALE_SUFFIX] = state[name + SCALE_SUFFIX].to(param.device, torch.float32, copy=True)
+                continue
+            value = dequantize(value, state[name + SCALE_SUFFIX], name not in NONNEGATIVE)
+        if not (value.is_floating_point() or value.is_complex()):
+            out[name] = value
+            continue
+        value = value.to(param.device)
+        if storage is None:
+            out[name] = value.to(dtype, copy=True)
+        else:
+            store(out, name, value.to(torch.float32), storage, None)  # bfloat16 to nearest, or quantized
+    return out
+
+
+def state_bytes(state: Mapping[str, Any]) -> int:
+    """Bytes held by the tensors of one parameter's state (codes, scales, counters)."""
+    return sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))

@@ -1,0 +1,196 @@
+"""The fused CPU step for low-precision state: the generated C kernel of :mod:`.cpu` with the
+state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
+
+bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact),
+a store rounds the float32 result stochastically with the same counter-based bits as the eager
+path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`). Each stored buffer
+gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half and the
+element index of the segment's first element in its low half, so that element ``i`` of the
+tensor draws ``hash32(i ^ key)`` whichever thread and chunk runs it.
+
+Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
+and op table, so the fused and eager paths compute the same float32 numbers and round them with
+the same bits.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from . import cpu, precision
+from .trace import Trace, Unsupported
+
+_data_ptr = Tensor.data_ptr
+
+
+class BF16Source(cpu.CSource):
+    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word."""
+
+    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
+        super().__init__("float")
+        self.low = set(range(2, n_inputs))
+        self.rows = {k: n_buffers + i for i, k in enumerate(stored)}  # key word rows of ptrs
+
+    def preamble(self) -> list[str]:
+        return [precision.HASH32_C, precision.ROUND_BF16_C]
+
+    def declare(self, buffer: int) -> str:
+        if buffer not in self.low:
+            return super().declare(buffer)
+        key = f"uint64_t r{buffer}, " if buffer in self.rows else ""
+        return f"{key}uint16_t *restrict b{buffer}"
+
+    def pointer(self, buffer: int, address: str) -> str:
+        if buffer not in self.low:
+            return super().pointer(buffer, address)
+        key = f"(uint64_t)ptrs[{self.rows[buffer]} * nt + t] + (uint64_t)off, " if buffer in self.rows else ""
+        return f"{key}(uint16_t *){address}"  # the generator adds `+ off` to the buffer pointer
+
+    def load(self, buffer: int) -> str:
+        return f"load_bf16(b{buffer}[j])" if buffer in self.low else super().load(buffer)
+
+    def store(self, buffer: int, value: str) -> str:
+        if buffer not in self.low:
+            return super().store(buffer, value)
+        r = f"r{buffer}"  # the key in the high half, the segment's first index in the low one
+        return f"b{buffer}[j] = round_bf16({value}, (uint32_t)({r} >> 32), (uint32_t){r} + (uint32_t)j);"
+
+
+class Int8Source(cpu.CSource):
+    """Buffers ``2 .. n_inputs-1`` (the state) as 8-bit codes with a float32 scale per block.
+
+    Segments start on block boundaries (``align``); a load decodes ``table[code] * absmax``; a
+    store parks the float32 result in a thread-local scratch row, and after the element loop each
+    block of the segment gets its new absmax and its codes (:func:`.precision.quantizer_c`).
+    """
+
+    align = precision.BLOCK
+
+    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int], signed: Sequence[bool]) -> None:
+        super().__init__("float")
+        self.low = set(range(2, n_inputs))
+        self.tag = {k: "s" if signed[k - 2] else "u" for k in self.low}
+        self.stored = list(stored)
+        self.rows = {k: n_buffers + i for i, k in enumerate(sorted(self.low))}  # scale rows of ptrs
+
+    def preamble(self) -> list[str]:
+        lines = [precision.quantizer_c(tag == "s") for tag in sorted(set(self.tag.values()))]
+        lines += [f"static __thread float scratch{k}[{cpu.CHUNK}];" for k in self.stored]
+        return lines
+
+    def declare(self, buffer: int) -> str:
+        if buffer not in self.low:
+            return super().declare(buffer)
+        return f"float *restrict a{buffer}, uint8_t *restrict b{buffer}"
+
+    def pointer(self, buffer: int, address: str) -> str:
+        if buffer not in self.low:
+            return super().pointer(buffer, address)
+        # a segment starts on a block boundary: its first block's scale is off / BLOCK
+        return f"(float *)ptrs[{self.rows[buffer]} * nt + t] + off / {precision.BLOCK}, (uint8_t *){address}"
+
+    def load(self, buffer: int) -> str:
+        if buffer not in self.low:
+            return super().load(buffer)
+        return f"(table_{self.tag[buffer]}[b{buffer}[j]] * a{buffer}[j / {precision.BLOCK}])"
+
+    def store(self, buffer: int, value: str) -> str:
+        return f"scratch{buffer}[j] = {value};" if buffer in self.low else super().store(buffer, value)
+
+    def after_loop(self) -> list[str]:
+        lines = []
+        for k in self.stored:
+            block = precision.BLOCK
+            lines += [
+                f"  for (int64_t q = 0; q < n; q += {block}) {{  /* buffer {k}: absmax, then codes */",
+                f"    const int64_t m = n - q < {block} ? n - q : {block};",
+                "    float amax = 0.0f;",
+                f"    for (int64_t i = 0; i < m; i++) {{ float v = fabsf(scratch{k}[q + i]); amax = v > amax ? v : amax; }}",
+                f"    a{k}[q / {block}] = amax;",
+                "    const float scale = amax > 0.0f ? amax : 1.0f;",
+                f"    for (int64_t i = 0; i < m; i++) b{k}[q + i] = encode_{self.tag[k]}(scratch{k}[q + i] / scale);",
+                "  }",
+            ]
+        return lines
+
+
+class Backend:
+    """A backend of :func:`optimlab.kernels.step_group` for one storage kind (``"bf16"``, ``"int8"``)."""
+
+    def __init__(self, storage: str) -> None:
+        self.storage = storage
+
+    def __repr__(self) -> str:
+        return f"precision_cpu.Backend({self.storage!r})"
+
+    def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
+        """Float32 CPU parameters of rules that count steps (the step keys bfloat16's rounding; the
+        one rule that does not, SGD, creates its momentum buffer in the step: eager)."""
+        return p.dtype == torch.float32 and p.device.type == "cpu" and rule.counts_steps
+
+    def state_ok(self, t: Any, p: Tensor) -> bool:
+        dtype = torch.bfloat16 if self.storage == "bf16" else torch.uint8
+        return (isinstance(t, Tensor) and t.dtype == dtype and t.device == p.device
+                and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
+
+    def prepare(self, bucket: Any, optimizer: Any, group: dict[str, Any]) -> None:
+        """Remember what keys the rounding: the parameters' positions and the group's seed."""
+        index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+        bucket.cache["positions"] = torch.tensor([index[id(p)] for p in bucket.params], dtype=torch.int64)
+        bucket.cache["group"] = group
+        if self.storage == "int8":  # the block scales, updated in place by both paths: stable addresses
+            scales = array("q")
+            for name in bucket.names:
+                scales.extend(state[name + precision.SCALE_SUFFIX].data_ptr() for state in bucket.dicts)
+            bucket.cache["scales"] = scales
+
+    def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
+                   dtype: torch.dtype, structure: tuple) -> cpu.Kernel:
+        if any(buffer >= n_inputs for buffer, _ in outputs):
+            raise Unsupported("state created by the step (kept eagerly in low precision)")
+        n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
+        stored = sorted(b for b, _ in outputs if b >= 2)  # the order of their key rows
+        if self.storage == "int8":
+            if sorted(stored) != list(range(2, n_inputs)):
+                raise Unsupported("8-bit state the step does not rewrite")
+            names = structure[-1]
+            source: cpu.CSource = Int8Source(n_inputs, n_buffers, stored,
+                                             [name not in precision.NONNEGATIVE for name in names])
+        else:
+            source = BF16Source(n_inputs, n_buffers, stored)
+        kernel = cpu.kernel_for(trace, outputs, n_inputs, dtype, (self.storage, *structure), source)
+        kernel.stored = stored
+        return kernel
+
+    def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
+        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus a row
+        per stored buffer: its rounding keys (bfloat16) or its block scales (8-bit)."""
+        n = len(bucket.sizes)
+        scalars = array("d", scalars or [0.0])  # one set: the trace's scalars
+        ptrs = array("q", bucket.static_ptrs)  # parameters and state, checked by the dispatcher
+        ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
+        if self.storage == "int8":
+            ptrs.extend(bucket.cache["scales"])
+            kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
+            return
+        seed = bucket.cache["group"].get("rounding_seed", 0)
+        step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+        for buffer in kernel.stored:
+            keys = precision.stream_key(seed, step, bucket.cache["positions"],
+                                        precision.stream_id(bucket.names[buffer - 2]))
+            signed = torch.where(keys >= 2**31, keys - 2**32, keys) << 32  # the key in the high half
+            ptrs.extend(signed.tolist())
+        kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
+
+
+BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}
+
+
+def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
+    """The backend for ``p``'s low-precision state, or None (the eager path)."""
+    backend = BACKENDS.get(precision.kind(p, group))
+    return backend if backend is not None and backend.takes(p, group, rule) else None

@@ -1,0 +1,225 @@
+"""What the web lab's server computes: the page's metadata, landscape grids and runs.
+
+Runs use :mod:`.fastpath` (the engine's numbers bit for bit, as plain float arithmetic) and one
+batched call of :func:`optimlab.lab.metrics.rows` over every trajectory of a request. JSON is
+written directly (``allow_nan=False``), non-finite numbers as ``null``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .. import _json, catalogue, schedules
+from ..lab import engine, metrics
+from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
+from . import fastpath
+from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and a message the page shows."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+        self.headers = headers
+
+    def __reduce__(self):  # raised in a worker process, re-raised in the server's
+        return (ApiError, (self.status, self.message, self.details, self.headers))
+
+
+class BudgetExceeded(Exception):
+    pass
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+
+def nested(t: torch.Tensor | np.ndarray) -> list:
+    """A tensor as nested lists of Python floats, non-finite entries as None (JSON null)."""
+    return _json.finite(t)
+
+
+def dumps(payload: Any) -> str:
+    """JSON of a payload built clean (:func:`nested`, :func:`optimlab._json.finite`): written as it
+    is, NaN refused (``jsonable_encoder`` would walk every float in Python)."""
+    return _json.dumps(payload, clean=False, separators=(",", ":"))
+
+
+# --- metadata and grids ---------------------------------------------------------------------------
+
+def landscape_info(name: str) -> dict[str, Any]:
+    land = get_landscape(name)
+    return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
+            # each optimizer's default learning rate on this landscape (from the catalogue)
+            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
+
+
+def optimizer_info(name: str) -> dict[str, Any]:
+    spec = engine.get_optimizer(name)
+    return {"name": spec.name, "label": spec.label, "colour": spec.colour, "default_lr": spec.lab_lr,
+            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()}}
+
+
+def meta(limits: Limits) -> dict[str, Any]:
+    return {
+        "landscapes": [landscape_info(n) for n in LANDSCAPES],
+        "optimizers": [optimizer_info(n) for n in catalogue.names()],
+        "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
+                  for k in KNOB_RANGES},
+        "lr_range": list(LR_RANGE),
+        "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
+                      "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},
+        "limits": limits.as_dict(),
+    }
+
+
+@lru_cache(maxsize=16)
+def landscape_grid_json(name: str, resolution: int) -> str:
+    """:func:`landscape_grid` as JSON text, cached (a page asks for the same grid again and again)."""
+    return dumps(landscape_grid(name, resolution))
+
+
+def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
+    """The landscape on a ``resolution x resolution`` grid over its window.
+
+    ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
+    ``log10(f - f* + 1)`` for landscapes marked ``log_plot`` (values spanning many decades), else
+    None (the page colours ``z`` itself).
+    """
+    land = get_landscape(name)
+    xs, ys, _, _, z = land.evaluate_grid(resolution)
+    return {"name": land.name, "resolution": resolution, "x": nested(xs), "y": nested(ys), "z": nested(z),
+            "zplot": nested(land.plot_height(z)) if land.log_plot else None, "log_plot": land.log_plot,
+            "zplot_label": land.height_label, "log_offset": land.LOG_OFFSET}
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+_threads_lock = threading.Lock()
+_single_threaded = 0
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread while small runs compute: their ops take microseconds, and waiting for a
+    second OpenMP thread on a busy machine costs milliseconds (the engine does the same)."""
+    global _single_threaded
+    with _threads_lock:
+        if _single_threaded == 0:
+            one_thread.saved = torch.get_num_threads()  # type: ignore[attr-defined]
+            torch.set_num_threads(1)
+        _single_threaded += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_threaded -= 1
+            if _single_threaded == 0:
+                torch.set_num_threads(one_thread.saved)  # type: ignore[attr-defined]
+
+
+def left_window(path: torch.Tensor, land: Landscape) -> list[int | None]:
+    """Per trajectory: the first step whose point is non-finite or outside the window, or None."""
+    out = ~(torch.isfinite(path).all(dim=-1) & land.in_window(path))
+    first = torch.where(out.any(dim=0), torch.argmax(out.to(torch.int8), dim=0), -1).tolist()
+    return [None if k < 0 else k for k in first]
+
+
+def over_budget(deadline: float, limits: Limits) -> None:
+    if time.monotonic() > deadline:
+        raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
+                            "(waiting included); ask for fewer steps, starts or optimizers")
+
+
+def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
+    """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
+    result = run_request(req, limits, deadline)
+    result["queued_s"] = queued_s
+    text = dumps(result)
+    over_budget(deadline, limits)
+    return text
+
+
+def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:
+    """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
+    (``time.monotonic()``; default: the time budget from now)."""
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
+
+    def check(_step: int = 0) -> None:
+        if time.monotonic() > deadline:
+            raise BudgetExceeded()
+
+    land = get_landscape(req.landscape)
+    runs: list[engine.Run] = []
+    with one_thread():
+        for spec in req.optimizers:
+            try:
+                runs.append(fastpath.run(land, spec.name, req.starts, req.steps, lr=spec.lr, schedule=req.schedule,
+                                         progress=check, **spec.hyper()))
+            except BudgetExceeded:
+                raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
+                                    f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
+            except (ValueError, TypeError) as exc:
+                raise ApiError(422, f"{spec.name}: {exc}") from None
+        over_budget(deadline, limits)
+        # one metrics call for every trajectory of the request (each row depends on its own only)
+        first = runs[0]
+        both = engine.Run(land, first.optimizer, torch.cat([r.path for r in runs], 1),
+                          torch.cat([r.loss for r in runs], 1), torch.cat([r.lr for r in runs]), first.lr_factors)
+        rows = metrics.rows(both, tol=req.tol)
+        left = left_window(both.path, land)
+    out = []
+    n = len(req.starts)
+    for k, (spec, r) in enumerate(zip(req.optimizers, runs)):
+        kwargs, _ = fastpath.prepared(r.optimizer.name, float(r.lr[0]), tuple(sorted(spec.hyper().items())))
+        allowed = knobs(spec.name)
+        used = {key: float(v) for key, v in kwargs.items() if key in allowed}
+        mine = rows[k * n:(k + 1) * n]
+        for row in mine:
+            row["optimizer"] = r.optimizer.name
+        out.append({
+            "name": r.optimizer.name,
+            "label": r.optimizer.label,
+            "colour": r.optimizer.colour,
+            "lr": float(r.lr[0]),
+            "hyper": used,
+            "path": nested(r.path),
+            "loss": nested(r.loss),
+            "left_window": left[k * n:(k + 1) * n],
+            "metrics": [{key: _json.finite(v) for key, v in row.items()} for row in mine],
+        })
+    return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
+            "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
+            "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+def warm_up(schedules: bool = True) -> None:
+    """One tiny request through every path, so the first real one does not pay one-time start-ups:
+    autograd's (about 2 s), LAPACK's first eigh (the metrics), the fast path's self-check of MKL,
+    and with ``schedules`` the import behind torch's learning-rate schedulers (5-10 s on a busy
+    machine)."""
+    schedule = "cosine" if schedules else "constant"
+    engine.run("bowl", "adam", [[1.0, 1.0]], 2, schedule=schedule)
+    req = RunRequest(landscape="bowl", starts=[[1.0, 1.0]], steps=3, schedule=schedule,
+                     optimizers=[{"name": "adam"}, {"name": "nag"}])
+    run_json(req, Limits(), time.monotonic() + 600, 0.0)
+
+
+def warm_up_worker() -> None:
+    """A worker process's start (the server uses threads until every worker has done it)."""
+    warm_up(schedules=True)
+
+
+__all__ = ["ApiError", "BudgetExceeded", "meta", "run_json", "landscape_grid", "landscape_grid_json", "run_request",
+           "warm_up", "warm_up_worker", "dumps", "nested"]

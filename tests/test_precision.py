@@ -1,0 +1,405 @@
+"""Low-precision optimizer state (bfloat16, 8-bit blocks) and stochastically rounded bf16 params:
+against an independent NumPy emulation (tests/precision_reference.py), bit for bit where the
+arithmetic allows; fused against eager; resume at any step; state_dict conversions; bad settings."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import optimlab
+from optimlab import kernels
+from optimlab.kernels import precision
+
+import precision_reference as ref
+
+# 41 x 100 = 4100 elements: above the 8-bit threshold (4096), a partial last block of 4 elements
+BIG = (41, 100)
+
+
+def _np(t):
+    return t.detach().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_dynamic_map_matches_the_bit_layout(signed):
+    table, mids = precision.dynamic_map(signed)
+    expected = ref.code_map(signed)
+    assert table.numel() == len(expected) == (255 if signed else 256)
+    assert np.array_equal(_np(table), expected)
+    assert table[-1] == 1.0 and (table[0] == -1.0 if signed else table[0] == 0.0)
+    assert torch.all(mids > table[:-1].double()) and torch.all(mids < table[1:].double())
+
+
+def _hard_inputs(signed, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(BIG, generator=gen) * torch.logspace(-9, 0, BIG[1])  # every decade of the map
+    if not signed:
+        x = x.abs()
+    flat = x.view(-1)
+    table, mids = precision.dynamic_map(signed)
+    flat[:256] = 0.0  # an all-zero block
+    flat[256] = 1.0   # a block whose other entries sit exactly on map values and midpoints
+    n = min(120, len(mids))
+    flat[257:257 + n] = table[-n:]
+    flat[257 + n:257 + 2 * n - 10] = mids[-(n - 10):].float()
+    flat[600:640] = 1e-30 if not signed else -1e-30  # far below the smallest code
+    return x
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_quantize_is_bit_exact_against_numpy(signed):
+    x = _hard_inputs(signed)
+    codes, absmax = precision.quantize(x, signed)
+    ref_codes, ref_absmax = ref.quantize(_np(x), signed)
+    assert codes.dtype == torch.uint8 and absmax.dtype == torch.float32 and absmax.numel() == 17
+    assert np.array_equal(_np(absmax), ref_absmax)
+    assert np.array_equal(_np(codes), ref_codes)
+    back = precision.dequantize(codes, absmax, signed)
+    assert np.array_equal(_np(back), ref.dequantize(ref_codes, ref_absmax, signed))
+    assert torch.equal(back.view(-1)[:256], torch.zeros(256))  # zeros stay zeros
+    if not signed:  # a positive second moment never becomes zero
+        assert torch.all(back[x > 0] > 0)
+    # the error is at most half a gap of the map, relative to the block's absmax
+    gaps = precision.dynamic_map(signed)[0].diff().max()
+    err = (back - x).abs().view(-1)[: 16 * 256].view(16, 256) / absmax[:16, None].clamp_min(1e-38)
+    assert err.max() <= gaps / 2 + 1e-6
+
+
+def test_stochastic_bf16_is_bit_exact_against_numpy_and_unbiased():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5000, generator=gen) * 10.0 ** torch.randint(-30, 30, (5000,), generator=gen)
+    x[:4] = torch.tensor([float("inf"), -float("inf"), float("nan"), 0.0])
+    for step in (1, 2, 1000):
+        k = precision.stream_key(7, step, 3, precision.stream_id("exp_avg"))
+        assert k == int(ref.key(7, step, 3, "exp_avg"))
+        ours = precision.round_bf16(x, k)
+        assert ours.dtype == torch.bfloat16
+        expected = ref.stochastic_bf16(_np(x), k)
+        assert np.array_equal(_np(ours.float()), expected, equal_nan=True)
+    # unbiased: averaged over keys, 1 + 2**-10 (a quarter of bf16's spacing at 1) comes out right
+    value = torch.full((4096,), 1 + 2.0 ** -10)
+    mean = torch.stack([precision.round_bf16(value, precision.stream_key(0, s, 0, 0)).float()
+                        for s in range(64)]).mean()
+    assert abs(mean.item() - value[0].item()) < 2e-4
+    assert torch.equal(precision.round_bf16(value, None), value.to(torch.bfloat16))
+
+
+# ----------------------------------------------------------------------------- the optimizers
+
+
+def _grads(n, shape, seed=5):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen) * 1e-2 for _ in range(n)]
+
+
+def test_adam_int8_state_matches_numpy_emulation_step_by_step():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(BIG))
+    opt = optimlab.Adam([p], lr=1e-2, state_dtype="int8")
+    q = _np(p).copy()
+    m_codes, m_max = ref.quantize(np.zeros(BIG, np.float32), True)
+    v_codes, v_max = ref.quantize(np.zeros(BIG, np.float32), False)
+    for step, g in enumerate(_grads(8, BIG), start=1):
+        p.grad = g
+        opt.step()
+        m = ref.dequantize(m_codes, m_max, True)
+        v = ref.dequantize(v_codes, v_max, False)
+        q, m, v = ref.adam_step(q, _np(g), m, v, step, 1e-2, 0.9, 0.999, 1e-8)
+        m_codes, m_max = ref.quantize(m, True)
+        v_codes, v_max = ref.quantize(v, False)
+        state = opt.state[p]
+        assert np.array_equal(_np(state["exp_avg"]), m_codes) and np.array_equal(_np(state["exp_avg_absmax"]), m_max)
+        assert np.array_equal(_np(state["exp_avg_sq"]), v_codes)
+        assert np.array_equal(_np(state["exp_avg_sq_absmax"]), v_max)
+        np.testing.assert_allclose(_np(p), q, rtol=1e-5, atol=1e-7)  # sqrt: torch's is 1 ulp off at times
+
+
+def test_adam_bf16_state_matches_numpy_emulation_step_by_step():
+    torch.manual_seed(0)
+    other = torch.nn.Parameter(torch.randn(3))  # p is the optimizer's tensor 1: the key names it
+    p = torch.nn.Parameter(torch.randn(BIG))
+    opt = optimlab.Adam([{"params": [other]}, {"params": [p], "rounding_seed": 11}], lr=1e-2,
+                        state_dtype=torch.bfloat16)
+    q, m, v = _np(p).copy(), np.zeros(BIG, np.float32), np.zeros(BIG, np.float32)
+    for step, g in enumerate(_grads(8, BIG), start=1):
+        p.grad = g
+        opt.step()
+        q, m, v = ref.adam_step(q, _np(g), m, v, step, 1e-2, 0.9, 0.999, 1e-8)
+        m = ref.stochastic_bf16(m, ref.key(11, step, 1, "exp_avg"))
+        v = ref.stochastic_bf16(v, ref.key(11, step, 1, "exp_avg_sq"))
+        assert opt.state[p]["exp_avg"].dtype == torch.bfloat16
+        assert np.array_equal(_np(opt.state[p]["exp_avg"].float()), m)
+        assert np.array_equal(_np(opt.state[p]["exp_avg_sq"].float()), v)
+        np.testing.assert_allclose(_np(p), q, rtol=1e-5, atol=1e-7)
+
+
+def test_sgd_bf16_params_stochastic_rounding_matches_numpy_exactly():
+    """Pure bf16: bf16 parameter, bf16 momentum, both rounded stochastically (no sqrt: all exact)."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(BIG).to(torch.bfloat16))
+    opt = optimlab.SGD([p], lr=0.1, momentum=0.9, state_dtype=torch.bfloat16, param_rounding="stochastic")
+    f = np.float32
+    q, buf = _np(p.float()).copy(), None
+    for step, g in enumerate(_grads(6, BIG), start=1):
+        g = g.to(torch.bfloat16)
+        p.grad = g
+        opt.step()
+        gf = _np(g.float())
+        buf = gf.copy() if buf is None else f(0.9) * buf + gf
+        q = ref.stochastic_bf16(q - f(0.1) * buf, ref.key(0, step, 0, "param"))  # the step takes float32 buf
+        buf = ref.stochastic_bf16(buf, ref.key(0, step, 0, "momentum_buffer"))  # what is stored
+        assert p.dtype == torch.bfloat16
+        assert np.array_equal(_np(p.float()), q)
+        assert np.array_equal(_np(opt.state[p]["momentum_buffer"].float()), buf)
+    # nearest rounding would lose these updates: lr * g is far below half an ulp of the weights
+    w = torch.nn.Parameter(torch.ones(4096, dtype=torch.bfloat16))
+    for rounding, moved in (("nearest", False), ("stochastic", True)):
+        w.data.fill_(1.0)
+        o = optimlab.SGD([w], lr=1e-4, param_rounding=rounding)
+        w.grad = torch.ones_like(w)
+        o.step()
+        assert bool((w != 1.0).any()) is moved
+        if moved:  # unbiased: the mean moved by lr * g (4 standard errors)
+            assert abs(w.float().mean().item() - (1.0 - 1e-4)) < 4e-5
+
+
+CONFIGS = [
+    ("Adam", {"lr": 1e-2}),
+    ("AdamW", {"lr": 1e-2, "amsgrad": True}),
+    ("NAdam", {"lr": 1e-2}),
+    ("RMSprop", {"lr": 1e-2, "centered": True, "momentum": 0.9}),
+    ("Adagrad", {"lr": 0.1}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9}),
+]
+STATES = [torch.bfloat16, "int8"]
+
+
+def _model(pdtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(pdtype)) for s in (BIG, (5000,), (30,), (7, 9))]
+
+
+def _run(name, kwargs, state_dtype, steps, fused=None, pdtype=torch.float32, start=None, stop_at=None):
+    """Run ``steps`` steps; with ``stop_at`` save a state_dict there and resume in a fresh optimizer."""
+    params = _model(pdtype)
+    make = lambda ps: getattr(optimlab, name)(  # noqa: E731
+        [{"params": ps[:2]}, {"params": ps[2:], "lr": kwargs["lr"] / 2}], **kwargs, state_dtype=state_dtype,
+        fused=fused, param_rounding="stochastic" if pdtype == torch.bfloat16 else "nearest")
+    opt = make(params)
+    grads = _grads(steps, (1,), seed=9)
+    gen = torch.Generator().manual_seed(9)
+    for t in range(steps):
+        for p in params:
+            p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(pdtype)
+        opt.step()
+        if stop_at is not None and t + 1 == stop_at:
+            buffer = io.BytesIO()
+            torch.save({"opt": opt.state_dict(), "params": [p.detach().clone() for p in params]}, buffer)
+            buffer.seek(0)
+            saved = torch.load(buffer)
+            params = [torch.nn.Parameter(t_) for t_ in saved["params"]]
+            opt = make(params)
+            opt.load_state_dict(saved["opt"])
+    del grads
+    return params, opt
+
+
+def _same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].keys() == b[k].keys()
+        for name in a[k]:
+            x, y = a[k][name], b[k][name]
+            assert x.dtype == y.dtype and torch.equal(x, y), (k, name)
+
+
+@pytest.mark.parametrize("state_dtype", STATES, ids=["bf16", "int8"])
+@pytest.mark.parametrize("case", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_resume_at_any_step_is_bit_identical(case, state_dtype):
+    name, kwargs = case
+    pdtype = torch.bfloat16 if name in ("SGD", "Adam") else torch.float32
+    full_params, full = _run(name, kwargs, state_dtype, 6, pdtype=pdtype)
+    for stop in (1, 4):
+        params, opt = _run(name, kwargs, state_dtype, 6, pdtype=pdtype, stop_at=stop)
+        assert all(torch.equal(a, b) for a, b in zip(params, full_params))
+        _same_state(opt.state_dict()["state"], full.state_dict()["state"])
+    state = full.state[full_params[0]]
+    low = [v for k, v in state.items() if k != "step" and v.dim() > 0 and not k.endswith("_absmax")]
+    assert low and all(v.dtype == (torch.bfloat16 if state_dtype is torch.bfloat16 else torch.uint8) for v in low)
+    small = full.state[full_params[2]]  # 30 elements: float32 under int8, bfloat16 under bf16
+    assert all(v.dtype == (torch.bfloat16 if state_dtype is torch.bfloat16 else torch.float32)
+               for k, v in small.items() if k != "step" and v.dim() > 0)
+
+
+SQRT_FREE = {"step", "mu_product", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg", "sum"}
+
+
+@pytest.mark.parametrize("state_dtype", STATES, ids=["bf16", "int8"])
+@pytest.mark.parametrize("case", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_fused_equals_eager(case, state_dtype):
+    """Low-precision state runs in the generated C kernel (rules that count steps) with the eager
+    path's numbers: bfloat16 with the same random bits, 8-bit codes and scales from the same
+    comparisons; every state entry that does not pass through a square root is bit-identical, the
+    rest within torch's sqrt (1 ulp off the IEEE one the kernel uses)."""
+    name, kwargs = case
+    before = dict(kernels.stats)
+    fp, fo = _run(name, kwargs, state_dtype, 5, fused=None)
+    fused = kernels.stats["fused_tensors"] - before["fused_tensors"]
+    if name != "SGD":
+        assert fused == 5 * 4  # every tensor of every step in the kernel
+    elif state_dtype == "int8":
+        assert fused == 5 * 2  # SGD: the two small tensors (float32 state); the low-precision buffer is eager
+    ep, eo = _run(name, kwargs, state_dtype, 5, fused=False)
+    for a, b in zip(fp, ep):
+        if name == "SGD":
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b)
+    fs, es = fo.state_dict()["state"], eo.state_dict()["state"]
+    assert fs.keys() == es.keys()
+    for i in fs:
+        assert fs[i].keys() == es[i].keys()
+        for k in fs[i]:
+            assert fs[i][k].dtype == es[i][k].dtype
+            if k.removesuffix(precision.SCALE_SUFFIX) in SQRT_FREE or name == "SGD":
+                assert torch.equal(fs[i][k], es[i][k]), (i, k)
+            elif fs[i][k].dtype == torch.uint8:  # an 8-bit code may move by one where sqrt moved
+                assert (fs[i][k].int() - es[i][k].int()).abs().max() <= 1
+            else:
+                torch.testing.assert_close(fs[i][k].float(), es[i][k].float(), rtol=2**-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "eager"])
+def test_int8_codes_of_a_step_are_bit_exact_on_hard_inputs(fused):
+    """With betas (0, 0) one Adam step stores m = g and v = g * g: the kernel's encoder (a table on
+    the float's bits and one comparison) must give NumPy's codes on every decade, on map values and
+    on midpoints exactly, on both signs."""
+    g = _hard_inputs(True)
+    p = torch.nn.Parameter(torch.zeros(BIG))
+    opt = optimlab.Adam([p], lr=0.0, betas=(0.0, 0.0), state_dtype="int8", fused=fused)
+    p.grad = g
+    before = kernels.stats["fused_tensors"]
+    opt.step()
+    assert kernels.stats["fused_tensors"] - before == (1 if fused is None else 0)
+    for name, value, signed in (("exp_avg", _np(g), True), ("exp_avg_sq", _np(g) * _np(g), False)):
+        codes, absmax = ref.quantize(value, signed)
+        assert np.array_equal(_np(opt.state[p][name]), codes), name
+        assert np.array_equal(_np(opt.state[p][name + "_absmax"]), absmax), name
+
+
+def test_fused_bf16_rounding_keeps_nan_and_inf():
+    p = torch.nn.Parameter(torch.zeros(6))
+    ref_p = torch.nn.Parameter(torch.zeros(6))
+    fused = optimlab.Adagrad([p], lr=0.1, state_dtype=torch.bfloat16)
+    eager = optimlab.Adagrad([ref_p], lr=0.1, state_dtype=torch.bfloat16, fused=False)
+    for q, o in ((p, fused), (ref_p, eager)):
+        q.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e38, -1e-40, 1.0])
+        o.step()
+    a, b = fused.state[p]["sum"], eager.state[ref_p]["sum"]
+    assert a.view(torch.int16).tolist() == b.view(torch.int16).tolist()
+    assert torch.isnan(a[0]) and torch.isinf(a[1]) and torch.isinf(a[2])
+
+
+# ----------------------------------------------------------------------------- state_dict and bytes
+
+
+def _torch_adam_state(steps=3):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(BIG))
+    opt = torch.optim.Adam([p], lr=1e-2)
+    for g in _grads(steps, BIG):
+        p.grad = g
+        opt.step()
+    return p, opt
+
+
+def test_torch_fp32_state_loads_into_int8_and_back():
+    p, topt = _torch_adam_state()
+    saved = topt.state_dict()
+    q = torch.nn.Parameter(p.detach().clone())
+    ours = optimlab.Adam([q], lr=1e-2, state_dtype="int8")
+    ours.load_state_dict(saved)
+    state = ours.state[q]
+    assert ours.param_groups[0]["state_dtype"] == "int8"
+    for name, signed in (("exp_avg", True), ("exp_avg_sq", False)):
+        codes, absmax = ref.quantize(_np(topt.state[p][name]), signed)
+        assert state[name].dtype == torch.uint8
+        assert np.array_equal(_np(state[name]), codes)
+        assert np.array_equal(_np(state[name + "_absmax"]), absmax)
+    # the reverse: the 8-bit state_dict into a float32 optimizer is dequantized
+    back = optimlab.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
+    back.load_state_dict(ours.state_dict())
+    back_state = next(iter(back.state.values()))
+    assert set(back_state) == {"step", "exp_avg", "exp_avg_sq"}
+    for name, signed in (("exp_avg", True), ("exp_avg_sq", False)):
+        assert back_state[name].dtype == torch.float32
+        assert torch.equal(back_state[name], precision.dequantize(state[name], state[name + "_absmax"], signed))
+        original = topt.state[p][name]  # within half the widest gap of the map, times the absmax
+        torch.testing.assert_close(back_state[name], original, rtol=0, atol=0.0071 * original.abs().max().item())
+    # and it keeps stepping; torch.optim.Adam takes the dequantized float32 state as its own
+    topt.load_state_dict(back.state_dict())
+    assert torch.equal(topt.state[p]["exp_avg"], back_state["exp_avg"])
+
+
+def test_bf16_state_dict_round_trip_keeps_bf16_and_loads_float32():
+    p, topt = _torch_adam_state()
+    q = torch.nn.Parameter(p.detach().clone())
+    ours = optimlab.Adam([q], lr=1e-2, state_dtype=torch.bfloat16)
+    ours.load_state_dict(topt.state_dict())
+    assert ours.state[q]["exp_avg"].dtype == torch.bfloat16  # rounded to nearest on load
+    assert torch.equal(ours.state[q]["exp_avg"], topt.state[p]["exp_avg"].to(torch.bfloat16))
+    again = optimlab.Adam([q], lr=1e-2, state_dtype=torch.bfloat16)
+    again.load_state_dict(ours.state_dict())
+    _same_state(again.state_dict()["state"], ours.state_dict()["state"])
+
+
+def test_int8_state_is_a_quarter_of_float32():
+    p = torch.nn.Parameter(torch.randn(1 << 20))
+    sizes = {}
+    for state_dtype in (None, torch.bfloat16, "int8"):
+        opt = optimlab.Adam([p], lr=1e-3, state_dtype=state_dtype)
+        p.grad = torch.randn_like(p)
+        opt.step()
+        sizes[state_dtype] = precision.state_bytes(opt.state[p])
+    assert sizes["int8"] <= 0.27 * sizes[None]
+    assert sizes[torch.bfloat16] <= 0.51 * sizes[None]
+
+
+# ----------------------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"state_dtype": "int4"}, r"state_dtype must be None, torch.float32, torch.float64, torch.bfloat16 or \"int8\""),
+    ({"state_dtype": torch.float16}, "state_dtype must be"),
+    ({"state_dtype": "bfloat16"}, "state_dtype must be"),
+    ({"param_rounding": "up"}, "param_rounding must be one of 'nearest', 'stochastic'"),
+])
+def test_bad_settings_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        optimlab.Adam([torch.nn.Parameter(torch.zeros(3))], **kwargs)
+
+
+@pytest.mark.parametrize("state_dtype", STATES, ids=["bf16", "int8"])
+def test_low_precision_state_refuses_complex_params(state_dtype):
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="state_dtype=.*complex.*allowed for complex parameters: None"):
+        optimlab.Adam([p], state_dtype=state_dtype)
+
+
+def test_stochastic_rounding_refuses_float16_params_and_bad_seeds():
+    with pytest.raises(ValueError, match="param_rounding='stochastic'.*float16.*allowed"):
+        optimlab.SGD([torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))], lr=0.1, param_rounding="stochastic")
+    with pytest.raises(ValueError, match=r"rounding_seed must be an integer in \[0, 2\*\*32\)"):
+        optimlab.SGD([{"params": [torch.nn.Parameter(torch.zeros(3))], "rounding_seed": -1}], lr=0.1)
+    opt = optimlab.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    with pytest.raises(ValueError, match="state_dtype"):  # a bad group is not kept
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))],
+                             "state_dtype": "int8"})
+    assert len(opt.param_groups) == 1
