@@ -23,7 +23,7 @@ import inspect
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from ._names import unknown_name_error
 
@@ -326,11 +326,13 @@ def suggest(trial: Any, entry: str | Entry) -> dict[str, Any]:
 _PAIRS = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
 
-def constructor_kwargs(entry: str | Entry, values: Mapping[str, Any]) -> dict[str, Any]:
+def constructor_kwargs(entry: str | Entry, values: Mapping[str, Any],
+                       options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Rule-level hyperparameters (``beta1``, ``beta2``, ...) as constructor keyword arguments of the
-    entry's class (``betas=(beta1, beta2)``), on top of the entry's own options."""
+    entry's class (``betas=(beta1, beta2)``), on top of ``options`` (default: the entry's
+    :meth:`Entry.constructor_options`)."""
     entry = get(entry)
-    out = dict(entry.constructor_options())
+    out = dict(entry.constructor_options() if options is None else options)
     pairs: dict[str, list[Any]] = {}
     for key, value in values.items():
         if key in _PAIRS:
@@ -501,11 +503,6 @@ def _more_algorithms() -> None:
 def _declared() -> None:
     if not _ALGORITHMS:
         _builtin()
-
-
-def iter_entries(names: Iterable[str] | None = None) -> list[Entry]:
-    """The entries called ``names`` (all when None), checked."""
-    return entries() if names is None else [get(n) for n in names]
 
 
 _declared()

@@ -39,6 +39,22 @@ class Unsupported(Exception):
 LEAVES = ("in", "scalar", "dscalar")  # node kinds that are no op: a buffer's value, a scalar slot
 
 
+def live_nodes(nodes: Any, roots: Any, leaves: Any) -> list[int]:
+    """The nodes of an expression DAG (``nodes[i] = (op, *argument indices)``, arguments before
+    their users) that ``roots`` depend on, themselves included, in evaluation order; nodes whose op
+    is in ``leaves`` have no node arguments."""
+    needed: set[int] = set()
+    stack = list(roots)
+    while stack:
+        i = stack.pop()
+        if i in needed:
+            continue
+        needed.add(i)
+        if nodes[i][0] not in leaves:
+            stack.extend(nodes[i][1:])
+    return sorted(needed)
+
+
 class Trace:
     """An expression DAG: ``nodes[i]`` is ``(op, *args)`` with args node indices or slot numbers."""
 
@@ -78,16 +94,7 @@ class Trace:
 
     def live(self, roots: Any) -> list[int]:
         """The nodes that ``roots`` depend on (themselves included), in evaluation order."""
-        needed: set[int] = set()
-        stack = list(roots)
-        while stack:
-            i = stack.pop()
-            if i in needed:
-                continue
-            needed.add(i)
-            if self.nodes[i][0] not in LEAVES:
-                stack.extend(self.nodes[i][1:])
-        return sorted(needed)
+        return live_nodes(self.nodes, roots, LEAVES)
 
 
 class Vec:

@@ -35,9 +35,6 @@ def _per_trajectory(name: str, value: HyperValue, n: int, dtype: torch.dtype,
     return t.reshape(n, 1)
 
 
-_RULE_TO_CTOR = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
-
-
 #: optimizer arguments about execution, not the math: the lab's engine has no use for them
 _NOT_IN_THE_LAB = {"params", "foreach", "fused", "differentiable", "capturable", *faults.options()}
 
@@ -50,17 +47,7 @@ def _group_for(spec: Entry, values: dict[str, Any]) -> dict[str, Any]:
     instance: the first ``torch.optim.Optimizer`` built in a process imports ``torch._dynamo``
     (about 5 s), which the lab does not otherwise need.
     """
-    kwargs = dict(spec.options)
-    betas = None
-    for key, value in values.items():
-        if key in _RULE_TO_CTOR:
-            if betas is None:
-                betas = list(kwargs.get("betas", catalogue.signature_defaults(spec.spec)["betas"]))
-            betas[_RULE_TO_CTOR[key][1]] = value
-        else:
-            kwargs[key] = value
-    if betas is not None:
-        kwargs["betas"] = tuple(betas)
+    kwargs = catalogue.constructor_kwargs(spec, values, options=spec.options)  # the lab's own options
     defaults = catalogue.signature_defaults(spec.spec)
     allowed = set(defaults) - _NOT_IN_THE_LAB
     unknown = sorted(set(kwargs) - allowed)

@@ -44,6 +44,7 @@ import torch
 
 from .. import catalogue, schedules
 from ..catalogue import Entry
+from ..kernels.trace import live_nodes
 from ..lab import engine
 from ..lab.landscapes import Landscape, get_landscape
 
@@ -444,17 +445,7 @@ _SCALAR = {"add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}", "sdiv": "
 
 
 def _needed(g: Graph, outputs: list[int]) -> list[int]:
-    seen: set[int] = set()
-    stack = list(outputs)
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        op, *args = g.nodes[i]
-        if op not in ("const", "in"):
-            stack.extend(args)
-    return sorted(seen)
+    return live_nodes(g.nodes, outputs, ("const", "in"))
 
 
 class _Emitter:
