@@ -39,6 +39,11 @@ def check_range(name: str, value: Any, low: float, high: float = math.inf, *,
         raise ValueError(f"{name} must be in {lo}{low:g}, {hi_txt}{hi}, got {value!r}")
 
 
+def check_real(name: str, value: Any) -> None:
+    """Any real number, infinities included (a threshold: inf always met, -inf never), not NaN."""
+    _as_real(name, value)
+
+
 def check_nonnegative(name: str, value: Any) -> None:
     check_range(name, value, 0.0)
 

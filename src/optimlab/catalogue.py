@@ -103,6 +103,44 @@ class Choice:
     options: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class Knob:
+    """A hyperparameter the web page lets a learner drag: its allowed values ``low..high`` (an end
+    marked open is excluded), the slider's ``scale`` (``"decay"``: ``1 - 10**-x``, for coefficients
+    just below 1; ``"log"``; ``"linear"``) and a one-line meaning. Declared per entry, so the same
+    argument name may mean different things (RMSprop's ``alpha`` is a decay in [0, 1), AdEMAMix's
+    ``alpha`` a mixing weight >= 0)."""
+
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+    scale: str
+    help: str
+
+    def contains(self, value: float) -> bool:
+        return ((value > self.low) if self.low_open else (value >= self.low)) and \
+            ((value < self.high) if self.high_open else (value <= self.high))
+
+    def describe(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def _decay(help: str) -> Knob:
+    return Knob(0.0, 1.0, False, True, "decay", help)
+
+
+#: the knobs an entry gets when it declares none: those its rule has (``momentum`` only where the
+#: entry sets it: plain GD and RMSProp have the argument at 0, and turning it on would make them
+#: another optimizer)
+STANDARD_KNOBS: dict[str, Knob] = {
+    "momentum": _decay("momentum coefficient (beta of the velocity)"),
+    "beta1": _decay("decay of the first moment (EWMA of gradients)"),
+    "beta2": _decay("decay of the second moment (EWMA of squared gradients)"),
+    "eps": Knob(0.0, 1.0, True, False, "log", "added to the denominator for numerical stability"),
+}
+
+
 #: a lab learning-rate rule: ``("curvature", c)`` gives ``c / L`` with ``L`` the largest Hessian
 #: eigenvalue at the landscape's start and minima (gradient methods: stable for c < 2); ``("span",
 #: c)`` gives ``c`` times the window's width (adaptive methods step about ``lr`` per coordinate)
@@ -120,6 +158,11 @@ class Entry:
     ``torch``       ``(torch.optim class name, kwargs)`` with the same numbers, or None.
     ``lookahead``   the lab evaluates the gradient at ``w - momentum * v`` (the seed's NAG).
     ``main``        in the lab's default set of optimizers.
+    ``knobs``       the hyperparameters the web page lets a learner drag, with their ranges (by the
+                    rule's argument names); None: :data:`STANDARD_KNOBS` that the rule has.
+    ``lab``         runs in the lab's batched 2-D engine (and so on the web page and in the tour).
+                    False for rules that reduce over a whole parameter tensor (Adafactor's RMS of
+                    the parameter): a batch of trajectories is one tensor, so they would interact.
     """
 
     name: str
@@ -136,6 +179,8 @@ class Entry:
     lab_lrs: Mapping[str, float] = field(default_factory=dict)
     lookahead: bool = False
     main: bool = False
+    knobs: Mapping[str, Knob] | None = None
+    lab: bool = True
 
     @property
     def spec(self) -> Algorithm:
@@ -235,6 +280,37 @@ def main_names() -> tuple[str, ...]:
     return tuple(e.name for e in _ENTRIES.values() if e.main)
 
 
+def lab_entries() -> list[Entry]:
+    """The entries the lab's batched engine runs (the lab, the web page, the tour)."""
+    return [e for e in _ENTRIES.values() if e.lab]
+
+
+def lab_names() -> list[str]:
+    return [e.name for e in lab_entries()]
+
+
+def lab_entry(name: str | Entry) -> Entry:
+    """:func:`get` for the lab: an entry the batched engine cannot run is refused, saying why."""
+    entry = get(name)
+    if not entry.lab:
+        raise ValueError(f"optimizer {entry.name!r} does not run in the lab (its rule reduces over a whole "
+                         f"parameter tensor, which would couple a batch of trajectories); lab optimizers: "
+                         f"{', '.join(lab_names())}")
+    return entry
+
+
+def knobs(entry: str | Entry) -> dict[str, Knob]:
+    """The draggable hyperparameters of an entry and their ranges (declared, or the standard ones
+    its rule has)."""
+    entry = get(entry)
+    if entry.knobs is not None:
+        return dict(entry.knobs)
+    group = {**signature_defaults(entry.spec), **constructor_kwargs(entry, {}), **entry.spec.fixed}
+    has = entry.rule.hyperparams(group)
+    return {k: v for k, v in STANDARD_KNOBS.items()
+            if k in has and (k != "momentum" or "momentum" in entry.options)}
+
+
 def algorithms() -> list[Algorithm]:
     return list(_ALGORITHMS.values())
 
@@ -323,7 +399,9 @@ def suggest(trial: Any, entry: str | Entry) -> dict[str, Any]:
     return constructor_kwargs(entry, values)
 
 
-_PAIRS = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
+#: rule arguments that are one element of a constructor argument (``betas=(beta1, beta2[, beta3])``)
+_PAIRS = {"beta1": ("betas", 0), "beta2": ("betas", 1), "beta3": ("betas", 2),
+          "eta_minus": ("etas", 0), "eta_plus": ("etas", 1)}
 
 
 def constructor_kwargs(entry: str | Entry, values: Mapping[str, Any],
@@ -415,7 +493,8 @@ def _builtin() -> None:
         Entry("rmsprop", "RMSprop", "RMSProp", "#D55E00", "RMSProp (EWMA of squared gradients)", 1e-2,
               adaptive, {"lr": lr, "alpha": Range(0.8, 0.999), "momentum": Range(0.0, 0.95),
                          "centered": Choice((False, True))},
-              torch=("RMSprop", {}), aliases=("rms-prop",), main=True),
+              torch=("RMSprop", {}), aliases=("rms-prop",), main=True,
+              knobs={"alpha": _decay("decay of the EWMA of squared gradients"), "eps": STANDARD_KNOBS["eps"]}),
         Entry("adam", "Adam", "Adam", "#0072B2", "Adam with bias correction (torch's form)", 1e-2, adaptive,
               {"lr": lr, **betas}, torch=("Adam", {}), main=True),
         Entry("nadam", "NAdam", "Nadam", "#CC79A7", "Nadam: Adam with Nesterov momentum", 1e-2, adaptive,
@@ -438,6 +517,68 @@ def _builtin() -> None:
         Entry("adamw", "AdamW", "AdamW", "#5A3D8C", "Adam with decoupled weight decay (Loshchilov & Hutter)",
               1e-2, adaptive, {"lr": lr, **betas, "weight_decay": Range(1e-5, 1e-1, log=True)},
               torch=("AdamW", {})),
+    )
+    _more_entries(lr, betas)
+
+
+def _more_entries(lr: Range, betas: Mapping[str, Range]) -> None:
+    """Entries for the algorithms of issue 15 (none is in the lab's default set).
+
+    No entry (so no lab / train / tune / web menu item) for: SparseAdam (sparse gradients only; the
+    lab's and the training tasks' gradients are dense), Muon (2-D parameters only: the training
+    tasks have biases, and in the lab's batch Newton-Schulz would mix the trajectories) and LBFGS
+    (``step(closure)`` re-evaluates the loss; neither the lab's engine nor the training loop
+    gives it a closure). Colours: Paul Tol's colour-blind-safe schemes, each at least 13.8
+    CIE76 units from every other entry's colour, also under simulated deuteranopia (tested).
+    """
+    eps = STANDARD_KNOBS["eps"]
+    beta_knobs = {"beta1": STANDARD_KNOBS["beta1"], "beta2": STANDARD_KNOBS["beta2"]}
+    adaptive = ("span", 0.0025)
+    declare(
+        Entry("adadelta", "Adadelta", "Adadelta", "#332288",
+              "Adadelta: the step is RMS(past updates) / RMS(gradients) times the gradient (Zeiler, 2012)",
+              1.0, ("span", 0.25), {"lr": Range(1e-2, 10.0, log=True), "rho": Range(0.5, 0.99)},
+              torch=("Adadelta", {}), knobs={"rho": _decay("decay of both EWMAs (squared gradients and updates)"),
+                                             "eps": eps}),
+        Entry("adamax", "Adamax", "Adamax", "#225555", "Adamax: Adam with the infinity norm (Kingma & Ba, 2015)",
+              2e-3, adaptive, {"lr": lr, **betas}, torch=("Adamax", {}), knobs={**beta_knobs, "eps": eps}),
+        Entry("radam", "RAdam", "RAdam", "#228833",
+              "RAdam: Adam whose adaptive step is switched on once its variance is tractable (Liu et al., 2020)",
+              # its first steps (rho_t <= 5) are momentum SGD without adaptive scaling: a curvature rule
+              1e-3, ("curvature", 0.5), {"lr": lr, **betas}, torch=("RAdam", {}), knobs={**beta_knobs, "eps": eps}),
+        Entry("asgd", "ASGD", "ASGD", "#999933",
+              "averaged SGD: SGD steps with a decaying rate; the average of the iterates is kept (Polyak & Juditsky)",
+              1e-2, ("curvature", 1.0), {"lr": lr, "lambd": Range(1e-6, 1e-2, log=True)}, torch=("ASGD", {}),
+              knobs={"lambd": Knob(0.0, 1.0, False, True, "linear", "decay term of the step size eta")}),
+        Entry("rprop", "Rprop", "Rprop", "#CCBB44",
+              "Rprop: per-coordinate steps that grow while the gradient's sign holds and shrink when it flips",
+              1e-2, adaptive, {"lr": lr, "eta_plus": Range(1.05, 2.0)}, torch=("Rprop", {}),
+              knobs={"eta_minus": Knob(0.0, 1.0, True, True, "linear", "step factor after a sign flip"),
+                     "eta_plus": Knob(1.0, 10.0, True, False, "linear", "step factor while the sign holds")}),
+        Entry("lion", "Lion", "Lion", "#EE6677",
+              "Lion: the sign of an interpolated momentum, the same step in every coordinate (Chen et al., 2023)",
+              1e-3, ("span", 0.001), {"lr": Range(1e-5, 1e-1, log=True), **betas,
+                                      "weight_decay": Range(1e-5, 1.0, log=True)},
+              knobs=beta_knobs),
+        Entry("sgd-schedule-free", "SGDScheduleFree", "Schedule-Free SGD", "#225522",
+              "Schedule-Free SGD: gradients at an interpolation of the SGD iterate and its average (Defazio et al., 2024)",
+              1e-2, ("curvature", 0.5), {"lr": Range(1e-3, 10.0, log=True), "momentum": Range(0.5, 0.99)},
+              aliases=("schedule-free-sgd", "sgd-sf"),
+              knobs={"momentum": _decay("interpolation between the iterate and its average")}),
+        Entry("adamw-schedule-free", "AdamWScheduleFree", "Schedule-Free AdamW", "#AA4499",
+              "Schedule-Free AdamW: AdamW steps, gradients at an interpolation with the average (Defazio et al., 2024)",
+              2.5e-3, adaptive, {"lr": lr, **betas, "weight_decay": Range(1e-5, 1e-1, log=True)},
+              aliases=("schedule-free-adamw", "adamw-sf"), knobs={**beta_knobs, "eps": eps}),
+        Entry("ademamix", "AdEMAMix", "AdEMAMix", "#222255",
+              "AdEMAMix: Adam plus alpha times a slow EMA of gradients (Pagliardini et al., 2024)",
+              1e-3, ("span", 0.001), {"lr": lr, "alpha": Range(1.0, 10.0),
+                                      "beta3": Range(1e-4, 1e-2, log=True, complement=True)},
+              knobs={**beta_knobs, "beta3": _decay("decay of the slow EMA of gradients"),
+                     "alpha": Knob(0.0, 20.0, False, False, "linear", "weight of the slow EMA in the step"),
+                     "eps": eps}),
+        Entry("adafactor", "Adafactor", "Adafactor", "#DDCC77",
+              "Adafactor: a factored second moment (row and column means) and a relative step (Shazeer & Stern, 2018)",
+              1e-2, adaptive, {"lr": lr, "beta2_decay": Range(-1.0, -0.5)}, torch=("Adafactor", {}), lab=False),
     )
 
 

@@ -10,7 +10,8 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
 
     rows = [(e.name, e.label, e.algorithm + (f" {dict(e.options)}" if e.options else ""),
              e.torch[0] + (f" {dict(e.torch[1])}" if e.torch[1] else "") if e.torch else "-",
-             ", ".join(e.aliases) or "-", e.colour, e.seed) for e in catalogue.entries()]
+             ", ".join(e.aliases) or "-", e.colour, e.seed if e.lab else f"{e.seed} (not in the lab: train and tune only)")
+            for e in catalogue.entries()]
     if args.names:
         print("\n".join(r[0] for r in rows))
         return 0

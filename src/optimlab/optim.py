@@ -105,6 +105,12 @@ class Optimizer(torch.optim.Optimizer):
             self.rule.validate(group)
             faults.validate(group)
             params = [p for p in group["params"] if p.grad is not None]
+            if group.get("fused"):  # checked at step, as torch (Adagrad's state is made in __init__)
+                for p in params:
+                    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+                        raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of "
+                                           f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and "
+                                           f"{p.device.type}")
             if (self.rule.sparse_only or any(map(_grad_is_sparse, params))
                     or (not self.rule.complex_ok and any(map(Tensor.is_complex, params)))):
                 for p in params:  # (a loop over thousands of tensors only when one may be refused)
@@ -142,9 +148,6 @@ class Optimizer(torch.optim.Optimizer):
         state = self.state.get(param)
         if state:
             return state
-        if group.get("fused") and not (param.device.type in _FUSED_DEVICES and torch.is_floating_point(param)):
-            raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of supported "
-                               f"devices: {list(_FUSED_DEVICES)} but {param.dtype} and {param.device.type}")
         state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())

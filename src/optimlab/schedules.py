@@ -63,10 +63,10 @@ def parse(spec: str | None) -> Schedule:
     head, *rest = spec.strip().split(":")
     kind = ALIASES.get(head.lower(), head.lower())
     if kind not in _ARGS:
-        import difflib
+        from ._names import closest
 
-        close = difflib.get_close_matches(head.lower(), [*KINDS, *ALIASES], n=1, cutoff=0.5)
-        hint = f": did you mean {close[0]!r}?" if close else ""
+        close = closest(head.lower(), [*KINDS, *ALIASES])
+        hint = f": did you mean {close!r}?" if close else ""
         raise ValueError(f"schedule must be one of {', '.join(FORMS)}; got {spec!r} (unknown schedule{hint})")
     kinds = _ARGS[kind]
     if len(rest) > len(kinds):

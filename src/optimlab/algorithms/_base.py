@@ -115,3 +115,14 @@ def no_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
 
 def zeros(param: Tensor) -> Tensor:
     return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
+def filled(param: Tensor, value: Any) -> Tensor:
+    """A state tensor like ``param`` holding ``value``: a number (a complex parameter's real and
+    imaginary parts both get it, as in torch), or a tensor that broadcasts against ``param`` (the
+    lab's engine initialises a batch of trajectories with one value per trajectory, ``(N, 1)``)."""
+    if torch.is_tensor(value) and value.numel() > 1:
+        return zeros(param) + value.to(param.dtype)
+    value = float(value)
+    return torch.full_like(param, complex(value, value) if param.is_complex() else value,
+                           memory_format=torch.preserve_format)

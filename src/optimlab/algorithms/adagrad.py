@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_nonnegative, check_positive
-from ._base import Number, Rule, descent_direction, is_zero, validator
+from ._base import Number, Rule, descent_direction, filled, is_zero, validator
 
 
 def adagrad(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr: Number,
@@ -51,10 +51,7 @@ def adagrad_sparse(param: Tensor, grad: Tensor, sum: Tensor, *, step: Number, lr
 
 
 def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
-    value = group["initial_accumulator_value"]
-    if param.is_complex():  # a complex number is two reals: both parts start at the value, as in torch
-        value = complex(value, value)
-    return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
+    return {"sum": filled(param, group["initial_accumulator_value"])}
 
 
 validate = validator(

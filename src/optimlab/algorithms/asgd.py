@@ -38,8 +38,11 @@ def asgd(param: Tensor, grad: Tensor, ax: Tensor, eta: Number, mu: Number, *, st
 
 def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
     lr = group["lr"]
-    eta = lr.detach().clone().to(scalar_dtype()).reshape(()) if torch.is_tensor(lr) else torch.tensor(
-        lr, dtype=scalar_dtype())
+    if torch.is_tensor(lr):  # a one-element lr of any shape gives 0-dim state, as torch; the lab's
+        eta = lr.detach().to(scalar_dtype()).clone()  # batch keeps one value per trajectory
+        eta = eta.reshape(()) if eta.numel() == 1 else eta
+    else:
+        eta = torch.tensor(lr, dtype=scalar_dtype())
     return {"eta": eta, "mu": torch.ones((), dtype=scalar_dtype()), "ax": zeros(param)}
 
 

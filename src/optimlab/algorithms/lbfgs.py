@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from .._checks import check_nonnegative, check_positive, one_of
+from .._checks import check_nonnegative, check_positive, check_real, one_of
 
 Evaluate = Callable[[Tensor], tuple[float, Tensor]]  # x -> (loss, flat gradient at x)
 
@@ -206,8 +206,9 @@ def validate(group: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {value!r}")
         check_positive(name, value)
-    check_nonnegative("tolerance_grad", group["tolerance_grad"])
-    check_nonnegative("tolerance_change", group["tolerance_change"])
+    # thresholds, any real as in torch: inf stops at once, a negative or -inf one never stops the run
+    check_real("tolerance_grad", group["tolerance_grad"])
+    check_real("tolerance_change", group["tolerance_change"])
     one_of("strong_wolfe", None)("line_search_fn", group["line_search_fn"])
     for name, allowed in (("nonfinite", "ignore"), ("state_dtype", None), ("fused", None), ("foreach", None),
                           ("differentiable", False)):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_nonnegative
-from ._base import Number, Rule, validator, zeros
+from ._base import Number, Rule, filled, validator, zeros
 
 
 def rprop(param: Tensor, grad: Tensor, prev: Tensor, step_size: Tensor, *, step: Number = 1, lr: Number = 1e-2,
@@ -36,9 +36,7 @@ def rprop(param: Tensor, grad: Tensor, prev: Tensor, step_size: Tensor, *, step:
 
 
 def init_state(param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
-    lr = float(group["lr"])
-    fill = complex(lr, lr) if param.is_complex() else lr  # real and imaginary parts step alike
-    return {"prev": zeros(param), "step_size": torch.full_like(param, fill, memory_format=torch.preserve_format)}
+    return {"prev": zeros(param), "step_size": filled(param, group["lr"])}  # complex: both parts alike
 
 
 def _check_etas(name: str, value: Any) -> None:

@@ -40,7 +40,10 @@ def _advance(y: Tensor, z: Tensor, u: Tensor, weight_sum: Number, lr_t: Number, 
              r: Number, weight_lr_power: Number) -> dict[str, Any]:
     weight = step ** r * lr_t ** weight_lr_power
     weight_sum = weight_sum + weight
-    c = weight / weight_sum if weight_sum != 0 else 0.0
+    if torch.is_tensor(weight_sum) and weight_sum.numel() > 1:  # the lab's batch: one sum per trajectory
+        c = torch.where(weight_sum != 0, weight / torch.where(weight_sum != 0, weight_sum, 1.0), 0.0)
+    else:
+        c = weight / weight_sum if weight_sum != 0 else 0.0
     new_y = y + c * (z - y) + lr_t * (beta * (1 - c) - 1) * u
     return {"param": new_y, "z": z - lr_t * u, "weight_sum": weight_sum}
 

@@ -61,7 +61,7 @@ def optimizer_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("must name at least one optimizer")
     try:
-        names = [catalogue.get(n).name for n in names]
+        names = [catalogue.lab_entry(n).name for n in names]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if len(set(names)) != len(names):
@@ -91,7 +91,7 @@ def lr_spec(text: str) -> Any:
     for part in text.split(","):
         name, _, value = part.partition("=")
         try:
-            name = catalogue.get(name.strip()).name
+            name = catalogue.lab_entry(name.strip()).name
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         out[name] = parse(value)

@@ -41,8 +41,9 @@ from .sampled import gradient_sampler
 
 
 def get_optimizer(name: str | Entry) -> Entry:
-    """The catalogue entry called ``name`` (see :mod:`optimlab.catalogue`)."""
-    return catalogue.get(name)
+    """The catalogue entry called ``name`` (see :mod:`optimlab.catalogue`), if the batched engine
+    runs it (:func:`optimlab.catalogue.lab_entry`)."""
+    return catalogue.lab_entry(name)
 
 
 @dataclass
@@ -154,8 +155,11 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     noisy = gradient_sampler(land, parse_noise(noise), n, dtype, p.device)
 
     state: dict[str, Any] = {}
-    for name, value in rule.init_state(p, group).items():
-        state[name] = value.item() if name in rule.scalar_state else value
+    # state that starts at a hyperparameter (Rprop's step size and ASGD's eta at lr, AdaGrad's sum at
+    # initial_accumulator_value) starts at each trajectory's own value where that one is swept
+    swept_group = {k: v for k, v in kwargs.items() if isinstance(v, Tensor) and k in group}
+    for name, value in rule.init_state(p, {**group, **swept_group}).items():
+        state[name] = value.item() if name in rule.scalar_state and value.numel() == 1 else value
     if spec.lookahead:
         state["momentum_buffer"] = torch.zeros_like(p)
 

@@ -20,7 +20,7 @@ from .. import _json, catalogue, schedules
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
-from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
+from .schemas import LR_RANGE, Limits, RunRequest, knobs
 
 
 class ApiError(Exception):
@@ -61,21 +61,22 @@ def landscape_info(name: str) -> dict[str, Any]:
     land = get_landscape(name)
     return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
             # each optimizer's default learning rate on this landscape (from the catalogue)
-            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
+            "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.lab_entries()}}
 
 
 def optimizer_info(name: str) -> dict[str, Any]:
-    spec = engine.get_optimizer(name)
+    spec = catalogue.lab_entry(name)
+    ranges = {k: {"range": [r.low, r.high], "open": [r.low_open, r.high_open], "scale": r.scale, "help": r.help}
+              for k, r in catalogue.knobs(spec).items()}
     return {"name": spec.name, "label": spec.label, "colour": spec.colour, "default_lr": spec.lab_lr,
-            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()}}
+            "knobs": knobs(spec), "knob_ranges": ranges, "main": spec.main,
+            "options": {k: v for k, v in spec.options.items()}}
 
 
 def meta(limits: Limits) -> dict[str, Any]:
     return {
         "landscapes": [landscape_info(n) for n in LANDSCAPES],
-        "optimizers": [optimizer_info(n) for n in catalogue.names()],
-        "knobs": {k: {"range": list(KNOB_RANGES[k][:2]), "open": list(KNOB_RANGES[k][2:]), "help": KNOB_HELP[k]}
-                  for k in KNOB_RANGES},
+        "optimizers": [optimizer_info(n) for n in catalogue.lab_names()],
         "lr_range": list(LR_RANGE),
         "schedules": {"kinds": [k for k in schedules.KINDS if k != "plateau"],
                       "forms": [f for f in schedules.FORMS if not f.startswith("plateau")]},

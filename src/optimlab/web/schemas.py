@@ -15,52 +15,44 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from .. import catalogue, schedules
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
 from ..lab.landscapes import LANDSCAPES, get_landscape
 
-#: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
-#: (``(low, high, low_open, high_open)``) and a one-line meaning
-KNOB_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "momentum": (0.0, 1.0, False, True),
-    "alpha": (0.0, 1.0, False, True),
-    "beta1": (0.0, 1.0, False, True),
-    "beta2": (0.0, 1.0, False, True),
-    "eps": (0.0, 1.0, True, False),
-}
-KNOB_HELP = {
-    "momentum": "momentum coefficient (beta of the velocity)",
-    "alpha": "decay of the EWMA of squared gradients",
-    "beta1": "decay of the first moment (EWMA of gradients)",
-    "beta2": "decay of the second moment (EWMA of squared gradients)",
-    "eps": "added to the denominator for numerical stability",
-}
 LR_RANGE = (0.0, 100.0)  # lr in (0, 100]
 
 
-def knobs(spec: Entry) -> dict[str, float]:
-    """The draggable hyperparameters of a lab optimizer and their default values.
-
-    ``momentum`` is a knob only for the optimizers that stand for a momentum method (plain GD and
-    RMSProp have the argument, at 0, but turning it on would make them another optimizer).
-    """
-    return dict(_knobs(get_optimizer(spec).name))
+def knobs(spec: Entry | str) -> dict[str, float]:
+    """The draggable hyperparameters of a lab optimizer (declared in the catalogue with their
+    ranges: :func:`optimlab.catalogue.knobs`) and their default values."""
+    return dict(_knobs(catalogue.lab_entry(spec).name))
 
 
 @lru_cache(maxsize=256)
 def _knobs(name: str) -> dict[str, float]:
     spec = get_optimizer(name)
     kwargs, _ = prepare(spec, 1, spec.lab_lr, {}, torch.float64)
-    out = {}
-    for name in KNOB_RANGES:
-        if name not in kwargs:
-            continue
-        if name == "momentum" and "momentum" not in spec.options:
-            continue
-        out[name] = float(kwargs[name])
+    return {k: float(kwargs[k]) for k in catalogue.knobs(spec)}
+
+
+def knob_hull() -> dict[str, catalogue.Knob]:
+    """Per knob name, the smallest range holding that knob's range of every lab entry: the
+    request's field bound (each optimizer's own range is checked against the entry)."""
+    out: dict[str, catalogue.Knob] = {}
+    for entry in catalogue.lab_entries():
+        for name, k in catalogue.knobs(entry).items():
+            h = out.get(name)
+            if h is None:
+                out[name] = k
+                continue
+            low_open = (h.low_open if h.low < k.low else k.low_open if k.low < h.low else h.low_open and k.low_open)
+            high_open = (h.high_open if h.high > k.high else k.high_open if k.high > h.high
+                         else h.high_open and k.high_open)
+            out[name] = catalogue.Knob(min(h.low, k.low), max(h.high, k.high), low_open, high_open, "linear",
+                                       h.help if h.help == k.help else f"{name} (its meaning depends on the optimizer)")
     return out
 
 
@@ -116,46 +108,52 @@ def _range(low: float, high: float, low_open: bool, high_open: bool) -> dict[str
     return {("gt" if low_open else "ge"): low, ("lt" if high_open else "le"): high}
 
 
-def _knob(name: str) -> Any:
-    return Field(default=None, allow_inf_nan=False, description=KNOB_HELP[name], **_range(*KNOB_RANGES[name]))
+def _knob(k: catalogue.Knob) -> Any:
+    return Field(default=None, allow_inf_nan=False, description=k.help,
+                 **_range(k.low, k.high, k.low_open, k.high_open))
 
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
 
 
-class OptimizerSpec(BaseModel):
-    """One optimizer of a run request: a lab optimizer's name, its lr and any of its knobs."""
+class _OptimizerSpecBase(BaseModel):
+    """One optimizer of a run request: a lab optimizer's name, its lr and any of its knobs.
+
+    The knob fields are built from the catalogue (one per knob name of any lab entry, bounded by
+    :func:`knob_hull`); each value is then checked against the named optimizer's own range."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": catalogue.names()},
+    name: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": catalogue.lab_names()},
                       description="a lab optimizer (an unknown name is answered with the closest valid one)")
     lr: float | None = Field(default=None, allow_inf_nan=False, gt=LR_RANGE[0], le=LR_RANGE[1],
                              description="learning rate (default: the optimizer's lab default)")
-    momentum: float | None = _knob("momentum")
-    alpha: float | None = _knob("alpha")
-    beta1: float | None = _knob("beta1")
-    beta2: float | None = _knob("beta2")
-    eps: float | None = _knob("eps")
 
     @field_validator("name")
     @classmethod
     def _known_optimizer(cls, value: str) -> str:
-        return get_optimizer(value).name  # ValueError with a close-match suggestion
+        return catalogue.lab_entry(value).name  # ValueError with a close-match suggestion
 
     @model_validator(mode="after")
     def _knobs_belong(self) -> "OptimizerSpec":
-        allowed = knobs(self.name)
-        for key in KNOB_RANGES:
-            if getattr(self, key) is not None and key not in allowed:
-                has = ", ".join(["lr", *allowed]) if allowed else "lr"
+        ranges = catalogue.knobs(self.name)
+        for key, value in self.hyper().items():
+            if key not in ranges:
+                has = ", ".join(["lr", *ranges]) if ranges else "lr"
                 raise ValueError(f"{self.name} has no hyperparameter {key!r} (it has: {has})")
+            if not ranges[key].contains(value):
+                raise ValueError(f"{self.name}'s {key} must be in {ranges[key].describe()}, got {value!r}")
         return self
 
     def hyper(self) -> dict[str, float]:
         """The knobs given in the request (the engine uses its defaults for the rest)."""
-        return {k: getattr(self, k) for k in KNOB_RANGES if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in type(self).model_fields
+                if k not in ("name", "lr") and getattr(self, k) is not None}
+
+
+OptimizerSpec = create_model("OptimizerSpec", __base__=_OptimizerSpecBase, __doc__=_OptimizerSpecBase.__doc__,
+                             **{name: (float | None, _knob(k)) for name, k in knob_hull().items()})
 
 
 class RunRequest(BaseModel):
@@ -325,6 +323,13 @@ class LandscapeInfo(BaseModel):
     default_lr: dict[str, float]
 
 
+class KnobInfo(BaseModel):
+    range: list[float]
+    open: list[bool]
+    scale: str = Field(json_schema_extra={"enum": ["decay", "log", "linear"]})
+    help: str
+
+
 class OptimizerInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -333,14 +338,9 @@ class OptimizerInfo(BaseModel):
     colour: str
     default_lr: float
     knobs: dict[str, float]
+    knob_ranges: dict[str, KnobInfo]
     main: bool
     options: dict[str, Any]
-
-
-class KnobInfo(BaseModel):
-    range: list[float]
-    open: list[bool]
-    help: str
 
 
 class MetaResponse(BaseModel):
@@ -348,7 +348,6 @@ class MetaResponse(BaseModel):
 
     landscapes: list[LandscapeInfo]
     optimizers: list[OptimizerInfo]
-    knobs: dict[str, KnobInfo]
     lr_range: list[float]
     schedules: dict[str, list[str]]
     limits: dict[str, float]

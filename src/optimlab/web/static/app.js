@@ -7,8 +7,8 @@
   // one colour per optimizer, the catalogue's (the same in the figures and GIFs); a second card of
   // the same optimizer is drawn dashed, a third dotted
   const DASHES = ["solid", "dash", "dot"];
-  const KNOB_LABEL = { lr: "lr", momentum: "momentum", alpha: "α (decay)", beta1: "β₁", beta2: "β₂", eps: "ε" };
-  const DECAY = new Set(["momentum", "alpha", "beta1", "beta2"]);
+  const KNOB_LABEL = { lr: "lr", momentum: "momentum", alpha: "α", beta1: "β₁", beta2: "β₂", beta3: "β₃", eps: "ε",
+                       rho: "ρ", lambd: "λ", eta_minus: "η₋", eta_plus: "η₊" };
   const ANIM_SECONDS = 3;          // one run plays in about this long at 1x
   const GRID_RESOLUTION = 121;
   const SPEEDS = [0, 0.5, 1, 2, 5];  // 0: no animation, draw the whole run at once
@@ -40,13 +40,23 @@
   }
   const nice = (v, digits) => Number(Number(v).toPrecision(digits));
 
-  // slider position <-> value: lr and eps on a log scale, decay factors on -log10(1 - v)
+  // slider position <-> value: lr and "log" knobs (eps) on a log scale, "decay" knobs (coefficients
+  // just below 1) on -log10(1 - v), "linear" knobs across the range the catalogue declares for them
   const SLIDERS = {
-    lr: { min: -5, max: 1, step: 0.001, to: (x) => nice(10 ** x, 4), from: (v) => Math.log10(v) },
-    eps: { min: -12, max: 0, step: 0.1, to: (x) => nice(10 ** x, 2), from: (v) => Math.log10(v) },
-    decay: { min: 0, max: 4, step: 0.01, to: (x) => nice(1 - 10 ** -x, 4), from: (v) => -Math.log10(1 - v) },
+    lr: { min: -5, max: 1, step: 0.001, to: (x) => nice(10 ** x, 4), from: (v) => Math.log10(v), fits: (v) => v > 0 },
+    log: { min: -12, max: 0, step: 0.1, to: (x) => nice(10 ** x, 2), from: (v) => Math.log10(v), fits: (v) => v > 0 },
+    decay: { min: 0, max: 4, step: 0.01, to: (x) => nice(1 - 10 ** -x, 4), from: (v) => -Math.log10(1 - v),
+             fits: (v) => v > 0 && v < 1 },
   };
-  const sliderFor = (knob) => (knob === "lr" ? SLIDERS.lr : knob === "eps" ? SLIDERS.eps : SLIDERS.decay);
+  const linearSlider = (r) => ({ min: r.range[0], max: r.range[1], step: (r.range[1] - r.range[0]) / 400,
+                                 to: (x) => nice(x, 4), from: (v) => v, fits: (v) => v > 0 });
+  const knobRange = (name, knob) => { const o = optMeta(name); return o && o.knob_ranges ? o.knob_ranges[knob] : null; };
+  const sliderFor = (name, knob) => {
+    if (knob === "lr") return SLIDERS.lr;
+    const r = knobRange(name, knob);
+    if (!r) return SLIDERS.decay;
+    return r.scale === "linear" ? linearSlider(r) : SLIDERS[r.scale] || SLIDERS.decay;
+  };
 
   // ---------------------------------------------------------------- server
   async function api(path, body) {
@@ -264,9 +274,9 @@
     const label = document.createElement("label");
     label.htmlFor = id;
     label.textContent = KNOB_LABEL[knob] || knob;
-    const help = lab.meta.knobs[knob];
+    const help = knobRange(entry.name, knob);
     if (help) label.title = help.help;
-    const s = sliderFor(knob);
+    const s = sliderFor(entry.name, knob);
     const range = document.createElement("input");
     range.type = "range";
     range.min = s.min; range.max = s.max; range.step = s.step;
@@ -282,7 +292,7 @@
     const sync = () => {
       const v = get();
       box.value = Number.isFinite(v) ? String(v) : "";
-      if (Number.isFinite(v) && v > 0 && (knob !== "lr" && knob !== "eps" ? v < 1 : true)) {
+      if (Number.isFinite(v) && s.fits(v)) {
         range.value = Math.min(s.max, Math.max(s.min, s.from(v)));
       } else if (v === 0) {
         range.value = s.min;
