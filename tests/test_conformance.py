@@ -242,3 +242,47 @@ def test_complex_parameters_match_torch(info):
             finals.append([torch.view_as_real(p.detach()) if p.is_complex() else p.detach() for p in params])
         for a, b in zip(*finals):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{config.kwargs}: {m}")
+
+
+# --- found by running torch's own test/test_optim.py against optimlab (docs/torch_tests.md) -------
+
+@pytest.mark.parametrize("tolerance", [float("inf"), -float("inf"), -1.0])
+def test_lbfgs_takes_any_real_tolerance_as_torch(tolerance):
+    """torch accepts any threshold: inf stops after the first evaluation, a negative one never stops
+    the run (test_second_order_optims_return_consistent_types)."""
+    results = []
+    for cls in (torch.optim.LBFGS, optimlab.LBFGS):
+        p = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+        opt = cls([p], tolerance_grad=tolerance, tolerance_change=tolerance)
+
+        def closure():
+            opt.zero_grad()
+            loss = (p ** 2 * torch.tensor([1.0, 3.0, 10.0])).sum()
+            loss.backward()
+            return loss
+
+        out = opt.step(closure)
+        results.append((type(out), p.detach().clone(), opt.state[p]["func_evals"]))
+    (t0, p0, n0), (t1, p1, n1) = results
+    assert t0 is t1 and n0 == n1 and torch.equal(p0, p1)
+    with pytest.raises(ValueError, match="tolerance_grad must be a real number, got nan"):
+        optimlab.LBFGS([torch.zeros(2, requires_grad=True)], tolerance_grad=float("nan"))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
+def test_fused_true_on_meta_params_is_refused_at_step_as_torch(name):
+    """AdaGrad makes its state in __init__: building it on meta params with fused=True must work
+    (test_fused_error_on_params_on_meta); the step refuses them; after to_empty it steps."""
+    with torch.device("meta"):
+        model = torch.nn.Linear(2, 3)
+    opt = getattr(optimlab, name)(model.parameters(), fused=True)
+    with torch.device("meta"):
+        for p in model.parameters():
+            p.grad = torch.rand_like(p)
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating point Tensors"):
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    model.to_empty(device="cpu")
+    for p in model.parameters():
+        p.grad = torch.rand_like(p)
+    opt.step()

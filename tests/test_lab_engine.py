@@ -21,7 +21,7 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("name", [e.name for e in catalogue.entries() if not e.lookahead])
+@pytest.mark.parametrize("name", [e.name for e in catalogue.lab_entries() if not e.lookahead])
 def test_batched_lr_sweep_matches_one_trajectory_at_a_time(name):
     res = sweep("rosenbrock", [name], LRS, STARTS, 60).runs[name]
     assert res.path.shape == (61, len(LRS) * len(STARTS), 2)
@@ -31,7 +31,7 @@ def test_batched_lr_sweep_matches_one_trajectory_at_a_time(name):
             torch.testing.assert_close(res.path[:, i * len(STARTS) + j], ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [e.name for e in catalogue.entries() if e.torch and not e.lookahead])
+@pytest.mark.parametrize("name", [e.name for e in catalogue.lab_entries() if e.torch and not e.lookahead])
 def test_defaults_match_torch_optim(name):
     lrs = torch.tensor([1e-3, 1e-2])
     res = run("himmelblau", name, STARTS[:1].repeat(2, 1), 40, lr=lrs)

@@ -438,7 +438,7 @@ JSONISH = st.recursive(
 @given(landscape=st.sampled_from(["bowl", "saddle", "rosenbrok"]) | JSONISH,
        starts=st.just([[0.5, 0.5]]) | JSONISH,
        steps=st.integers(-3, 30) | JSONISH,
-       optimizers=st.lists(st.fixed_dictionaries({"name": st.sampled_from(catalogue.names()) | JSONISH},
+       optimizers=st.lists(st.fixed_dictionaries({"name": st.sampled_from(catalogue.lab_names()) | JSONISH},
                                                  optional={"lr": st.floats() | JSONISH, "beta1": st.floats(),
                                                            "momentum": st.floats(), "eps": st.floats()}),
                            max_size=3) | JSONISH,
