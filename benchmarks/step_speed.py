@@ -16,8 +16,16 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
                                                # same alternation: ms, ratio to torch's path, and the
                                                # state's bytes (from its tensors) as % of float32's
 
+Torch's path per algorithm: fused or foreach (its fastest on the CPU), "only" where torch.optim has
+one implementation (Muon, SparseAdam, LBFGS), "rule/fe" for algorithms torch.optim lacks (Lion,
+Schedule-Free, AdEMAMix): the same rule as torch._foreach_* calls (class ForeachOf). Bytes per
+parameter (for GB/s) count p, g and state read + written once; for LBFGS (one iteration per step)
+they are a lower bound; Muon is compute-bound (matrix products).
+
 Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
-2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024.
+2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024; m 4 matrices
+of 128 x 128 (Muon's own); s an embedding of 64k x 64 with 1,024 sparse gradient rows (SparseAdam's
+own; GB/s counts the rows touched).
 """
 
 from __future__ import annotations
@@ -42,6 +50,55 @@ from optimlab.faults import STATE_DTYPE_NAMES as STATE_DTYPES  # noqa: E402
 from optimlab.kernels import precision  # noqa: E402
 
 M = 1 << 20
+
+
+class ForeachOf:
+    """The peer of an algorithm torch.optim lacks: the same rule run as ``torch._foreach_*`` calls
+    (optimlab's foreach backend, forced for this optimizer only), i.e. torch's fastest generic path
+    for that arithmetic (one multi-tensor kernel per op, as torch.optim's foreach implementations)."""
+
+    def __init__(self, cls):
+        self.cls, self.__name__ = cls, f"foreach({cls.__name__})"
+
+    def __call__(self, params, **kwargs):
+        return _ForeachSide(self.cls(params, **kwargs))
+
+
+class _ForeachSide:
+    def __init__(self, opt):
+        self.opt, self.state = opt, opt.state
+
+    def step(self, closure=None):
+        old = os.environ.get("OPTIMLAB_BACKEND")
+        os.environ["OPTIMLAB_BACKEND"] = "foreach"
+        try:
+            return self.opt.step(closure)
+        finally:
+            if old is None:
+                del os.environ["OPTIMLAB_BACKEND"]
+            else:
+                os.environ["OPTIMLAB_BACKEND"] = old
+
+
+class WithClosure:
+    """A closure-driven optimizer (L-BFGS) timed one iteration per step: ``step()`` passes a closure
+    that returns the loss and leaves the gradients as they are (the same work on both sides)."""
+
+    def __init__(self, cls):
+        self.cls, self.__name__ = cls, cls.__name__
+
+    def __call__(self, params, **kwargs):
+        return _ClosureSide(self.cls(params, **kwargs))
+
+
+class _ClosureSide:
+    def __init__(self, opt):
+        self.opt, self.state, self.loss = opt, opt.state, torch.tensor(1.0)
+
+    def step(self):
+        return self.opt.step(lambda: self.loss)
+
+
 # (name, optimlab class, torch class, kwargs, torch's fastest flags, bytes per float32 parameter)
 ALGORITHMS = [
     ("sgd_momentum", optimlab.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, {"fused": True}, 20),
@@ -50,15 +107,26 @@ ALGORITHMS = [
     ("adam", optimlab.Adam, torch.optim.Adam, {"lr": 1e-3}, {"fused": True}, 28),
     ("adamw", optimlab.AdamW, torch.optim.AdamW, {"lr": 1e-3}, {"fused": True}, 28),
     ("nadam", optimlab.NAdam, torch.optim.NAdam, {"lr": 2e-3}, {"foreach": True}, 28),
-    # the rest of torch.optim that runs on these layouts (not Muon: 2-D only; SparseAdam: sparse
-    # gradients; LBFGS: closure-driven); optional cells, run with --algorithms
+    # the rest of torch.optim and the algorithms beyond it; optional cells, run with --algorithms
     ("adadelta", optimlab.Adadelta, torch.optim.Adadelta, {}, {"foreach": True}, 28),
     ("adamax", optimlab.Adamax, torch.optim.Adamax, {"lr": 2e-3}, {"foreach": True}, 28),
     ("radam", optimlab.RAdam, torch.optim.RAdam, {"lr": 1e-3}, {"foreach": True}, 28),
     ("asgd", optimlab.ASGD, torch.optim.ASGD, {"lr": 1e-2}, {"foreach": True}, 20),
     ("rprop", optimlab.Rprop, torch.optim.Rprop, {"lr": 1e-2}, {"foreach": True}, 28),
     ("adafactor", optimlab.Adafactor, torch.optim.Adafactor, {"lr": 1e-2}, {"foreach": True}, 20),
+    # torch has one path for these three (no foreach / fused flag)
+    ("muon", optimlab.Muon, torch.optim.Muon, {"lr": 1e-3}, {}, 20),
+    ("sparse_adam", optimlab.SparseAdam, torch.optim.SparseAdam, {"lr": 1e-3}, {}, 28),
+    ("lbfgs", WithClosure(optimlab.LBFGS), WithClosure(torch.optim.LBFGS), {"lr": 1, "max_iter": 1}, {}, 12),
+    # not in torch.optim: the peer is torch's foreach kernels running the same rule (ForeachOf)
+    ("lion", optimlab.Lion, ForeachOf(optimlab.Lion), {"lr": 1e-4}, {}, 20),
+    ("sgd_sf", optimlab.SGDScheduleFree, ForeachOf(optimlab.SGDScheduleFree), {"lr": 1.0}, {}, 20),
+    ("adamw_sf", optimlab.AdamWScheduleFree, ForeachOf(optimlab.AdamWScheduleFree), {}, {}, 28),
+    ("ademamix", optimlab.AdEMAMix, ForeachOf(optimlab.AdEMAMix), {}, {}, 36),
 ]
+#: algorithms that take only some parameters: their cells run on their own layout whatever --layouts
+#: says (Muon: 2-D matrices; SparseAdam: an embedding with sparse row gradients)
+OWN_LAYOUT = {"muon": "m", "sparse_adam": "s"}
 DEFAULT_ALGORITHMS = ("sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "nadam")
 
 
@@ -94,9 +162,22 @@ def layout_e() -> list[tuple[int, ...]]:
 
 # key -> (label, shapes, number of param groups: the tensors split into that many consecutive
 # groups, group i with lr * LR_DECAY**i, as layer-wise learning-rate decay in fine-tuning)
+def layout_m() -> list[tuple[int, ...]]:
+    """4 matrices of 128 x 128 (Muon's parameters; its Newton-Schulz matrix products in bfloat16,
+    slow on a CPU, set the pace)."""
+    return [(128, 128)] * 4
+
+
+def layout_s() -> list[tuple[int, ...]]:
+    """An embedding of 65,536 x 64 (4M) whose gradient is sparse: 1,024 rows per step."""
+    return [(65536, 64)]
+
+
 LAYOUTS = {"a": ("a: 1 x 16M", layout_a, 1), "b": ("b: 200 tensors, 16M", layout_b, 1),
            "c": ("c: 2000 tensors, 2M", layout_c, 1), "d": ("d: b in 100 groups", layout_b, 100),
-           "e": ("e: 4000 x 1024", layout_e, 1)}
+           "e": ("e: 4000 x 1024", layout_e, 1), "m": ("m: 4 x 128x128", layout_m, 1),
+           "s": ("s: 64k x 64 sparse", layout_s, 1)}
+SPARSE_ROWS = 1024
 LR_DECAY = 0.97
 # (algorithm or "*", layout) -> (column, lowest acceptable value): the targets the run is checked
 # against at the end (``--check`` makes a miss the exit status)
@@ -148,11 +229,16 @@ def bandwidth(triad: Triad, reps: int) -> float:
     return triad.gbs(statistics.median(timed(triad) for _ in range(reps)))
 
 
-def make_side(shapes, cls, kwargs, seed=0, groups=1):
+def make_side(shapes, cls, kwargs, seed=0, groups=1, sparse=False):
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+        if sparse:  # SPARSE_ROWS distinct rows (coalesced), as nn.Embedding(sparse=True) gives
+            rows = torch.randperm(p.shape[0], generator=g)[:SPARSE_ROWS].sort().values
+            values = torch.randn((SPARSE_ROWS, *p.shape[1:]), generator=g) * 1e-2
+            p.grad = torch.sparse_coo_tensor(rows[None], values, p.shape).coalesce()
+        else:
+            p.grad = torch.randn(p.shape, generator=g) * 1e-2
     if groups == 1:
         return params, cls(params, **kwargs)
     bounds = [len(params) * i // groups for i in range(groups + 1)]
@@ -230,17 +316,21 @@ def main() -> None:
     for name, ocls, tcls, kw, flags, bytes_per in ALGORITHMS:
         if name not in names:
             continue
-        for lk in args.layouts.split(","):
+        for lk in ([OWN_LAYOUT[name]] if name in OWN_LAYOUT else args.layouts.split(",")):
             label, make, n_groups = LAYOUTS[lk]
             shapes = make()
             n = sum(torch.Size(s).numel() for s in shapes)
-            op, oopt = make_side(shapes, ocls, kw, groups=n_groups)
-            tp, topt = make_side(shapes, tcls, {**kw, **flags}, groups=n_groups)
+            sparse = name == "sparse_adam"
+            if sparse:
+                n = SPARSE_ROWS * shapes[0][1]  # the rows a step touches
+            op, oopt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
+            tp, topt = make_side(shapes, tcls, {**kw, **flags}, groups=n_groups, sparse=sparse)
             first = timed(oopt.step)  # first step: state creation + kernel build / cache load
             for _ in range(3):
                 oopt.step()
                 topt.step()
-            lows = [make_side(shapes, ocls, {**kw, "state_dtype": STATE_DTYPES[d]})[1] for d in low]
+            lows = [make_side(shapes, ocls, {**kw, "state_dtype": STATE_DTYPES[d]})[1] for d in low
+                    if name in DEFAULT_ALGORITHMS]
             for lopt in lows:
                 for _ in range(4):
                     lopt.step()
@@ -263,17 +353,18 @@ def main() -> None:
                     topt.step()
             tm, om = statistics.median(tt), statistics.median(ot)
             gbs = bytes_per * n / om / 1e9
-            path = "fused" if "fused" in flags else "foreach"
+            path = ("fused" if "fused" in flags else "foreach" if "foreach" in flags
+                    else "rule/fe" if isinstance(tcls, ForeachOf) else "only")
             line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
                     f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
                     f"{s_t.peak - base_t:10.1f}")
-            fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values())
+            fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values()) if lows else 0
             for lopt, lt in zip(lows, times[2:]):
                 lm = statistics.median(lt)
                 state = sum(precision.state_bytes(st) for st in lopt.state.values())
                 line += f" {lm * 1e3:11.2f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
             del lows, sides
-            if args.compiled and lk in ("a", "b"):
+            if args.compiled and lk in ("a", "b") and not isinstance(tcls, (ForeachOf, WithClosure)):
                 cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
                 cstep = torch.compile(copt.step)
                 ctime = timed(cstep)
@@ -288,6 +379,8 @@ def main() -> None:
         print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
               "state creation):")
         for name in names:
+            if name in OWN_LAYOUT or name == "lbfgs":  # not layout (b) / a closure-driven step
+                continue
             cold, warm = first_step_latency(name)
             print(f"  {name:<13} cold cache {cold:6.2f} s   warm cache {warm:6.2f} s")
     bw1 = bandwidth(triad, 9)
