@@ -312,6 +312,29 @@ def test_dragging_a_slider_redraws_before_the_mouse_is_released(server_url, brow
     page.close()
 
 
+def test_each_optimizer_brings_its_own_knob_ranges(server_url, browser):
+    """AdEMAMix's alpha (a weight in [0, 20], linear slider) is not RMSProp's (a decay in [0, 1))."""
+    page, errors = open_page(browser, server_url, "#speed=0")
+    before = run_id(page)
+    page.select_option(".opt-card[data-index='0'] select.opt-name", "ademamix")
+    settle(page, before)
+    slider = page.locator(".opt-card[data-index='0'] input.opt-alpha-slider")
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "20")
+    assert page.locator(".opt-card[data-index='0'] label[for='opt0-alpha']").get_attribute("title") == \
+        "weight of the slow EMA in the step"
+    before = run_id(page)
+    slider.fill("5")
+    settle(page, before)
+    assert page.evaluate("window.optimlabLab.result.runs[0].hyper.alpha") == 5
+    before = run_id(page)
+    page.select_option(".opt-card[data-index='0'] select.opt-name", "rmsprop")
+    settle(page, before)
+    slider = page.locator(".opt-card[data-index='0'] input.opt-alpha-slider")
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "4")  # -log10(1 - alpha)
+    assert errors == []
+    page.close()
+
+
 @pytest.mark.parametrize("width,height", [(1024, 900), (390, 844)])
 def test_layout_at_laptop_and_phone_width(server_url, browser, width, height):
     page, errors = open_page(browser, server_url, "#speed=0", width, height)
