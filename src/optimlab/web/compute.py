@@ -59,7 +59,11 @@ def dumps(payload: Any) -> str:
 
 def landscape_info(name: str) -> dict[str, Any]:
     land = get_landscape(name)
+    from ..lab.sampled import DataLandscape
+
     return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
+            # examples a noisy-gradient batch draws from (data landscapes only)
+            "examples": land.n_data if isinstance(land, DataLandscape) else None,
             # each optimizer's default learning rate on this landscape (from the catalogue)
             "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
 
@@ -67,7 +71,9 @@ def landscape_info(name: str) -> dict[str, Any]:
 def optimizer_info(name: str) -> dict[str, Any]:
     spec = engine.get_optimizer(name)
     return {"name": spec.name, "label": spec.label, "colour": spec.colour, "default_lr": spec.lab_lr,
-            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()}}
+            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()},
+            # its update rule as MathML with the default numbers (the page writes the card's values in)
+            "rule": catalogue.rule_display(spec)}
 
 
 def meta(limits: Limits) -> dict[str, Any]:
@@ -161,12 +167,13 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             raise BudgetExceeded()
 
     land = get_landscape(req.landscape)
+    noise = req.noise.spec() if req.noise is not None else None
     runs: list[engine.Run] = []
     with one_thread():
         for spec in req.optimizers:
             try:
                 runs.append(fastpath.run(land, spec.name, req.starts, req.steps, lr=spec.lr, schedule=req.schedule,
-                                         progress=check, **spec.hyper()))
+                                         progress=check, noise=noise, record_state=req.state, **spec.hyper()))
             except BudgetExceeded:
                 raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
                                     f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
@@ -198,10 +205,19 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "loss": nested(r.loss),
             "left_window": left[k * n:(k + 1) * n],
             "metrics": [{key: _json.finite(v) for key, v in row.items()} for row in mine],
+            **({"state": step_state(r)} if req.state else {}),
         })
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
             "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
-            "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+            "starts": req.starts, "noise": noise, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+def step_state(r: engine.Run) -> dict[str, Any]:
+    """What the step-through mode shows of run ``r`` (recorded by the engine): per step, the gradient,
+    the rule's state after the step and the step ``w_t - w_{t-1}``, with the catalogue's roles."""
+    return {"grad": nested(r.grads), "step": nested(r.path[1:] - r.path[:-1]),
+            "values": {name: nested(v) for name, v in (r.states or {}).items()},
+            "roles": catalogue.state_roles(r.optimizer)}
 
 
 def warm_up(schedules: bool = True) -> None:

@@ -598,19 +598,27 @@ def _compiled_rule(name: str, fixed: tuple, state_keys: tuple) -> CompiledRule:
 
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: float | None = None, schedule: str | None = None, progress: Callable[[int], None] | None = None,
-        **hyper: float) -> engine.Run:
+        noise: Any = None, record_state: bool = False, **hyper: float) -> engine.Run:
     """What :func:`optimlab.lab.engine.run` returns for the same arguments (float64), bit for bit.
 
-    Runs the engine itself for anything the fast path does not take (see the module docstring).
+    Runs the engine itself for anything the fast path does not take (see the module docstring),
+    and for noisy gradients (``noise``) and a run that keeps the optimizer's state per step
+    (``record_state``: the gradients and the rule's state, ``Run.grads`` / ``Run.states``).
     ``progress`` is called with a step number between trajectories (by the engine: after each
     step); an exception it raises stops the run.
     """
+    engine_only = record_state or (noise is not None and engine.parse_noise(noise) is not None
+                                   and engine.parse_noise(noise).active)
     try:
+        if engine_only:
+            raise Unsupported("noise or recorded state")
         if available():
             raise Unsupported(available())
         return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
     except Unsupported:
-        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
+        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress,
+                          noise=noise if engine_only else None, record_grads=record_state,
+                          record_state=record_state, **hyper)
 
 
 @lru_cache(maxsize=512)

@@ -18,6 +18,10 @@
   const lab = (window.optimlabLab = {
     meta: null, grid: null, result: null, state: null, t: 0, runId: 0, error: null,
   });
+  // hooks for the page's other scripts (rules.js, stepper.js, presets.js): each is a list of
+  // functions called at that point; lab.* below exposes what they may call
+  const hooks = (lab.hooks = { card: [], body: [], toHash: [], fromHash: [], controls: [], result: [], frame: [] });
+  const fire = (name, ...args) => hooks[name].forEach((f) => f(...args));
 
   const colour = (i) => {
     const o = lab.state && lab.state.opts[i] && optMeta(lab.state.opts[i].name);
@@ -113,6 +117,7 @@
       const kv = [...(o.userLr ? [`lr=${o.lr}`] : []), ...Object.entries(o.knobs).map(([k, v]) => `${k}=${v}`)];
       parts.push(`opt=${enc(o.name)}:${kv.join(",")}`);
     }
+    fire("toHash", parts, st);
     return parts.join("&");
   }
 
@@ -146,6 +151,7 @@
         return entry;
       });
     }
+    fire("fromHash", q, st);
     return st;
   }
 
@@ -177,13 +183,15 @@
   }
 
   function requestBody(st) {
-    return {
+    const body = {
       landscape: st.landscape,
       starts: st.starts,
       steps: st.steps,
       schedule: st.schedule,
       optimizers: st.opts.map((o) => ({ name: o.name, lr: o.lr, ...o.knobs })),
     };
+    fire("body", body, st);
+    return body;
   }
 
   // ---------------------------------------------------------------- controls
@@ -203,6 +211,7 @@
     $("speed").value = String(st.speed);
     $("starts").value = st.starts.map((p) => p.map((v) => fmt(v, 5)).join(", ")).join("; ");
     renderCards();
+    fire("controls", st);
   }
 
   function renderCards() {
@@ -254,6 +263,7 @@
 
     div.appendChild(knobRow(entry, "lr", i));
     for (const k of Object.keys(entry.knobs)) div.appendChild(knobRow(entry, k, i));
+    fire("card", div, entry, i);
     return div;
   }
 
@@ -349,17 +359,20 @@
       $(tab).addEventListener("click", () => selectTab(view));
     }
     $("contour").addEventListener("click", onContourClick);
-    window.addEventListener("hashchange", async () => {
-      const h = location.hash.replace(/^#/, "");
-      if (h === lastHash) return;
-      const st = hashToState(h);
-      if (!st) return;
-      const landChanged = st.landscape !== lab.state.landscape;
-      lab.state = st;
-      renderControls();
-      if (landChanged) await loadLandscape();
-      changed({ animate: true });
-    });
+    window.addEventListener("hashchange", () => applyHash(location.hash));
+  }
+
+  // a new hash (a link, a preset): its state replaces the page's
+  async function applyHash(hash) {
+    const h = String(hash).replace(/^#/, "");
+    if (h === lastHash) return;
+    const st = hashToState(h);
+    if (!st) return;
+    const landChanged = st.landscape !== lab.state.landscape;
+    lab.state = st;
+    renderControls();
+    if (landChanged) await loadLandscape();
+    changed({ animate: true });
   }
 
   function selectTab(view) {
@@ -657,6 +670,7 @@
     drawTable();
     surfaceDrawn = null;
     if (!$("surface").hidden) drawSurface(true);
+    fire("result", result);
     if (animate) startAnimation(0);
     else { stopAnimation(); drawFrame(result.steps); }
   }
@@ -775,6 +789,7 @@
     if (!$("surface").hidden) drawSurface(false);
     $("scrub").value = t;
     $("step-label").textContent = `step ${t} / ${result.steps}`;
+    fire("frame", t);
   }
 
   // ---------------------------------------------------------------- 3-D view
@@ -948,5 +963,7 @@
     }
   }
 
+  Object.assign(lab, { api, fmt, num, colour, dash, changed, applyHash, drawFrame, stopAnimation, optMeta, landMeta,
+                       writeHash, KNOB_LABEL });
   document.addEventListener("DOMContentLoaded", init);
 })();
