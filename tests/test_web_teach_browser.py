@@ -12,6 +12,13 @@ from test_web_browser import ARTIFACTS, browser, open_page, run_id, server_url, 
 from optimlab.lab import engine
 
 
+def resize(page, width: int, height: int) -> None:
+    """A new window size, once the plots have followed it (plotly resizes them a little later)."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth + 1", timeout=10_000)
+    page.wait_for_timeout(400)
+
+
 def test_each_card_shows_its_rule_with_the_cards_numbers(server_url, browser):  # noqa: F811
     page, errors = open_page(browser, server_url, "#landscape=bowl&steps=20&speed=0&opt=adam-nobc:lr=0.01"
                                                   "&opt=adagrad-seed:lr=0.1&opt=nag:lr=0.001,momentum=0.9")
@@ -63,7 +70,7 @@ def test_step_through_shows_the_state_at_each_step(server_url, browser):  # noqa
     # the panel shows step 3 (from w_2): each value is the server's, which is the engine's state
     cells = page.eval_on_selector_all("#stepper-bars .step-card", """cards => cards.map(c => Object.fromEntries(
         [...c.querySelectorAll('tr[data-quantity]')].map(r => [r.dataset.quantity,
-         [...r.querySelectorAll('td')].map(td => Number(td.dataset.value))]])))""")
+         [...r.querySelectorAll('td')].map(td => Number(td.dataset.value))])))""")
     ref = {n: engine.run("rosenbrock", n, [[-1.2, 1.0]], 30, lr=lr, record_grads=True, record_state=True, **k)
            for n, lr, k in (("momentum", 0.0005, {"momentum": 0.8}), ("adam", 0.05, {}))}
     mo, ad = ref["momentum"], ref["adam"]
@@ -81,11 +88,10 @@ def test_step_through_shows_the_state_at_each_step(server_url, browser):  # noqa
     assert starts == {tuple(mo.path[2, 0].tolist()), tuple(ad.path[2, 0].tolist())}
     assert {(a["x"], a["y"]) for a in notes} >= {tuple(mo.path[3, 0].tolist()), tuple(ad.path[3, 0].tolist())}
     for width, height in ((1024, 900), (390, 844)):
-        page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(300)
+        resize(page, width, height)
+        page.screenshot(path=str(ARTIFACTS / f"web-lab-stepper-{width}px.png"), full_page=True)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{overflow} px wider than {width} px"
-        page.screenshot(path=str(ARTIFACTS / f"web-lab-stepper-{width}px.png"), full_page=True)
     # back to the plain view: no state asked, no arrows
     before = run_id(page)
     page.uncheck("#stepper-on")
@@ -116,7 +122,7 @@ def test_the_noise_control_and_the_tours_noise_field(server_url, browser):  # no
     page.goto(page.url.split("#")[0] + "#landscape=rosenbrock&steps=10&speed=0&opt=sgd&noise=batch=4,seed=0")
     page.wait_for_function("document.body.dataset.status === 'error'", timeout=30_000)
     assert "data landscape" in page.locator("#error").inner_text()
-    assert errors == []
+    assert [e for e in errors if "status of 422" not in e] == []   # (the browser logs the refused request)
     page.close()
 
 
@@ -152,10 +158,9 @@ def test_a_preset_reproduces_the_tours_numbers(server_url, browser, key):  # noq
     note = page.locator("#preset-note").inner_text()
     assert "The tour reports" in note and "same numbers" in note
     for width, height in ((1024, 900), (390, 844)):
-        page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(300)
-        assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+        resize(page, width, height)
         page.screenshot(path=str(ARTIFACTS / f"web-lab-preset-{key}-{width}px.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
     # a hand change ends the preset
     before = run_id(page)
     box = page.locator(".opt-card[data-index='0'] input.opt-lr")

@@ -360,6 +360,17 @@
     }
     $("contour").addEventListener("click", onContourClick);
     window.addEventListener("hashchange", () => applyHash(location.hash));
+    // a narrower window wraps the legend into more rows: fit the contour's top margin again
+    let resized = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resized);
+      resized = setTimeout(() => {
+        if (!lab.grid || !$("contour-fg").layout) return;
+        const margin = contourMargin();
+        Plotly.relayout($("contour-bg"), { margin });
+        Plotly.relayout($("contour-fg"), { margin }).then(fitLegend);
+      }, 150);
+    });
   }
 
   // a new hash (a link, a preset): its state replaces the page's
