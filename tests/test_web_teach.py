@@ -283,3 +283,16 @@ def test_a_try_it_link_parses_back_to_its_settings():
         parse_try_it(url + "&colour=red")
     with pytest.raises(ValueError, match="did you mean"):
         parse_try_it("#landscape=rosenbrok&opt=sgd")
+
+
+def test_the_openapi_schema_bounds_the_new_fields(client):
+    spec = client.get("/api/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    noise = schemas["NoiseSpec"]["properties"]
+    assert noise["sd"]["minimum"] == 0 and noise["sd"]["maximum"] == 100
+    assert noise["batch"]["anyOf"][0]["minimum"] == 1 and noise["batch"]["anyOf"][0]["maximum"] == 10_000
+    assert noise["seed"]["minimum"] == 0 and noise["seed"]["maximum"] == 2 ** 31 - 1
+    assert schemas["NoiseSpec"]["additionalProperties"] is False
+    assert schemas["RunRequest"]["properties"]["state"]["type"] == "boolean"
+    assert "StepState" in schemas and "RuleInfo" in schemas and "PresetsResponse" in schemas
+    assert "/api/presets" in spec["paths"]
