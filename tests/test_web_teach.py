@@ -191,6 +191,25 @@ def test_the_state_per_step_equals_float64_references_and_positions_are_unchange
         "adagrad-seed": {"accumulator"}, "rmsprop": {"accumulator"}}
 
 
+@pytest.mark.parametrize("landscape", ["rosenbrock", "saddle", "himmelblau", "beale"])
+def test_the_fast_paths_recorded_state_is_the_engines_bit_for_bit(landscape):
+    """The state the page shows comes from the fast path's generated code (not a fallback):
+    gradients, every state tensor and the path equal ``engine.run(record_state=True)``."""
+    from optimlab.web import fastpath
+
+    if fastpath.available():
+        pytest.skip(fastpath.available())
+    starts = [[0.5, 0.7], [-0.3, 0.2]]
+    for name in catalogue.names():
+        want = engine.run(landscape, name, starts, 30, record_grads=True, record_state=True)
+        got = fastpath._run(landscape, name, starts, 30, lr=None, schedule=None, record=True)
+        for a, b in [(got.path, want.path), (got.grads, want.grads),
+                     *[(got.states[k], want.states[k]) for k in want.states]]:
+            assert torch.equal(torch.isfinite(a), torch.isfinite(b)), name
+            assert torch.equal(a[torch.isfinite(a)], b[torch.isfinite(b)]), name
+        assert set(got.states) == set(want.states), name
+
+
 def test_the_state_is_bounded(client):
     cap = Limits().max_state_steps
     body = {"landscape": "bowl", "starts": [[1.0, 1.0]], "steps": cap + 1, "optimizers": [{"name": "adam"}]}

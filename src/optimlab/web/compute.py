@@ -213,8 +213,9 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
 
 
 def step_state(r: engine.Run) -> dict[str, Any]:
-    """What the step-through mode shows of run ``r`` (recorded by the engine): per step, the gradient,
-    the rule's state after the step and the step ``w_t - w_{t-1}``, with the catalogue's roles."""
+    """What the step-through mode shows of run ``r`` (``record_state``: the engine's state, from the
+    fast path bit for bit): per step, the gradient, the rule's state after the step and the step
+    ``w_t - w_{t-1}``, with the catalogue's roles."""
     return {"grad": nested(r.grads), "step": nested(r.path[1:] - r.path[:-1]),
             "values": {name: nested(v) for name, v in (r.states or {}).items()},
             "roles": catalogue.state_roles(r.optimizer)}

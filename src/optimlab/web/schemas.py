@@ -236,14 +236,14 @@ def rule_cost(name: str) -> int:
     return 2 if get_optimizer(name).lookahead else 1
 
 
-#: a run with noisy gradients or the state per step runs on the engine, not the fast path
+#: a run with noisy gradients runs on the engine, not the fast path
 ENGINE_COST = 10
 
 
 def cost(req: RunRequest) -> int:
     """The work a run asks for, in trajectory-steps: ``steps x starts x sum of rule costs``
-    (times :data:`ENGINE_COST` for a run the engine computes: noise or state)."""
-    engine = ENGINE_COST if req.state or (req.noise is not None and (req.noise.sd > 0 or req.noise.batch)) else 1
+    (times :data:`ENGINE_COST` for a run the engine computes: noisy gradients)."""
+    engine = ENGINE_COST if req.noise is not None and (req.noise.sd > 0 or req.noise.batch) else 1
     return req.steps * len(req.starts) * sum(rule_cost(o.name) for o in req.optimizers) * engine
 
 

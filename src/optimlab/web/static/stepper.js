@@ -1,6 +1,6 @@
 // optimlab web lab: step-through mode. With it on, the page asks the server for each step's
-// gradient and optimizer state (POST /api/run with "state": true: the engine's own state, see
-// optimlab/web/compute.py), and at the current point w_t it shows, for the step t -> t+1 of each
+// gradient and optimizer state (POST /api/run with "state": true: the engine's own state,
+// computed by the fast path bit for bit, see optimlab/web/compute.py), and at the current point w_t it shows, for the step t -> t+1 of each
 // optimizer: the gradient, the velocity / first moment, the squared-gradient accumulator (as its
 // square root) and the resulting per-axis step, as arrows on the contour and bars in a panel.
 // Step with the buttons or the keys ← and → (also , and .).
