@@ -360,7 +360,8 @@ def _display_fn(entry: Entry) -> Any:
 
 
 def rule_display(entry: str | Entry, values: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    """The entry's update rule as the web lab shows it (``{"mathml": [line, ...], "roles": {...}}``,
+    """The entry's update rule as the web lab shows it (``{"mathml": [line, ...], "roles": {...},
+    "lookahead": bool}``,
     see :mod:`optimlab.display`) with its hyperparameters by the rule's names: the entry's lab
     defaults (its options included), overridden by ``values``; None for an algorithm without a
     display."""
@@ -376,7 +377,8 @@ def rule_display(entry: str | Entry, values: Mapping[str, Any] | None = None) ->
     group = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
     if entry.spec.name == "Adagrad":  # the accumulator's start value is a group entry, not a rule argument
         group["initial_accumulator_value"] = signature_defaults(entry.spec).get("initial_accumulator_value", 0.0)
-    return fn(group).as_dict()
+    # the lab's NAG evaluates the gradient at the look-ahead point w - momentum * v
+    return {**fn(group).as_dict(), "lookahead": entry.lookahead}
 
 
 def state_roles(entry: str | Entry) -> dict[str, str]:

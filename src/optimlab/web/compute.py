@@ -212,13 +212,23 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "starts": req.starts, "noise": noise, "runs": out, "elapsed_s": time.perf_counter() - t0}
 
 
+_ROLES: dict[str, tuple[Any, dict[str, str]]] = {}
+
+
+def state_roles(entry: catalogue.Entry) -> dict[str, str]:
+    """:func:`optimlab.catalogue.state_roles`, cached per entry (it writes the rule's display)."""
+    hit = _ROLES.get(entry.name)
+    if hit is None or hit[0] is not entry:
+        hit = _ROLES[entry.name] = (entry, catalogue.state_roles(entry))
+    return hit[1]
+
+
 def step_state(r: engine.Run) -> dict[str, Any]:
     """What the step-through mode shows of run ``r`` (``record_state``: the engine's state, from the
-    fast path bit for bit): per step, the gradient, the rule's state after the step and the step
-    ``w_t - w_{t-1}``, with the catalogue's roles."""
-    return {"grad": nested(r.grads), "step": nested(r.path[1:] - r.path[:-1]),
-            "values": {name: nested(v) for name, v in (r.states or {}).items()},
-            "roles": catalogue.state_roles(r.optimizer)}
+    fast path bit for bit): per step, the gradient and the rule's state after the step, with the
+    catalogue's roles. (The step ``w_t - w_{t-1}`` is the path's difference: the page subtracts.)"""
+    return {"grad": nested(r.grads), "values": {name: nested(v) for name, v in (r.states or {}).items()},
+            "roles": state_roles(r.optimizer)}
 
 
 def warm_up(schedules: bool = True) -> None:

@@ -313,15 +313,14 @@ class MetricsRow(BaseModel):
 
 class StepState(BaseModel):
     """Step ``t`` (1..steps) of each start, indexed ``[t - 1][start][axis]``: the gradient the rule
-    was given (at the look-ahead point for NAG; noisy with noise), the rule's state after the step
-    by its own names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``sum``, ``square_avg``, ...)
-    and the step taken ``w_t - w_{t-1}``; ``roles`` says which state is the velocity / first moment
-    and which the squared-gradient accumulator (from the catalogue)."""
+    was given (at the look-ahead point for NAG; noisy with noise) and the rule's state after the step
+    by its own names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``sum``, ``square_avg``, ...);
+    ``roles`` says which state is the velocity / first moment and which the squared-gradient
+    accumulator (from the catalogue). The step taken is ``path[t] - path[t - 1]``."""
 
     model_config = ConfigDict(extra="forbid")
 
     grad: list[list[list[Number]]]
-    step: list[list[list[Number]]]
     values: dict[str, list[list[list[Number]]]]
     roles: dict[str, str]
 
@@ -398,6 +397,7 @@ class RuleInfo(BaseModel):
 
     mathml: list[str] = Field(description="one MathML <math> element per line; <mn data-knob=NAME> holds a value")
     roles: dict[str, str] = Field(description="state name -> 'velocity' or 'accumulator' (step-through view)")
+    lookahead: bool = Field(description="the gradient is taken at the look-ahead point w - momentum * v (NAG)")
 
 
 class OptimizerInfo(BaseModel):

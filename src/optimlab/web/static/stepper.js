@@ -14,7 +14,7 @@
 
   // what the panel shows, in order: [key, label, what]
   const ROWS = [
-    ["grad", "gradient g", "the gradient the rule was given"],
+    ["grad", "gradient g", "the gradient the rule was given (NAG: at the look-ahead point w − μv)"],
     ["velocity", "velocity / 1st moment", "the rule's velocity (momentum) or first moment after the step"],
     ["accumulator", "√ accumulator", "square root of the squared-gradient accumulator after the step"],
     ["step", "step Δw", "the step taken: w(t+1) − w(t)"],
@@ -93,7 +93,9 @@
     const vel = pick("velocity");
     const acc = pick("accumulator");
     const g = at(st.grad);
-    const d = at(st.step);
+    // the step taken: the path's difference (the same IEEE subtraction the server would do)
+    const [a, b] = [run.path[k - 1][s], run.path[k][s]];
+    const d = a && b && a.every((v) => v !== null) && b.every((v) => v !== null) ? [b[0] - a[0], b[1] - a[1]] : null;
     const sq = (v) => (v === null ? null : Math.sqrt(v));
     return {
       grad: g,
@@ -135,8 +137,16 @@
       const w = run.path[k - 1][0];
       if (!w || w.some((c) => c === null || !Number.isFinite(c))) return;
       const c = run.colour || lab.colour(i);
+      // NAG's gradient is taken at the look-ahead point w - momentum * v (its velocity before the step)
+      const o = lab.optMeta(run.name);
+      let from = w;
+      if (o && o.rule && o.rule.lookahead && q.velocityName && k > 1) {
+        const v0 = run.state.values[q.velocityName][k - 2][0];
+        const mu = run.hyper.momentum;
+        if (v0 && Number.isFinite(mu)) from = [w[0] - mu * v0[0], w[1] - mu * v0[1]];
+      }
       const g = unit(q.grad, -1);
-      if (g) arrow(w, [w[0] + g[0], w[1] + g[1]], "#222222", i === 0 ? "−g" : "", 1.5, 2);
+      if (g) arrow(from, [from[0] + g[0], from[1] + g[1]], "#222222", i === 0 ? "−g" : "", 1.5, 2);
       const v = unit(q.velocity, -1);
       if (v) arrow(w, [w[0] + v[0], w[1] + v[1]], c, "−v", 1.5, 3);
       const p = run.path[k][0];
