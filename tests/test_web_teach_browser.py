@@ -55,7 +55,8 @@ def test_each_card_shows_its_rule_with_the_cards_numbers(server_url, browser):  
 
 def test_step_through_shows_the_state_at_each_step(server_url, browser):  # noqa: F811
     page, errors = open_page(browser, server_url, "#landscape=rosenbrock&start=-1.2,1&steps=30&speed=0"
-                                                  "&opt=momentum:lr=0.0005,momentum=0.8&opt=adam:lr=0.05")
+                                                  "&opt=momentum:lr=0.0005,momentum=0.8&opt=adam:lr=0.05"
+                                                  "&opt=nag:lr=0.0005,momentum=0.8")
     before = run_id(page)
     page.check("#stepper-on")
     settle(page, before)
@@ -72,8 +73,8 @@ def test_step_through_shows_the_state_at_each_step(server_url, browser):  # noqa
         [...c.querySelectorAll('tr[data-quantity]')].map(r => [r.dataset.quantity,
          [...r.querySelectorAll('td')].map(td => Number(td.dataset.value))])))""")
     ref = {n: engine.run("rosenbrock", n, [[-1.2, 1.0]], 30, lr=lr, record_grads=True, record_state=True, **k)
-           for n, lr, k in (("momentum", 0.0005, {"momentum": 0.8}), ("adam", 0.05, {}))}
-    mo, ad = ref["momentum"], ref["adam"]
+           for n, lr, k in (("momentum", 0.0005, {"momentum": 0.8}), ("adam", 0.05, {}), ("nag", 0.0005, {"momentum": 0.8}))}
+    mo, ad, nag = ref["momentum"], ref["adam"], ref["nag"]
     assert cells[0]["grad"] == mo.grads[2, 0].tolist()
     assert cells[0]["velocity"] == mo.states["momentum_buffer"][2, 0].tolist()
     assert cells[0]["step"] == (mo.path[3, 0] - mo.path[2, 0]).tolist()
@@ -81,12 +82,16 @@ def test_step_through_shows_the_state_at_each_step(server_url, browser):  # noqa
     assert cells[1]["velocity"] == ad.states["exp_avg"][2, 0].tolist()
     assert cells[1]["accumulator"] == torch.sqrt(ad.states["exp_avg_sq"][2, 0]).tolist()
     assert cells[1]["ratio"] == pytest.approx((-(ad.path[3, 0] - ad.path[2, 0]) / ad.grads[2, 0]).tolist(), rel=1e-12)
-    # arrows on the contour: per optimizer -g, -v and the step, starting at w_2
+    assert cells[2]["grad"] == nag.grads[2, 0].tolist()                  # NAG's: at the look-ahead point
+    # arrows on the contour: per optimizer -g, -v and the step, starting at w_2 (NAG's -g at the
+    # look-ahead point w_2 - momentum * v_2)
     notes = page.evaluate("document.getElementById('contour-fg').layout.annotations")
-    assert len(notes) == 6
+    assert len(notes) == 9
+    ahead = nag.path[2, 0] - 0.8 * nag.states["momentum_buffer"][1, 0]
     starts = {(a["ax"], a["ay"]) for a in notes}
-    assert starts == {tuple(mo.path[2, 0].tolist()), tuple(ad.path[2, 0].tolist())}
-    assert {(a["x"], a["y"]) for a in notes} >= {tuple(mo.path[3, 0].tolist()), tuple(ad.path[3, 0].tolist())}
+    assert starts == {tuple(mo.path[2, 0].tolist()), tuple(ad.path[2, 0].tolist()), tuple(nag.path[2, 0].tolist()),
+                      tuple(ahead.tolist())}
+    assert {(a["x"], a["y"]) for a in notes} >= {tuple(r.path[3, 0].tolist()) for r in (mo, ad, nag)}
     for width, height in ((1024, 900), (390, 844)):
         resize(page, width, height)
         page.screenshot(path=str(ARTIFACTS / f"web-lab-stepper-{width}px.png"), full_page=True)

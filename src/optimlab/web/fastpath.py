@@ -28,7 +28,10 @@ appear in its source; no text from a request), compiled once per structure. It d
 exactly as :func:`optimlab.lab.engine.run` does. Anything the tracer does not model (per-trajectory
 hyperparameter tensors, an op outside the table, a rule branching on a traced value, a machine
 without MKL) runs the engine itself (:func:`run` falls back); ``tests/test_web_fastpath.py``
-checks equality with ``engine.run`` on every landscape and lab optimizer. The hyperparameter
+checks equality with ``engine.run`` on every landscape and lab optimizer. With ``record_state`` the
+generated function also keeps each step's gradient and per-coordinate state (the web lab's
+step-through view; equal to ``engine.run(record_state=True)``, tested in
+``tests/test_web_teach.py``); noisy gradients run the engine. The hyperparameter
 values are constants of the compiled function: a new value (a slider moved) costs one trace and
 compile (about 10 ms).
 """
