@@ -57,7 +57,9 @@
   function load(section, link) {
     presets.current = { section, link, hash: link.hash };
     note();
-    lab.applyHash(link.hash);
+    // the animation speed is the viewer's choice, not the experiment's: kept
+    const speed = lab.state && lab.state.speed !== 1 ? `&speed=${lab.state.speed}` : "";
+    lab.applyHash(link.hash + speed);
   }
 
   function forget() {
