@@ -15,8 +15,14 @@ from optimlab.lab import engine
 def resize(page, width: int, height: int) -> None:
     """A new window size, once the plots have followed it (plotly resizes them a little later)."""
     page.set_viewport_size({"width": width, "height": height})
-    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth + 1", timeout=10_000)
-    page.wait_for_timeout(400)
+    page.wait_for_timeout(600)   # the page refits the contour's legend 150 ms after the last resize event
+    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth + 1 && (() => {"
+                           " const fg = document.getElementById('contour-fg');"
+                           " return fg._fullLayout && Math.abs(fg._fullLayout.height"
+                           " - document.getElementById('contour').clientHeight) < 2"
+                           " && fg._fullLayout.width <= document.getElementById('contour').clientWidth + 1; })()",
+                           timeout=10_000)
+    page.wait_for_timeout(300)
 
 
 def test_each_card_shows_its_rule_with_the_cards_numbers(server_url, browser):  # noqa: F811

@@ -565,6 +565,23 @@
       Plotly.relayout($("contour-bg"), { margin });
       Plotly.relayout(fg, { margin });
     }
+    fitHeight(Math.max(need, fg.layout.margin.t));
+  }
+
+  // a legend of many rows (a narrow screen, many optimizers) must not eat the plot: plotly also
+  // caps a horizontal legend at half the figure (the rest scrolls, hiding entries), so the figure
+  // grows until the plotting area keeps MIN_PLOT px and the legend fits in half of it
+  const MIN_PLOT = 260;
+  function fitHeight(top) {
+    const box = $("contour");
+    const current = box.clientHeight;
+    box.style.height = "";
+    const css = box.clientHeight;
+    const want = Math.max(css, top + $("contour-fg").layout.margin.b + MIN_PLOT, 2 * top + 24);
+    if (want > css) box.style.height = `${want}px`;
+    if (Math.abs(box.clientHeight - current) > 2) {
+      Promise.all([Plotly.Plots.resize($("contour-bg")), Plotly.Plots.resize($("contour-fg"))]).then(fitLegend);
+    }
   }
 
   function contourLayout(foreground) {
