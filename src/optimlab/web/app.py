@@ -9,6 +9,8 @@ Routes::
     GET  /api/health                whether the worker processes are ready
     GET  /api/landscape/{name}      the landscape on a grid (for the contour and the 3-D surface)
     POST /api/run                   trajectories, losses and metrics (see ``schemas.RunRequest``)
+    POST /api/formula               a landscape typed as a formula in x and y (see :mod:`.stability`)
+    POST /api/stability             the (lr, beta) stability / speed map (see :mod:`.stability`)
     GET  /api/openapi.json          the schema of all of the above
 
 The numbers of ``/api/run`` are ``optimlab.lab.engine.run`` and ``optimlab.lab.metrics.rows``
@@ -291,4 +293,7 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
                 text = await anyio.to_thread.run_sync(run_json, req, limits, deadline, queued)
         return Response(content=text, media_type="application/json")
 
+    from .stability import add_routes  # the formula landscape and the (lr, beta) map
+
+    add_routes(app, limits, admission, executor, ERRORS)
     return app

@@ -20,6 +20,7 @@ from .. import _json, catalogue, schedules
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
+from .custom import FormulaError, landscape_of
 from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
 
 
@@ -57,7 +58,7 @@ def dumps(payload: Any) -> str:
 
 # --- metadata and grids ---------------------------------------------------------------------------
 
-def landscape_info(name: str) -> dict[str, Any]:
+def landscape_info(name: str | Landscape) -> dict[str, Any]:
     land = get_landscape(name)
     return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
             # each optimizer's default learning rate on this landscape (from the catalogue)
@@ -89,7 +90,7 @@ def landscape_grid_json(name: str, resolution: int) -> str:
     return dumps(landscape_grid(name, resolution))
 
 
-def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
+def landscape_grid(name: str | Landscape, resolution: int) -> dict[str, Any]:
     """The landscape on a ``resolution x resolution`` grid over its window.
 
     ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
@@ -160,7 +161,7 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
         if time.monotonic() > deadline:
             raise BudgetExceeded()
 
-    land = get_landscape(req.landscape)
+    land = request_landscape(req)
     runs: list[engine.Run] = []
     with one_thread():
         for spec in req.optimizers:
@@ -202,6 +203,14 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
             "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
             "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+def request_landscape(req: Any) -> Landscape:
+    """The request's landscape (a formula one is built here: a 422 where it is refused)."""
+    try:
+        return landscape_of(req)
+    except FormulaError as exc:
+        raise ApiError(422, f"formula: {exc}", [{"field": "formula", "message": str(exc)}]) from None
 
 
 def warm_up(schedules: bool = True) -> None:
