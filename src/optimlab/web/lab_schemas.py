@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import schedules
 from ..lab.landscapes import LANDSCAPES, get_landscape
 from .custom import NAME as CUSTOM, check_reference
-from .schemas import (HARD_MAX_NAME, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeGrid, LandscapeInfo, Number,
+from .schemas import (MAX_FORMULA, HARD_MAX_NAME, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeGrid, LandscapeInfo, Number,
                       OptimizerSpec, Point, RunRequest, WindowField, WindowRange, knobs)
 
 #: the knob a stability map sweeps against the learning rate, in order of preference
@@ -34,14 +34,12 @@ class FormulaRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    formula: str = FormulaField
+    formula: str = Field(min_length=1, max_length=MAX_FORMULA, description=FormulaField.description)
     window: list[WindowRange] | None = WindowField
     resolution: int = Field(default=121, ge=10, le=HARD_MAX_SIDE * 8, description="grid points per axis")
 
     @model_validator(mode="after")
     def _parses(self) -> "FormulaRequest":
-        if self.formula is None:
-            raise ValueError("formula: give f(x, y), e.g. \"x^2 + 10 y^2\"")
         check_reference(CUSTOM, self.formula, self.window)
         return self
 

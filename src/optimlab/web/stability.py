@@ -9,7 +9,11 @@ The whole grid is ONE call of :func:`optimlab.lab.engine.run`: the cells are the
 learning rate and the beta are per-trajectory ``(N, 1)`` tensors (:mod:`optimlab.lab.hyper`).
 Steps to tolerance and divergence are :func:`optimlab.lab.metrics.steps_to_tolerance` and
 :func:`~optimlab.lab.metrics.diverged`, the definitions ``/api/run``'s metrics use, so a cell
-equals the single run at its (lr, beta) (tested in ``tests/test_web_formula_stability.py``).
+equals the single run at its (lr, beta) (tested in ``tests/test_web_formula_stability.py``): the
+same steps to tolerance and divergence; the same numbers bit for bit for Momentum and NAG (lr
+and beta enter by multiplication); for Adam to the last bit or so (its bias correction
+``1 - beta1**t`` is torch's vectorised pow on the beta column, Python's pow in a single run:
+they differ in the last bit in about 1% of cases).
 
 Routes (added to the app by :func:`add_routes`)::
 
