@@ -1,0 +1,168 @@
+"""The formula landscape and the (lr, beta) stability map in a real browser (headless Chromium,
+Playwright; the server and browser fixtures of tests/test_web_browser.py). Screenshots go to
+``out/test-artifacts/``."""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import parse_qs, quote
+
+import pytest
+import torch
+
+from optimlab import catalogue
+from optimlab.lab import engine
+from optimlab.lab.formula import formula_landscape
+
+from test_web_browser import ARTIFACTS, browser, run_id, server_url, settle  # noqa: F401 (fixtures)
+
+DEEP = "(x^2 - 1)^2 + 0.3x + y^2"
+DEEP_WINDOW = ((-2.0, 2.5), (-1.5, 1.5))
+
+
+def submit_formula(page, text: str, window=None, raw: bool = False) -> None:
+    if not page.evaluate("document.getElementById('formula-box').open"):
+        page.click("#formula-box summary")
+    page.evaluate("document.body.dataset.formula = ''")
+    if raw:  # longer than the box's maxlength: set as a script would
+        page.evaluate("t => { document.getElementById('formula').value = t; }", text)
+    else:
+        page.fill("#formula", text)
+    if window is not None:
+        for box, v in zip(("#fx0", "#fx1", "#fy0", "#fy1"), (*window[0], *window[1])):
+            page.fill(box, str(v))
+    page.click("#formula-submit")
+
+
+def test_a_typed_formula_runs_and_draws(server_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server_url + "#speed=0")
+    settle(page, 0)
+    before = run_id(page)
+    submit_formula(page, DEEP, DEEP_WINDOW)
+    settle(page, before)
+    land = formula_landscape(DEEP, DEEP_WINDOW)
+    result = page.evaluate("window.optimlabLab.result")
+    state = page.evaluate("window.optimlabLab.state")
+    assert result["landscape"] == "custom" and state["formula"] == DEEP and result["f_star"] == land.min_value
+    assert state["starts"] == [list(land.start)]                       # the formula's default start
+    for entry, got in zip(state["opts"], result["runs"]):
+        assert not entry["userLr"] and got["lr"] == catalogue.lab_lr(entry["name"], land)  # its default lrs
+        ref = engine.run(land, entry["name"], state["starts"], state["steps"], lr=entry["lr"], **entry["knobs"])
+        path = torch.tensor([[[math.nan if v is None else v for v in p] for p in s] for s in got["path"]],
+                            dtype=torch.float64)
+        fin = torch.isfinite(path)
+        assert torch.equal(fin, torch.isfinite(ref.path)) and torch.equal(path[fin], ref.path[fin]), entry["name"]
+    # the contour is the formula's: its grid and its (numerically found) minima
+    bg = page.evaluate("document.getElementById('contour-bg').data[0]")
+    assert len(bg["x"]) == 121 and bg["x"][0] == DEEP_WINDOW[0][0] and bg["y"][-1] == DEEP_WINDOW[1][1]
+    stars = page.evaluate("document.getElementById('contour-fg').data[0]")
+    assert [[a, b] for a, b in zip(stars["x"], stars["y"])] == [list(m) for m in land.minima]
+    assert page.locator("#landscape").input_value() == "custom"
+    assert DEEP in page.locator("#landscape-formula").inner_text()
+    # the URL carries it: a fresh page on it shows the same runs
+    url = page.url
+    q = parse_qs(url.split("#", 1)[1])
+    assert q["landscape"] == ["custom"] and q["formula"] == [DEEP] and q["window"] == ["-2,2.5;-1.5,1.5"]
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(url)
+    settle(other, 0)
+    assert other.evaluate("window.optimlabLab.result.runs.map(r => r.path)") == [r["path"] for r in result["runs"]]
+    assert other.locator("#formula").input_value() == DEEP
+    other.close()
+    page.screenshot(path=str(ARTIFACTS / "web-lab-formula.png"), full_page=True)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("__import__('os')", "unexpected character"),
+    ("x^99999999", "larger than 1e+06"),
+    ("9^9^9^9", "exponent"),
+    ("x" * 10_000, "at most 200 characters"),
+    ("(" * 30 + "x" + ")" * 30, "nested too deeply"),
+    ("log(x)", "not finite over the window"),
+])
+def test_a_malicious_formula_shows_the_error_and_runs_nothing(server_url, browser, text, piece):
+    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page.goto(server_url + "#speed=0")
+    settle(page, 0)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/run" in r.url or "/api/stability" in r.url else None)
+    before, landscape = run_id(page), page.evaluate("window.optimlabLab.state.landscape")
+    submit_formula(page, text, raw=len(text) > 200)
+    page.wait_for_function("document.body.dataset.formula === 'refused'", timeout=30_000)
+    message = page.locator("#formula-error").inner_text()
+    assert page.locator("#formula-error").is_visible() and piece in message, message
+    assert page.locator("#error").is_visible() and piece in page.locator("#error").inner_text()
+    page.wait_for_timeout(300)
+    assert sent == [] and run_id(page) == before                       # nothing ran
+    assert page.evaluate("window.optimlabLab.state.landscape") == landscape
+    if text.startswith("__import__"):
+        page.screenshot(path=str(ARTIFACTS / "web-lab-formula-refused.png"))
+    page.close()
+
+
+def cell_point(page, lr: float, beta: float) -> tuple[float, float]:
+    page.locator("#stability").scroll_into_view_if_needed()
+    box = page.locator("#stability").bounding_box()
+    px, py = page.evaluate("""([lr, beta]) => { const l = document.getElementById('stability')._fullLayout;
+        return [l.xaxis._offset + l.xaxis.l2p(Math.log10(lr)), l.yaxis._offset + l.yaxis.l2p(beta)]; }""", [lr, beta])
+    return box["x"] + px, box["y"] + py
+
+
+def open_map(page, card: int, size: int) -> dict:
+    page.click("#stability-box summary")
+    page.select_option("#stability-opt", str(card))
+    page.select_option("#stability-size", str(size))
+    page.evaluate("document.body.dataset.stability = ''")
+    page.click("#stability-run")
+    page.wait_for_function("document.body.dataset.stability === 'ready'", timeout=60_000)
+    return page.evaluate("window.optimlabLab.stability.map")
+
+
+def test_the_stability_map_renders_and_a_click_runs_that_cell(server_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server_url + "#speed=0&steps=300")
+    settle(page, 0)
+    state = page.evaluate("window.optimlabLab.state")
+    assert state["opts"][1]["name"] == "momentum"
+    m = open_map(page, 1, 16)
+    assert m["optimizer"] == "momentum" and m["knob"] == "momentum" and m["steps"] == 300
+    assert len(m["lrs"]) == 16 and len(m["betas"]) == 16 and m["start"] == state["starts"][0]
+    assert page.evaluate("document.getElementById('stability').data.map(t => t.type)") == ["heatmap", "heatmap", "scatter"]
+    assert page.locator("#stability .hm image, #stability .heatmaplayer").count() >= 1
+    cells = [(i, j) for i in range(16) for j in range(16)]
+    reached = [c for c in cells if m["steps_to_tol"][c[0]][c[1]] >= 0 and not m["diverged"][c[0]][c[1]]]
+    diverged = [c for c in cells if m["diverged"][c[0]][c[1]]]
+    assert reached and diverged                                          # the map shows the boundary
+    page.screenshot(path=str(ARTIFACTS / "web-lab-stability.png"), full_page=True)
+    for i, j in (reached[len(reached) // 2], diverged[0]):
+        before = run_id(page)
+        page.mouse.click(*cell_point(page, m["lrs"][j], m["betas"][i]))
+        settle(page, before)
+        assert page.evaluate("document.body.dataset.stabilityCell") == f"{i},{j}"
+        run = page.evaluate("window.optimlabLab.result.runs[1]")
+        assert run["lr"] == m["lrs"][j] and run["hyper"] == {"momentum": m["betas"][i]}
+        assert run["metrics"][0]["steps_to_tol"] == m["steps_to_tol"][i][j]
+        assert run["metrics"][0]["diverged"] == m["diverged"][i][j]
+        assert page.locator(".opt-card[data-index='1'] input.opt-lr").input_value() == str(m["lrs"][j])
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("width, height", [(1024, 800), (390, 844)])
+def test_formula_and_map_layout_at_laptop_and_phone_width(server_url, browser, width, height):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(server_url + f"#speed=0&landscape=custom&formula={quote(DEEP, safe='')}&window=-2,2.5;-1.5,1.5")
+    settle(page, 0)
+    page.click("#formula-box summary") if not page.evaluate("document.getElementById('formula-box').open") else None
+    open_map(page, 3, 24)   # the fourth card: Adam (beta1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width     # nothing overflows sideways
+    for sel in ("#formula-form", "#stability", "#stability-run"):
+        box = page.locator(sel).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, sel
+    page.screenshot(path=str(ARTIFACTS / f"web-lab-formula-map-{width}px.png"), full_page=True)
+    page.close()
