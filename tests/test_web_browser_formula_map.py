@@ -34,12 +34,18 @@ def submit_formula(page, text: str, window=None, raw: bool = False) -> None:
     page.click("#formula-submit")
 
 
-def test_a_typed_formula_runs_and_draws(server_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def open_page(browser, url: str, width: int = 1400, height: int = 1000):
+    """A page on ``url`` with its first run drawn, and the list its script errors go to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server_url + "#speed=0")
+    page.goto(url)
     settle(page, 0)
+    return page, errors
+
+
+def test_a_typed_formula_runs_and_draws(server_url, browser):
+    page, errors = open_page(browser, server_url + "#speed=0")
     before = run_id(page)
     submit_formula(page, DEEP, DEEP_WINDOW)
     settle(page, before)
@@ -85,9 +91,7 @@ def test_a_typed_formula_runs_and_draws(server_url, browser):
     ("log(x)", "not finite over the window"),
 ])
 def test_a_malicious_formula_shows_the_error_and_runs_nothing(server_url, browser, text, piece):
-    page = browser.new_page(viewport={"width": 1024, "height": 900})
-    page.goto(server_url + "#speed=0")
-    settle(page, 0)
+    page, _ = open_page(browser, server_url + "#speed=0", 1024, 900)
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if "/api/run" in r.url or "/api/stability" in r.url else None)
     before, landscape = run_id(page), page.evaluate("window.optimlabLab.state.landscape")
@@ -123,11 +127,7 @@ def open_map(page, card: int, size: int) -> dict:
 
 
 def test_the_stability_map_renders_and_a_click_runs_that_cell(server_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server_url + "#speed=0&steps=300")
-    settle(page, 0)
+    page, errors = open_page(browser, server_url + "#speed=0&steps=300", height=1100)
     state = page.evaluate("window.optimlabLab.state")
     assert state["opts"][1]["name"] == "momentum"
     m = open_map(page, 1, 16)
@@ -155,14 +155,14 @@ def test_the_stability_map_renders_and_a_click_runs_that_cell(server_url, browse
 
 @pytest.mark.parametrize("width, height", [(1024, 800), (390, 844)])
 def test_formula_and_map_layout_at_laptop_and_phone_width(server_url, browser, width, height):
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(server_url + f"#speed=0&landscape=custom&formula={quote(DEEP, safe='')}&window=-2,2.5;-1.5,1.5")
-    settle(page, 0)
+    page, errors = open_page(browser, server_url + f"#speed=0&landscape=custom&formula={quote(DEEP, safe='')}"
+                             "&window=-2,2.5;-1.5,1.5", width, height)
     page.click("#formula-box summary") if not page.evaluate("document.getElementById('formula-box').open") else None
-    open_map(page, 3, 24)   # the fourth card: Adam (beta1)
+    open_map(page, 1, 24)   # the second card: Momentum
     assert page.evaluate("document.documentElement.scrollWidth") <= width     # nothing overflows sideways
     for sel in ("#formula-form", "#stability", "#stability-run"):
         box = page.locator(sel).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, sel
     page.screenshot(path=str(ARTIFACTS / f"web-lab-formula-map-{width}px.png"), full_page=True)
+    assert not errors, errors
     page.close()

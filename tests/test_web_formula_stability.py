@@ -12,7 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from optimlab import catalogue
-from optimlab.lab import engine, get_landscape, metrics
+from optimlab.lab import engine, get_landscape
 from optimlab.lab import formula as F
 from optimlab.web import create_app
 from optimlab.web import custom as web_custom

@@ -142,6 +142,18 @@ def over_budget(deadline: float, limits: Limits) -> None:
                             "(waiting included); ask for fewer steps, starts or optimizers")
 
 
+def budget(limits: Limits, deadline: float | None) -> tuple[float, Any]:
+    """``(deadline, check)``: the deadline (default: the time budget from now) and a progress
+    callback that raises :class:`BudgetExceeded` past it."""
+    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
+
+    def check(_step: int = 0) -> None:
+        if time.monotonic() > deadline:
+            raise BudgetExceeded()
+
+    return deadline, check
+
+
 def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
     """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
     result = run_request(req, limits, deadline)
@@ -155,12 +167,7 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
     (``time.monotonic()``; default: the time budget from now)."""
     t0 = time.perf_counter()
-    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
-
-    def check(_step: int = 0) -> None:
-        if time.monotonic() > deadline:
-            raise BudgetExceeded()
-
+    deadline, check = budget(limits, deadline)
     land = request_landscape(req)
     runs: list[engine.Run] = []
     with one_thread():

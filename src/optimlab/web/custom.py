@@ -42,6 +42,15 @@ def check_reference(landscape: str, formula: str | None, window: Any) -> Window 
     return win
 
 
+def check_starts(landscape: str, window: Window | None, starts: list[list[float]]) -> None:
+    """Every start inside the landscape's window (``window`` for a formula landscape)."""
+    (x0, x1), (y0, y1) = window or get_landscape(landscape).window
+    for i, (x, y) in enumerate(starts):
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {landscape} window "
+                             f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+
+
 def landscape_of(req: Any) -> Landscape:
     """The landscape a validated request names (built and cached for a formula)."""
     if req.landscape == NAME:
@@ -58,4 +67,4 @@ def formula_info(formula: str, window: Any, resolution: int) -> dict[str, Any]:
     return {"landscape": landscape_info(land), "grid": landscape_grid(land, resolution)}
 
 
-__all__ = ["NAME", "DEFAULT_WINDOW", "FormulaError", "check_reference", "landscape_of", "formula_info", "window_of"]
+__all__ = ["NAME", "DEFAULT_WINDOW", "FormulaError", "check_reference", "check_starts", "landscape_of", "formula_info", "window_of"]

@@ -3,13 +3,11 @@ bounds, in the OpenAPI schema beside :mod:`.schemas`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import schedules
 from ..lab.landscapes import LANDSCAPES, get_landscape
-from .custom import NAME as CUSTOM, check_reference
+from .custom import NAME as CUSTOM, check_reference, check_starts
 from .schemas import (MAX_FORMULA, HARD_MAX_NAME, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeGrid, LandscapeInfo, Number,
                       OptimizerSpec, Point, RunRequest, WindowField, WindowRange, knobs)
 
@@ -90,11 +88,7 @@ class StabilityRequest(BaseModel):
     def _consistent(self) -> "StabilityRequest":
         window = check_reference(self.landscape, self.formula, self.window)
         if self.start is not None:
-            (x0, x1), (y0, y1) = window or get_landscape(self.landscape).window
-            x, y = self.start
-            if not (x0 <= x <= x1 and y0 <= y <= y1):
-                raise ValueError(f"start ({x:g}, {y:g}) is outside the {self.landscape} window "
-                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+            check_starts(self.landscape, window, [self.start])
         beta_knob(self.optimizer.name)
         if self.lr_min is not None and self.lr_max is not None and not self.lr_min < self.lr_max:
             raise ValueError(f"lr_min must be < lr_max, got {self.lr_min:g} and {self.lr_max:g}")

@@ -22,7 +22,7 @@ from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
 from ..lab.formula import MAX_COORDINATE, MAX_LENGTH as MAX_FORMULA
 from ..lab.landscapes import LANDSCAPES, get_landscape
-from .custom import NAME as CUSTOM, check_reference
+from .custom import NAME as CUSTOM, check_reference, check_starts
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -199,13 +199,7 @@ class RunRequest(BaseModel):
 
     @model_validator(mode="after")
     def _starts_and_schedule(self) -> "RunRequest":
-        window = check_reference(self.landscape, self.formula, self.window)
-        name = self.landscape
-        (x0, x1), (y0, y1) = window or get_landscape(self.landscape).window
-        for i, (x, y) in enumerate(self.starts):
-            if not (x0 <= x <= x1 and y0 <= y <= y1):
-                raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {name} window "
-                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+        check_starts(self.landscape, check_reference(self.landscape, self.formula, self.window), self.starts)
         schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         return self
 

@@ -23,7 +23,6 @@ Routes (added to the app by :func:`add_routes`)::
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ from fastapi.responses import Response
 
 from .. import _json, catalogue
 from ..lab import engine, metrics
-from .compute import ApiError, BudgetExceeded, dumps, one_thread, over_budget, request_landscape
+from .compute import ApiError, BudgetExceeded, budget, dumps, one_thread, over_budget, request_landscape
 from .custom import FormulaError, formula_info
 from .lab_schemas import FormulaRequest, FormulaResponse, StabilityRequest, StabilityResponse, beta_knob
 from .schemas import LR_RANGE, ErrorResponse, Limits, knobs, rule_cost
@@ -94,12 +93,7 @@ def check_map_limits(req: StabilityRequest, limits: Limits) -> None:
 def stability_map(req: StabilityRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:
     """The map of ``req`` (see the module docstring); :class:`ApiError` (422) past ``deadline``."""
     t0 = time.perf_counter()
-    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
-
-    def check(_step: int = 0) -> None:
-        if time.monotonic() > deadline:
-            raise BudgetExceeded()
-
+    deadline, check = budget(limits, deadline)
     land = request_landscape(req)
     spec = engine.get_optimizer(req.optimizer.name)
     knob = beta_knob(spec.name)
@@ -168,18 +162,11 @@ def add_routes(app: FastAPI, limits: Limits, admission: Any, executor: list[Any]
               responses={200: {"model": StabilityResponse}, 404: {"model": ErrorResponse}, **errors})
     async def api_stability(req: StabilityRequest, request: Request) -> Response:
         """Steps to tolerance over (lr, beta) for one optimizer, one batched engine run."""
-        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
-        deadline = arrived + limits.time_budget_s
         try:
             check_map_limits(req, limits)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        async with admission.pool(work(req)).slot(deadline) as queued:
-            if executor:
-                text = await asyncio.get_running_loop().run_in_executor(executor[0], stability_json, req, limits,
-                                                                        deadline, queued)
-            else:
-                text = await anyio.to_thread.run_sync(stability_json, req, limits, deadline, queued)
+        text = await admission.compute(request, work(req), executor, stability_json, req)
         return Response(content=text, media_type="application/json")
 
 
