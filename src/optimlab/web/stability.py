@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -138,24 +137,28 @@ def stability_json(req: StabilityRequest, limits: Limits, deadline: float, queue
     return text
 
 
-def formula_json(req: FormulaRequest) -> str:
+def formula_json(req: FormulaRequest, limits: Limits, deadline: float, queued_s: float) -> str:
+    """The formula landscape's facts and grid as JSON text (a 422 where the formula is refused)."""
     try:
-        return dumps(formula_info(req.formula, req.window, req.resolution))
+        text = dumps(formula_info(req.formula, req.window, req.resolution))
     except FormulaError as exc:
         raise ApiError(422, f"formula: {exc}", [{"field": "formula", "message": str(exc)}]) from None
+    over_budget(deadline, limits)
+    return text
 
 
 def add_routes(app: FastAPI, limits: Limits, admission: Any, executor: list[Any], errors: dict) -> None:
     """``POST /api/formula`` and ``POST /api/stability`` on ``app`` (called by ``create_app``)."""
 
     @app.post("/api/formula", response_model=None, responses={200: {"model": FormulaResponse}, **errors})
-    async def api_formula(req: FormulaRequest) -> Response:
+    async def api_formula(req: FormulaRequest, request: Request) -> Response:
         """A formula landscape (``landscape: "custom"`` in ``/api/run``): its facts, each optimizer's
         default lr on it, and its grid. A refused formula gets a 422 naming the problem."""
         if req.resolution > limits.max_grid:
             raise ApiError(422, f"resolution must be an integer in [10, {limits.max_grid}], got {req.resolution}",
                            [{"field": "resolution", "message": f"must be in [10, {limits.max_grid}]"}])
-        text = await anyio.to_thread.run_sync(formula_json, req)
+        # building it (grid check, minima) takes up to a second: admitted like a light run
+        text = await admission.compute(request, limits.light_cost, executor, formula_json, req)
         return Response(content=text, media_type="application/json")
 
     @app.post("/api/stability", response_model=None,
