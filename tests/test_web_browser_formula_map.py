@@ -46,6 +46,12 @@ def open_page(browser, url: str, width: int = 1400, height: int = 1000):
 
 def test_a_typed_formula_runs_and_draws(server_url, browser):
     page, errors = open_page(browser, server_url + "#speed=0")
+    # the landscape menu's "custom" runs the formula in the box
+    before = run_id(page)
+    page.select_option("#landscape", "custom")
+    settle(page, before)
+    box = page.locator("#formula").input_value()
+    assert page.evaluate("[window.optimlabLab.result.landscape, window.optimlabLab.state.formula]") == ["custom", box]
     before = run_id(page)
     submit_formula(page, DEEP, DEEP_WINDOW)
     settle(page, before)
