@@ -14,6 +14,8 @@
   const st = (lab.stability = { map: null, card: null, cell: null });
 
   const betaKnob = (entry) => BETA_KNOBS.find((k) => entry.knobs && k in entry.knobs);
+  // what a map depends on besides the card: a cell equals a run only while these are the same
+  const settings = (s) => JSON.stringify([s.landscape, lab.landscapeFields(s), s.starts[0], s.steps, s.schedule]);
 
   // the cards that have a beta, as choices of the map
   function refreshChoices() {
@@ -48,6 +50,7 @@
     try {
       const map = await lab.api("/api/stability", body);
       st.map = map;
+      st.settings = settings(s);
       st.card = i;
       st.cell = null;
       draw();
@@ -113,6 +116,10 @@
     const entry = lab.state.opts[st.card];
     if (!entry || entry.name !== m.optimizer) {
       note(`card ${st.card + 1} is no longer ${m.label}: compute the map again`);
+      return;
+    }
+    if (settings(lab.state) !== st.settings) {
+      note("the landscape, first start, steps or schedule changed since this map was computed: compute it again");
       return;
     }
     entry.lr = m.lrs[j];
