@@ -134,6 +134,17 @@ def test_minima_and_default_lrs_match_the_built_in_landscape_of_the_same_functio
         assert catalogue.lab_lr(entry, bowl) == catalogue.lab_lr(entry, "elongated_bowl"), entry.name
 
 
+def test_minima_are_inside_the_window_and_the_edge_only_where_there_is_none():
+    # x^3 - 3x falls lower at the window's edge x = -3 (-18) than at its minimum x = 1 (-2)
+    cubic = F.formula_landscape("x^3 - 3x + y^2", W3)
+    assert cubic.minima == ((1.0, 0.0),) and cubic.min_value == -2.0
+    himmelblau = F.formula_landscape("(x^2 + y - 11)^2 + (x + y^2 - 7)^2", ((-5.0, 5.0), (-5.0, 5.0)))
+    np.testing.assert_allclose(sorted(himmelblau.minima), sorted(get_landscape("himmelblau").minima), atol=1e-9)
+    assert himmelblau.global_minima == 4
+    plane = F.formula_landscape("x + y", ((-1.0, 1.0), (-1.0, 1.0)))       # linear: no minimum inside
+    assert plane.minima == ((-1.0, -1.0),) and catalogue.lab_lr("sgd", plane) == catalogue.get("sgd").lab_lr
+
+
 def test_default_lrs_follow_each_formula_not_a_freed_one():
     """The catalogue caches curvature per function object: a formula built after another one was
     dropped must not inherit its lr (CPython reuses a freed object's id)."""

@@ -26,7 +26,8 @@ magnitude on a :data:`CHECK_GRID` x :data:`CHECK_GRID` grid over the window.
 
 The landscape's minima are not known in advance: they are found numerically (:func:`find_minima`:
 the local minima of the check grid, refined by damped Newton steps inside the window, the lowest
-first); ``f*`` is the lowest value found. ``log_plot`` is chosen from the grid (the colours use
+first; points on the window's edge only when there is no minimum inside); ``f*`` is the lowest
+value found. ``log_plot`` is chosen from the grid (the colours use
 ``log10(f - f* + 0.001)`` when the range above f* is more than :data:`LOG_PLOT_RATIO` times its
 median, which picks the built-in landscapes' own choices).
 """
@@ -386,7 +387,8 @@ def _grid(window: Window, n: int) -> tuple[Tensor, Tensor]:
 
 def find_minima(fn: Callable[[Tensor, Tensor], Tensor], window: Window, Z: Tensor, X: Tensor, Y: Tensor,
                 iterations: int = 40) -> list[tuple[float, float]]:
-    """The local minima of ``fn`` in ``window``, lowest first (at most :data:`MAX_MINIMA`).
+    """The local minima of ``fn`` inside ``window``, lowest first (at most :data:`MAX_MINIMA`); the
+    lowest point of the window's edge where there is none inside.
 
     Candidates are the grid points no higher than their neighbours (the grid's lowest point
     always among them); each is refined by damped Newton steps (a step is kept only where it
@@ -417,7 +419,9 @@ def find_minima(fn: Callable[[Tensor, Tensor], Tensor], window: Window, Z: Tenso
         with torch.enable_grad():
             fq = fn(q[:, 0], q[:, 1])
             (g,) = torch.autograd.grad(fq.sum(), q, create_graph=True)
-            rows = [torch.autograd.grad(g[:, k].sum(), q, retain_graph=True, allow_unused=True)[0] for k in range(2)]
+            # a linear f has a constant gradient: no second derivative to take (zero Hessian)
+            rows = ([torch.autograd.grad(g[:, k].sum(), q, retain_graph=True, allow_unused=True)[0] for k in range(2)]
+                    if g.requires_grad else [None, None])
         g = g.detach()
         H = torch.stack([r if r is not None else torch.zeros_like(q) for r in rows], dim=1).detach()
         H = (H + H.transpose(1, 2)) / 2
@@ -439,8 +443,12 @@ def find_minima(fn: Callable[[Tensor, Tensor], Tensor], window: Window, Z: Tenso
         if still >= 4:  # nothing moved for four tries (each with more damping where refused)
             break
     order = torch.argsort(f)
+    # a point on the window's edge is the lowest point of the window there, not a minimum of f:
+    # kept only when no point inside is one
+    edge = ((p - lo).abs() <= 1e-9 * span).any(dim=1) | ((hi - p).abs() <= 1e-9 * span).any(dim=1)
+    inside = [i for i in order.tolist() if not bool(edge[i])]
     out: list[tuple[float, float]] = []
-    for i in order.tolist():
+    for i in inside or order.tolist()[:1]:
         if not math.isfinite(float(f[i])):
             continue
         # a coordinate within rounding of zero is zero (a bowl's minimum, not -1e-323)
