@@ -152,6 +152,14 @@ def test_the_stability_map_renders_and_a_click_runs_that_cell_at_any_width(serve
         assert run["metrics"][0]["steps_to_tol"] == m["steps_to_tol"][i][j]
         assert run["metrics"][0]["diverged"] == m["diverged"][i][j]
         assert page.locator(".opt-card[data-index='1'] input.opt-lr").input_value() == str(m["lrs"][j])
+    # once the page's steps change, the map's cells are no longer its runs: a click runs nothing
+    before = run_id(page)
+    page.fill("#steps", "200")
+    page.locator("#steps").dispatch_event("change")
+    settle(page, before)
+    page.mouse.click(*cell_point(page, m["lrs"][0], m["betas"][0]))
+    page.wait_for_timeout(300)
+    assert run_id(page) == before + 1 and "compute it again" in page.locator("#stability-note").inner_text()
     # the layout at laptop and phone width, the formula box open as well
     page.click("#formula-box summary")
     for width, height in [(1024, 800), (390, 844)]:
