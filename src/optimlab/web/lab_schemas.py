@@ -3,12 +3,11 @@ bounds, in the OpenAPI schema beside :mod:`.schemas`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import schedules
-from ..lab.landscapes import LANDSCAPES, get_landscape
 from .custom import NAME as CUSTOM, check_reference, check_starts
-from .schemas import (MAX_FORMULA, HARD_MAX_NAME, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeGrid, LandscapeInfo, Number,
+from .schemas import (MAX_FORMULA, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeFields, LandscapeGrid, LandscapeInfo, Number,
                       OptimizerSpec, Point, RunRequest, WindowField, WindowRange, knobs)
 
 #: the knob a stability map sweeps against the learning rate, in order of preference
@@ -49,7 +48,7 @@ class FormulaResponse(BaseModel):
     grid: LandscapeGrid
 
 
-class StabilityRequest(BaseModel):
+class StabilityRequest(LandscapeFields):
     """``POST /api/stability``: steps to tolerance over a grid of learning rates (log-spaced) x betas
     (linear), one trajectory per cell from ``start``, as ONE batched engine run.
 
@@ -60,10 +59,6 @@ class StabilityRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": [*LANDSCAPES, CUSTOM]},
-                           description=f"a landscape of the lab, or '{CUSTOM}' with a formula")
-    formula: str | None = FormulaField
-    window: list[WindowRange] | None = WindowField
     start: Point | None = Field(default=None, description="the start point (default: the landscape's)")
     optimizer: OptimizerSpec
     steps: int = Field(default=300, ge=1, le=HARD_MAX_STEPS)
@@ -78,11 +73,6 @@ class StabilityRequest(BaseModel):
                                    description="smallest beta (default 0; 0.01 for NAG, whose look-ahead needs one)")
     beta_max: float | None = Field(default=None, allow_inf_nan=False, ge=0.0, lt=1.0, description="largest beta (default 0.99)")
     n_beta: int = Field(default=24, ge=2, le=HARD_MAX_SIDE, description="betas (linearly spaced)")
-
-    @field_validator("landscape")
-    @classmethod
-    def _known_landscape(cls, value: str) -> str:
-        return value if value == CUSTOM else get_landscape(value).name
 
     @model_validator(mode="after")
     def _consistent(self) -> "StabilityRequest":

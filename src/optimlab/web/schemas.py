@@ -172,8 +172,8 @@ class OptimizerSpec(BaseModel):
         return {k: getattr(self, k) for k in KNOB_RANGES if getattr(self, k) is not None}
 
 
-class RunRequest(BaseModel):
-    """``POST /api/run``: every optimizer from every start on one landscape."""
+class LandscapeFields(BaseModel):
+    """A request's landscape: a built-in one by name, or ``custom`` with a formula and window."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -181,6 +181,18 @@ class RunRequest(BaseModel):
                            description=f"a landscape of the lab, or '{CUSTOM}' with a formula")
     formula: str | None = FormulaField
     window: list[WindowRange] | None = WindowField
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str) -> str:
+        return value if value == CUSTOM else get_landscape(value).name
+
+
+class RunRequest(LandscapeFields):
+    """``POST /api/run``: every optimizer from every start on one landscape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
@@ -191,11 +203,6 @@ class RunRequest(BaseModel):
                           description="a schedule of optimlab.schedules (not plateau: it needs a validation metric)")
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
-
-    @field_validator("landscape")
-    @classmethod
-    def _known_landscape(cls, value: str) -> str:
-        return value if value == CUSTOM else get_landscape(value).name
 
     @model_validator(mode="after")
     def _starts_and_schedule(self) -> "RunRequest":
