@@ -11,7 +11,7 @@ import pytest
 from optimlab import catalogue
 from optimlab.lab.formula import formula_landscape
 
-from test_web_browser import ARTIFACTS, browser, run_id, server_url, settle  # noqa: F401 (fixtures)
+from test_web_browser import ARTIFACTS, browser, run_id, server_url, settle, sync_api  # noqa: F401 (fixtures)
 
 DEEP = "(x^2 - 1)^2 + 0.3x + y^2"
 DEEP_WINDOW = ((-2.0, 2.5), (-1.5, 1.5))
@@ -164,8 +164,16 @@ def test_the_stability_map_renders_and_a_click_runs_that_cell_at_any_width(serve
     page.click("#formula-box summary")
     for width, height in [(1024, 800), (390, 844)]:
         page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(400)   # plotly's responsive resize
-        assert page.evaluate("document.documentElement.scrollWidth") <= width     # nothing overflows sideways
+        try:  # plotly's responsive resize follows the window's (debounced; slow on a loaded machine)
+            page.wait_for_function(f"document.documentElement.scrollWidth <= {width}", timeout=15_000)
+        except sync_api.TimeoutError:
+            raise AssertionError(f"the page overflows at {width} px: "
+                                 f"{page.evaluate('document.documentElement.scrollWidth')} px wide") from None
+        page.wait_for_timeout(600)   # the contour's legend is fitted again 250 ms after a resize
+        fg = page.evaluate("""() => { const fg = document.getElementById('contour-fg');
+            const l = fg.querySelector('.legend').getBoundingClientRect(), p = fg.getBoundingClientRect();
+            return [l.top - p.top, l.bottom - p.top, fg.layout.margin.t]; }""")
+        assert fg[0] >= -1 and fg[1] <= fg[2] + 1, (width, fg)           # the legend fits above the plot
         for sel in ("#formula-form", "#stability", "#stability-run"):
             box = page.locator(sel).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, (width, sel)

@@ -362,6 +362,17 @@
       $(tab).addEventListener("click", () => selectTab(view));
     }
     $("contour").addEventListener("click", onContourClick);
+    // a resized window wraps the legend into another number of rows: fit the top margin again
+    let refit = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(refit);
+      refit = setTimeout(() => {
+        if (!lab.grid || !$("contour-fg").layout) return;
+        const margin = contourMargin();
+        Plotly.relayout($("contour-bg"), { margin });
+        Plotly.relayout($("contour-fg"), { margin }).then(fitLegend);
+      }, 250);
+    });
     window.addEventListener("hashchange", async () => {
       const h = location.hash.replace(/^#/, "");
       if (h === lastHash) return;
