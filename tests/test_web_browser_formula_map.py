@@ -135,7 +135,8 @@ def test_the_stability_map_renders_and_a_click_runs_that_cell_at_any_width(serve
     m = open_map(page, 1, 16)
     assert m["optimizer"] == "momentum" and m["knob"] == "momentum" and m["steps"] == 300
     assert len(m["lrs"]) == 16 and len(m["betas"]) == 16 and m["start"] == state["starts"][0]
-    assert page.evaluate("document.getElementById('stability').data.map(t => t.type)") == ["heatmap", "heatmap", "scatter"]
+    kinds = page.evaluate("document.getElementById('stability').data.map(t => t.type)")
+    assert kinds == ["heatmap", "heatmap", "scatter"]
     assert page.locator("#stability .hm image, #stability .heatmaplayer").count() >= 1
     cells = [(i, j) for i in range(16) for j in range(16)]
     reached = [c for c in cells if m["steps_to_tol"][c[0]][c[1]] >= 0 and not m["diverged"][c[0]][c[1]]]

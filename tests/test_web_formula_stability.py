@@ -285,7 +285,8 @@ def test_the_map_is_one_batched_engine_run(client, monkeypatch):
     assert calls[0]["lr"].shape == (21,) and calls[0]["beta1"].shape == (21,) and calls[0]["beta2"] == 0.99
     assert r.json()["hyper"] == {"beta2": 0.99, "eps": 1e-8}
     lab = catalogue.lab_lr("adam", "bowl")
-    assert r.json()["lrs"][0] == pytest.approx(lab / 100, rel=1e-3) and r.json()["lrs"][-1] == pytest.approx(lab * 10, rel=1e-3)
+    lrs = r.json()["lrs"]
+    assert lrs[0] == pytest.approx(lab / 100, rel=1e-3) and lrs[-1] == pytest.approx(lab * 10, rel=1e-3)
 
 
 @pytest.mark.parametrize("patch, piece", [

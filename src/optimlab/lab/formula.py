@@ -254,7 +254,8 @@ class _Parser:
             if a.value <= 0:
                 raise FormulaError(f"a variable exponent needs a positive base, got {a.value:g}")
             # c^u = exp(u * log(c)), e^u = exp(u)
-            u = b if a.value == math.e else self.fold(self.node(Node("mul", (self.node(Node("num", value=math.log(a.value))), b))))
+            log_c = self.node(Node("num", value=math.log(a.value)))
+            u = b if a.value == math.e else self.fold(self.node(Node("mul", (log_c, b))))
             return self.fold(self.node(Node("call", (u,), name="exp")))
         if op == "pow" and abs(b.value) > MAX_EXPONENT:
             raise FormulaError(f"the exponent {b.value:g} is outside [-{MAX_EXPONENT:g}, {MAX_EXPONENT:g}]")
@@ -282,7 +283,8 @@ class _Parser:
             else:
                 value = FUNCTIONS[node.name][1](v[0])
         except (OverflowError, ValueError, ZeroDivisionError) as exc:
-            raise FormulaError(f"the constant {what}({', '.join(f'{a:g}' for a in v)}) has no finite value ({exc})") from None
+            args = ", ".join(f"{a:g}" for a in v)
+            raise FormulaError(f"the constant {what}({args}) has no finite value ({exc})") from None
         if isinstance(value, complex) or not math.isfinite(value) or abs(value) > MAX_CONSTANT:
             raise FormulaError(f"the constant {what}({', '.join(f'{a:g}' for a in v)}) = {value} is larger than "
                                f"{MAX_CONSTANT:g} in magnitude")
@@ -369,7 +371,8 @@ def check_window(window: object) -> Window:
         raise FormulaError(f"window must be [[x_min, x_max], [y_min, y_max]], got {window!r}") from None
     for name, v in zip(("x_min", "x_max", "y_min", "y_max"), vals):
         if not math.isfinite(v) or abs(v) > MAX_COORDINATE:
-            raise FormulaError(f"window {name} must be a finite number in [-{MAX_COORDINATE:g}, {MAX_COORDINATE:g}], got {v}")
+            raise FormulaError(f"window {name} must be a finite number in "
+                               f"[-{MAX_COORDINATE:g}, {MAX_COORDINATE:g}], got {v}")
     x0, x1, y0, y1 = vals
     for axis, lo, hi in (("x", x0, x1), ("y", y0, y1)):
         if not hi - lo >= MIN_SPAN:
@@ -478,7 +481,8 @@ def formula_landscape(text: str, window: Window) -> Landscape:
     if big > MAX_VALUE:
         raise FormulaError(f"the formula reaches {big:.3g} over the window; values must stay within {MAX_VALUE:g}")
     minima = find_minima(fn, window, Z, X, Y)
-    f = [float(fn(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0]) for a, b in minima]
+    f = [float(fn(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0])
+         for a, b in minima]
     low, high = float(Z.min()), float(Z.max())
     if f[0] < low - max(high - low, 1.0):
         a, b = minima[0]

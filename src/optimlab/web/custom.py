@@ -67,4 +67,5 @@ def formula_info(formula: str, window: Any, resolution: int) -> dict[str, Any]:
     return {"landscape": landscape_info(land), "grid": landscape_grid(land, resolution)}
 
 
-__all__ = ["NAME", "DEFAULT_WINDOW", "FormulaError", "check_reference", "check_starts", "landscape_of", "formula_info", "window_of"]
+__all__ = ["NAME", "DEFAULT_WINDOW", "FormulaError", "check_reference", "check_starts", "landscape_of", "formula_info",
+           "window_of"]

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import schedules
 from .custom import NAME as CUSTOM, check_reference, check_starts
-from .schemas import (MAX_FORMULA, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeFields, LandscapeGrid, LandscapeInfo, Number,
-                      OptimizerSpec, Point, RunRequest, WindowField, WindowRange, knobs)
+from .schemas import (MAX_FORMULA, HARD_MAX_STEPS, LR_RANGE, FormulaField, LandscapeFields, LandscapeGrid, LandscapeInfo,
+                      Number, OptimizerSpec, Point, RunRequest, WindowField, WindowRange, knobs)
 
 #: the knob a stability map sweeps against the learning rate, in order of preference
 BETA_KNOBS = ("momentum", "beta1")
@@ -71,7 +71,8 @@ class StabilityRequest(LandscapeFields):
     n_lr: int = Field(default=24, ge=2, le=HARD_MAX_SIDE, description="learning rates (log-spaced)")
     beta_min: float | None = Field(default=None, allow_inf_nan=False, ge=0.0, lt=1.0,
                                    description="smallest beta (default 0; 0.01 for NAG, whose look-ahead needs one)")
-    beta_max: float | None = Field(default=None, allow_inf_nan=False, ge=0.0, lt=1.0, description="largest beta (default 0.99)")
+    beta_max: float | None = Field(default=None, allow_inf_nan=False, ge=0.0, lt=1.0,
+                                   description="largest beta (default 0.99)")
     n_beta: int = Field(default=24, ge=2, le=HARD_MAX_SIDE, description="betas (linearly spaced)")
 
     @model_validator(mode="after")
