@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import catalogue, schedules
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
+from ..lab.formula import MAX_COORDINATE, MAX_LENGTH as MAX_FORMULA
 from ..lab.landscapes import LANDSCAPES, get_landscape
+from .custom import NAME as CUSTOM, check_reference, check_starts
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -93,6 +95,8 @@ class Limits:
                           finds its queue full is answered 429 with ``Retry-After`` at once
     ``max_body_bytes``    request bodies larger than this get a 413
     ``max_state_steps``   steps of a run that asks for the optimizer's state per step (``state``)
+    ``max_map_side``      learning rates (and betas) per side of a stability map (``/api/stability``)
+    ``max_map_work``      ``cells x steps x rule cost`` of one stability map (one batched engine run)
     """
 
     max_steps: int = 2000
@@ -109,6 +113,8 @@ class Limits:
     heavy_queue: int = 2
     max_body_bytes: int = 64 * 1024
     max_state_steps: int = 1000
+    max_map_side: int = 40
+    max_map_work: int = 1_600_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +130,14 @@ def _knob(name: str) -> Any:
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+WindowCoordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+WindowRange = Annotated[list[WindowCoordinate], Field(min_length=2, max_length=2)]
+#: a formula landscape's fields (``landscape="custom"``); see :mod:`optimlab.lab.formula` for the grammar
+FormulaField = Field(default=None, min_length=1, max_length=MAX_FORMULA,
+                     description=f"with landscape '{CUSTOM}': f(x, y) as a formula (numbers, x, y, pi, e, + - * / ^, "
+                                 "parentheses, sin cos exp log sqrt tanh abs; implicit products like 2x)")
+WindowField = Field(default=None, min_length=2, max_length=2,
+                    description=f"with landscape '{CUSTOM}': [[x_min, x_max], [y_min, y_max]] (default [[-3, 3], [-3, 3]])")
 
 
 class OptimizerSpec(BaseModel):
@@ -186,13 +200,27 @@ class NoiseSpec(BaseModel):
         return Noise(self.sd, self.batch, self.seed).spec()
 
 
-class RunRequest(BaseModel):
+class LandscapeFields(BaseModel):
+    """A request's landscape: a built-in one by name, or ``custom`` with a formula and window."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": [*LANDSCAPES, CUSTOM]},
+                           description=f"a landscape of the lab, or '{CUSTOM}' with a formula")
+    formula: str | None = FormulaField
+    window: list[WindowRange] | None = WindowField
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str) -> str:
+        return value if value == CUSTOM else get_landscape(value).name
+
+
+class RunRequest(LandscapeFields):
     """``POST /api/run``: every optimizer from every start on one landscape."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": list(LANDSCAPES)},
-                           description="a landscape of the lab")
     starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
@@ -207,26 +235,16 @@ class RunRequest(BaseModel):
     state: bool = Field(default=False, description="also send each step's gradient, optimizer state and step "
                                                     "(steps at most Limits.max_state_steps)")
 
-    @field_validator("landscape")
-    @classmethod
-    def _known_landscape(cls, value: str) -> str:
-        return get_landscape(value).name
-
     @model_validator(mode="after")
     def _starts_and_schedule(self) -> "RunRequest":
-        land = get_landscape(self.landscape)
-        (x0, x1), (y0, y1) = land.window
-        for i, (x, y) in enumerate(self.starts):
-            if not (x0 <= x <= x1 and y0 <= y <= y1):
-                raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
-                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+        check_starts(self.landscape, check_reference(self.landscape, self.formula, self.window), self.starts)
         schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         if self.noise is not None and self.noise.batch is not None:
             from ..lab.sampled import DATA_LANDSCAPES
 
-            if land.name not in DATA_LANDSCAPES:
+            if self.landscape not in DATA_LANDSCAPES:
                 raise ValueError(f"noise.batch needs a data landscape ({', '.join(DATA_LANDSCAPES)}); "
-                                 f"{land.name} has no examples to sample (use noise.sd)")
+                                 f"{self.landscape} has no examples to sample (use noise.sd)")
         return self
 
 
