@@ -1010,7 +1010,16 @@
     }
   }
 
+  // a piece of page added by another script: <tag attrs>html</tag> put before / after an element
+  function insert(tag, attrs, html, anchor, after = false) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) if (k === "hidden") el.hidden = v; else el.setAttribute(k, v);
+    el.innerHTML = html;
+    anchor.parentNode.insertBefore(el, after ? anchor.nextSibling : anchor);
+    return el;
+  }
+
   Object.assign(lab, { api, fmt, num, colour, dash, changed, applyHash, drawFrame, stopAnimation, optMeta, landMeta,
-                       writeHash, KNOB_LABEL });
+                       writeHash, insert, KNOB_LABEL });
   document.addEventListener("DOMContentLoaded", init);
 })();

@@ -34,10 +34,7 @@
   }
 
   function build() {
-    const share = document.querySelector("#controls section.share");
-    const sec = document.createElement("section");
-    sec.id = "noise-section";
-    sec.innerHTML =
+    lab.insert("section", { id: "noise-section" },
       '<h2>Gradient noise <span class="note">(stochastic gradients)</span></h2>' +
       '<div class="row3">' +
       '<div><label for="noise-sd" title="standard deviation of Gaussian noise added to each gradient coordinate">sd</label>' +
@@ -47,8 +44,7 @@
       '<div><label for="noise-seed" title="seed of every draw">seed</label>' +
       '<input id="noise-seed" type="number" min="0" step="1" placeholder="0"></div>' +
       "</div>" +
-      '<p id="noise-note" class="note"></p>';
-    share.parentNode.insertBefore(sec, share);
+      '<p id="noise-note" class="note"></p>', document.querySelector("#controls section.share"));
     for (const id of ["noise-sd", "noise-batch", "noise-seed"]) {
       $(id).addEventListener("change", () => {
         const sd = $("noise-sd").value.trim(), batch = $("noise-batch").value.trim(), seed = $("noise-seed").value.trim();

@@ -11,14 +11,10 @@
   lab.presets = presets;
 
   function build() {
-    const first = document.querySelector("#controls section");
-    const sec = document.createElement("section");
-    sec.id = "preset-section";
-    sec.innerHTML =
+    lab.insert("section", { id: "preset-section" },
       '<label for="preset">Tour experiments <span class="note">(optimlab tour)</span></label>' +
       '<select id="preset"><option value="">choose a section of the tour…</option></select>' +
-      '<p id="preset-note" class="note" aria-live="polite"></p>';
-    first.parentNode.insertBefore(sec, first);
+      '<p id="preset-note" class="note" aria-live="polite"></p>', document.querySelector("#controls section"));
     $("preset").addEventListener("change", () => {
       const v = $("preset").value;
       if (!v) return;

@@ -22,20 +22,13 @@
   ];
 
   function build() {
-    const player = document.querySelector(".player");
-    const bar = document.createElement("div");
-    bar.className = "stepper-controls";
-    bar.innerHTML =
+    lab.insert("div", { class: "stepper-controls" },
       '<label class="inline"><input id="stepper-on" type="checkbox"> step through</label>' +
       '<button id="step-back" type="button" aria-label="step back" title="step back (←)" disabled>◀ step</button>' +
-      '<button id="step-forward" type="button" aria-label="step forward" title="step forward (→)" disabled>step ▶</button>';
-    player.parentNode.insertBefore(bar, player.nextSibling);
-    const panel = document.createElement("section");
-    panel.id = "stepper-panel";
-    panel.hidden = true;
-    panel.setAttribute("aria-label", "optimizer state at the current step");
-    panel.innerHTML = '<h2>At this step <span id="stepper-note" class="note"></span></h2><div id="stepper-bars"></div>';
-    $("contour").parentNode.insertBefore(panel, $("contour").nextSibling);
+      '<button id="step-forward" type="button" aria-label="step forward" title="step forward (→)" disabled>step ▶</button>',
+      document.querySelector(".player"), true);
+    const panel = lab.insert("section", { id: "stepper-panel", hidden: true, "aria-label": "optimizer state at the current step" },
+      '<h2>At this step <span id="stepper-note" class="note"></span></h2><div id="stepper-bars"></div>', $("contour"), true);
     $("stepper-on").addEventListener("change", () => {
       step.on = $("stepper-on").checked;
       step.jump = step.on;   // the first answer with the state starts at step 0
