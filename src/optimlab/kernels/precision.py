@@ -74,12 +74,6 @@ def hash32(x: Any) -> Any:
     return x ^ (x >> 16)
 
 
-#: the same hash in C (uint32 arithmetic wraps), for the fused kernels
-HASH32_C = """static inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; return x ^ (x >> 16);
-}"""
-
-
 def stream_id(name: str) -> int:
     """A fixed number for a stored tensor's name (``"param"``, ``"exp_avg"``, ...)."""
     return zlib.crc32(name.encode())
@@ -94,10 +88,17 @@ def stream_key(seed: int, step: int, tensor: Any, stream: int) -> Any:
     return hash32(key ^ (stream & _MASK))
 
 
+#: the odd multiplier of the per-element bits (2**32 / golden ratio, Knuth's multiplicative hashing)
+_GOLDEN = 0x9E3779B1
+
+
 def random_bits(n: int, key: int, device: torch.device | str = "cpu") -> Tensor:
-    """``hash32(i ^ key)`` for ``i = 0 .. n-1`` (int64 holding uint32 values)."""
+    """The 16 random bits of elements ``i = 0 .. n-1``: the top half of ``(i ^ key) * 0x9E3779B1``
+    (mod ``2**32``; int64 tensor). Over the keys of different steps each element's bits are
+    uniform (the product of a uniform 32-bit number and an odd one is uniform), and one multiply
+    per element keeps the fused kernels' loops as fast as their float32 twins'."""
     i = torch.arange(n, dtype=torch.int64, device=device) & _MASK
-    return hash32(i ^ key)
+    return (((i ^ key) * _GOLDEN) & _MASK) >> 16  # int64 products wrap: their low 32 bits are exact
 
 
 def round_bf16(x: Tensor, key: int | None) -> Tensor:
@@ -105,49 +106,62 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
     if key is None:
         return x.to(torch.bfloat16)
     flat = x.detach().to(torch.float32).contiguous().reshape(-1)
-    noise = (random_bits(flat.numel(), key, flat.device) & 0xFFFF).to(torch.int32)
+    noise = random_bits(flat.numel(), key, flat.device).to(torch.int32)
     bits = flat.view(torch.int32)
     # adding below the kept bits and truncating rounds the magnitude up with the right probability;
     # NaN becomes the quiet NaN 0x7FC0 (int32 addition wraps as uint32's: same bits)
-    nan = (bits & 0x7FFFFFFF) > 0x7F800000
-    rounded = torch.where(nan, torch.full_like(bits, 0x7FC00000), bits + noise)
+    rounded = torch.where(torch.isnan(flat), torch.full_like(bits, 0x7FC00000), bits + noise)
     return (rounded >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
 
 
 #: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
-ROUND_BF16_C = """static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {
+ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
   uint32_t u; __builtin_memcpy(&u, &f, 4);
-  uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u + (hash32(i ^ key) & 0xFFFFu);
+  uint32_t r = f != f ? 0x7FC00000u : u + (((i ^ key) * {_GOLDEN:#X}u) >> 16);
   return (uint16_t)(r >> 16);  /* NaN: one 32-bit select before the narrowing (vectorizes well) */
-}
-static inline float load_bf16(uint16_t h) {
+}}
+static inline float load_bf16(uint16_t h) {{
   uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
-}"""
+}}"""
 
 
 # ----------------------------------------------------------------------------- 8-bit block codes
 
 
-@lru_cache(maxsize=None)
-def dynamic_map(signed: bool) -> tuple[Tensor, Tensor]:
-    """The sorted values of the dynamic tree code (float32) and the float64 midpoints between them.
+#: a code keeps three fraction bits: the float32 bits below them (20) are rounded off
+_SHIFT = 20
+#: the largest magnitude code of each map (signed: 7 bits after the sign bit; unsigned: all 8)
+_TOP = {True: 127, False: 255}
+#: magnitude code ``k > 0`` stands for the float32 whose bits are ``(k + offset) << 20``; the
+#: largest one for 1.0 (bits 0x3F800000): signed 889 (codes 2**-16 * 1.25 .. 1), unsigned 761
+#: (2**-32 * 1.25 .. 1)
+_OFFSET = {signed: (0x3F800000 >> _SHIFT) - top for signed, top in _TOP.items()}
 
-    A code byte, after its sign bit (signed map), reads: ``E`` zero bits, a one bit, ``F`` fraction
-    bits ``j``; value ``10**-E * (0.1 + 0.9 * (j + 1) / 2**F)``. All zeros is 0. The signed map has
-    255 distinct values (+0 and -0 coincide), the unsigned one 256.
+
+@lru_cache(maxsize=None)
+def code_values(signed: bool) -> Tensor:
+    """The float32 value (a fraction of the block's absmax) of each of the 256 bytes.
+
+    Signed map: bit 7 is the sign, bits 0-6 the magnitude code ``k``; unsigned map: all 8 bits
+    are ``k``. ``k = 0`` is zero; otherwise the value has the float32 bits ``(k + offset) << 20``:
+    a float with three fraction bits, the largest code 1.0.
     """
-    bits = 7 if signed else 8
-    magnitudes = {0.0}
-    for exponent in range(bits):
-        fraction_bits = bits - 1 - exponent
-        for j in range(2 ** fraction_bits):
-            magnitudes.add(10.0 ** -exponent * (0.1 + 0.9 * (j + 1) / 2 ** fraction_bits))
-    values = sorted({float(torch.tensor(m, dtype=torch.float32)) for m in magnitudes})
-    if signed:  # mirrored; one zero (+0.0)
-        values = [-v for v in reversed(values[1:])] + values
-    table = torch.tensor(values, dtype=torch.float32)
-    mids = (table[1:].double() + table[:-1].double()) / 2
-    return table, mids
+    byte = torch.arange(256, dtype=torch.int64)
+    k = byte & 127 if signed else byte
+    bits = torch.where(k > 0, (k + _OFFSET[signed]) << _SHIFT, 0)
+    if signed:
+        bits = bits | ((byte & 128) << 24)
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+def _encode(y: Tensor, signed: bool) -> Tensor:
+    """float32 ``y`` (``x / absmax``: ``|y| <= 1``) -> uint8 codes, exactly as the C ``encode_*``."""
+    u = y.view(torch.int32).to(torch.int64) & _MASK  # the uint32 bits
+    magnitude = u & 0x7FFFFFFF if signed else u  # unsigned map: a negative y gives 0 below anyway
+    k = ((magnitude + (1 << (_SHIFT - 1))) >> _SHIFT) - _OFFSET[signed]  # nearest, ties away from 0
+    if signed:
+        return (k.clamp(0, _TOP[True]) | ((u >> 24) & 128)).to(torch.uint8)
+    return torch.where(y > 0, k.clamp(1, _TOP[False]), 0).to(torch.uint8)  # the zero-point guard
 
 
 def _blocks(x: Tensor) -> Tensor:
@@ -164,68 +178,48 @@ def n_blocks(numel: int) -> int:
 
 
 def quantize(x: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
-    """float32 ``x`` -> (uint8 codes of x's shape, float32 absmax per block of ``BLOCK``)."""
+    """float32 ``x`` -> (uint8 codes of x's shape, float32 absmax per block of ``BLOCK``).
+
+    The absmax is the largest ``|x|`` of the block, taken on the float32 bits (a NaN wins); each
+    element is multiplied by the float32 reciprocal of the absmax (1 for an all-zero block) and
+    encoded (:func:`code_values`)."""
     x = x.detach().to(torch.float32)
     blocks = _blocks(x.contiguous())
-    absmax = blocks.abs().amax(dim=1)
-    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # an all-zero block stays 0
-    normed = (blocks / scale[:, None]).reshape(-1)[: x.numel()]
-    table, mids = dynamic_map(signed)
-    codes = torch.bucketize(normed.double(), mids.to(normed.device))  # how many midpoints lie below
-    if not signed:  # a positive second moment never becomes 0 (the zero-point guard)
-        codes = torch.maximum(codes, (normed > 0).to(codes.dtype))
-    return codes.to(torch.uint8).reshape(x.shape), absmax
+    absmax = (blocks.view(torch.int32) & 0x7FFFFFFF).amax(dim=1).view(torch.float32)
+    one = torch.ones_like(absmax)
+    inverse = one / torch.where(absmax > 0, absmax, one)
+    normed = (blocks * inverse[:, None]).reshape(-1)[: x.numel()]
+    return _encode(normed, signed).reshape(x.shape), absmax
 
 
 def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
     """uint8 ``codes`` and per-block ``absmax`` -> float32 tensor of the codes' shape."""
-    table, _ = dynamic_map(signed)
-    values = table.to(codes.device)[codes.reshape(-1).long()]
+    values = code_values(signed).to(codes.device)[codes.reshape(-1).long()]
     scale = absmax.repeat_interleave(BLOCK)[: values.numel()]
     return (values * scale).reshape(codes.shape)
 
 
-_LOW_BINADE, _BUCKET_BITS = -26, 7  # the C encoder's table: binades 2**-26 .. 2**0, 128 buckets each
-
-
-def quantizer_c(signed: bool) -> str:
-    """:func:`quantize` / :func:`dequantize` in C for one map: ``table_<s|u>`` (the values, float32)
-    and ``encode_<s|u>(x)``, the number of midpoints below ``x`` as :func:`quantize` counts them.
-
-    The count over the positive midpoints comes from a table indexed by the top bits of the float
-    (exponent and 7 mantissa bits: each bucket holds at most one midpoint, checked here) and one
-    comparison; the signed map is symmetric, so a negative ``x`` counts the midpoints above ``-x``.
-    """
-    table, mids = dynamic_map(signed)
-    tag = "s" if signed else "u"
-    positive = [m for m in mids.tolist() if m > 0]
-    base = (127 + _LOW_BINADE) << _BUCKET_BITS
-    n_buckets = (1 - _LOW_BINADE) << _BUCKET_BITS
-    lows = torch.arange(base, base + n_buckets + 1, dtype=torch.int32).bitwise_left_shift(23 - _BUCKET_BITS)
-    edges = lows.view(torch.float32).double()  # each bucket's lower and upper end
-    start = torch.searchsorted(torch.tensor(positive, dtype=torch.float64), edges, right=False)
-    if int((start[1:] - start[:-1]).max()) > 1:
-        raise AssertionError("a bucket of the C encoder holds two midpoints")
-    padded = positive + [float("inf")] * (256 - len(positive))
-    values = ", ".join(float(v).hex() + "f" for v in table.tolist())
-    bounds = ", ".join("HUGE_VAL" if m == float("inf") else m.hex() for m in padded)
-    starts = ", ".join(map(str, start[:-1].tolist()))
-    count = (f"static inline int count_{tag}(float y, int or_equal) {{  /* positive midpoints below y */\n"
-             f"  uint32_t u; __builtin_memcpy(&u, &y, 4);\n"
-             f"  int64_t b = (int64_t)(u >> {23 - _BUCKET_BITS}) - {base};\n"
-             f"  b = b < 0 ? 0 : b > {n_buckets - 1} ? {n_buckets - 1} : b;\n"
-             f"  int i = start_{tag}[b];\n"
-             f"  return i + (or_equal ? pmid_{tag}[i] <= (double)y : pmid_{tag}[i] < (double)y);\n}}")
-    n_negative = len(mids) - len(positive)
-    if signed:  # ranks: n_negative midpoints lie below zero
-        encode = f"return (uint8_t)(x >= 0.0f ? {n_negative} + count_s(x, 0) : {n_negative} - count_s(-x, 1));"
-    else:  # a positive second moment never becomes 0
-        encode = "if (!(x > 0.0f)) return 0;\n  int i = count_u(x, 0);\n  return (uint8_t)(i > 0 ? i : 1);"
-    return (f"static const float table_{tag}[{len(table)}] = {{{values}}};\n"
-            f"static const double pmid_{tag}[256] = {{{bounds}}};\n"
-            f"static const uint8_t start_{tag}[{n_buckets}] = {{{starts}}};\n"
-            f"{count}\n"
-            f"static inline uint8_t encode_{tag}(float x) {{\n  {encode}\n}}")
+def codec_c(signed: bool) -> str:
+    """:func:`quantize`'s encoder and :func:`dequantize`'s decoder in C for one map, on the float's
+    bits: ``encode_<s|u>(y)`` (``y = x * (1 / absmax)``) and ``decode_<s|u>(code)`` (multiply by the
+    absmax). A handful of integer operations each, no table: the loops vectorize."""
+    tag, offset, top = ("s" if signed else "u"), _OFFSET[signed], _TOP[signed]
+    half = 1 << (_SHIFT - 1)
+    if signed:
+        encode = (f"  int32_t k = (int32_t)(((u & 0x7FFFFFFFu) + {half:#x}u) >> {_SHIFT}) - {offset};\n"
+                  f"  k = k < 0 ? 0 : k > {top} ? {top} : k;\n"
+                  "  return (uint8_t)((uint32_t)k | ((u >> 24) & 0x80u));")
+        decode = (f"  uint32_t k = c & 127u, u = k == 0u ? 0u : (k + {offset}u) << {_SHIFT};\n"
+                  "  u |= (c & 128u) << 24;")
+    else:  # a positive y never becomes 0 (the zero-point guard); y <= 0 (or NaN) is 0
+        encode = (f"  int32_t k = (int32_t)((u + {half:#x}u) >> {_SHIFT}) - {offset};\n"
+                  f"  k = k < 1 ? 1 : k > {top} ? {top} : k;\n"
+                  "  return (uint8_t)(y > 0.0f ? k : 0);")
+        decode = f"  uint32_t u = c == 0u ? 0u : (c + {offset}u) << {_SHIFT};"
+    return (f"static inline uint8_t encode_{tag}(float y) {{\n  uint32_t u; __builtin_memcpy(&u, &y, 4);\n"
+            f"{encode}\n}}\n"
+            f"static inline float decode_{tag}(uint32_t c) {{\n{decode}\n"
+            "  float f; __builtin_memcpy(&f, &u, 4); return f;\n}")
 
 
 # ----------------------------------------------------------------------------- storage of a group
