@@ -87,7 +87,7 @@ class Int8Source(cpu.CSource):
         self.rows = {k: n_buffers + i for i, k in enumerate(sorted(self.low))}  # scale rows of ptrs
 
     def preamble(self) -> list[str]:
-        return [precision.codec_c(tag == "s") for tag in sorted(set(self.tag.values()))]
+        return [precision.BLOCK_C] + [precision.codec_c(tag == "s") for tag in sorted(set(self.tag.values()))]
 
     def declare(self, buffer: int) -> str:
         if buffer not in self.low:
@@ -105,7 +105,7 @@ class Int8Source(cpu.CSource):
         for k in sorted(self.low):
             lines += [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */",
                       f"    const float s{k} = a{k}[q / {size}];",
-                      f"    for (int64_t i = 0; i < m; i++) x{k}[i] = decode_{self.tag[k]}(b{k}[q + i]) * s{k};"]
+                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, s{k}, m);"]
         return lines
 
     def load(self, buffer: int) -> str:
@@ -116,17 +116,10 @@ class Int8Source(cpu.CSource):
 
     def block_end(self) -> list[str]:
         size, lines = precision.BLOCK, []
-        for k in self.stored:
-            lines += [
-                f"    {{  /* buffer {k}: the absmax on the bits (a NaN wins), then the codes */",
-                "      uint32_t top = 0;",
-                f"      for (int64_t i = 0; i < m; i++) {{ uint32_t u; __builtin_memcpy(&u, &x{k}[i], 4); "
-                "u &= 0x7FFFFFFFu; top = u > top ? u : top; }",
-                f"      float amax; __builtin_memcpy(&amax, &top, 4); a{k}[q / {size}] = amax;",
-                "      const float inverse = 1.0f / (amax > 0.0f ? amax : 1.0f);",
-                f"      for (int64_t i = 0; i < m; i++) b{k}[q + i] = encode_{self.tag[k]}(x{k}[i] * inverse);",
-                "    }",
-            ]
+        for k in self.stored:  # the absmax on the bits (a NaN wins), then the codes
+            lines += [f"    const float amax{k} = absmax_bits(x{k}, m);",
+                      f"    a{k}[q / {size}] = amax{k};",
+                      f"    encode_block_{self.tag[k]}(x{k}, b{k} + q, 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f), m);"]
         return lines
 
 
