@@ -88,10 +88,18 @@ def stream_id(name: str) -> int:
 def stream_key(seed: int, step: int, tensor: Any, stream: int) -> Any:
     """The per-tensor key of one step: a hash chain over (seed, tensor, step, stream).
 
-    ``tensor`` is the parameter's position: a Python int, or an int64 tensor of many at once."""
-    key = hash32((seed & _MASK) ^ hash32(tensor & _MASK))
-    key = hash32(key ^ (step & _MASK))
-    return hash32(key ^ (stream & _MASK))
+    ``tensor`` is the parameter's position: a Python int, or an int64 tensor / array of many."""
+    return step_key(tensor_key(seed, tensor), step, stream)
+
+
+def tensor_key(seed: int, tensor: Any) -> Any:
+    """The part of :func:`stream_key` that does not change from step to step."""
+    return hash32((seed & _MASK) ^ hash32(tensor & _MASK))
+
+
+def step_key(base: Any, step: int, stream: int) -> Any:
+    """:func:`stream_key` from its :func:`tensor_key` ``base``."""
+    return hash32(hash32(base ^ (step & _MASK)) ^ (stream & _MASK))
 
 
 #: the odd multiplier of the per-element bits (2**32 / golden ratio, Knuth's multiplicative hashing)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from array import array
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -145,8 +146,9 @@ class Backend:
     def prepare(self, bucket: Any, optimizer: Any, group: dict[str, Any]) -> None:
         """Remember what keys the rounding: the parameters' positions and the group's seed."""
         index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-        bucket.cache["positions"] = torch.tensor([index[id(p)] for p in bucket.params], dtype=torch.int64)
+        bucket.cache["positions"] = np.array([index[id(p)] for p in bucket.params], dtype=np.int64)
         bucket.cache["group"] = group
+        bucket.cache["tensor_keys"] = (None, None)  # (seed, precision.tensor_key of the positions)
         if self.storage == "int8":  # the block scales, updated in place by both paths: stable addresses
             scales = array("q")
             for name in bucket.names:
@@ -183,12 +185,14 @@ class Backend:
             kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
             return
         seed = bucket.cache["group"].get("rounding_seed", 0)
+        cached_seed, base = bucket.cache["tensor_keys"]
+        if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
+            base = precision.tensor_key(seed, bucket.cache["positions"])
+            bucket.cache["tensor_keys"] = (seed, base)
         step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
         for buffer in kernel.stored:
-            keys = precision.stream_key(seed, step, bucket.cache["positions"],
-                                        precision.stream_id(bucket.names[buffer - 2]))
-            signed = torch.where(keys >= 2**31, keys - 2**32, keys) << 32  # the key in the high half
-            ptrs.extend(signed.tolist())
+            keys = precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2]))
+            ptrs.extend((keys.astype(np.uint64) << np.uint64(32)).view(np.int64).tolist())  # key: high half
         kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
