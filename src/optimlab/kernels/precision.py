@@ -123,16 +123,18 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
     noise = random_bits(flat.numel(), key, flat.device).to(torch.int32)
     bits = flat.view(torch.int32)
     # adding below the kept bits and truncating rounds the magnitude up with the right probability;
-    # NaN becomes the quiet NaN 0x7FC0 (int32 addition wraps as uint32's: same bits)
-    rounded = torch.where(torch.isnan(flat), torch.full_like(bits, 0x7FC00000), bits + noise)
-    return (rounded >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
+    # a NaN gets the quiet NaN's bits or-ed in, so it stays a NaN whatever the addition did (int32
+    # addition wraps as uint32's: the same bits as the C)
+    quiet = torch.where(torch.isnan(flat), 0x7FC00000, 0).to(torch.int32)
+    return (((bits + noise) | quiet) >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
 
 
 #: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
 ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
   uint32_t u; __builtin_memcpy(&u, &f, 4);
-  uint32_t r = f != f ? 0x7FC00000u : u + (((i ^ key) * {_GOLDEN:#X}u) >> 16);
-  return (uint16_t)(r >> 16);  /* NaN: one 32-bit select before the narrowing (vectorizes well) */
+  uint32_t nan = 0u - (((u & 0x7FFFFFFFu) + 0x7FFFFFu) >> 31);  /* all ones for a NaN, on the bits */
+  uint32_t r = (u + (((i ^ key) * {_GOLDEN:#X}u) >> 16)) | (nan & 0x7FC00000u);
+  return (uint16_t)(r >> 16);
 }}
 static inline float load_bf16(uint16_t h) {{
   uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
