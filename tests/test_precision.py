@@ -303,6 +303,26 @@ def test_int8_codes_of_a_step_are_bit_exact_on_hard_inputs(fused):
         assert np.array_equal(_np(opt.state[p][name + "_absmax"]), absmax), name
 
 
+def test_int8_codes_of_nan_and_inf_are_the_same_fused_and_eager():
+    """A NaN or an infinity in a block: its absmax is taken on the bits in both paths (a NaN wins),
+    so the codes and scales of the kernel and of the eager path agree bit for bit."""
+    g = torch.randn(BIG, generator=torch.Generator().manual_seed(3)) * 1e-2
+    g.view(-1)[[5, 300, 301, 700, 4099]] = torch.tensor([float("nan"), float("inf"), -1.0, -float("inf"), float("nan")])
+    states = []
+    for fused in (None, False):
+        p = torch.nn.Parameter(torch.zeros(BIG))
+        opt = optimlab.Adam([p], lr=1e-3, state_dtype="int8", fused=fused)
+        for _ in range(2):
+            p.grad = g.clone()
+            opt.step()
+        states.append(opt.state[p])
+    for name in ("exp_avg", "exp_avg_sq"):
+        a, b = states[0][name + "_absmax"], states[1][name + "_absmax"]
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)), name
+        assert torch.equal(states[0][name], states[1][name]), name
+    assert torch.isnan(states[0]["exp_avg_absmax"][0]) and not torch.isfinite(states[0]["exp_avg_absmax"][2])
+
+
 def test_fused_bf16_rounding_keeps_nan_and_inf():
     p = torch.nn.Parameter(torch.zeros(6))
     ref_p = torch.nn.Parameter(torch.zeros(6))
