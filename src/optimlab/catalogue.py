@@ -258,13 +258,18 @@ def colours() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # derived values
 
-_CURVATURE: dict[tuple[str, int], float] = {}
+_CURVATURE: dict[tuple[str, Any], float] = {}
 
 
 def _curvature(landscape: Any) -> float:
-    """The largest Hessian eigenvalue of ``landscape`` over its start and its minima."""
-    key = (landscape.name, id(landscape.fn))
+    """The largest Hessian eigenvalue of ``landscape`` over its start and its minima.
+
+    Cached by name and function object (held by the key, so a freed function's id is never
+    mistaken for a new one: formula landscapes are built and dropped while a server runs)."""
+    key = (landscape.name, landscape.fn)
     if key not in _CURVATURE:
+        if len(_CURVATURE) >= 256:
+            _CURVATURE.clear()
         import torch
 
         points = [landscape.start, *landscape.minima]

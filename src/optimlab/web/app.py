@@ -9,6 +9,8 @@ Routes::
     GET  /api/health                whether the worker processes are ready
     GET  /api/landscape/{name}      the landscape on a grid (for the contour and the 3-D surface)
     POST /api/run                   trajectories, losses and metrics (see ``schemas.RunRequest``)
+    POST /api/formula               a landscape typed as a formula in x and y (see :mod:`.stability`)
+    POST /api/stability             the (lr, beta) stability / speed map (see :mod:`.stability`)
     GET  /api/openapi.json          the schema of all of the above
 
 The numbers of ``/api/run`` are ``optimlab.lab.engine.run`` and ``optimlab.lab.metrics.rows``
@@ -277,18 +279,14 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
     @app.post("/api/run", response_model=None, responses={200: {"model": RunResponse}, **ERRORS})
     async def api_run(req: RunRequest, request: Request) -> Response:
         """Every optimizer from every start; admitted by cost, within the time budget."""
-        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
-        deadline = arrived + limits.time_budget_s
         try:
             check_limits(req, limits)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        async with admission.pool(cost(req)).slot(deadline) as queued:
-            if executor:
-                text = await asyncio.get_running_loop().run_in_executor(executor[0], run_json, req, limits,
-                                                                        deadline, queued)
-            else:
-                text = await anyio.to_thread.run_sync(run_json, req, limits, deadline, queued)
+        text = await admission.compute(request, cost(req), executor, run_json, req)
         return Response(content=text, media_type="application/json")
 
+    from .stability import add_routes  # the formula landscape and the (lr, beta) map
+
+    add_routes(app, limits, admission, executor, ERRORS)
     return app

@@ -20,6 +20,7 @@ from .. import _json, catalogue, schedules
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
+from .custom import FormulaError, landscape_of
 from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
 
 
@@ -57,7 +58,7 @@ def dumps(payload: Any) -> str:
 
 # --- metadata and grids ---------------------------------------------------------------------------
 
-def landscape_info(name: str) -> dict[str, Any]:
+def landscape_info(name: str | Landscape) -> dict[str, Any]:
     land = get_landscape(name)
     return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
             # each optimizer's default learning rate on this landscape (from the catalogue)
@@ -89,7 +90,7 @@ def landscape_grid_json(name: str, resolution: int) -> str:
     return dumps(landscape_grid(name, resolution))
 
 
-def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
+def landscape_grid(name: str | Landscape, resolution: int) -> dict[str, Any]:
     """The landscape on a ``resolution x resolution`` grid over its window.
 
     ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
@@ -141,6 +142,18 @@ def over_budget(deadline: float, limits: Limits) -> None:
                             "(waiting included); ask for fewer steps, starts or optimizers")
 
 
+def budget(limits: Limits, deadline: float | None) -> tuple[float, Any]:
+    """``(deadline, check)``: the deadline (default: the time budget from now) and a progress
+    callback that raises :class:`BudgetExceeded` past it."""
+    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
+
+    def check(_step: int = 0) -> None:
+        if time.monotonic() > deadline:
+            raise BudgetExceeded()
+
+    return deadline, check
+
+
 def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
     """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
     result = run_request(req, limits, deadline)
@@ -154,13 +167,8 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
     (``time.monotonic()``; default: the time budget from now)."""
     t0 = time.perf_counter()
-    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
-
-    def check(_step: int = 0) -> None:
-        if time.monotonic() > deadline:
-            raise BudgetExceeded()
-
-    land = get_landscape(req.landscape)
+    deadline, check = budget(limits, deadline)
+    land = request_landscape(req)
     runs: list[engine.Run] = []
     with one_thread():
         for spec in req.optimizers:
@@ -202,6 +210,14 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
             "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
             "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+def request_landscape(req: Any) -> Landscape:
+    """The request's landscape (a formula one is built here: a 422 where it is refused)."""
+    try:
+        return landscape_of(req)
+    except FormulaError as exc:
+        raise ApiError(422, f"formula: {exc}", [{"field": "formula", "message": str(exc)}]) from None
 
 
 def warm_up(schedules: bool = True) -> None:

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import catalogue, schedules
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
+from ..lab.formula import MAX_COORDINATE, MAX_LENGTH as MAX_FORMULA
 from ..lab.landscapes import LANDSCAPES, get_landscape
+from .custom import NAME as CUSTOM, check_reference, check_starts
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -92,6 +94,8 @@ class Limits:
     ``heavy_running``     heavy runs computing at once; ``heavy_queue`` more may wait; a run that
                           finds its queue full is answered 429 with ``Retry-After`` at once
     ``max_body_bytes``    request bodies larger than this get a 413
+    ``max_map_side``      learning rates (and betas) per side of a stability map (``/api/stability``)
+    ``max_map_work``      ``cells x steps x rule cost`` of one stability map (one batched engine run)
     """
 
     max_steps: int = 2000
@@ -107,6 +111,8 @@ class Limits:
     heavy_running: int = 1
     heavy_queue: int = 2
     max_body_bytes: int = 64 * 1024
+    max_map_side: int = 40
+    max_map_work: int = 1_600_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +128,14 @@ def _knob(name: str) -> Any:
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+WindowCoordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+WindowRange = Annotated[list[WindowCoordinate], Field(min_length=2, max_length=2)]
+#: a formula landscape's fields (``landscape="custom"``); see :mod:`optimlab.lab.formula` for the grammar
+FormulaField = Field(default=None, min_length=1, max_length=MAX_FORMULA,
+                     description=f"with landscape '{CUSTOM}': f(x, y) as a formula (numbers, x, y, pi, e, + - * / ^, "
+                                 "parentheses, sin cos exp log sqrt tanh abs; implicit products like 2x)")
+WindowField = Field(default=None, min_length=2, max_length=2,
+                    description=f"with landscape '{CUSTOM}': [[x_min, x_max], [y_min, y_max]] (default [[-3, 3], [-3, 3]])")
 
 
 class OptimizerSpec(BaseModel):
@@ -158,13 +172,27 @@ class OptimizerSpec(BaseModel):
         return {k: getattr(self, k) for k in KNOB_RANGES if getattr(self, k) is not None}
 
 
-class RunRequest(BaseModel):
+class LandscapeFields(BaseModel):
+    """A request's landscape: a built-in one by name, or ``custom`` with a formula and window."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": [*LANDSCAPES, CUSTOM]},
+                           description=f"a landscape of the lab, or '{CUSTOM}' with a formula")
+    formula: str | None = FormulaField
+    window: list[WindowRange] | None = WindowField
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str) -> str:
+        return value if value == CUSTOM else get_landscape(value).name
+
+
+class RunRequest(LandscapeFields):
     """``POST /api/run``: every optimizer from every start on one landscape."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": list(LANDSCAPES)},
-                           description="a landscape of the lab")
     starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
@@ -176,19 +204,9 @@ class RunRequest(BaseModel):
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
 
-    @field_validator("landscape")
-    @classmethod
-    def _known_landscape(cls, value: str) -> str:
-        return get_landscape(value).name
-
     @model_validator(mode="after")
     def _starts_and_schedule(self) -> "RunRequest":
-        land = get_landscape(self.landscape)
-        (x0, x1), (y0, y1) = land.window
-        for i, (x, y) in enumerate(self.starts):
-            if not (x0 <= x <= x1 and y0 <= y <= y1):
-                raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
-                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+        check_starts(self.landscape, check_reference(self.landscape, self.formula, self.window), self.starts)
         schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
         return self
 

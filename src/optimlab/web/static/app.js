@@ -107,6 +107,11 @@
       `steps=${st.steps}`,
       `schedule=${enc(st.schedule)}`,
     ];
+    // a formula landscape (formula.js) carries its formula and window
+    if (st.landscape === "custom" && st.formula) {
+      parts.push(`formula=${encodeURIComponent(st.formula)}`);
+      if (st.window) parts.push(`window=${st.window.map((w) => w.join(",")).join(";")}`);
+    }
     if (st.speed !== 1) parts.push(`speed=${st.speed}`);
     for (const o of st.opts) {
       // an lr the user did not set is the landscape's default: left out, so a link keeps that meaning
@@ -129,6 +134,8 @@
       const land = landMeta(st.landscape);
       if (land) st.starts = [land.start.slice()];
     }
+    if (q.has("formula")) st.formula = q.get("formula");
+    if (q.has("window")) st.window = parseStarts(q.get("window"));
     if (q.has("start")) st.starts = parseStarts(q.get("start"));
     if (q.has("steps")) st.steps = num(q.get("steps"));
     if (q.has("schedule")) st.schedule = q.get("schedule");
@@ -183,7 +190,12 @@
       steps: st.steps,
       schedule: st.schedule,
       optimizers: st.opts.map((o) => ({ name: o.name, lr: o.lr, ...o.knobs })),
+      ...landscapeFields(st),
     };
+  }
+  // a formula landscape's fields of a request (formula.js)
+  function landscapeFields(st) {
+    return st.landscape === "custom" ? { formula: st.formula, ...(st.window ? { window: st.window } : {}) } : {};
   }
 
   // ---------------------------------------------------------------- controls
@@ -191,8 +203,9 @@
     const st = lab.state;
     const sel = $("landscape");
     sel.innerHTML = "";
-    for (const l of lab.meta.landscapes) sel.add(new Option(l.name.replace(/_/g, " "), l.name));
-    if (!landMeta(st.landscape)) sel.add(new Option(`${st.landscape} (unknown)`, st.landscape));
+    for (const l of lab.meta.landscapes) if (l.name !== "custom") sel.add(new Option(l.name.replace(/_/g, " "), l.name));
+    sel.add(new Option("your formula (custom)", "custom"));
+    if (!landMeta(st.landscape) && st.landscape !== "custom") sel.add(new Option(`${st.landscape} (unknown)`, st.landscape));
     sel.value = st.landscape;
     const land = landMeta(st.landscape);
     $("landscape-formula").textContent = land ? `f(x, y) = ${land.formula}` : "";
@@ -349,12 +362,24 @@
       $(tab).addEventListener("click", () => selectTab(view));
     }
     $("contour").addEventListener("click", onContourClick);
+    // a resized window wraps the legend into another number of rows: fit the top margin again
+    let refit = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(refit);
+      refit = setTimeout(() => {
+        if (!lab.grid || !$("contour-fg").layout) return;
+        const margin = contourMargin();
+        Plotly.relayout($("contour-bg"), { margin });
+        Plotly.relayout($("contour-fg"), { margin }).then(fitLegend);
+      }, 250);
+    });
     window.addEventListener("hashchange", async () => {
       const h = location.hash.replace(/^#/, "");
       if (h === lastHash) return;
       const st = hashToState(h);
       if (!st) return;
-      const landChanged = st.landscape !== lab.state.landscape;
+      const landChanged = st.landscape !== lab.state.landscape || st.formula !== lab.state.formula
+        || String(st.window) !== String(lab.state.window);
       lab.state = st;
       renderControls();
       if (landChanged) await loadLandscape();
@@ -450,7 +475,8 @@
 
   async function loadLandscape() {
     try {
-      lab.grid = await api(`/api/landscape/${encodeURIComponent(lab.state.landscape)}?resolution=${GRID_RESOLUTION}`);
+      lab.grid = lab.state.landscape === "custom" && lab.customGrid ? await lab.customGrid(lab.state, GRID_RESOLUTION)
+        : await api(`/api/landscape/${encodeURIComponent(lab.state.landscape)}?resolution=${GRID_RESOLUTION}`);
       let lo = Infinity, hi = -Infinity;
       for (const row of lab.grid.zplot || lab.grid.z) for (const v of row) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
       lab.grid.zrange = [lo, hi];
@@ -927,6 +953,10 @@
       });
     });
   }
+
+  // what the page's other scripts (formula.js, stability.js) use
+  Object.assign(lab, { api, changed, renderControls, renderCards, loadLandscape, resetLrs, showError, fail, fmt,
+                       landMeta, optMeta, landscapeFields, writeHash });
 
   // ---------------------------------------------------------------- start
   async function init() {
