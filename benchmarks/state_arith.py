@@ -49,7 +49,8 @@ def main() -> None:
             best[label] = min(best[label], time.perf_counter() - t)
     print(f"Adam, {args.numel} parameters, 1 thread, best of {args.steps} alternating steps (ns per parameter):")
     for label, seconds in best.items():
-        print(f"  {label:<12} {seconds / args.numel * 1e9:6.2f} ns   {seconds / best['float32']:5.2f}x optimlab float32")
+        ratio = seconds / best["float32"]
+        print(f"  {label:<12} {seconds / args.numel * 1e9:6.2f} ns   {ratio:5.2f}x optimlab float32")
 
 
 if __name__ == "__main__":

@@ -240,7 +240,8 @@ def codec_c(signed: bool) -> str:
         decode8 = ("  __m256i k = _mm256_and_si256(c, _mm256_set1_epi32(127));\n"
                    f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32({offset})), {_SHIFT});\n"
                    "  u = _mm256_andnot_si256(_mm256_cmpeq_epi32(k, _mm256_setzero_si256()), u);\n"
-                   "  u = _mm256_or_si256(u, _mm256_and_si256(_mm256_slli_epi32(c, 24), _mm256_set1_epi32(INT32_MIN)));")
+                   "  __m256i sign = _mm256_and_si256(_mm256_slli_epi32(c, 24), _mm256_set1_epi32(INT32_MIN));\n"
+                   "  u = _mm256_or_si256(u, sign);")
     else:  # a positive y never becomes 0 (the zero-point guard); y <= 0 (or NaN) is 0
         encode = (f"  int32_t k = (int32_t)((u + {half:#x}u) >> {_SHIFT}) - {offset};\n"
                   f"  k = k < 1 ? 1 : k > {top} ? {top} : k;\n"
@@ -250,7 +251,8 @@ def codec_c(signed: bool) -> str:
                    f"  __m256i k = _mm256_add_epi32(_mm256_castps_si256(y), _mm256_set1_epi32({bias}));\n"
                    f"  k = _mm256_srai_epi32(k, {_SHIFT});  /* y < 0: k < 0, then 0 below */\n"
                    f"  k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_set1_epi32(1)), _mm256_set1_epi32({top}));\n"
-                   "  return _mm256_and_si256(k, _mm256_castps_si256(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ)));")
+                   "  __m256 positive = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ);\n"
+                   "  return _mm256_and_si256(k, _mm256_castps_si256(positive));")
         decode8 = (f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(c, _mm256_set1_epi32({offset})), {_SHIFT});\n"
                    "  u = _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), u);")
     return f"""static inline uint8_t encode_{tag}(float y) {{
@@ -308,7 +310,8 @@ static inline float absmax_bits(const float *restrict x, int64_t m) {
 #ifdef __AVX2__
   __m256i t = _mm256_setzero_si256();
   for (; i + 8 <= m; i += 8)
-    t = _mm256_max_epu32(t, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), _mm256_set1_epi32(0x7FFFFFFF)));
+    t = _mm256_max_epu32(t, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)),
+                                             _mm256_set1_epi32(0x7FFFFFFF)));
   __m128i h = _mm_max_epu32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
   h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4E));
   h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xB1));
