@@ -16,8 +16,13 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
                                                # same alternation: ms, ratio to torch's path, and the
                                                # state's bytes (from its tensors) as % of float32's
 
+    python benchmarks/step_speed.py --algorithms adam --layouts t,a,c,e --python-checks
+                                               # add optimlab with its per-step checks in Python
+                                               # (OPTIMLAB_NATIVE=0), timed in the same alternation
+
 Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
-2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024.
+2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024; t one tensor
+of 256 (the step is all per-step host work: its time is the overhead; ms printed to the microsecond).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.faults import STATE_DTYPE_NAMES as STATE_DTYPES  # noqa: E402
-from optimlab.kernels import precision  # noqa: E402
+from optimlab.kernels import native, precision  # noqa: E402
 
 M = 1 << 20
 # (name, optimlab class, torch class, kwargs, torch's fastest flags, bytes per float32 parameter)
@@ -87,6 +92,11 @@ def layout_c() -> list[tuple[int, ...]]:
     return [(int(n),) for n in sizes]
 
 
+def layout_t() -> list[tuple[int, ...]]:
+    """One tensor of 256 parameters: the memory work is nil, the step's time is its host overhead."""
+    return [(256,)]
+
+
 def layout_e() -> list[tuple[int, ...]]:
     """4,000 tensors of 1,024 parameters: where per-tensor overhead, not memory, sets the pace."""
     return [(1024,)] * 4000
@@ -96,11 +106,12 @@ def layout_e() -> list[tuple[int, ...]]:
 # groups, group i with lr * LR_DECAY**i, as layer-wise learning-rate decay in fine-tuning)
 LAYOUTS = {"a": ("a: 1 x 16M", layout_a, 1), "b": ("b: 200 tensors, 16M", layout_b, 1),
            "c": ("c: 2000 tensors, 2M", layout_c, 1), "d": ("d: b in 100 groups", layout_b, 100),
-           "e": ("e: 4000 x 1024", layout_e, 1)}
+           "e": ("e: 4000 x 1024", layout_e, 1), "t": ("t: 1 x 256 (overhead)", layout_t, 1)}
 LR_DECAY = 0.97
 # (algorithm or "*", layout) -> (column, lowest acceptable value): the targets the run is checked
 # against at the end (``--check`` makes a miss the exit status)
-TARGETS = {("adam", "d"): ("ratio", 1.0), ("adam", "e"): ("ratio", 5.0), ("*", "c"): ("%bw", 70.0)}
+TARGETS = {("adam", "d"): ("ratio", 1.0), ("adam", "e"): ("ratio", 5.0), ("*", "c"): ("%bw", 70.0),
+           ("adam", "t"): ("ratio", 1.0)}
 
 
 def rss_mb() -> float:
@@ -185,6 +196,19 @@ def first_step_latency(name: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def python_checks(step) -> None:
+    """``step()`` with optimlab's per-step checks run in Python (``OPTIMLAB_NATIVE=0``)."""
+    before = os.environ.get("OPTIMLAB_NATIVE")
+    os.environ["OPTIMLAB_NATIVE"] = "0"
+    try:
+        step()
+    finally:
+        if before is None:
+            del os.environ["OPTIMLAB_NATIVE"]
+        else:
+            os.environ["OPTIMLAB_NATIVE"] = before
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -202,6 +226,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--python-checks", action="store_true",
+                    help="also time optimlab with its per-step checks in Python (OPTIMLAB_NATIVE=0)")
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
@@ -210,7 +236,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
-          f"optimlab fused={kernels.fused_enabled()}")
+          f"optimlab fused={kernels.fused_enabled()}, per-step checks in "
+          f"{'C' if native.enabled() is not native.python else 'Python'}")
     triad = Triad()
     bw0 = bandwidth(triad, 9)
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
@@ -224,6 +251,8 @@ def main() -> None:
         if d not in STATE_DTYPES:
             ap.error(f"--state-dtypes: unknown {d!r} (allowed: {', '.join(STATE_DTYPES)})")
         header += f" {d + ' ms':>11} {'ratio':>6} {'state%':>6}"
+    if args.python_checks:
+        header += f" {'py-checks ms':>12} {'ratio':>6}"
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
@@ -245,6 +274,11 @@ def main() -> None:
                 for _ in range(4):
                     lopt.step()
             sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
+            if args.python_checks:
+                pp, popt = make_side(shapes, ocls, kw, groups=n_groups)
+                for _ in range(4):
+                    python_checks(popt.step)
+                sides.append(lambda: python_checks(popt.step))
             times = [[] for _ in sides]
             tt, ot, bt = times[0], times[1], []
             for i in range(steps):
@@ -264,14 +298,18 @@ def main() -> None:
             tm, om = statistics.median(tt), statistics.median(ot)
             gbs = bytes_per * n / om / 1e9
             path = "fused" if "fused" in flags else "foreach"
-            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
+            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
                     f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
                     f"{s_t.peak - base_t:10.1f}")
             fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values())
             for lopt, lt in zip(lows, times[2:]):
                 lm = statistics.median(lt)
                 state = sum(precision.state_bytes(st) for st in lopt.state.values())
-                line += f" {lm * 1e3:11.2f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+                line += f" {lm * 1e3:11.3f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+            if args.python_checks:
+                pm = statistics.median(times[-1])
+                line += f" {pm * 1e3:12.3f} {tm / pm:6.2f}"
+                del pp, popt
             del lows, sides
             if args.compiled and lk in ("a", "b"):
                 cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)

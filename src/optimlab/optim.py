@@ -23,6 +23,7 @@ from .algorithms._base import Rule
 from .kernels import precision
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+_FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")  # where torch.optim accepts fused=True
 _PLAIN_SETTINGS = frozenset({bool, int, float, str, type(None), torch.dtype})
 
 

@@ -364,14 +364,19 @@ def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
-           device: torch.device | None = None,
-           tracer: CachedTracer | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
+           device: torch.device | None = None, tracer: CachedTracer | None = None,
+           known: Any = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
     """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs).
 
     ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there.
-    ``tracer``: a set's :class:`CachedTracer`, replaying its last trace when only numbers changed."""
+    ``tracer``: a set's :class:`CachedTracer`, replaying its last trace when only numbers changed;
+    when it returns ``known`` (a trace whose outputs were read before), outputs and fresh names
+    are not read again (None)."""
     inputs = ["param", "grad", *names]
     trace, out = (tracer or trace_rule)(rule.update, inputs, arguments, rule.name, device)
+    if known is not None and trace is known:
+        return trace, None, None, {name: value if isinstance(value, Tensor) else float(value)
+                                   for name, value in out.items() if name in rule.scalar_state}
     outputs: list[tuple[int, int]] = []
     fresh: list[str] = []
     scalar_out: dict[str, float] = {}
@@ -440,7 +445,8 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
                 arguments, device = _arguments(s.values, bucket.round), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
-                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer)
+                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer,
+                    s.trace)
             except Unsupported:
                 return None
             if trace is not s.trace:  # a fresh trace (a replay returns the same one): same structure?
