@@ -187,10 +187,11 @@ class Kernel:
         """Run over ``len(sizes)`` tensors; tensor ``t`` reads its scalars at ``scalars[sets[t]:]``.
 
         ``sizes`` and ``sets`` are ``array("q")``, ``ptrs`` is ``array("q")`` laid out buffer-major
-        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry).
+        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry). The arrays are
+        passed by address (no conversion per call: ctypes passes a Python int as is).
         """
         self.fn(len(sizes), sizes.buffer_info()[0], ptrs.buffer_info()[0], scalars.buffer_info()[0],
-                sets.buffer_info()[0], torch.get_num_threads())
+                sets.buffer_info()[0], _threads())
 
 
 def accepts(dtype: torch.dtype, device: torch.device) -> bool:
@@ -219,6 +220,7 @@ def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], s
 
 
 _data_ptr = torch.Tensor.data_ptr
+_threads = torch.get_num_threads
 
 
 # ---------------------------------------------------------------------------------------------
