@@ -18,21 +18,23 @@ parameter's state dict the same object holding the same tensors at the same addr
 parameters at the same addresses, and the 0-dim ``step`` / scalar state holding the values the
 plan last wrote. Anything a user does between steps - replace a state tensor, reset ``step``,
 ``state.clear()``, ``del state[p]``, a ``st[k] = v.clone()`` loop, ``load_state_dict``,
-``p.data = ...`` - fails one of these checks and the plan is rebuilt from the state as it now
-is, so the step sees exactly what torch.optim's would; in-place edits (``st[k].zero_()``) need
-no check, the kernel reads the memory. One edit is not checked, to keep the check cheap:
-swapping the storage under a state tensor that stays the same object (``st[k].data = t``,
-``st[k].set_(t)``); replace the entry instead (``st[k] = t``). The plan keeps each bucket's
-``step`` counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so
-advancing two thousand counters is one operation; they remain torch's per-parameter 0-dim
-tensors. It also keeps the storages of the tensors it points at, so a stale address is never
-one that was freed.
+``p.data = ...``, a storage swapped under a state tensor (``st[k].set_(t)``, ``st[k].data = t``)
+- fails one of these checks and the plan is rebuilt from the state as it now is, so the step
+sees exactly what torch.optim's would; in-place edits (``st[k].zero_()``) need no check, the
+kernel reads the memory. The per-tensor part of the checks (and reading each gradient's
+address) runs in one C loop per bucket (:mod:`.native`; in Python where it cannot be built, or
+with ``OPTIMLAB_NATIVE=0``), so it costs a few torch attribute reads per tensor and no Python.
+The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
+one small buffer, so advancing two thousand counters is one C loop; they remain torch's
+per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
+address is never one that was freed.
 
 A parameter listed twice in a group runs eagerly, once per listing and in order, as torch.optim's
 default (for-loop) step does; torch warns about such a group when it is added.
 
 Switches: ``OPTIMLAB_FUSED=0`` in the environment, or ``fused=False`` on an optimizer (its
-param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend.
+param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend;
+``OPTIMLAB_NATIVE=0`` runs the per-step checks in Python.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import warnings
 import weakref
 from array import array
 from itertools import chain
-from operator import attrgetter, is_
+from operator import is_
 from typing import Any, Sequence
 
 import torch
@@ -62,10 +64,7 @@ _refused: set[Any] = set()  # structures whose kernel could not be built: not re
 _plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
-_is_contiguous = Tensor.is_contiguous
 _untyped_storage = Tensor.untyped_storage
-_dtype = attrgetter("dtype")
-_grad = attrgetter("grad")
 _values = dict.values
 _ROUND = {torch.float32: lambda x: array("f", (x,))[0], torch.float64: float}  # a number as that dtype
 
