@@ -141,6 +141,8 @@ class Optimizer(torch.optim.Optimizer):
         # the fused kernels take what they can, all groups at once (a differentiable step is never
         # fused); the rest runs the eager reference
         for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams, grads)):
+            if not rest:
+                continue
             before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
                 kernels.hide_state_made_this_step(self, p, before)

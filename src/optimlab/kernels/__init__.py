@@ -103,9 +103,13 @@ def check_capturable(group: dict[str, Any]) -> None:
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
     """False when ``OPTIMLAB_FUSED=0``, or the group says ``fused=False`` or ``differentiable=True``
     (a differentiable step runs the eager rule under autograd)."""
-    if os.environ.get("OPTIMLAB_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
+    if native.switched_off("OPTIMLAB_FUSED"):
         return False
-    return group is None or (group.get("fused") is not False and not group.get("differentiable"))
+    return group is None or _group_fused(group)
+
+
+def _group_fused(group: dict[str, Any]) -> bool:
+    return group.get("fused") is not False and not group.get("differentiable")
 
 
 class _Set:
@@ -190,7 +194,7 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
     checks = native.enabled()  # the per-tensor checks in C (kernels/native.py), else in Python
     if grads is None:
         grads = [p.grad for _, params in work for p in params]
-    flags = [fused_enabled(group) for group, _ in work]
+    flags = [False] * len(work) if native.switched_off("OPTIMLAB_FUSED") else [_group_fused(g) for g, _ in work]
     plan = _plans.get(optimizer)
     if (plan is None or plan.flags != flags or plan.state is not optimizer.state
             or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))
@@ -233,7 +237,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         rest: list[Tensor] = []
         plan.rest.append(rest)
         first, position = position, position + len(params)
-        if not fused_enabled(group) or any(isinstance(v, Tensor) for v in hp.values()):
+        if not flags[index] or any(isinstance(v, Tensor) for v in hp.values()):
             rest.extend(params)
             continue
         listed_twice = _listed_twice(params)

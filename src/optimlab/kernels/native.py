@@ -57,7 +57,7 @@ from torch import Tensor
 
 from . import cpu
 
-__all__ = ["module", "enabled", "python"]
+__all__ = ["module", "enabled", "python", "switched_off"]
 
 SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
@@ -383,11 +383,24 @@ def module() -> Any:
     return _module[0]
 
 
+_OFF = frozenset({"0", "false", "no", "off"})
+_environ = getattr(os.environ, "_data", None)  # CPython's own dict behind os.environ (bytes keys)
+
+
+def switched_off(name: str) -> bool:
+    """True when the environment variable ``name`` says 0 / false / no / off (read every call:
+    a test or a user may set it between steps)."""
+    if type(_environ) is dict and sys.platform != "win32":  # one dict lookup, no Python-level Mapping.get
+        value = _environ.get(name.encode())
+        return value is not None and value.decode(errors="replace").strip().lower() in _OFF
+    return os.environ.get(name, "1").strip().lower() in _OFF
+
+
 def enabled() -> Any:
     """The compiled module, or :data:`python` when ``OPTIMLAB_NATIVE=0`` or it cannot be built."""
-    if os.environ.get("OPTIMLAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off("OPTIMLAB_NATIVE"):
         return python
-    return module() or python
+    return _module[0] or python if _module else module() or python
 
 
 class _Python:
