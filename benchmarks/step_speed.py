@@ -16,9 +16,11 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
                                                # same alternation: ms, ratio to torch's path, and the
                                                # state's bytes (from its tensors) as % of float32's
 
-    python benchmarks/step_speed.py --algorithms adam --layouts t,a,c,e --python-checks
+    python benchmarks/step_speed.py --algorithms adam --layouts t,a,c,e --python-checks --threads 1 --cpu-time
                                                # add optimlab with its per-step checks in Python
-                                               # (OPTIMLAB_NATIVE=0), timed in the same alternation
+                                               # (OPTIMLAB_NATIVE=0), timed in the same alternation;
+                                               # --cpu-time (one thread) times each step's own work,
+                                               # which a saturated shared machine does not distort
 
 Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
 2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024; t one tensor
@@ -214,10 +216,14 @@ def python_checks(step) -> None:
             os.environ["OPTIMLAB_NATIVE"] = before
 
 
+CLOCK = [time.perf_counter]  # --cpu-time: time.thread_time
+
+
 def timed(fn) -> float:
-    t = time.perf_counter()
+    clock = CLOCK[0]
+    t = clock()
     fn()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def main() -> None:
@@ -231,6 +237,9 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time every side (and the triad) by the CPU time of this thread, not the wall clock: "
+                         "on a shared, saturated machine a step's own work, not its waits (use with --threads 1)")
     ap.add_argument("--python-checks", action="store_true",
                     help="also time optimlab with its per-step checks in Python (OPTIMLAB_NATIVE=0)")
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
@@ -239,8 +248,13 @@ def main() -> None:
     steps = args.steps or (20 if args.quick else 30)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        if torch.get_num_threads() != 1:
+            ap.error("--cpu-time counts this thread only: give --threads 1")
+        CLOCK[0] = time.thread_time
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
+    print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps "
+          f"({'CPU time of this thread' if args.cpu_time else 'wall clock'}); "
           f"optimlab fused={kernels.fused_enabled()}, per-step checks in "
           f"{'Python (no kernels.native)' if native is None else 'C' if native.enabled() is not native.python else 'Python'}")
     triad = Triad()

@@ -41,6 +41,7 @@ import ctypes
 import hashlib
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import sys
 import sysconfig
@@ -67,10 +68,34 @@ SOURCE = r"""
 
 static PyObject *s_grad, *s_data_ptr, *s_dtype, *s_is_contiguous, *s_numel, *s_is_sparse, *s_is_complex;
 static PyTypeObject *tensor_type, *parameter_type;
+/* torch's own C descriptors of these names (the objects `Tensor.<name>` finds), or NULL: for a
+   plain Tensor / Parameter they are called directly, which is what the attribute lookup would
+   call, without the lookup */
+static PyObject *d_grad, *d_data_ptr, *d_dtype, *d_is_contiguous, *d_numel, *d_is_sparse, *d_is_complex;
+
+static inline int plain(PyObject *obj) {
+    PyTypeObject *t = Py_TYPE(obj);
+    return t == tensor_type || t == parameter_type;
+}
+
+/* obj.name() */
+static PyObject *method0(PyObject *obj, PyObject *name) {
+    PyObject *d = name == s_data_ptr ? d_data_ptr : name == s_numel ? d_numel
+                : name == s_is_contiguous ? d_is_contiguous : name == s_is_complex ? d_is_complex : NULL;
+    if (d != NULL && plain(obj)) return PyObject_Vectorcall(d, &obj, 1, NULL);
+    return PyObject_CallMethodNoArgs(obj, name);
+}
+
+/* obj.name */
+static PyObject *attr(PyObject *obj, PyObject *name) {
+    PyObject *d = name == s_grad ? d_grad : name == s_dtype ? d_dtype : name == s_is_sparse ? d_is_sparse : NULL;
+    if (d != NULL && plain(obj)) return Py_TYPE(d)->tp_descr_get(d, obj, (PyObject *)Py_TYPE(obj));
+    return PyObject_GetAttr(obj, name);
+}
 
 /* obj.name() as an int64; -1 with an exception set on failure (check PyErr_Occurred) */
 static int64_t call_int(PyObject *obj, PyObject *name) {
-    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
+    PyObject *r = method0(obj, name);
     if (r == NULL) return -1;
     int64_t v = PyLong_AsLongLong(r);
     Py_DECREF(r);
@@ -79,7 +104,7 @@ static int64_t call_int(PyObject *obj, PyObject *name) {
 
 /* obj.name() as a truth value: 1, 0, or -1 with an exception set */
 static int call_bool(PyObject *obj, PyObject *name) {
-    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
+    PyObject *r = method0(obj, name);
     if (r == NULL) return -1;
     int v = PyObject_IsTrue(r);
     Py_DECREF(r);
@@ -87,22 +112,35 @@ static int call_bool(PyObject *obj, PyObject *name) {
 }
 
 static int get_bool(PyObject *obj, PyObject *name) {
-    PyObject *r = PyObject_GetAttr(obj, name);
+    PyObject *r = attr(obj, name);
     if (r == NULL) return -1;
     int v = PyObject_IsTrue(r);
     Py_DECREF(r);
     return v;
 }
 
+/* set_types(Tensor, Parameter, grad, data_ptr, dtype, is_contiguous, numel, is_sparse, is_complex):
+   the descriptors are torch's C getters (grad, dtype, is_sparse) and methods, or None */
 static PyObject *set_types(PyObject *self, PyObject *const *args, Py_ssize_t n) {
-    if (n != 2 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "set_types(Tensor, Parameter)");
+    if (n != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_types(Tensor, Parameter, 7 descriptors or None)");
         return NULL;
     }
-    Py_XDECREF(tensor_type); Py_XDECREF(parameter_type);
-    Py_INCREF(args[0]); Py_INCREF(args[1]);
-    tensor_type = (PyTypeObject *)args[0];
-    parameter_type = (PyTypeObject *)args[1];
+    for (int i = 2; i < 9; i++) {
+        if (args[i] == Py_None) continue;
+        int getter = i == 2 || i == 4 || i == 7;
+        if (getter ? Py_TYPE(args[i])->tp_descr_get == NULL : !PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_types: not a descriptor");
+            return NULL;
+        }
+    }
+    PyObject **slots[9] = {(PyObject **)&tensor_type, (PyObject **)&parameter_type, &d_grad, &d_data_ptr,
+                           &d_dtype, &d_is_contiguous, &d_numel, &d_is_sparse, &d_is_complex};
+    for (int i = 0; i < 9; i++) {
+        PyObject *value = args[i] == Py_None ? NULL : args[i];
+        Py_XINCREF(value);
+        Py_XSETREF(*slots[i], value);
+    }
     Py_RETURN_NONE;
 }
 
@@ -122,7 +160,7 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
     long flags = 0;
     if (out == NULL) goto fail;
     for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *g = PyObject_GetAttr(items[i], s_grad);
+        PyObject *g = attr(items[i], s_grad);
         if (g == NULL) goto fail;
         if (g == Py_None) { Py_DECREF(g); continue; }
         if (!(flags & 1)) {
@@ -255,7 +293,7 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         Py_INCREF(g);
         PyList_SET_ITEM(grads, t, g);  /* the list owns it (a None fails the type check below) */
         if (Py_TYPE(g) != tensor_type && Py_TYPE(g) != parameter_type) { ok = 0; break; }
-        PyObject *gd = PyObject_GetAttr(g, s_dtype);
+        PyObject *gd = attr(g, s_dtype);
         if (gd == NULL) goto error;
         Py_DECREF(gd);  /* dtypes are singletons: identity is equality */
         if (gd != dtype) { ok = 0; break; }
@@ -360,8 +398,20 @@ def _import(lib: ctypes.CDLL, path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(NAME, str(path), loader=loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
-    mod.set_types(torch.Tensor, torch.nn.Parameter)
+    mod.set_types(torch.Tensor, torch.nn.Parameter, *map(_descriptor, DESCRIPTORS))
     return mod
+
+
+DESCRIPTORS = ("grad", "data_ptr", "dtype", "is_contiguous", "numel", "is_sparse", "is_complex")
+
+
+def _descriptor(name: str) -> Any:
+    """torch's C descriptor that ``Tensor.<name>`` and ``Parameter.<name>`` both find, or None
+    (then the C checks look the name up on each tensor, as Python would)."""
+    found = inspect.getattr_static(torch.Tensor, name, None)
+    if type(found).__name__ not in ("method_descriptor", "getset_descriptor"):
+        return None
+    return found if inspect.getattr_static(torch.nn.Parameter, name, None) is found else None
 
 
 def module() -> Any:
