@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
-from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS  # noqa: E402
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS, python_checks  # noqa: E402
 
 START = time.perf_counter()
 DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
@@ -264,23 +264,9 @@ def host_ms(opt, steps: int = 20) -> float:
     return statistics.median(times)
 
 
-def python_checks(step) -> None:
-    """``step()`` with optimlab's per-step checks in Python (``OPTIMLAB_NATIVE=0``)."""
-    before = os.environ.get("OPTIMLAB_NATIVE")
-    os.environ["OPTIMLAB_NATIVE"] = "0"
-    try:
-        step()
-    finally:
-        if before is None:
-            del os.environ["OPTIMLAB_NATIVE"]
-        else:
-            os.environ["OPTIMLAB_NATIVE"] = before
-
-
 def host_table(budget: float, names: tuple[str, ...]) -> None:
     """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
     (checks in Python), and each side's full step time (host + kernels, 5 steps between events)."""
-    LAYOUTS.setdefault("t", ("t: 1 x 256 (overhead)", lambda: [(256,)], 1))
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
           f"{'py-checks':>10} {'torch step':>10} {'ours step':>10}   (ms)")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
