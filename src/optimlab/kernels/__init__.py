@@ -23,9 +23,10 @@ plan last wrote. Anything a user does between steps - replace a state tensor, re
 the state as it now is, so the step sees exactly what torch.optim's would; in-place edits
 (``st[k].zero_()``) need no check, the kernel reads the memory. One edit is not checked, to keep
 the check cheap: swapping the storage under a dense state tensor alone (``st["exp_avg"].set_(t)``
-or ``.data = t`` on it, with the ``step`` left as it is); replace the entry instead (``st[k] = t``). The per-tensor part of the checks (and reading each gradient's
-address) runs in one C loop per bucket (:mod:`.native`; in Python where it cannot be built, or
-with ``OPTIMLAB_NATIVE=0``), so it costs a few torch attribute reads per tensor and no Python.
+or ``.data = t`` on it, with the ``step`` left as it is); replace the entry instead
+(``st[k] = t``). The per-tensor part of the checks (and reading each gradient's address) runs
+in one C loop per bucket (:mod:`.native`; in Python where it cannot be built, or with
+``OPTIMLAB_NATIVE=0``), so it costs a few torch attribute reads per tensor and no Python.
 The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
 one small buffer, so advancing two thousand counters is one C loop; they remain torch's
 per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
@@ -215,8 +216,8 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
             stats["eager_tensors"] += sum(len(params) for _, params in work)
             return [list(params) for _, params in work]
     stale = plan.transient
-    for bucket, (grads, values, outs) in zip(plan.buckets, scalars):
-        stale |= _run_bucket(optimizer, bucket, grads, values, outs, checks)
+    for bucket, (bucket_grads, values, outs) in zip(plan.buckets, scalars):
+        stale |= _run_bucket(optimizer, bucket, bucket_grads, values, outs, checks)
     if stale:  # new state entries appeared, or some tensors were eager for this step only
         del _plans[optimizer]
     rest = [list(r) for r in plan.rest]
