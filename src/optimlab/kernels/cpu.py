@@ -99,6 +99,17 @@ class CSource:
 
     #: segments start at multiples of this within each tensor (block-wise state: its block size)
     align = 1
+    #: C type of the element index ``j`` (a segment holds at most ``CHUNK`` elements)
+    index = "int64_t"
+    #: when set, the element loop runs block by block (``block`` elements from ``q``, ``m`` of them
+    #: in a segment's last block), with :meth:`block_begin` / :meth:`block_end` around each block
+    block: int | None = None
+
+    def block_begin(self) -> list[str]:  # C lines before a block's element loop
+        return []
+
+    def block_end(self) -> list[str]:  # C lines after a block's element loop
+        return []
 
     def after_loop(self) -> list[str]:  # C lines ending a segment, after its element loop
         return []
@@ -121,7 +132,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     for i in needed:
         if trace.nodes[i][0] == "scalar":
             lines.append(f"  const T t{i} = {source.scalar(trace.nodes[i][1])};")
-    lines.append("  for (int64_t j = 0; j < n; j++) {")
+    body = []
     for i in needed:
         op, *args = trace.nodes[i]
         if op == "scalar":
@@ -132,10 +143,16 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
             expr = OPS[op].emit_c([f"t{a}" for a in args], T)
         else:
             raise Unsupported(f"no C for node {op}", op=op)
-        lines.append(f"    const T t{i} = {expr};")
-    for buffer, node in outputs:
-        lines.append("    " + source.store(buffer, f"t{node}"))
-    lines.append("  }")
+        body.append(f"const T t{i} = {expr};")
+    body += [source.store(buffer, f"t{node}") for buffer, node in outputs]
+    if source.block is None:
+        lines += [f"  for ({source.index} j = 0; j < n; j++) {{", *("    " + b for b in body), "  }"]
+    else:
+        size = source.block
+        lines += [f"  for (int64_t q = 0; q < n; q += {size}) {{",
+                  f"    const int64_t m = n - q < {size} ? n - q : {size};", *source.block_begin(),
+                  f"    for ({source.index} j = q; j < q + m; j++) {{", *("      " + b for b in body), "    }",
+                  *source.block_end(), "  }"]
     lines += source.after_loop()
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))

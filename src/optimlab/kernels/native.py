@@ -19,12 +19,13 @@ torch version:
     ``state`` (a dict) holds exactly ``keys`` -> ``values`` (by identity), in that order.
 ``gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)``
     the bucket's check: every parameter at its address; its gradient (``grads[index[t]]``, as
-    ``with_grads`` collected them this step) a plain tensor of ``dtype``,
-    contiguous, of its size (a sparse gradient fails the contiguity call, which is caught); each
-    state dict holding exactly ``values`` (by identity, in order) and each of those tensors at
-    its address in ``value_ptrs`` (0: not checked; the dispatcher checks the 0-dim counters) -
-    which catches a storage swapped under one (``st["step"].set_(t)``, ``.data = t``). Writes the gradients' addresses to
-    ``ptrs[at:at + n]`` and returns the gradients, or None on any mismatch (nothing else written).
+    ``with_grads`` collected them this step) a plain tensor of ``dtype``, contiguous, of its
+    size (a sparse gradient fails the contiguity call, which is caught); each state dict holding
+    exactly ``values`` (by identity, in order) and each of those tensors at its address in
+    ``value_ptrs`` (0: not checked; the dispatcher checks the 0-dim counters) - which catches a
+    storage swapped under one (``st["step"].set_(t)``, ``.data = t``). Writes the gradients'
+    addresses to ``ptrs[at:at + n]`` and returns the gradients, or None on any mismatch (nothing
+    else written).
 ``same_bytes(a, b, nbytes)``, ``advance(address, n, double)``, ``fill(address, n, value, double)``
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
