@@ -56,7 +56,8 @@
       draw();
       note(`${map.label} on ${map.landscape} from (${map.start.map((v) => lab.fmt(v, 4)).join(", ")}), ` +
            `${map.steps} steps, tol ${lab.fmt(map.tol)}: ${map.lrs.length} × ${map.betas.length} runs computed in ` +
-           `${lab.fmt(map.elapsed_s, 2)} s as one batched engine run. Click a cell to run it.`);
+           `${lab.fmt(map.elapsed_s, 2)} s as one batched engine run. Grey: not within tol in ${map.steps} steps; red: diverged. ` +
+           "Click a cell to run it.");
       document.body.dataset.stability = "ready";
     } catch (e) {
       note(`the map could not be computed: ${e.message}`);
