@@ -483,13 +483,16 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     starts, ends, seen = [], [], set()
     for task in protocol.tasks:
         for opt in protocol.optimizers:
-            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {}})
+            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {},
+                                                                      "bounds": {}})
             names = [("tune", n) for n in study_names(protocol, "tune") if n.startswith(f"tune/{task}/{opt}/")]
             names += [("eval", f"eval/{task}/{opt}"), ("default", f"default/{task}/{opt}")]
             for phase, name in names:
                 for t in _load(storage, name).get_trials(deepcopy=False):
                     if t.state == optuna.trial.TrialState.COMPLETE and phase == "tune":
                         entry["space"] = {k: _describe(d) for k, d in t.distributions.items()}
+                        entry["bounds"] = {k: [d.low, d.high, bool(getattr(d, "log", False))]
+                                           for k, d in t.distributions.items() if hasattr(d, "low")}
                     if t.state == optuna.trial.TrialState.COMPLETE and (name, _unit(t.user_attrs)) in seen:
                         continue  # a duplicate unit (defensive: workers skip them)
                     if t.state == optuna.trial.TrialState.COMPLETE:
@@ -503,6 +506,26 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     raw["__span__"] = (max(ends) - min(starts)).total_seconds() if starts else 0.0
     raw["__started__"] = min(starts).strftime("%Y-%m-%d %H:%M UTC") if starts else None
     return raw
+
+
+def search_edge(params: dict, bounds: dict, cells: int) -> list[str]:
+    """Where a study's best point lies on the edge of its search range: ``["lr high", ...]``.
+
+    A value is on the edge when it falls in the outermost ``1 / cells`` of its range (log scale for a
+    log range), the cell beyond which the study sampled nothing (with ``cells`` = trials, a scrambled
+    Sobol sequence puts one point in each): a better value may lie outside the range, so the range
+    is too narrow for that (task, optimizer)."""
+    out = []
+    for name, (low, high, log) in sorted(bounds.items()):
+        x = params.get(name)
+        if x is None or not high > low:
+            continue
+        u = (math.log(x / low) / math.log(high / low)) if log else (x - low) / (high - low)
+        if u < 1 / cells:
+            out.append(f"{name} low")
+        elif u > 1 - 1 / cells:
+            out.append(f"{name} high")
+    return out
 
 
 def _describe(distribution) -> str:
@@ -529,7 +552,8 @@ def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
             for s in range(protocol.studies):
                 mine = [(r, e) for r, e in zip(reach, evals) if e["study"] == s]
                 best_lr = mine[0][1]["params"].get("lr") if mine else None
-                studies.append({"study": s, "lr": best_lr, "steps": median_inf(r[0] for r, _ in mine) if mine else math.inf,
+                edge = search_edge(mine[0][1]["params"], rows[opt].get("bounds", {}), protocol.trials) if mine else []
+                studies.append({"study": s, "lr": best_lr, "edge": edge, "steps": median_inf(r[0] for r, _ in mine) if mine else math.inf,
                                 "seconds": median_inf(r[1] for r, _ in mine) if mine else math.inf,
                                 "reached": sum(math.isfinite(r[0]) for r, _ in mine), "seeds": len(mine)})
             finals = [e["run"]["final"] for e in evals]
