@@ -163,7 +163,7 @@ def plot_profile(result: dict, path) -> None:
     from . import plots
     plt = plots._plt()
     opts = list(result["protocol"]["optimizers"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110, sharey=True)
     for ax, kind in zip(axes, ("seconds", "steps")):
         for i, o in enumerate(opts):
             ax.step(result["taus"], result[f"profile_{kind}"][o], where="post", linewidth=1.6,
@@ -172,7 +172,9 @@ def plot_profile(result: dict, path) -> None:
         ax.set_title(f"performance profile: {kind} to target")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="optimizer (score)")
+        # below the axes: inside, the legend hid steps of the profile
+        ax.legend(fontsize=8, title="optimizer (score)", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  ncol=min(4, len(opts)))
     axes[0].set_ylabel("fraction of tasks")
     plots._save(fig, path)
 
