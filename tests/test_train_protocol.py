@@ -303,3 +303,25 @@ def test_a_unit_enqueued_twice_runs_once(tmp_path):
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(t.params["lr"] for t in done) == sorted(p["lr"] for p in points)
+
+
+def test_workers_never_pop_the_same_trial(tmp_path):
+    """SQLite ignores SELECT ... FOR UPDATE: without the file lock two workers popped one trial."""
+    import threading
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    study = P._load(P._storage(url), "s", create=True)
+    for i in range(40):
+        study.enqueue_trial({"lr": 1e-3}, user_attrs={"index": i})
+    popped, barrier = [], threading.Barrier(4)
+
+    def worker():
+        mine = P._load(P._storage(url), "s")
+        barrier.wait()
+        while (tid := P.pop_trial(mine, url)) is not None:
+            popped.append(tid)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(popped) == sorted(t._trial_id for t in study.get_trials(deepcopy=False))  # each once

@@ -291,20 +291,34 @@ def work(url: str, names: list[str], protocol: Protocol, worker: int = 0,
     ran = 0
     for name in order:
         study = _load(storage, name)
-        while (tid := study._pop_waiting_trial_id()) is not None:
+        while (tid := pop_trial(study, url)) is not None:
             trial = optuna.Trial(study, tid)
             if _duplicate(study, trial):  # the same unit enqueued twice (two machines preparing at once)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             try:
                 run_trial(study, trial, protocol)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker popped the same trial and finished it first: its result stands
             except BaseException:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if storage.get_trial(tid).state == optuna.trial.TrialState.RUNNING:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
             ran += 1
             if on_trial is not None:
                 on_trial(name, trial)
     return ran
+
+
+def pop_trial(study, url: str) -> int | None:
+    """The id of a waiting trial of ``study``, now RUNNING and this caller's alone; None when none waits.
+
+    Optuna's pop reads the WAITING trials, then sets one RUNNING under ``SELECT ... FOR UPDATE``,
+    which SQLite ignores: two workers could pop the same trial and both train it (seen on this
+    machine: the second then failed to store its result and its worker died). On a SQLite file the
+    pop is therefore serialised by the file lock the enqueueing takes; a server database locks the row."""
+    with _enqueue_lock(url):
+        return study._pop_waiting_trial_id()
 
 
 def _unit(attrs: dict) -> tuple:
@@ -612,8 +626,9 @@ def _nanrange(values) -> list[float]:
     return [min(v), max(v)] if v else [math.nan, math.nan]
 
 
-def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
-    """The seed's practical advice, measured (time to target in training seconds; 95% intervals)."""
+def verdicts(protocol: Protocol, result: dict, kind: str = "steps") -> list[dict[str, Any]]:
+    """The seed's practical advice, measured (time to target in ``kind``: steps by default, as the
+    seconds of a shared machine depend on its load when each run ran; 95% intervals)."""
     tasks = result["tasks"]
     out = []
     opts = protocol.optimizers
@@ -631,14 +646,14 @@ def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
     if "adam" in opts and "rmsprop" in opts:
         parts, statuses = [], []
         for t in tasks:
-            point, lo, hi = bootstrap_ratio(tasks[t]["optimizers"]["rmsprop"]["run_seconds"],
-                                            tasks[t]["optimizers"]["adam"]["run_seconds"])
+            point, lo, hi = bootstrap_ratio(tasks[t]["optimizers"]["rmsprop"][f"run_{kind}"],
+                                            tasks[t]["optimizers"]["adam"][f"run_{kind}"])
             statuses.append(verdict(lo, hi))
             parts.append(f"{t} {_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}]")
         status = ("holds" if "holds" in statuses else
                   "does not hold" if all(s == "does not hold" for s in statuses) else "inconclusive")
         out.append({"claim": "RMSProp sometimes beats Adam",
-                    "test": "per task, median time to target of tuned RMSProp / tuned Adam over all evaluation "
+                    "test": f"per task, median {kind} to target of tuned RMSProp / tuned Adam over all evaluation "
                             "runs, 95% bootstrap interval; holds if some task's interval lies below 1",
                     "numbers": "; ".join(parts), "verdict": status})
     sparse = [t for t in tasks if "sparse" in t]
@@ -646,10 +661,10 @@ def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
         t = sparse[0]
         row = tasks[t]["optimizers"]
         others = [o for o in opts if o != "adagrad"]
-        rival = min(others, key=lambda o: (row[o]["seconds"], row[o]["steps"]))
-        point, lo, hi = bootstrap_ratio(row["adagrad"]["run_seconds"], row[rival]["run_seconds"])
+        rival = min(others, key=lambda o: (row[o][kind], row[o]["seconds"], row[o]["steps"]))
+        point, lo, hi = bootstrap_ratio(row["adagrad"][f"run_{kind}"], row[rival][f"run_{kind}"])
         out.append({"claim": "AdaGrad for sparse features",
-                    "test": f"on {t}, median time to target of tuned AdaGrad / the fastest other optimizer "
+                    "test": f"on {t}, median {kind} to target of tuned AdaGrad / the fastest other optimizer "
                             f"({rival}), 95% bootstrap interval; holds if below 1",
                     "numbers": f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}]",
                     "verdict": verdict(lo, hi)})
