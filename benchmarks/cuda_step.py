@@ -11,7 +11,11 @@ What it prints, each section on its own so that one failing cell does not hide t
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
 5. block-size sweep on Adam, layout a (the table uses the best);
-6. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
+6. host work per step: the time ``opt.step()`` takes to return (kernels queued, not waited for)
+   on layout a and on layout t (one tensor of 256: nothing but host work), optimlab with its
+   per-step checks in C and in Python (``OPTIMLAB_NATIVE=0``) beside torch's path; a step whose
+   host time exceeds its kernels' time is bound by the host (issue 14's layout-a regression);
+7. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
    kernels alone, no host work). The speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
    tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
    CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
@@ -44,7 +48,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
-from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS  # noqa: E402
+from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS, python_checks  # noqa: E402
 
 START = time.perf_counter()
 DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
@@ -247,6 +251,47 @@ def time_pair(topt, oopt, samples: int, per_sample: int = 5) -> tuple[float, flo
     return statistics.median(tt), statistics.median(ot)
 
 
+def host_ms(opt, steps: int = 20) -> float:
+    """Median milliseconds for ``opt.step()`` to return, the device drained before each (so the
+    queue never blocks the host): the step's host work alone."""
+    times = []
+    for _ in range(steps):
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def host_table(budget: float, names: tuple[str, ...]) -> None:
+    """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
+    (checks in Python), and each side's full step time (host + kernels, 5 steps between events)."""
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
+          f"{'py-checks':>10} {'torch step':>10} {'ours step':>10}   (ms)")
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
+        try:
+            class Python:  # the same optimizer, stepped with the checks in Python
+                @staticmethod
+                def step():
+                    python_checks(oopt.step)
+            for opt in (topt, oopt, Python):
+                for _ in range(3):
+                    opt.step()
+            hosts = [[], [], []]
+            for i in range(3):  # alternate the three sides
+                for k, opt in (enumerate((topt, oopt, Python)) if i % 2 == 0 else
+                               reversed(list(enumerate((topt, oopt, Python))))):
+                    hosts[k].append(host_ms(opt, 7))
+            th, oh, ph = (statistics.median(h) for h in hosts)
+            ts, os_ = cuda_time(topt.step, 5), cuda_time(oopt.step, 5)
+            bound = "  host-bound" if oh > 0.9 * os_ else ""
+            print(f"{name:<13} {label:<21} {path:<10} {th * 1e3:10.3f} {oh * 1e3:10.3f} {ph * 1e3:10.3f} "
+                  f"{ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
+        except Exception:
+            print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
 def sweep(samples: int) -> None:
     """Block size x blocks per program x warps, Adam on layout a; keeps the fastest."""
     from optimlab.kernels import triton_gpu
@@ -383,7 +428,7 @@ def main() -> None:
     ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                     help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,graphs")
+    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,host,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -418,6 +463,9 @@ def main() -> None:
     if "sweep" not in skip:
         section("block-size sweep: Adam, layout a")
         sweep(samples)
+    if "host" not in skip:
+        section("host work per step (opt.step() returning, device drained before each), layouts t and a")
+        host_table(args.budget, tuple(args.algorithms.split(",")))
     section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
     speed_table(samples, triad, args.layouts.split(","), args.budget, tuple(args.algorithms.split(",")))
     if "graphs" not in skip and DEVICE == "cuda":

@@ -4,7 +4,8 @@ Runs ``optimlab bench`` (the command line itself, in this process) once per task
 with the learning rate fixed at the task's default (a one-point grid, so the three storages are
 compared at the same LR), then a long run for stability, and writes a markdown table and a plot:
 
-    python benchmarks/precision_quality.py --out out/precision            # the set (< 15 min on 2 cores)
+    python benchmarks/precision_quality.py --out out/precision            # the set (~20 min on 2 cores)
+    python benchmarks/precision_quality.py --out out/precision --long-steps 10000   # a shorter long run
     python benchmarks/precision_quality.py --out out/precision --report   # table + plot from saved JSON
 
 A storage passes on a task when its median steps to target and its mean final metric both lie
@@ -30,7 +31,8 @@ from optimlab.train.tasks import get_task  # noqa: E402
 STATES = ("float32", "bfloat16", "int8")
 #: (task, steps) sized so that the whole set fits in 15 minutes on the shared 2-core machine
 RUNS = (("digits-mlp", 600), ("digits-cnn", 400), ("char-lstm", 120))
-LONG = ("digits-mlp", 10_000)
+#: the long stability run: (task, default steps; --long-steps changes them)
+LONG = ("digits-mlp", 20_000)
 
 
 def bench_args(task: str, steps: int, state: str, seeds: int, out: Path) -> list[str]:
@@ -49,7 +51,7 @@ def spread(runs: list[dict], key: str) -> tuple[float, float] | None:
     return (min(values), max(values)) if values else None
 
 
-def report(out: Path) -> str:
+def report(out: Path, long_steps: int = LONG[1]) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -84,7 +86,7 @@ def report(out: Path) -> str:
         ax.set_title(f"{task} (Adam, lr {t.default_lr:g}): {t.metric_name}")
         ax.set_xlabel("step")
         ax.legend()
-    task, steps = LONG
+    task, steps = LONG[0], long_steps
     ax = axes[-1]
     lines += ["", f"Long run: {task}, {steps} steps, seed 1, Adam lr {get_task(task).default_lr:g}", "",
               "| state | diverged | final metric | best metric | last train loss (mean of last 100 steps) |",
@@ -110,11 +112,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/precision"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--report", action="store_true", help="only the table and plot, from saved results")
+    ap.add_argument("--long-steps", type=int, default=LONG[1], help=f"steps of the long run on {LONG[0]}")
     args = ap.parse_args()
     if not args.report:
         start = time.perf_counter()
         jobs = [(task, steps, state, args.seeds) for task, steps in RUNS for state in STATES]
-        jobs += [(LONG[0], LONG[1], state, 1) for state in STATES]
+        jobs += [(LONG[0], args.long_steps, state, 1) for state in STATES]
         for task, steps, state, seeds in jobs:
             argv = bench_args(task, steps, state, seeds, args.out)
             print("optimlab " + " ".join(argv), flush=True)
@@ -123,7 +126,7 @@ def main() -> None:
                 raise SystemExit(f"optimlab bench failed: {argv}")
             print(f"  {time.perf_counter() - t:.0f} s", flush=True)
         print(f"all runs: {time.perf_counter() - start:.0f} s")
-    print(report(args.out))
+    print(report(args.out, args.long_steps))
     print(f"plot: {args.out / 'precision_quality.png'}")
 
 

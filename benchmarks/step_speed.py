@@ -14,10 +14,19 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
     python benchmarks/step_speed.py --state-dtypes bfloat16,int8 --algorithms adam,nadam,rmsprop --layouts a,b
                                                # add optimlab with low-precision state, timed in the
                                                # same alternation: ms, ratio to torch's path, and the
-                                               # state's bytes (from its tensors) as % of float32's
+                                               # state's bytes (from its tensors) as % of float32's;
+                                               # targets (--check): bfloat16 >= 1.3x, int8 >= 1.6x
+                                               # torch's path, int8 state <= 27% of float32's
+
+    python benchmarks/step_speed.py --algorithms adam --layouts t,a,c,e --python-checks --threads 1 --cpu-time
+                                               # add optimlab with its per-step checks in Python
+                                               # (OPTIMLAB_NATIVE=0), timed in the same alternation;
+                                               # --cpu-time (one thread) times each step's own work,
+                                               # which a saturated shared machine does not distort
 
 Layouts: a one 16M tensor; b 200 tensors / 16M (a small transformer); c 2,000 small tensors /
-2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024.
+2M; d layout b in 100 param groups (layer-wise lr decay); e 4,000 tensors of 1,024; t one tensor
+of 256 (the step is all per-step host work: its time is the overhead; ms printed to the microsecond).
 """
 
 from __future__ import annotations
@@ -40,6 +49,11 @@ import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.faults import STATE_DTYPE_NAMES as STATE_DTYPES  # noqa: E402
 from optimlab.kernels import precision  # noqa: E402
+
+try:
+    from optimlab.kernels import native  # noqa: E402
+except ImportError:  # an optimlab from before the checks moved to C (for before/after runs)
+    native = None
 
 M = 1 << 20
 # (name, optimlab class, torch class, kwargs, torch's fastest flags, bytes per float32 parameter)
@@ -87,6 +101,11 @@ def layout_c() -> list[tuple[int, ...]]:
     return [(int(n),) for n in sizes]
 
 
+def layout_t() -> list[tuple[int, ...]]:
+    """One tensor of 256 parameters: the memory work is nil, the step's time is its host overhead."""
+    return [(256,)]
+
+
 def layout_e() -> list[tuple[int, ...]]:
     """4,000 tensors of 1,024 parameters: where per-tensor overhead, not memory, sets the pace."""
     return [(1024,)] * 4000
@@ -96,11 +115,18 @@ def layout_e() -> list[tuple[int, ...]]:
 # groups, group i with lr * LR_DECAY**i, as layer-wise learning-rate decay in fine-tuning)
 LAYOUTS = {"a": ("a: 1 x 16M", layout_a, 1), "b": ("b: 200 tensors, 16M", layout_b, 1),
            "c": ("c: 2000 tensors, 2M", layout_c, 1), "d": ("d: b in 100 groups", layout_b, 100),
-           "e": ("e: 4000 x 1024", layout_e, 1)}
+           "e": ("e: 4000 x 1024", layout_e, 1), "t": ("t: 1 x 256 (overhead)", layout_t, 1)}
 LR_DECAY = 0.97
-# (algorithm or "*", layout) -> (column, lowest acceptable value): the targets the run is checked
-# against at the end (``--check`` makes a miss the exit status)
-TARGETS = {("adam", "d"): ("ratio", 1.0), ("adam", "e"): ("ratio", 5.0), ("*", "c"): ("%bw", 70.0)}
+# (algorithm or "*", layout or "*", column, bound): the targets the run is checked against at the
+# end (``--check`` makes a miss the exit status). A positive bound is the lowest acceptable value,
+# a negative one minus the highest. Columns of a low-precision state dtype D (with --state-dtypes)
+# are "ratio D" (torch's time over optimlab's with that state) and "state% D" (its state's bytes,
+# from the tensors, over float32's); a target on a column the run did not measure is skipped.
+LOW_PRECISION = ("adam", "nadam", "rmsprop")  # against torch's fastest path: fused Adam, foreach others
+TARGETS = [("adam", "d", "ratio", 1.0), ("adam", "e", "ratio", 5.0), ("*", "c", "%bw", 70.0),
+           ("adam", "t", "ratio", 1.0)]
+TARGETS += [(name, layout, column, bound) for name in LOW_PRECISION for layout in ("a", "b")
+            for column, bound in (("ratio bfloat16", 1.3), ("ratio int8", 1.6), ("state% int8", -27.0))]
 
 
 def rss_mb() -> float:
@@ -185,10 +211,34 @@ def first_step_latency(name: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def checks_where() -> str:
+    """Where optimlab's per-step checks run in this process."""
+    if native is None:
+        return "Python (no kernels.native)"
+    return "C" if native.enabled() is not native.python else "Python"
+
+
+def python_checks(step) -> None:
+    """``step()`` with optimlab's per-step checks run in Python (``OPTIMLAB_NATIVE=0``)."""
+    before = os.environ.get("OPTIMLAB_NATIVE")
+    os.environ["OPTIMLAB_NATIVE"] = "0"
+    try:
+        step()
+    finally:
+        if before is None:
+            del os.environ["OPTIMLAB_NATIVE"]
+        else:
+            os.environ["OPTIMLAB_NATIVE"] = before
+
+
+CLOCK = [time.perf_counter]  # --cpu-time: time.thread_time
+
+
 def timed(fn) -> float:
-    t = time.perf_counter()
+    clock = CLOCK[0]
+    t = clock()
     fn()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def main() -> None:
@@ -202,15 +252,26 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time every side (and the triad) by the CPU time of this thread, not the wall clock: "
+                         "on a shared, saturated machine a step's own work, not its waits (use with --threads 1)")
+    ap.add_argument("--python-checks", action="store_true",
+                    help="also time optimlab with its per-step checks in Python (OPTIMLAB_NATIVE=0)")
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 30)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        if torch.get_num_threads() != 1:
+            ap.error("--cpu-time counts this thread only: give --threads 1")
+        CLOCK[0] = time.thread_time
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps; "
-          f"optimlab fused={kernels.fused_enabled()}")
+    print(f"torch {torch.__version__}, {threads} threads, float32, median of {steps} alternating steps "
+          f"({'CPU time of this thread' if args.cpu_time else 'wall clock'}); "
+          f"optimlab fused={kernels.fused_enabled()}, per-step checks in "
+          f"{checks_where()}")
     triad = Triad()
     bw0 = bandwidth(triad, 9)
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
@@ -224,6 +285,8 @@ def main() -> None:
         if d not in STATE_DTYPES:
             ap.error(f"--state-dtypes: unknown {d!r} (allowed: {', '.join(STATE_DTYPES)})")
         header += f" {d + ' ms':>11} {'ratio':>6} {'state%':>6}"
+    if args.python_checks:
+        header += f" {'py-checks ms':>12} {'ratio':>6}"
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
@@ -245,6 +308,11 @@ def main() -> None:
                 for _ in range(4):
                     lopt.step()
             sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
+            if args.python_checks:
+                pp, popt = make_side(shapes, ocls, kw, groups=n_groups)
+                for _ in range(4):
+                    python_checks(popt.step)
+                sides.append(lambda: python_checks(popt.step))
             times = [[] for _ in sides]
             tt, ot, bt = times[0], times[1], []
             for i in range(steps):
@@ -264,14 +332,20 @@ def main() -> None:
             tm, om = statistics.median(tt), statistics.median(ot)
             gbs = bytes_per * n / om / 1e9
             path = "fused" if "fused" in flags else "foreach"
-            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.2f} {om * 1e3:11.2f} {tm / om:6.2f} "
+            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
                     f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
                     f"{s_t.peak - base_t:10.1f}")
             fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values())
-            for lopt, lt in zip(lows, times[2:]):
+            row = {"algorithm": name, "layout": lk, "ratio": tm / om, "%bw": 100 * gbs / bw}
+            for d, lopt, lt in zip(low, lows, times[2:]):
                 lm = statistics.median(lt)
                 state = sum(precision.state_bytes(st) for st in lopt.state.values())
-                line += f" {lm * 1e3:11.2f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+                row[f"ratio {d}"], row[f"state% {d}"] = tm / lm, 100 * state / fp32_bytes
+                line += f" {lm * 1e3:11.3f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+            if args.python_checks:
+                pm = statistics.median(times[-1])
+                line += f" {pm * 1e3:12.3f} {tm / pm:6.2f}"
+                del pp, popt
             del lows, sides
             if args.compiled and lk in ("a", "b"):
                 cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
@@ -281,7 +355,7 @@ def main() -> None:
                 line += f" {statistics.median(ct) * 1e3:11.2f} {ctime:9.1f}"
                 del cp, copt, cstep
             print(line, flush=True)
-            rows.append({"algorithm": name, "layout": lk, "ratio": tm / om, "%bw": 100 * gbs / bw})
+            rows.append(row)
             del op, oopt, tp, topt
             gc.collect()
     if not (args.quick or args.no_latency):
@@ -302,12 +376,14 @@ def check_targets(rows: list[dict]) -> int:
     """Print each measured cell that has a target, met or missed; return the number missed."""
     missed = 0
     for row in rows:
-        for (algorithm, layout), (column, lowest) in TARGETS.items():
-            if layout == row["layout"] and algorithm in ("*", row["algorithm"]):
-                ok = row[column] >= lowest
-                missed += not ok
-                print(f"target {row['algorithm']} on layout {layout}: {column} {row[column]:.2f} "
-                      f"(>= {lowest:g}) {'met' if ok else 'MISSED'}")
+        for algorithm, layout, column, bound in TARGETS:
+            if layout not in ("*", row["layout"]) or algorithm not in ("*", row["algorithm"]) or column not in row:
+                continue
+            value = row[column]
+            ok = value >= bound if bound >= 0 else value <= -bound
+            missed += not ok
+            print(f"target {row['algorithm']} on layout {row['layout']}: {column} {value:.2f} "
+                  f"({'>=' if bound >= 0 else '<='} {abs(bound):g}) {'met' if ok else 'MISSED'}")
     return missed
 
 

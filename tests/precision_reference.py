@@ -1,7 +1,8 @@
 """An independent NumPy emulation of optimlab's low-precision storage (bfloat16 stochastic rounding,
-8-bit dynamic tree block quantization), written from the description in
-``optimlab.kernels.precision``'s docstring, not from its code: the map is decoded from the bit
-layout of every byte, rounding is an arg-min over the map, the hash works on ``np.uint32``.
+8-bit block quantization with 3-fraction-bit float codes), written from the description in
+``optimlab.kernels.precision``'s docstring, not from its code: code values come from the
+exponent and fraction of each byte's number (float64 arithmetic, no bit views), rounding is to
+the nearest point of the grid of such numbers (float64), the hashes work on ``np.uint32``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def key(seed: int, step: int, tensor: int, name: str) -> np.uint32:
 def stochastic_bf16(x: np.ndarray, k) -> np.ndarray:
     """float32 -> float32 holding a bfloat16 value: add 16 random bits below the kept ones, truncate."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    r = hash32(np.arange(x.size, dtype=np.uint32).reshape(x.shape) ^ np.uint32(k)) & np.uint32(0xFFFF)
+    i = np.arange(x.size, dtype=np.uint64).reshape(x.shape) ^ np.uint64(k)
+    r = (((i * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)) >> np.uint64(16)).astype(np.uint32)
     with np.errstate(over="ignore"):
         bits = (x.view(np.uint32) + r) & np.uint32(0xFFFF0000)
     return np.where(np.isnan(x), x, bits.view(np.float32))
@@ -47,34 +49,48 @@ def nearest_bf16(x: np.ndarray) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-def decode_byte(byte: int, signed: bool) -> float:
-    """The value of one byte of the dynamic tree code (Dettmers et al., 2022)."""
-    sign = 1.0
-    width = 8
-    if signed:
-        sign = -1.0 if byte & 0x80 else 1.0
-        width = 7
-    rest = byte & ((1 << width) - 1)
-    if rest == 0:
+TOP = {True: 127, False: 255}  # the largest magnitude code: 7 bits after the sign, or all 8
+
+
+def magnitude(k: int, signed: bool) -> float:
+    """Magnitude code k: 0 for k = 0, else the number TOP - k steps below 1.0 on the grid of
+    numbers with three fraction bits, 2**e * (1 + f / 8)."""
+    if k == 0:
         return 0.0
-    zeros = width - rest.bit_length()           # leading zero bits: the decimal exponent
-    fraction_bits = width - zeros - 1            # after the indicator bit
-    j = rest & ((1 << fraction_bits) - 1)
-    return sign * 10.0 ** -zeros * (0.1 + 0.9 * (j + 1) / 2 ** fraction_bits)
+    e, f = 0, 0  # 1.0 = 2**0 * (1 + 0/8), code TOP
+    for _ in range(TOP[signed] - k):
+        f -= 1
+        if f < 0:
+            e, f = e - 1, 7
+    return 2.0 ** e * (1 + f / 8)
 
 
-def code_map(signed: bool) -> np.ndarray:
-    """Sorted distinct float32 values of all 256 bytes."""
-    values = np.array([decode_byte(b, signed) for b in range(256)], dtype=np.float32)
-    values[values == 0] = 0.0  # one zero, +0.0
-    return np.unique(values)
+def decode_byte(byte: int, signed: bool) -> float:
+    if signed:
+        value = magnitude(byte & 0x7F, True)
+        return -value if byte & 0x80 else value
+    return magnitude(byte, False)
+
+
+def code_values(signed: bool) -> np.ndarray:
+    """float32 value of each of the 256 bytes."""
+    return np.array([decode_byte(b, signed) for b in range(256)], dtype=np.float32)
+
+
+def _grid_round(a: np.ndarray) -> np.ndarray:
+    """Non-negative float64 ``a`` to the nearest number with three fraction bits, ties up."""
+    mant, exp = np.frexp(a)  # a = mant * 2**exp, mant in [0.5, 1)
+    spacing = np.ldexp(1.0, exp - 4)  # 2**(exp-1) / 8
+    return np.where(a > 0, np.floor(a / spacing + 0.5) * spacing, 0.0)
 
 
 def quantize(x: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest map entry (ties to the lower one) of x / absmax per block; a positive value of the
-    unsigned map never becomes 0."""
+    """Per block: absmax, y = x * float32(1 / absmax), |y| to the nearest 3-fraction-bit number
+    (ties away from zero); below the smallest code: 0, except that a positive value of the
+    unsigned map takes the smallest code."""
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    table = code_map(signed).astype(np.float64)
+    values = {decode_byte(b, signed): b for b in range(256) if not (signed and b == 0x80)}
+    smallest = magnitude(1, signed)
     n_blocks = -(-flat.size // BLOCK)
     codes = np.empty(flat.size, dtype=np.uint8)
     absmax = np.empty(n_blocks, dtype=np.float32)
@@ -82,17 +98,20 @@ def quantize(x: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
         block = flat[b * BLOCK:(b + 1) * BLOCK]
         amax = np.float32(np.max(np.abs(block)))
         absmax[b] = amax
-        normed = block / (amax if amax > 0 else np.float32(1))  # float32 division
-        distance = np.abs(normed.astype(np.float64)[:, None] - table[None, :])
-        c = np.argmin(distance, axis=1)  # first (lower) index on a tie
+        y = block * (np.float32(1) / (amax if amax > 0 else np.float32(1)))  # float32 throughout
+        r = _grid_round(np.abs(y.astype(np.float64)))
+        r = np.where(r < smallest, 0.0 if signed else smallest, r)
         if not signed:
-            c = np.where((normed > 0) & (c == 0), 1, c)
+            r = np.where(y > 0, r, 0.0)
+        c = np.array([values[v] for v in r], dtype=np.uint8)
+        if signed:
+            c = np.where(np.signbit(y), c | 0x80, c).astype(np.uint8)
         codes[b * BLOCK:(b + 1) * BLOCK] = c
     return codes.reshape(np.shape(x)), absmax
 
 
 def dequantize(codes: np.ndarray, absmax: np.ndarray, signed: bool) -> np.ndarray:
-    table = code_map(signed)
+    table = code_values(signed)
     scale = np.repeat(absmax, BLOCK)[: codes.size]
     return (table[codes.reshape(-1)] * scale).astype(np.float32).reshape(codes.shape)
 

@@ -73,8 +73,27 @@ def new_param_data(opt, params):
     params[4].data = params[4].data.clone() + 1.0
 
 
+def swap_storage(opt, params):  # the same tensor objects, new storages under them, step included
+    for k, v in opt.state[params[1]].items():
+        v.set_(torch.full_like(v, 0.25) if v.dim() else v.clone())
+
+
+def data_loop(opt, params):  # the older "move state" loop: v.data = ..., every entry, step included
+    for st in opt.state.values():
+        for v in st.values():
+            if torch.is_tensor(v):
+                v.data = v.data.clone()
+
+
+def set_step(opt, params):  # a 0-dim step given another storage
+    opt.state[params[3]]["step"].set_(torch.tensor(1.0, dtype=opt.state[params[3]]["step"].dtype))
+
+
 EDITS = [replace_tensor, edit_in_place, reset_step, reset_step_in_place, clear, delete_one, clone_loop,
-         new_param_data]
+         new_param_data, swap_storage, data_loop, set_step]
+# SGD keeps no step count; and a storage swapped under its state is caught through the step's
+# (kernels/__init__.py: a swap under a dense state tensor alone is the one unchecked edit)
+STEP_EDITS = (reset_step, reset_step_in_place, set_step, swap_storage, data_loop)
 
 
 def make_params(seed=0, dtype=torch.float32):
@@ -131,8 +150,8 @@ def test_state_edits_take_effect_as_in_torch(case, edit):
     """Each edit alone, twice, on three kinds of state: lazily made (SGD), plain (Adam), scalar
     (NAdam's mu_product); every class meets every edit in test_every_edit_in_one_run."""
     name, kwargs = case
-    if name == "SGD" and edit in (reset_step, reset_step_in_place):
-        pytest.skip("SGD keeps no step count")
+    if name == "SGD" and edit in STEP_EDITS:
+        pytest.skip("SGD keeps no step count (nor one to swap a storage under)")
     if name == "Adagrad" and edit in (clear, delete_one):
         pytest.skip("torch.optim.Adagrad creates its state in __init__ only: a cleared entry is a KeyError there")
     before = dict(kernels.stats)
@@ -286,7 +305,7 @@ MORE_CASES = [("Adadelta", {"lr": 0.5, "weight_decay": 0.01}), ("Adamax", {"lr":
 def test_every_edit_in_one_run(case):
     """Every torch.optim class optimlab steps element-wise: one edit after each step, then compare."""
     name, kwargs = case
-    edits = [e for e in EDITS if not (name == "SGD" and e in (reset_step, reset_step_in_place))
+    edits = [e for e in EDITS if not (name == "SGD" and e in STEP_EDITS)
              and not (name == "Adagrad" and e in (clear, delete_one))]
 
     def between(i, opts, params):

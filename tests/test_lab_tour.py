@@ -64,6 +64,19 @@ def test_try_it_links_use_the_web_hash_format(built):
     assert all(s["try_it"] for s in data["sections"] if s["key"] not in ("ewma", "keras", "tasks"))
 
 
+def test_the_web_labs_packaged_presets_are_this_tours_links(built):
+    """``src/optimlab/web/static/tour-presets.json`` (the web lab's preset menu) equals what the tour
+    builds now: regenerate it with ``python -m optimlab.web.presets out/tour/tour.json``."""
+    from optimlab.web import presets
+
+    _, _, data, _ = built
+    assert presets.from_tour(data) == presets.load()
+    for s in data["sections"]:
+        assert [link["url"] for link in s["links"]] == s["try_it"]
+        for link in s["links"]:
+            assert link["numbers"] and all(n["optimizer"] for n in link["numbers"])
+
+
 # ----------------------------------------------------------------------- independent NumPy reference
 
 def _shallow_deep_grad(w):

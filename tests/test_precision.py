@@ -28,27 +28,34 @@ def _np(t):
 
 
 @pytest.mark.parametrize("signed", [True, False])
-def test_dynamic_map_matches_the_bit_layout(signed):
-    table, mids = precision.dynamic_map(signed)
-    expected = ref.code_map(signed)
-    assert table.numel() == len(expected) == (255 if signed else 256)
-    assert np.array_equal(_np(table), expected)
-    assert table[-1] == 1.0 and (table[0] == -1.0 if signed else table[0] == 0.0)
-    assert torch.all(mids > table[:-1].double()) and torch.all(mids < table[1:].double())
+def test_code_values_match_the_description(signed):
+    table = precision.code_values(signed)
+    assert table.dtype == torch.float32 and table.numel() == 256
+    assert np.array_equal(_np(table).view(np.uint32), ref.code_values(signed).view(np.uint32))
+    magnitudes = table[:128] if signed else table
+    assert magnitudes[0] == 0 and magnitudes[-1] == 1.0 and torch.all(magnitudes.diff() > 0)
+    assert magnitudes[1] == (2.0 ** -16 if signed else 2.0 ** -32) * 1.25
+    if signed:
+        assert torch.equal(table[128:], -table[:128])
 
 
 def _hard_inputs(signed, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(BIG, generator=gen) * torch.logspace(-9, 0, BIG[1])  # every decade of the map
+    x = torch.randn(BIG, generator=gen) * torch.logspace(-12, 0, BIG[1])  # every binade of the codes
     if not signed:
         x = x.abs()
     flat = x.view(-1)
-    table, mids = precision.dynamic_map(signed)
+    magnitudes = (precision.code_values(signed)[:128] if signed else precision.code_values(signed)).double()
     flat[:256] = 0.0  # an all-zero block
-    flat[256] = 1.0   # a block whose other entries sit exactly on map values and midpoints
-    n = min(120, len(mids))
-    flat[257:257 + n] = table[-n:]
-    flat[257 + n:257 + 2 * n - 10] = mids[-(n - 10):].float()
+    flat[256] = 1.0   # a block whose other entries sit exactly on code values and on ties between them
+    flat[257:377] = magnitudes[-120:].float()
+    flat[377:497] = ((magnitudes[-121:-1] + magnitudes[-120:]) / 2).float()  # exact in float32
+    low = magnitudes[1].item()  # around the smallest code: ties, the flush to zero
+    flat[497:512] = torch.tensor([low, low * 0.95, low * 0.9, low * 0.5, low / 1.25 * 1.1875,
+                                  low / 1.25 * 1.18, low / 1.25 * 1.0625, low * 1.05, low * 1.1,
+                                  low / 1.25 * 1.3125, low / 1.25 * 1.375, 1e-38, 1e-45, 3e-39, low * 2])
+    if signed:
+        flat[257:512:2] *= -1
     flat[600:640] = 1e-30 if not signed else -1e-30  # far below the smallest code
     return x
 
@@ -56,6 +63,8 @@ def _hard_inputs(signed, seed=0):
 @pytest.mark.parametrize("signed", [True, False])
 def test_quantize_is_bit_exact_against_numpy(signed):
     x = _hard_inputs(signed)
+    if signed:
+        x.view(-1)[512] = -0.0  # keeps its sign bit (a step's arithmetic would make it +0)
     codes, absmax = precision.quantize(x, signed)
     ref_codes, ref_absmax = ref.quantize(_np(x), signed)
     assert codes.dtype == torch.uint8 and absmax.dtype == torch.float32 and absmax.numel() == 17
@@ -66,10 +75,10 @@ def test_quantize_is_bit_exact_against_numpy(signed):
     assert torch.equal(back.view(-1)[:256], torch.zeros(256))  # zeros stay zeros
     if not signed:  # a positive second moment never becomes zero
         assert torch.all(back[x > 0] > 0)
-    # the error is at most half a gap of the map, relative to the block's absmax
-    gaps = precision.dynamic_map(signed)[0].diff().max()
-    err = (back - x).abs().view(-1)[: 16 * 256].view(16, 256) / absmax[:16, None].clamp_min(1e-38)
-    assert err.max() <= gaps / 2 + 1e-6
+    # the error: at most half a step of three fraction bits (1/16 of |x|), or the smallest code
+    smallest = precision.code_values(signed)[1] * absmax.repeat_interleave(precision.BLOCK)[: x.numel()]
+    err = (back - x).abs().view(-1)
+    assert torch.all(err <= torch.maximum(x.abs().view(-1) * (2.0 ** -4 + 1e-6), smallest * 1.0001))
 
 
 def test_stochastic_bf16_is_bit_exact_against_numpy_and_unbiased():
@@ -278,9 +287,9 @@ def test_fused_equals_eager(case, state_dtype):
 
 @pytest.mark.parametrize("fused", [None, False], ids=["fused", "eager"])
 def test_int8_codes_of_a_step_are_bit_exact_on_hard_inputs(fused):
-    """With betas (0, 0) one Adam step stores m = g and v = g * g: the kernel's encoder (a table on
-    the float's bits and one comparison) must give NumPy's codes on every decade, on map values and
-    on midpoints exactly, on both signs."""
+    """With betas (0, 0) one Adam step stores m = g and v = g * g: the kernel's encoder (integer
+    operations on the float's bits) must give NumPy's codes on every binade, on code values, on
+    ties between them and around the smallest code exactly, on both signs."""
     g = _hard_inputs(True)
     p = torch.nn.Parameter(torch.zeros(BIG))
     opt = optimlab.Adam([p], lr=0.0, betas=(0.0, 0.0), state_dtype="int8", fused=fused)
@@ -292,6 +301,26 @@ def test_int8_codes_of_a_step_are_bit_exact_on_hard_inputs(fused):
         codes, absmax = ref.quantize(value, signed)
         assert np.array_equal(_np(opt.state[p][name]), codes), name
         assert np.array_equal(_np(opt.state[p][name + "_absmax"]), absmax), name
+
+
+def test_int8_codes_of_nan_and_inf_are_the_same_fused_and_eager():
+    """A NaN or an infinity in a block: its absmax is taken on the bits in both paths (a NaN wins),
+    so the codes and scales of the kernel and of the eager path agree bit for bit."""
+    g = torch.randn(BIG, generator=torch.Generator().manual_seed(3)) * 1e-2
+    g.view(-1)[[5, 300, 301, 700, 4099]] = torch.tensor([float("nan"), float("inf"), -1.0, -float("inf"), float("nan")])
+    states = []
+    for fused in (None, False):
+        p = torch.nn.Parameter(torch.zeros(BIG))
+        opt = optimlab.Adam([p], lr=1e-3, state_dtype="int8", fused=fused)
+        for _ in range(2):
+            p.grad = g.clone()
+            opt.step()
+        states.append(opt.state[p])
+    for name in ("exp_avg", "exp_avg_sq"):
+        a, b = states[0][name + "_absmax"], states[1][name + "_absmax"]
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)), name
+        assert torch.equal(states[0][name], states[1][name]), name
+    assert torch.isnan(states[0]["exp_avg_absmax"][0]) and not torch.isfinite(states[0]["exp_avg_absmax"][2])
 
 
 def test_fused_bf16_rounding_keeps_nan_and_inf():
@@ -341,8 +370,9 @@ def test_torch_fp32_state_loads_into_int8_and_back():
     for name, signed in (("exp_avg", True), ("exp_avg_sq", False)):
         assert back_state[name].dtype == torch.float32
         assert torch.equal(back_state[name], precision.dequantize(state[name], state[name + "_absmax"], signed))
-        original = topt.state[p][name]  # within half the widest gap of the map, times the absmax
-        torch.testing.assert_close(back_state[name], original, rtol=0, atol=0.0071 * original.abs().max().item())
+        original = topt.state[p][name]  # within 1/16 of the value, or below the smallest code
+        torch.testing.assert_close(back_state[name], original, rtol=2.0 ** -4 + 1e-6,
+                                   atol=2.0 ** -15 * original.abs().max().item())
     # and it keeps stepping; torch.optim.Adam takes the dequantized float32 state as its own
     topt.load_state_dict(back.state_dict())
     assert torch.equal(topt.state[p]["exp_avg"], back_state["exp_avg"])

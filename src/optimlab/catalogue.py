@@ -57,6 +57,8 @@ class Algorithm:
     ``base``       ``"module:attribute"`` of the class the drop-in class derives from, when the
                    algorithm needs more than :class:`optimlab.optim.Optimizer` (Schedule-Free's
                    ``train()`` / ``eval()``; L-BFGS's closure-driven step); None for that base.
+    ``display``    ``"module:attribute"`` of the function that writes the rule as the web lab shows
+                   it (MathML, honouring the seed-form options; :mod:`optimlab.display`), or None.
     """
 
     name: str
@@ -68,6 +70,7 @@ class Algorithm:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     eager_state: bool = False
     base: str | None = None
+    display: str | None = None
 
     @property
     def rule(self) -> Any:
@@ -258,13 +261,18 @@ def colours() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # derived values
 
-_CURVATURE: dict[tuple[str, int], float] = {}
+_CURVATURE: dict[tuple[str, Any], float] = {}
 
 
 def _curvature(landscape: Any) -> float:
-    """The largest Hessian eigenvalue of ``landscape`` over its start and its minima."""
-    key = (landscape.name, id(landscape.fn))
+    """The largest Hessian eigenvalue of ``landscape`` over its start and its minima.
+
+    Cached by name and function object (held by the key, so a freed function's id is never
+    mistaken for a new one: formula landscapes are built and dropped while a server runs)."""
+    key = (landscape.name, landscape.fn)
     if key not in _CURVATURE:
+        if len(_CURVATURE) >= 256:
+            _CURVATURE.clear()
         import torch
 
         points = [landscape.start, *landscape.minima]
@@ -346,6 +354,45 @@ def constructor_kwargs(entry: str | Entry, values: Mapping[str, Any],
     return out
 
 
+def _display_fn(entry: Entry) -> Any:
+    spec = entry.spec
+    if spec.display is None:
+        return None
+    import importlib
+
+    module, _, attr = spec.display.partition(":")
+    return getattr(importlib.import_module(module), "nag" if entry.lookahead else attr)
+
+
+def rule_display(entry: str | Entry, values: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The entry's update rule as the web lab shows it (``{"mathml": [line, ...], "roles": {...},
+    "lookahead": bool}``,
+    see :mod:`optimlab.display`) with its hyperparameters by the rule's names: the entry's lab
+    defaults (its options included), overridden by ``values``; None for an algorithm without a
+    display."""
+    entry = get(entry)
+    fn = _display_fn(entry)
+    if fn is None:
+        return None
+    import torch
+
+    from .lab.hyper import prepare
+
+    kwargs, _ = prepare(entry, 1, entry.lab_lr, dict(values or {}), torch.float64)
+    group = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    if entry.spec.name == "Adagrad":  # the accumulator's start value is a group entry, not a rule argument
+        group["initial_accumulator_value"] = signature_defaults(entry.spec).get("initial_accumulator_value", 0.0)
+    # the lab's NAG evaluates the gradient at the look-ahead point w - momentum * v
+    return {**fn(group).as_dict(), "lookahead": entry.lookahead}
+
+
+def state_roles(entry: str | Entry) -> dict[str, str]:
+    """The rule's per-coordinate state names that stand for the velocity / first moment
+    (``"velocity"``) and for the squared-gradient accumulator (``"accumulator"``)."""
+    shown = rule_display(entry)
+    return dict(shown["roles"]) if shown else {}
+
+
 def signature_defaults(spec: Algorithm) -> dict[str, Any]:
     """The constructor's arguments and defaults (``params`` excluded)."""
     sig = inspect.signature(spec.cls)
@@ -361,33 +408,36 @@ def _builtin() -> None:
     adagrad, adam, nadam, rmsprop, sgd = (f"{__package__}.algorithms.{n}:RULE"
                                           for n in ("adagrad", "adam", "nadam", "rmsprop", "sgd"))
 
+    def show(name: str) -> str:  # the rule as the web lab writes it (optimlab.display)
+        return f"{__package__}.display:{name}"
+
     momentum_form = Option("momentum_form", "torch",
                            'the momentum formula: "torch" (v = b*v + g; w -= lr*v), "ewma" (the seed\'s '
                            'v = b*v + (1-b)*g; w -= lr*v) or "lr_in_velocity" (v = b*v + lr*g; w -= v)')
     eps_inside = Option("eps_inside_sqrt", False, "True: the seed's w -= lr * g / sqrt(V + eps)")
     declare(
-        Algorithm("SGD", sgd, torch="SGD", options=(momentum_form,), doc=(
+        Algorithm("SGD", sgd, torch="SGD", display=show("sgd"), options=(momentum_form,), doc=(
             "Stochastic / mini-batch / batch gradient descent with Momentum and Nesterov.\n\n"
             "Arguments and defaults are torch.optim.SGD's; momentum_form picks the momentum formula.\n"
             "Rules: optimlab.algorithms.sgd.")),
-        Algorithm("Adagrad", adagrad, torch="Adagrad", options=(eps_inside,), eager_state=True, doc=(
+        Algorithm("Adagrad", adagrad, torch="Adagrad", display=show("adagrad"), options=(eps_inside,), eager_state=True, doc=(
             "AdaGrad (Duchi et al., 2011) with torch.optim.Adagrad's arguments and defaults.\n\n"
             "eps_inside_sqrt=True gives the seed's w -= lr * g / sqrt(V + eps). "
             "Rules: optimlab.algorithms.adagrad.")),
-        Algorithm("RMSprop", rmsprop, torch="RMSprop", options=(eps_inside,), doc=(
+        Algorithm("RMSprop", rmsprop, torch="RMSprop", display=show("rmsprop"), options=(eps_inside,), doc=(
             "RMSProp (Tieleman & Hinton, 2012) with torch.optim.RMSprop's arguments and defaults.\n\n"
             "eps_inside_sqrt=True gives the seed's w -= lr * g / sqrt(V + eps). "
             "Rules: optimlab.algorithms.rmsprop.")),
-        Algorithm("Adam", adam, torch="Adam", options=(
+        Algorithm("Adam", adam, torch="Adam", display=show("adam"), options=(
             Option("bias_correction", True, "False: the seed's uncorrected form (0.5 -> 0.49684 in its worked example)"),),
             doc=("Adam (Kingma & Ba, 2015) with torch.optim.Adam's arguments and defaults.\n\n"
                  "bias_correction=False gives the seed's uncorrected form; decoupled_weight_decay=True is "
                  "AdamW. Rules: optimlab.algorithms.adam.")),
-        Algorithm("AdamW", adam, torch="AdamW", fixed={"decoupled_weight_decay": True}, options=(
+        Algorithm("AdamW", adam, torch="AdamW", display=show("adam"), fixed={"decoupled_weight_decay": True}, options=(
             Option("bias_correction", True, "False: Adam's update without bias correction"),),
             doc=("AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay (default 0.01), "
                  "as torch.optim.AdamW. Rules: optimlab.algorithms.adam.")),
-        Algorithm("NAdam", nadam, torch="NAdam", options=(
+        Algorithm("NAdam", nadam, torch="NAdam", display=show("nadam"), options=(
             Option("momentum_schedule", True, "False: plain Nadam (mu_t = beta1), without Dozat's warming momentum"),),
             doc=("Nadam (Dozat, 2016) with torch.optim.NAdam's arguments and defaults.\n\n"
                  "momentum_schedule=False drops the warming momentum schedule. Rules: optimlab.algorithms.nadam.")),

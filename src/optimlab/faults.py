@@ -171,6 +171,8 @@ def grads_finite(optimizer: torch.optim.Optimizer, work: Iterable[tuple[Mapping[
     touched when this runs, so a skip or a raise leaves parameters and state as they were.
     """
     pairs = [(group, p) for group, params in work if group.get("nonfinite", "ignore") != "ignore" for p in params]
+    if not pairs:  # (the common case: nothing to look at, and nothing to agree on across shards)
+        return True
     grads = [p.grad for _, p in pairs]
     flags = _agree_across_shards(grads, [_local_finite(g) for g in grads])
     checked = [(group, p, flag) for (group, p), flag in zip(pairs, flags)]

@@ -10,7 +10,6 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 from __future__ import annotations
 
 import inspect
-from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import torch
@@ -24,8 +23,28 @@ from .algorithms._base import Rule
 from .kernels import precision
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
-_grad_is_sparse = attrgetter("grad.is_sparse")
 _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")  # where torch.optim accepts fused=True
+_PLAIN_SETTINGS = frozenset({bool, int, float, str, type(None), torch.dtype})
+
+
+def _settings(group: dict[str, Any]) -> tuple | None:
+    """A param group's settings with their types, or None where one is not a plain value (a tensor's
+    ``==`` is not a plain comparison)."""
+    out = []
+    for key, value in group.items():
+        if key == "params":
+            continue
+        kind = type(value)
+        if kind is tuple:
+            kinds = tuple(map(type, value))
+            if not _PLAIN_SETTINGS.issuperset(kinds):
+                return None
+            out.append((key, kinds, value))
+        elif kind in _PLAIN_SETTINGS:
+            out.append((key, kind, value))
+        else:
+            return None
+    return tuple(out)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -101,12 +120,13 @@ class Optimizer(torch.optim.Optimizer):
     def _update(self) -> None:
         """The update of ``step()``, after the closure."""
         work = []
+        grads: list[Tensor] = []  # every group's gradients, one after another
+        checks = kernels.native.enabled()  # one C loop per group where it could be built
         for group in self.param_groups:
-            self.rule.validate(group)
+            self._validate(group)
             faults.validate(group)
-            params = [p for p in group["params"] if p.grad is not None]
-            if (self.rule.sparse_only or any(map(_grad_is_sparse, params))
-                    or (not self.rule.complex_ok and any(map(Tensor.is_complex, params)))):
+            params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
+            if self.rule.sparse_only or flags:  # a sparse gradient, or a complex param the rule refuses
                 for p in params:  # (a loop over thousands of tensors only when one may be refused)
                     self._check_grad(group, p)
             work.append((group, params))
@@ -120,11 +140,27 @@ class Optimizer(torch.optim.Optimizer):
                         for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
         # the fused kernels take what they can, all groups at once (a differentiable step is never
         # fused); the rest runs the eager reference
-        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams)):
+        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams, grads)):
+            if not rest:
+                continue
             before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
                 kernels.hide_state_made_this_step(self, p, before)
                 self._apply_rule(p, hp, group)
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        """``rule.validate(group)``, skipped while the group's settings are the plain values (numbers,
+        strings, dtypes, tuples of those; same types) it last passed with: the check is a function of them."""
+        settings = _settings(group)
+        cache = self.__dict__.setdefault("_validated", {})
+        entry = cache.get(id(group))
+        if settings is not None and entry is not None and entry[0] is group and entry[1] == settings:
+            return
+        self.rule.validate(group)
+        if settings is not None:
+            if len(cache) > 4 * len(self.param_groups) + 16:  # groups removed since: forget them
+                cache.clear()
+            cache[id(group)] = (group, settings)
 
     def _check_grad(self, group: dict[str, Any], p: Tensor) -> None:
         """Before any parameter moves: refuse what the rule does not take, as torch.optim does."""

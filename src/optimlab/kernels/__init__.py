@@ -18,37 +18,43 @@ parameter's state dict the same object holding the same tensors at the same addr
 parameters at the same addresses, and the 0-dim ``step`` / scalar state holding the values the
 plan last wrote. Anything a user does between steps - replace a state tensor, reset ``step``,
 ``state.clear()``, ``del state[p]``, a ``st[k] = v.clone()`` loop, ``load_state_dict``,
-``p.data = ...`` - fails one of these checks and the plan is rebuilt from the state as it now
-is, so the step sees exactly what torch.optim's would; in-place edits (``st[k].zero_()``) need
-no check, the kernel reads the memory. One edit is not checked, to keep the check cheap:
-swapping the storage under a state tensor that stays the same object (``st[k].data = t``,
-``st[k].set_(t)``); replace the entry instead (``st[k] = t``). The plan keeps each bucket's
-``step`` counters (and Nadam's ``mu_product``) as 0-dim views into one small buffer, so
-advancing two thousand counters is one operation; they remain torch's per-parameter 0-dim
-tensors. It also keeps the storages of the tensors it points at, so a stale address is never
-one that was freed.
+``p.data = ...``, a storage swapped under a 0-dim ``step`` (``st["step"].set_(t)``, a
+``v.data = ...`` loop over the state) - fails one of these checks and the plan is rebuilt from
+the state as it now is, so the step sees exactly what torch.optim's would; in-place edits
+(``st[k].zero_()``) need no check, the kernel reads the memory. One edit is not checked, to keep
+the check cheap: swapping the storage under a dense state tensor alone (``st["exp_avg"].set_(t)``
+or ``.data = t`` on it, with the ``step`` left as it is); replace the entry instead
+(``st[k] = t``). The per-tensor part of the checks (and reading each gradient's address) runs
+in one C loop per bucket (:mod:`.native`; in Python where it cannot be built, or with
+``OPTIMLAB_NATIVE=0``), so it costs a few torch attribute reads per tensor and no Python.
+The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
+one small buffer, so advancing two thousand counters is one C loop; they remain torch's
+per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
+address is never one that was freed.
 
 A parameter listed twice in a group runs eagerly, once per listing and in order, as torch.optim's
 default (for-loop) step does; torch warns about such a group when it is added.
 
 Switches: ``OPTIMLAB_FUSED=0`` in the environment, or ``fused=False`` on an optimizer (its
-param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend.
+param group), force the eager path; ``OPTIMLAB_BACKEND=c|triton|foreach`` forces a backend;
+``OPTIMLAB_NATIVE=0`` runs the per-step checks in Python.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import warnings
 import weakref
 from array import array
 from itertools import chain
-from operator import attrgetter, is_
+from operator import is_
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from . import cpu, foreach, precision, precision_cpu
+from . import cpu, foreach, native, precision, precision_cpu
 from .trace import CachedTracer, Unsupported, Vec, trace_rule
 
 __all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
@@ -61,10 +67,7 @@ _refused: set[Any] = set()  # structures whose kernel could not be built: not re
 _plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 _data_ptr = Tensor.data_ptr
 _numel = Tensor.numel
-_is_contiguous = Tensor.is_contiguous
 _untyped_storage = Tensor.untyped_storage
-_dtype = attrgetter("dtype")
-_grad = attrgetter("grad")
 _values = dict.values
 _ROUND = {torch.float32: lambda x: array("f", (x,))[0], torch.float64: float}  # a number as that dtype
 
@@ -103,20 +106,25 @@ def check_capturable(group: dict[str, Any]) -> None:
 def fused_enabled(group: dict[str, Any] | None = None) -> bool:
     """False when ``OPTIMLAB_FUSED=0``, or the group says ``fused=False`` or ``differentiable=True``
     (a differentiable step runs the eager rule under autograd)."""
-    if os.environ.get("OPTIMLAB_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
+    if native.switched_off("OPTIMLAB_FUSED"):
         return False
-    return group is None or (group.get("fused") is not False and not group.get("differentiable"))
+    return group is None or _group_fused(group)
+
+
+def _group_fused(group: dict[str, Any]) -> bool:
+    return group.get("fused") is not False and not group.get("differentiable")
 
 
 class _Set:
     """Tensors of one param group whose step count and scalar state agree: one set of scalars."""
 
-    __slots__ = ("group", "start", "stop", "values", "tracer")
+    __slots__ = ("group", "start", "stop", "values", "tracer", "trace")
 
     def __init__(self, group: int, start: int, stop: int, values: dict[str, float]) -> None:
         self.group, self.start, self.stop = group, start, stop
         self.values = values  # "step" and the rule's scalar state, as the state tensors hold them
         self.tracer = CachedTracer()  # this set's trace, replayed while only numbers change
+        self.trace: Any = None  # the trace last checked against the bucket's structure
 
 
 class _Bucket:
@@ -131,13 +139,15 @@ class _Bucket:
         self.nodes, self.outputs, self.fresh = list(structure[0]), outputs, fresh
         self.round, self.n_slots = round_, n_slots  # how ``step`` rounds; scalars per set
         self.sets: list[_Set] = []
-        self.params: list[Tensor] = []
-        self.dicts: list[dict | None] = []  # each parameter's state dict as ``optimizer.state`` holds it
+        self.params: tuple[Tensor, ...] = ()
+        self.dicts: tuple[dict | None, ...] = ()  # each parameter's state dict as ``optimizer.state`` holds it
 
-    def finish(self, rule: Any, items: list[tuple[Tensor, dict]]) -> None:
-        """Fix the tensors' order, addresses and scalar buffers once the sets are all added."""
-        self.params = [p for p, _ in items]
-        states = [state for _, state in items]
+    def finish(self, rule: Any, items: list[tuple[Tensor, dict, int]]) -> None:
+        """Fix the tensors' order, addresses and scalar buffers once the sets are all added
+        (``items``: each parameter, its state, and its gradient's position in the step's list)."""
+        self.params = tuple(p for p, _, _ in items)
+        self.index = array("q", (at for _, _, at in items))
+        states = [state for _, state, _ in items]
         self.sizes = array("q", map(_numel, self.params))
         self.param_ptrs = array("q", map(_data_ptr, self.params))
         self.scalars: dict[str, Tensor] = {}  # name -> the buffer the per-parameter 0-dim views share
@@ -147,10 +157,20 @@ class _Bucket:
             for i, state in enumerate(states):
                 state[name] = buffer[i]
             self.scalars[name], self.expected[name] = buffer, buffer.clone()
-        self.values = list(chain.from_iterable(map(_values, states)))  # every state value, in order
+        self.values = tuple(chain.from_iterable(map(_values, states)))  # every state value, in order
+        # the 0-dim counters' addresses: the plan made them views into its buffer, so a storage
+        # swapped under one (``st["step"].set_(t)``, a ``v.data = ...`` loop over the state) is a
+        # change. (Not the dense tensors': reading those addresses every step costs ~25% of a
+        # 2,000-tensor step, measured; a swap under one is the one edit left unchecked.)
+        self.value_ptrs = array("q", (_data_ptr(v) if isinstance(v, Tensor) and v.dim() == 0 else 0
+                                      for v in self.values))
+        # the 0-dim buffers' own memory, checked and advanced in place (not on the device: capturable)
+        self.scalar_memory = {} if self.capturable else {
+            name: (_data_ptr(buffer), _data_ptr(self.expected[name]), buffer.element_size(),
+                   buffer.dtype == torch.float64) for name, buffer in self.scalars.items()}
         self.columns = [[state[name] for state in states] for name in self.names]
-        self.static_ptrs = array("q", self.param_ptrs)
-        self.static_ptrs.extend(array("q", bytes(8 * len(self.params))))  # the gradients' slot
+        self.static_ptrs = array("q", self.param_ptrs)  # buffer-major: params, gradients, state
+        self.static_ptrs.extend(array("q", bytes(8 * len(self.params))))  # the gradients' row, rewritten each step
         for column in self.columns:
             self.static_ptrs.extend(map(_data_ptr, column))
         # the plan's own references: an address it holds is never reused while it lives
@@ -161,35 +181,43 @@ class _Bucket:
 
 
 class _Plan:
-    def __init__(self, optimizer: Any, key: list) -> None:
+    def __init__(self, optimizer: Any, flags: list[bool], listed: list[tuple[Tensor, ...]]) -> None:
         self.state, self.groups = optimizer.state, list(optimizer.param_groups)
-        self.key = key  # per group: the ids of its parameters with gradients
+        self.flags = flags  # per group: fused_enabled
+        self.listed = listed  # per group: its parameters with gradients (held: their ids stay theirs)
         self.buckets: list[_Bucket] = []
         self.rest: list[list[Tensor]] = []  # per group: parameters for the eager path
         self.transient = False  # some tensors are eager only for this step's gradients: rebuild next
-        self.state_keys: list = []  # ``optimizer.state``'s keys and values when the plan was made
-        self.state_dicts: list = []
+        self.state_keys: tuple = ()  # ``optimizer.state``'s keys and values when the plan was made
+        self.state_dicts: tuple = ()
 
 
 def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
-         hyperparams: Sequence[dict[str, Any]]) -> list[list[Tensor]]:
-    """Step what the fused path can of every ``(group, params)``; return, per group, the rest."""
-    key = [(fused_enabled(group), tuple(map(id, params))) for group, params in work]
+         hyperparams: Sequence[dict[str, Any]], grads: list[Tensor] | None = None) -> list[list[Tensor]]:
+    """Step what the fused path can of every ``(group, params)``; return, per group, the rest.
+
+    ``grads``: the parameters' gradients in ``work``'s order, all groups one after another, as
+    :func:`.native.with_grads` collected them (read here when not given)."""
+    checks = native.enabled()  # the per-tensor checks in C (kernels/native.py), else in Python
+    if grads is None:
+        grads = [p.grad for _, params in work for p in params]
+    flags = [False] * len(work) if native.switched_off("OPTIMLAB_FUSED") else [_group_fused(g) for g, _ in work]
     plan = _plans.get(optimizer)
-    if (plan is None or plan.key != key or plan.state is not optimizer.state
-            or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))):
+    if (plan is None or plan.flags != flags or plan.state is not optimizer.state
+            or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))
+            or not all(map(checks.same, plan.listed, (params for _, params in work)))):
         plan = None
-    scalars = _revalidate(optimizer, plan, hyperparams) if plan is not None else None
+    scalars = _revalidate(optimizer, plan, hyperparams, checks, grads) if plan is not None else None
     if scalars is None:
-        plan = _plans[optimizer] = _make_plan(optimizer, work, hyperparams, key)
-        scalars = _revalidate(optimizer, plan, hyperparams)
+        plan = _plans[optimizer] = _make_plan(optimizer, work, hyperparams, flags)
+        scalars = _revalidate(optimizer, plan, hyperparams, checks, grads)
         if scalars is None:  # cannot happen for a plan just built from this very state; be safe
             del _plans[optimizer]
             stats["eager_tensors"] += sum(len(params) for _, params in work)
             return [list(params) for _, params in work]
     stale = plan.transient
-    for bucket, (grads, values, outs) in zip(plan.buckets, scalars):
-        stale |= _run_bucket(optimizer, bucket, grads, values, outs)
+    for bucket, (bucket_grads, values, outs) in zip(plan.buckets, scalars):
+        stale |= _run_bucket(optimizer, bucket, bucket_grads, values, outs, checks)
     if stale:  # new state entries appeared, or some tensors were eager for this step only
         del _plans[optimizer]
     rest = [list(r) for r in plan.rest]
@@ -205,21 +233,23 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
 
 
 def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
-               hyperparams: Sequence[dict[str, Any]], key: list) -> _Plan:
+               hyperparams: Sequence[dict[str, Any]], flags: list[bool]) -> _Plan:
     rule = optimizer.rule
     stats["plans"] += 1
-    plan = _Plan(optimizer, key)
+    plan = _Plan(optimizer, flags, [tuple(params) for _, params in work])
     scalar_names = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
-    sets: dict[tuple, list[tuple[Tensor, dict]]] = {}
+    sets: dict[tuple, list[tuple[Tensor, dict, int]]] = {}
+    position = 0  # of each parameter in ``work``, all groups one after another: its gradient's
     for index, ((group, params), hp) in enumerate(zip(work, hyperparams)):
         rest: list[Tensor] = []
         plan.rest.append(rest)
-        if not fused_enabled(group) or any(isinstance(v, Tensor) for v in hp.values()):
+        first, position = position, position + len(params)
+        if not flags[index] or any(isinstance(v, Tensor) for v in hp.values()):
             rest.extend(params)
             continue
         listed_twice = _listed_twice(params)
         capturable = bool(group.get("capturable"))
-        for p in params:
+        for at, p in enumerate(params, first):
             g = p.grad
             low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
             backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
@@ -243,7 +273,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
                 rest.append(p)
                 continue
             values = tuple((k, state[k].dtype, state[k].item()) for k in scalar_names)
-            sets.setdefault((index, backend, p.device, dtype, names, values), []).append((p, state))
+            sets.setdefault((index, backend, p.device, dtype, names, values), []).append((p, state, at))
     buckets: dict[tuple, tuple[_Bucket, list]] = {}
     for (index, backend, device, dtype, names, values), items in sets.items():
         set_values = {k: v for k, _, v in values}
@@ -260,7 +290,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         except Unsupported:
             kernel = None
         if kernel is None:
-            plan.rest[index].extend(p for p, _ in items)
+            plan.rest[index].extend(p for p, _, _ in items)
             continue
         # on the CPU, sets of one structure share a bucket; elsewhere (and capturable) a set is one
         shared = getattr(backend, "SCALAR_SETS", False) and not capturable
@@ -269,16 +299,16 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             backend, capturable, dtype, names, structure, kernel, outputs, fresh, round_,
             max(1, len(trace.scalars))), []))
         bucket.sets.append(_Set(index, len(members), len(members) + len(items), set_values))
-        members.extend((p, state) for p, state in items)
+        members.extend(items)
     for bucket, members in buckets.values():
         bucket.finish(rule, members)
-        bucket.dicts = list(map(optimizer.state.get, bucket.params))
+        bucket.dicts = tuple(map(optimizer.state.get, bucket.params))
         if hasattr(bucket.backend, "prepare"):  # a backend's own setup (precision_cpu: rounding keys, scales)
             bucket.backend.prepare(bucket, optimizer, work[bucket.sets[0].group][0])
         plan.buckets.append(bucket)
     # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
     # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
-    plan.state_keys, plan.state_dicts = list(optimizer.state.keys()), list(optimizer.state.values())
+    plan.state_keys, plan.state_dicts = tuple(optimizer.state.keys()), tuple(optimizer.state.values())
     return plan
 
 
@@ -344,14 +374,19 @@ def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
-           device: torch.device | None = None,
-           tracer: CachedTracer | None = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
+           device: torch.device | None = None, tracer: CachedTracer | None = None,
+           known: Any = None) -> tuple[Any, list[tuple[int, int]], list[str], dict[str, Any]]:
     """Trace ``rule`` over inputs ``param, grad, *names``: (trace, outputs, fresh names, scalar outputs).
 
     ``device``: a capturable step, whose counter and scalar state are 0-dim tensors there.
-    ``tracer``: a set's :class:`CachedTracer`, replaying its last trace when only numbers changed."""
+    ``tracer``: a set's :class:`CachedTracer`, replaying its last trace when only numbers changed;
+    when it returns ``known`` (a trace whose outputs were read before), outputs and fresh names
+    are not read again (None)."""
     inputs = ["param", "grad", *names]
     trace, out = (tracer or trace_rule)(rule.update, inputs, arguments, rule.name, device)
+    if known is not None and trace is known:
+        return trace, None, None, {name: value if isinstance(value, Tensor) else float(value)
+                                   for name, value in out.items() if name in rule.scalar_state}
     outputs: list[tuple[int, int]] = []
     fresh: list[str] = []
     scalar_out: dict[str, float] = {}
@@ -383,55 +418,51 @@ def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]],
         return None
 
 
-def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any]]) -> list | None:
+def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any]], checks: Any,
+                all_grads: list[Tensor]) -> list | None:
     """Check the plan against the state as it is now and trace this step; None: rebuild it.
 
-    Returns, per bucket, ``(gradients, scalars per set, scalar outputs per set)``. Nothing is
-    written here, so a rebuild after a failed check starts from untouched state.
+    ``checks``: :mod:`.native`'s functions (C, or the same in Python). Returns, per bucket,
+    ``(gradients, scalars per set, scalar outputs per set)``. Nothing is written here but each
+    bucket's row of gradient addresses, so a rebuild after a failed check starts from untouched state.
     """
     rule = optimizer.rule
     state = optimizer.state
-    if (len(state) != len(plan.state_dicts) or not all(map(is_, state.values(), plan.state_dicts))
-            or not all(map(is_, state.keys(), plan.state_keys))):  # del / clear / a new entry / st = {...}
+    same_state = checks.same_state if type(state) in _DICTS else native.python.same_state
+    if not same_state(state, plan.state_keys, plan.state_dicts):  # del / clear / a new entry / st = {...}
         return None
     out = []
     for bucket in plan.buckets:
-        params = bucket.params
-        if array("q", map(_data_ptr, params)) != bucket.param_ptrs:  # p.data = ...
+        n = len(bucket.params)
+        # the parameters at their addresses (p.data = ...); each state dict holding the same tensors
+        # at the same addresses (an entry replaced, added or removed; st[k].set_(t)); the gradients
+        # plain, dense, contiguous, of the bucket's dtype and sizes; their addresses into the table
+        grads = checks.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                              bucket.values, bucket.value_ptrs, bucket.static_ptrs, n, all_grads, bucket.index)
+        if grads is None:
             return None
-        if bucket.values:
-            values = list(chain.from_iterable(map(_values, bucket.dicts)))
-            if len(values) != len(bucket.values) or not all(map(is_, values, bucket.values)):
-                return None  # an entry replaced, added or removed
-            if not bucket.capturable:  # (on the device that check would wait for it, or break a capture)
-                for name, buffer in bucket.scalars.items():  # st["step"].zero_() and the like
-                    if not torch.equal(buffer, bucket.expected[name]):
-                        return None
-        grads = list(map(_grad, params))
-        if not _PLAIN.issuperset(map(type, grads)):  # None since the listing, or a subclass
-            return None
-        try:
-            if (set(map(_dtype, grads)) != {bucket.dtype} or not all(map(_is_contiguous, grads))
-                    or array("q", map(_numel, grads)) != bucket.sizes):
+        for name, (address, expected, size, _) in bucket.scalar_memory.items():  # st["step"].zero_() ...
+            if not checks.same_bytes(address, expected, size * n):
                 return None
-        except RuntimeError:  # a sparse gradient has no contiguity
-            return None
         shared = getattr(bucket.backend, "SCALAR_SETS", False)
         slots: Any = array("d") if shared else []
         outs = []
         for s in bucket.sets:
             if bucket.capturable:  # counter and scalar state stay 0-dim device tensors: no host sync
                 arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()})
-                device = params[0].device
+                device = bucket.params[0].device
             else:
                 arguments, device = _arguments(s.values, bucket.round), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
-                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer)
+                    rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer,
+                    s.trace)
             except Unsupported:
                 return None
-            if trace.nodes != bucket.nodes or outputs != bucket.outputs or fresh != bucket.fresh:
-                return None  # an option changed the rule's shape (say weight_decay 0 -> 0.1)
+            if trace is not s.trace:  # a fresh trace (a replay returns the same one): same structure?
+                if trace.nodes != bucket.nodes or outputs != bucket.outputs or fresh != bucket.fresh:
+                    return None  # an option changed the rule's shape (say weight_decay 0 -> 0.1)
+                s.trace = trace
             slots.extend(trace.scalars or [0.0])
             outs.append(scalar_out)
         out.append((grads, slots, outs))
@@ -439,24 +470,33 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
 
 
 def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any,
-                scalar_outs: list[dict[str, Any]]) -> bool:
+                scalar_outs: list[dict[str, Any]], checks: Any) -> bool:
     """Run the bucket's kernel and advance its scalar state; True when new state entries appeared."""
     params = bucket.params
     new_state = [[torch.empty_like(p) for p in params] for _ in bucket.fresh]
+    n = len(params)
     if "step" in bucket.scalars:
-        bucket.scalars["step"] += 1
-        bucket.expected["step"] += 1
+        if bucket.capturable:
+            bucket.scalars["step"] += 1
+            bucket.expected["step"] += 1
+        else:  # the same float additions as ``+= 1`` on the buffers, without two torch calls
+            address, expected, _, double = bucket.scalar_memory["step"]
+            checks.advance(address, n, double)
+            checks.advance(expected, n, double)
     bucket.backend.launch(bucket.kernel, bucket, [params, grads, *bucket.columns, *new_state], slots)
     stats["kernel_calls"] += 1
     for s, scalar_out in zip(bucket.sets, scalar_outs):
         if "step" in s.values:
             s.values["step"] = bucket.round(s.values["step"] + 1)
         for name, value in scalar_out.items():
-            buffer = bucket.scalars[name]
-            buffer[s.start:s.stop].fill_(value)
-            bucket.expected[name][s.start:s.stop].fill_(value)
-            if not bucket.capturable:
-                s.values[name] = buffer[s.start].item()
+            if bucket.capturable:
+                bucket.scalars[name][s.start:s.stop].fill_(value)
+                bucket.expected[name][s.start:s.stop].fill_(value)
+                continue
+            address, expected, size, double = bucket.scalar_memory[name]
+            checks.fill(address + size * s.start, s.stop - s.start, value, double)
+            checks.fill(expected + size * s.start, s.stop - s.start, value, double)
+            s.values[name] = _ROUND[torch.float64 if double else torch.float32](value)
     if bucket.fresh:  # a state created lazily (SGD's momentum buffer) is kept, as the eager path keeps it
         for i, p in enumerate(params):
             state = bucket.dicts[i]
@@ -465,3 +505,6 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any
             for name, column in zip(bucket.fresh, new_state):
                 state[name] = column[i]
     return bool(bucket.fresh)
+
+
+_DICTS = frozenset({dict, collections.defaultdict})  # what the C check walks (PyDict_Next)

@@ -29,7 +29,7 @@ import threading
 import warnings
 from array import array
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 try:
     import fcntl
@@ -99,6 +99,17 @@ class CSource:
 
     #: segments start at multiples of this within each tensor (block-wise state: its block size)
     align = 1
+    #: C type of the element index ``j`` (a segment holds at most ``CHUNK`` elements)
+    index = "int64_t"
+    #: when set, the element loop runs block by block (``block`` elements from ``q``, ``m`` of them
+    #: in a segment's last block), with :meth:`block_begin` / :meth:`block_end` around each block
+    block: int | None = None
+
+    def block_begin(self) -> list[str]:  # C lines before a block's element loop
+        return []
+
+    def block_end(self) -> list[str]:  # C lines after a block's element loop
+        return []
 
     def after_loop(self) -> list[str]:  # C lines ending a segment, after its element loop
         return []
@@ -121,7 +132,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
     for i in needed:
         if trace.nodes[i][0] == "scalar":
             lines.append(f"  const T t{i} = {source.scalar(trace.nodes[i][1])};")
-    lines.append("  for (int64_t j = 0; j < n; j++) {")
+    body = []
     for i in needed:
         op, *args = trace.nodes[i]
         if op == "scalar":
@@ -132,10 +143,16 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, ct
             expr = OPS[op].emit_c([f"t{a}" for a in args], T)
         else:
             raise Unsupported(f"no C for node {op}", op=op)
-        lines.append(f"    const T t{i} = {expr};")
-    for buffer, node in outputs:
-        lines.append("    " + source.store(buffer, f"t{node}"))
-    lines.append("  }")
+        body.append(f"const T t{i} = {expr};")
+    body += [source.store(buffer, f"t{node}") for buffer, node in outputs]
+    if source.block is None:
+        lines += [f"  for ({source.index} j = 0; j < n; j++) {{", *("    " + b for b in body), "  }"]
+    else:
+        size = source.block
+        lines += [f"  for (int64_t q = 0; q < n; q += {size}) {{",
+                  f"    const int64_t m = n - q < {size} ? n - q : {size};", *source.block_begin(),
+                  f"    for ({source.index} j = q; j < q + m; j++) {{", *("      " + b for b in body), "    }",
+                  *source.block_end(), "  }"]
     lines += source.after_loop()
     lines.append("}")
     call = ", ".join(source.pointer(k, f"ptrs[{k} * nt + t]") + " + off" for k in range(n_buffers))
@@ -187,10 +204,11 @@ class Kernel:
         """Run over ``len(sizes)`` tensors; tensor ``t`` reads its scalars at ``scalars[sets[t]:]``.
 
         ``sizes`` and ``sets`` are ``array("q")``, ``ptrs`` is ``array("q")`` laid out buffer-major
-        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry).
+        (``ptrs[k * nt + t]``), ``scalars`` is ``array("d")`` (at least one entry). The arrays are
+        passed by address (no conversion per call: ctypes passes a Python int as is).
         """
         self.fn(len(sizes), sizes.buffer_info()[0], ptrs.buffer_info()[0], scalars.buffer_info()[0],
-                sets.buffer_info()[0], torch.get_num_threads())
+                sets.buffer_info()[0], _threads())
 
 
 def accepts(dtype: torch.dtype, device: torch.device) -> bool:
@@ -205,18 +223,21 @@ def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], s
     """Run ``kernel`` over the bucket: ``columns[k]`` is buffer k of every tensor; ``scalars`` holds
     every set's scalars, tensor ``t``'s from ``bucket.offsets[t]``.
 
-    The addresses of the parameters and of the state come from the plan (``bucket.static_ptrs``,
-    which the dispatcher checked this step); the gradients' and new state's are read here.
+    The addresses come from the plan (``bucket.static_ptrs``: parameters and state, which the
+    dispatcher checked this step, and the gradients, which it wrote there this step); only a
+    new state's (``columns`` past the stored ones) are read here.
     """
-    n = len(bucket.sizes)
-    ptrs = array("q", bucket.static_ptrs)
-    ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
-    for column in columns[2 + len(bucket.names):]:
-        ptrs.extend(map(_data_ptr, column))
+    fresh = columns[2 + len(bucket.names):]
+    ptrs = bucket.static_ptrs
+    if fresh:
+        ptrs = array("q", ptrs)
+        for column in fresh:
+            ptrs.extend(map(_data_ptr, column))
     kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
 _data_ptr = torch.Tensor.data_ptr
+_threads = torch.get_num_threads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +371,7 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def _dlopen_copy(data: bytes, key: str) -> ctypes.CDLL | None:
+def _dlopen_copy(data: bytes, key: str) -> tuple[ctypes.CDLL, Path] | None:
     """Load the checked bytes from a copy of this process's own under a name never used before and
     kept until exit (the dynamic loader reuses a library it knows by name or by inode); None where
     the private folder cannot hold or run it (the caller then loads the cache file itself)."""
@@ -360,13 +381,18 @@ def _dlopen_copy(data: bytes, key: str) -> ctypes.CDLL | None:
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return ctypes.CDLL(str(copy))
+        return ctypes.CDLL(str(copy)), copy
     except OSError:
         return None
 
 
-def _load(path: Path, key: str, n_buffers: int) -> Kernel:
-    """Verify and load ``path``; _Rejected (or FileNotFoundError) when it must not be used."""
+def _kernel_of(n_buffers: int) -> Callable[[ctypes.CDLL, Path], Any]:
+    return lambda lib, path: Kernel(lib, n_buffers)
+
+
+def _load(path: Path, key: str, make: Callable[[ctypes.CDLL, Path], Any]) -> Any:
+    """Verify and load ``path``: ``make(library, path it was loaded from)``; _Rejected (or
+    FileNotFoundError) when it must not be used."""
     try:
         fd = _open_trusted(path.with_suffix(".sha256"))
     except FileNotFoundError:
@@ -392,7 +418,7 @@ def _load(path: Path, key: str, n_buffers: int) -> Kernel:
     if hashlib.sha256(data).hexdigest() != expected:
         raise _Rejected(f"{path.name}: content does not match its build digest")
     try:
-        lib = _dlopen_copy(data, key) or ctypes.CDLL(str(path))
+        lib, loaded = _dlopen_copy(data, key) or (ctypes.CDLL(str(path)), path)
     except OSError as exc:
         raise _Rejected(f"{path.name}: cannot be loaded ({exc})") from exc
     try:
@@ -402,7 +428,7 @@ def _load(path: Path, key: str, n_buffers: int) -> Kernel:
     if found != key:
         raise _Rejected(f"{path.name}: holds kernel {found!r}, not {key!r}")
     stats["loaded"] += 1
-    return Kernel(lib, n_buffers)
+    return make(lib, loaded)
 
 
 @contextlib.contextmanager
@@ -431,7 +457,7 @@ def _remove(*paths: Path) -> None:
             pass
 
 
-def _build(source: str, target: Path, key: str) -> None:
+def _build(source: str, target: Path, key: str, flags: Sequence[str] = FLAGS) -> None:
     """Compile ``source`` to ``target`` and write its digest beside it (both renamed into place)."""
     cc = compiler()
     if cc is None:
@@ -444,7 +470,7 @@ def _build(source: str, target: Path, key: str) -> None:
         src = tmp / "kernel.c"
         src.write_text(source + f'const char {KEY_SYMBOL}[] = "{key}";\n')
         out = tmp / "kernel.so"
-        result = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
+        result = subprocess.run([cc, *flags, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
         if result.returncode != 0:
             raise Unsupported(f"C compiler failed: {result.stderr[-2000:]}")
         os.chmod(out, 0o600)
@@ -458,11 +484,12 @@ def _build(source: str, target: Path, key: str) -> None:
     stats["built"] += 1
 
 
-def _load_or_build(folder: Path, source: str, key: str, n_buffers: int) -> Kernel:
+def _load_or_build(folder: Path, source: str, key: str, make: Callable[[ctypes.CDLL, Path], Any],
+                   flags: Sequence[str]) -> Any:
     path = folder / f"optimlab_{key}.so"
     with _build_lock(folder, key) as locked:
         try:
-            return _load(path, key, n_buffers)
+            return _load(path, key, make)
         except FileNotFoundError:
             pass
         except _Rejected as why:
@@ -472,26 +499,28 @@ def _load_or_build(folder: Path, source: str, key: str, n_buffers: int) -> Kerne
             _remove(path, path.with_suffix(".sha256"))
         if not locked:
             raise OSError(f"cannot write to kernel cache {folder}")
-        _build(source, path, key)
+        _build(source, path, key, flags)
         try:
-            return _load(path, key, n_buffers)
+            return _load(path, key, make)
         except (_Rejected, FileNotFoundError) as why:  # a fresh build that cannot be loaded: eager
             _remove(path, path.with_suffix(".sha256"))
             raise Unsupported(f"freshly built kernel refused: {why}") from None
 
 
-def _obtain(source: str, key: str, n_buffers: int) -> Kernel:
-    """The kernel from the trusted cache; else from the private folder; else Unsupported (eager)."""
+def obtain(source: str, key: str, make: Callable[[ctypes.CDLL, Path], Any], flags: Sequence[str] = FLAGS) -> Any:
+    """``make(library, path)`` of the library compiled from ``source`` (with ``flags``), from the
+    trusted cache; else from the private folder; else Unsupported (eager). ``key`` must change
+    with anything the machine code depends on (source, flags, compiler, machine)."""
     try:
         folder = _cache_folder()
         try:
-            return _load_or_build(folder, source, key, n_buffers)
+            return _load_or_build(folder, source, key, make, flags)
         except OSError as exc:
             if _private and folder == _private[0]:
                 raise
             _warn_once(f"optimlab: kernel cache {folder} unusable ({exc}); building kernels in a "
                        "private temporary folder")
-        return _load_or_build(_private_folder(), source, key, n_buffers)
+        return _load_or_build(_private_folder(), source, key, make, flags)
     except Unsupported:
         raise
     except Exception as exc:  # noqa: BLE001 - the cache must never make a step fail
@@ -522,6 +551,6 @@ def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, 
         kernel = _loaded.get(key)
         if kernel is None:
             n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
-            kernel = _loaded[key] = _obtain(text, key, n_buffers)
+            kernel = _loaded[key] = obtain(text, key, _kernel_of(n_buffers))
     _by_structure[structure] = kernel
     return kernel

@@ -1,12 +1,18 @@
 """The fused CPU step for low-precision state: the generated C kernel of :mod:`.cpu` with the
 state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
 
-bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact),
-a store rounds the float32 result stochastically with the same counter-based bits as the eager
-path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`). Each stored buffer
-gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half and the
-element index of the segment's first element in its low half, so that element ``i`` of the
-tensor draws ``hash32(i ^ key)`` whichever thread and chunk runs it.
+bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact, a
+shift), a store rounds the float32 result stochastically with the same counter-based bits as the
+eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`). Each stored
+buffer gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half
+and the element index of the segment's first element in its low half, so that element ``i`` of
+the tensor draws the same bits whichever thread and chunk runs it. The element index is 32-bit
+(``CSource.index``), so the loop vectorizes with one integer multiply per element for the bits.
+
+8-bit state: the loop runs block by block (256 elements, which stay in L1): the block's codes are
+decoded into a float32 scratch row, the rule runs over it in place, then the block's absmax is
+taken on the float bits and its codes written, all in the same pass over memory; every loop is a
+handful of integer and float operations on each element and vectorizes (no table look-ups).
 
 Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
 and op table, so the fused and eager paths compute the same float32 numbers and round them with
@@ -18,6 +24,7 @@ from __future__ import annotations
 from array import array
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,13 +37,15 @@ _data_ptr = Tensor.data_ptr
 class BF16Source(cpu.CSource):
     """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word."""
 
+    index = "uint32_t"  # the bits' element index: 32-bit lanes (a segment is at most cpu.CHUNK long)
+
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
         super().__init__("float")
         self.low = set(range(2, n_inputs))
         self.rows = {k: n_buffers + i for i, k in enumerate(stored)}  # key word rows of ptrs
 
     def preamble(self) -> list[str]:
-        return [precision.HASH32_C, precision.ROUND_BF16_C]
+        return [precision.ROUND_BF16_C]
 
     def declare(self, buffer: int) -> str:
         if buffer not in self.low:
@@ -57,18 +66,19 @@ class BF16Source(cpu.CSource):
         if buffer not in self.low:
             return super().store(buffer, value)
         r = f"r{buffer}"  # the key in the high half, the segment's first index in the low one
-        return f"b{buffer}[j] = round_bf16({value}, (uint32_t)({r} >> 32), (uint32_t){r} + (uint32_t)j);"
+        return f"b{buffer}[j] = round_bf16({value}, (uint32_t)({r} >> 32), (uint32_t){r} + j);"
 
 
 class Int8Source(cpu.CSource):
     """Buffers ``2 .. n_inputs-1`` (the state) as 8-bit codes with a float32 scale per block.
 
-    Segments start on block boundaries (``align``); a load decodes ``table[code] * absmax``; a
-    store parks the float32 result in a thread-local scratch row, and after the element loop each
-    block of the segment gets its new absmax and its codes (:func:`.precision.quantizer_c`).
+    Segments start on block boundaries (``align``) and the element loop runs block by block
+    (``block``): before a block, its codes are decoded into a scratch row ``x<k>`` (code value
+    times absmax); the rule reads and writes the scratch row; after the block, its new absmax
+    (the largest ``|x|`` on the float bits) and codes are written (:func:`.precision.codec_c`).
     """
 
-    align = precision.BLOCK
+    align = block = precision.BLOCK
 
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int], signed: Sequence[bool]) -> None:
         super().__init__("float")
@@ -78,9 +88,7 @@ class Int8Source(cpu.CSource):
         self.rows = {k: n_buffers + i for i, k in enumerate(sorted(self.low))}  # scale rows of ptrs
 
     def preamble(self) -> list[str]:
-        lines = [precision.quantizer_c(tag == "s") for tag in sorted(set(self.tag.values()))]
-        lines += [f"static __thread float scratch{k}[{cpu.CHUNK}];" for k in self.stored]
-        return lines
+        return [precision.BLOCK_C] + [precision.codec_c(tag == "s") for tag in sorted(set(self.tag.values()))]
 
     def declare(self, buffer: int) -> str:
         if buffer not in self.low:
@@ -93,28 +101,26 @@ class Int8Source(cpu.CSource):
         # a segment starts on a block boundary: its first block's scale is off / BLOCK
         return f"(float *)ptrs[{self.rows[buffer]} * nt + t] + off / {precision.BLOCK}, (uint8_t *){address}"
 
+    def block_begin(self) -> list[str]:
+        size, lines = precision.BLOCK, []
+        for k in sorted(self.low):
+            lines += [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */",
+                      f"    const float s{k} = a{k}[q / {size}];",
+                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, s{k}, m);"]
+        return lines
+
     def load(self, buffer: int) -> str:
-        if buffer not in self.low:
-            return super().load(buffer)
-        return f"(table_{self.tag[buffer]}[b{buffer}[j]] * a{buffer}[j / {precision.BLOCK}])"
+        return f"x{buffer}[j - q]" if buffer in self.low else super().load(buffer)
 
     def store(self, buffer: int, value: str) -> str:
-        return f"scratch{buffer}[j] = {value};" if buffer in self.low else super().store(buffer, value)
+        return f"x{buffer}[j - q] = {value};" if buffer in self.low else super().store(buffer, value)
 
-    def after_loop(self) -> list[str]:
-        lines = []
-        for k in self.stored:
-            block = precision.BLOCK
-            lines += [
-                f"  for (int64_t q = 0; q < n; q += {block}) {{  /* buffer {k}: absmax, then codes */",
-                f"    const int64_t m = n - q < {block} ? n - q : {block};",
-                "    float amax = 0.0f;",
-                f"    for (int64_t i = 0; i < m; i++) {{ float v = fabsf(scratch{k}[q + i]); amax = v > amax ? v : amax; }}",
-                f"    a{k}[q / {block}] = amax;",
-                "    const float scale = amax > 0.0f ? amax : 1.0f;",
-                f"    for (int64_t i = 0; i < m; i++) b{k}[q + i] = encode_{self.tag[k]}(scratch{k}[q + i] / scale);",
-                "  }",
-            ]
+    def block_end(self) -> list[str]:
+        size, lines = precision.BLOCK, []
+        for k in self.stored:  # the absmax on the bits (a NaN wins), then the codes
+            lines += [f"    const float amax{k} = absmax_bits(x{k}, m);",
+                      f"    a{k}[q / {size}] = amax{k};",
+                      f"    encode_block_{self.tag[k]}(x{k}, b{k} + q, 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f), m);"]
         return lines
 
 
@@ -140,8 +146,9 @@ class Backend:
     def prepare(self, bucket: Any, optimizer: Any, group: dict[str, Any]) -> None:
         """Remember what keys the rounding: the parameters' positions and the group's seed."""
         index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-        bucket.cache["positions"] = torch.tensor([index[id(p)] for p in bucket.params], dtype=torch.int64)
+        bucket.cache["positions"] = np.array([index[id(p)] for p in bucket.params], dtype=np.int64)
         bucket.cache["group"] = group
+        bucket.cache["tensor_keys"] = (None, None)  # (seed, precision.tensor_key of the positions)
         if self.storage == "int8":  # the block scales, updated in place by both paths: stable addresses
             scales = array("q")
             for name in bucket.names:
@@ -178,12 +185,14 @@ class Backend:
             kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
             return
         seed = bucket.cache["group"].get("rounding_seed", 0)
+        cached_seed, base = bucket.cache["tensor_keys"]
+        if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
+            base = precision.tensor_key(seed, bucket.cache["positions"])
+            bucket.cache["tensor_keys"] = (seed, base)
         step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
         for buffer in kernel.stored:
-            keys = precision.stream_key(seed, step, bucket.cache["positions"],
-                                        precision.stream_id(bucket.names[buffer - 2]))
-            signed = torch.where(keys >= 2**31, keys - 2**32, keys) << 32  # the key in the high half
-            ptrs.extend(signed.tolist())
+            keys = precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2]))
+            ptrs.extend((keys.astype(np.uint64) << np.uint64(32)).view(np.int64).tolist())  # key: high half
         kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 

@@ -328,20 +328,44 @@ class ScalarProgram:
         return Sym(self, len(self.inputs) + len(self.ops) - 1, value)
 
     def run(self, values: list[Any]) -> list[Any] | None:
-        """Every recorded number for new input ``values``; None when a guard answers differently."""
-        def get(arg: tuple) -> Any:
-            return out[arg[1]] if arg[0] == "s" else arg[1]
+        """Every recorded number for new input ``values``; None when a guard answers differently.
 
-        out = list(values)
-        try:
-            for fn, args in self.ops:
-                out.append(fn(*map(get, args)))
-            for fn, a, b, result in self.guards:
-                if bool(fn(get(a), get(b))) != result:
-                    return None
-        except (ArithmeticError, TypeError, ValueError):
-            return None
-        return out
+        The recording is compiled once into one straight-line Python function (the same
+        operators on the same numbers, in the same order), so a replay costs a few microseconds."""
+        if self._compiled is None or self._compiled[0] != (len(self.ops), len(self.guards)):
+            self._compiled = ((len(self.ops), len(self.guards)), self._compile())
+        return self._compiled[1](values)
+
+    _compiled: tuple | None = None
+    _SYMBOLS = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
+                operator.pow: "**", operator.eq: "==", operator.ne: "!=", operator.lt: "<",
+                operator.le: "<=", operator.gt: ">", operator.ge: ">="}
+
+    def _compile(self) -> Callable[[list[Any]], list[Any] | None]:
+        constants: list[Any] = []
+
+        def arg(a: tuple) -> str:
+            if a[0] == "s":
+                return f"x{a[1]}"
+            constants.append(a[1])  # passed as an object: its exact type and value
+            return f"c[{len(constants) - 1}]"
+
+        n = len(self.inputs)
+        body = [f"    ({''.join(f'x{i}, ' for i in range(n))}) = values"] if n else []
+        for k, (fn, args) in enumerate(self.ops, n):
+            if fn is operator.neg:
+                body.append(f"    x{k} = -{arg(args[0])}")
+            else:
+                body.append(f"    x{k} = {arg(args[0])} {self._SYMBOLS[fn]} {arg(args[1])}")
+        for fn, a, b, result in self.guards:
+            body.append(f"    if bool({arg(a)} {self._SYMBOLS[fn]} {arg(b)}) != {result!r}: return None")
+        everything = ", ".join(f"x{i}" for i in range(n + len(self.ops)))
+        source = ("def run(values):\n  try:\n" + "\n".join("  " + line for line in body)
+                  + f"\n      return [{everything}]\n"
+                  + "  except (ArithmeticError, TypeError, ValueError):\n      return None\n")
+        namespace: dict[str, Any] = {"c": constants}
+        exec(compile(source, "<optimlab scalar program>", "exec"), namespace)  # noqa: S102 - our own recording
+        return namespace["run"]
 
 
 class CachedTracer:
@@ -360,10 +384,18 @@ class CachedTracer:
 
     def __call__(self, update: Callable, vector_inputs: list[str], arguments: dict[str, Any],
                  name: str | None = None, device: torch.device | None = None) -> tuple[Trace, dict[str, Any]]:
-        if self.concrete or device is not None or any(isinstance(v, torch.Tensor) for v in arguments.values()):
+        if self.concrete or device is not None:
             return trace_rule(update, vector_inputs, arguments, name, device)
-        names = [k for k, v in arguments.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)]
-        options = tuple((k, v) for k, v in arguments.items() if k not in names)
+        names, option_list = [], []
+        for k, v in arguments.items():
+            kind = type(v)
+            if kind is float or kind is int or (kind is not bool and isinstance(v, numbers.Real)):
+                names.append(k)
+            elif isinstance(v, torch.Tensor):
+                return trace_rule(update, vector_inputs, arguments, name, device)
+            else:
+                option_list.append((k, v))
+        options = tuple(option_list)
         if self.entry is not None and self.entry[0] == options and self.entry[1].names == names:
             _, program, trace, sources, constants, out = self.entry
             values = program.run([arguments[k] for k in names])

@@ -244,10 +244,8 @@ class _Tables:
 
     def pointers(self, bucket: Any, columns: Sequence[list[Tensor]]) -> Tensor:
         """The device table for this step: the plan's parameter and state addresses (checked by
-        the dispatcher), this step's gradients and new state read here."""
-        n = len(bucket.sizes)
+        the dispatcher) and this step's gradients (written there by it); new state read here."""
         host = array("q", bucket.static_ptrs)
-        host[n:2 * n] = array("q", map(_data_ptr, columns[1]))
         for column in columns[2 + len(bucket.names):]:
             host.extend(map(_data_ptr, column))
         if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture

@@ -55,6 +55,9 @@ class Run:
               kept when ``record_grads=True``.
     ``lr``    ``(N,)``: each trajectory's base learning rate; ``lr_factors[t-1]`` scales step t.
     ``hyper`` each trajectory's other swept hyperparameters, ``(N,)`` tensors.
+    ``states`` ``{name: (steps, N, 2)}``: the rule's per-coordinate state after each step (its own
+              names: ``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``sum``, ...), kept when
+              ``record_state=True``.
     """
 
     landscape: Landscape
@@ -65,6 +68,7 @@ class Run:
     lr_factors: list[float]
     hyper: dict[str, Tensor] = field(default_factory=dict)
     grads: Tensor | None = None
+    states: dict[str, Tensor] | None = None
 
     @property
     def steps(self) -> int:
@@ -107,7 +111,7 @@ def _as_points(starts: Any, dtype: torch.dtype) -> Tensor:
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: HyperValue | None = None, schedule: str | None = None, record_grads: bool = False,
         dtype: torch.dtype = torch.float64, progress: Callable[[int], None] | None = None,
-        noise: Noise | str | None = None, **hyper: HyperValue) -> Run:
+        noise: Noise | str | None = None, record_state: bool = False, **hyper: HyperValue) -> Run:
     """Run ``N`` trajectories of one optimizer for ``steps`` steps, as one tensor computation.
 
     ``starts``  ``(N, 2)`` points (or one ``(2,)`` point).
@@ -120,6 +124,8 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
     ``noise``   noisy gradients (:mod:`optimlab.lab.noise`): a :class:`~optimlab.lab.noise.Noise` or a
                 spec such as ``"sd=0.5,seed=0"`` or ``"batch=1,seed=0"`` (data landscapes); the
                 recorded loss stays the noise-free ``f``.
+    ``record_state`` keep the rule's per-coordinate state after every step (``Run.states``; the
+                trajectory itself is the same, bit for bit).
     """
     threads = torch.get_num_threads()
     small = torch.as_tensor(starts).numel() < SINGLE_THREAD_BELOW
@@ -127,7 +133,7 @@ def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: 
         torch.set_num_threads(1)
     try:
         return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, record_grads=record_grads,
-                    dtype=dtype, progress=progress, noise=noise, **hyper)
+                    dtype=dtype, progress=progress, noise=noise, record_state=record_state, **hyper)
     finally:
         if small and threads > 1:
             torch.set_num_threads(threads)
@@ -140,7 +146,7 @@ SINGLE_THREAD_BELOW = 1 << 16
 
 
 def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dtype, progress, noise=None,
-         **hyper) -> Run:
+         record_state=False, **hyper) -> Run:
     land = get_landscape(landscape)
     spec = get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -162,6 +168,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
     path = torch.empty((steps + 1, n, 2), dtype=dtype, device=p.device)
     loss = torch.empty((steps + 1, n), dtype=dtype, device=p.device)
     grads = torch.empty((steps, n, 2), dtype=dtype, device=p.device) if record_grads else None
+    states: dict[str, Tensor] | None = {} if record_state else None
     path[0] = p
     for t in range(1, steps + 1):
         if spec.lookahead:
@@ -182,6 +189,10 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         out = rule.update(p, g, **state, **extra, **kwargs)
         p = out.pop("param")
         state.update(out)
+        if states is not None:
+            for name, value in state.items():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    states.setdefault(name, torch.zeros((steps, n, 2), dtype=dtype, device=p.device))[t - 1] = value
         path[t] = p
         if progress is not None:
             progress(t)
@@ -189,7 +200,7 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, record_grads, dty
         loss[steps] = land.value(p)
     lr_col = base_lr if isinstance(base_lr, Tensor) else torch.full((n, 1), base_lr, dtype=dtype, device=p.device)
     swept = {k: v.flatten() for k, v in kwargs.items() if isinstance(v, Tensor) and k != "lr"}
-    return Run(land, spec, path, loss, lr_col.flatten().clone(), lr_factors, swept, grads)
+    return Run(land, spec, path, loss, lr_col.flatten().clone(), lr_factors, swept, grads, states)
 
 
 @dataclass

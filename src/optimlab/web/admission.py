@@ -16,7 +16,9 @@ import math
 import random
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
+
+import anyio
 
 from .compute import ApiError
 from .schemas import Limits
@@ -83,3 +85,15 @@ class Admission:
 
     def pool(self, cost: int) -> Pool:
         return self.light if cost <= self.limits.light_cost else self.heavy
+
+    async def compute(self, request: Any, cost: int, executor: list[Any], fn: Callable[..., str], *args: Any) -> str:
+        """``fn(*args, limits, deadline, queued_s)`` in a slot of the pool for ``cost``, in the worker
+        processes (``executor[0]``, once ready) or a thread; the time budget counts from the
+        request's arrival (:class:`~.app.BodyLimit` stamps it)."""
+        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
+        deadline = arrived + self.limits.time_budget_s
+        async with self.pool(cost).slot(deadline) as queued:
+            if executor:
+                return await asyncio.get_running_loop().run_in_executor(executor[0], fn, *args, self.limits,
+                                                                        deadline, queued)
+            return await anyio.to_thread.run_sync(fn, *args, self.limits, deadline, queued)

@@ -8,7 +8,10 @@ Routes::
     GET  /api/meta                  landscapes, optimizers (knobs, defaults, colours), schedules, limits
     GET  /api/health                whether the worker processes are ready
     GET  /api/landscape/{name}      the landscape on a grid (for the contour and the 3-D surface)
+    GET  /api/presets               the tour's sections and their "try it" links (see ``presets``)
     POST /api/run                   trajectories, losses and metrics (see ``schemas.RunRequest``)
+    POST /api/formula               a landscape typed as a formula in x and y (see :mod:`.stability`)
+    POST /api/stability             the (lr, beta) stability / speed map (see :mod:`.stability`)
     GET  /api/openapi.json          the schema of all of the above
 
 The numbers of ``/api/run`` are ``optimlab.lab.engine.run`` and ``optimlab.lab.metrics.rows``
@@ -42,8 +45,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..lab.landscapes import get_landscape
 from .admission import Admission
 from .compute import ApiError, dumps, landscape_grid_json, meta, run_json, warm_up, warm_up_worker
-from .schemas import (HARD_MAX_NAME, ErrorResponse, Health, LandscapeGrid, Limits, MetaResponse, RunRequest, RunResponse,
-                      check_limits, cost)
+from . import presets as tour_presets
+from .schemas import (HARD_MAX_NAME, ErrorResponse, Health, LandscapeGrid, Limits, MetaResponse, PresetsResponse,
+                      RunRequest, RunResponse, check_limits, cost)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -157,7 +161,7 @@ ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text
 
 
 def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None = None,
-               processes: bool = False) -> FastAPI:
+               processes: bool = False, tour: str | None = None) -> FastAPI:
     """The web lab's FastAPI app (serve it with uvicorn; ``optimlab serve`` does).
 
     ``allowed_hosts``: the ``Host`` names to answer (``optimlab serve`` passes
@@ -166,6 +170,8 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
     the background when the app starts; runs use threads until they are ready) instead of threads. A run is Python float code: in a thread it holds the GIL
     that the event loop needs to answer ``/api/meta`` and the page, so ``optimlab serve`` uses
     processes; threads suit tests that patch the computation in-process.
+    ``tour``: a built ``tour.json`` whose "try it" links ``/api/presets`` serves (default: the
+    packaged presets, :mod:`.presets`).
     """
     limits = limits or Limits()
     admission = Admission(limits)
@@ -207,6 +213,7 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
     app.state.limits = limits
     app.state.admission = admission
     meta_json = dumps(meta(limits))
+    presets_json = dumps(tour_presets.load(tour))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -252,6 +259,12 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
         """Landscapes, optimizers, knobs and limits (computed once: never waits for a run)."""
         return Response(content=meta_json, media_type="application/json")
 
+    @app.get("/api/presets", response_model=None, responses={200: {"model": PresetsResponse}, **ERRORS})
+    async def api_presets() -> Response:
+        """The tour's sections and their "try it" links, with the numbers the tour reports for each
+        (read once when the server starts; never reruns the tour)."""
+        return Response(content=presets_json, media_type="application/json")
+
     @app.get("/api/health", response_model=None, responses={200: {"model": Health}, **ERRORS})
     async def api_health() -> Response:
         """Where runs compute now: ``processes`` once the worker processes are ready, else ``threads``."""
@@ -277,18 +290,14 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
     @app.post("/api/run", response_model=None, responses={200: {"model": RunResponse}, **ERRORS})
     async def api_run(req: RunRequest, request: Request) -> Response:
         """Every optimizer from every start; admitted by cost, within the time budget."""
-        arrived = request.scope.get("state", {}).get("arrived", time.monotonic())
-        deadline = arrived + limits.time_budget_s
         try:
             check_limits(req, limits)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        async with admission.pool(cost(req)).slot(deadline) as queued:
-            if executor:
-                text = await asyncio.get_running_loop().run_in_executor(executor[0], run_json, req, limits,
-                                                                        deadline, queued)
-            else:
-                text = await anyio.to_thread.run_sync(run_json, req, limits, deadline, queued)
+        text = await admission.compute(request, cost(req), executor, run_json, req)
         return Response(content=text, media_type="application/json")
 
+    from .stability import add_routes  # the formula landscape and the (lr, beta) map
+
+    add_routes(app, limits, admission, executor, ERRORS)
     return app

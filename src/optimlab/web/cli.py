@@ -42,7 +42,7 @@ def serve(args) -> int:
               "the lab has no authentication", file=sys.stderr)
     print(f"optimlab serve: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/ "
           "(Ctrl+C stops)", file=sys.stderr)
-    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None, processes=True)
+    app = create_app(limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None, processes=True, tour=args.tour)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -56,6 +56,8 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=2000, help="most steps one request may ask for (default 2000)")
     p.add_argument("--time-budget", type=float, default=5.0,
                    help="seconds one run request may take before it is stopped with an error (default 5)")
+    p.add_argument("--tour", default=None, metavar="TOUR_JSON",
+                   help="serve the 'try it' presets of this built tour.json (default: the packaged presets)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default warning)")
     p.set_defaults(func=serve)

@@ -20,6 +20,7 @@ from .. import _json, catalogue, schedules
 from ..lab import engine, metrics
 from ..lab.landscapes import LANDSCAPES, Landscape, get_landscape
 from . import fastpath
+from .custom import FormulaError, landscape_of
 from .schemas import KNOB_HELP, KNOB_RANGES, LR_RANGE, Limits, RunRequest, knobs
 
 
@@ -57,9 +58,13 @@ def dumps(payload: Any) -> str:
 
 # --- metadata and grids ---------------------------------------------------------------------------
 
-def landscape_info(name: str) -> dict[str, Any]:
+def landscape_info(name: str | Landscape) -> dict[str, Any]:
     land = get_landscape(name)
+    from ..lab.sampled import DataLandscape
+
     return {**land.describe(), "global_minima": land.global_minima or len(land.minima),
+            # examples a noisy-gradient batch draws from (data landscapes only)
+            "examples": land.n_data if isinstance(land, DataLandscape) else None,
             # each optimizer's default learning rate on this landscape (from the catalogue)
             "default_lr": {e.name: catalogue.lab_lr(e, land) for e in catalogue.entries()}}
 
@@ -67,7 +72,9 @@ def landscape_info(name: str) -> dict[str, Any]:
 def optimizer_info(name: str) -> dict[str, Any]:
     spec = engine.get_optimizer(name)
     return {"name": spec.name, "label": spec.label, "colour": spec.colour, "default_lr": spec.lab_lr,
-            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()}}
+            "knobs": knobs(spec), "main": spec.main, "options": {k: v for k, v in spec.options.items()},
+            # its update rule as MathML with the default numbers (the page writes the card's values in)
+            "rule": catalogue.rule_display(spec)}
 
 
 def meta(limits: Limits) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def landscape_grid_json(name: str, resolution: int) -> str:
     return dumps(landscape_grid(name, resolution))
 
 
-def landscape_grid(name: str, resolution: int) -> dict[str, Any]:
+def landscape_grid(name: str | Landscape, resolution: int) -> dict[str, Any]:
     """The landscape on a ``resolution x resolution`` grid over its window.
 
     ``z[i][j] = f(x[j], y[i])`` (plotly's layout); ``zplot`` is what the page colours:
@@ -141,6 +148,18 @@ def over_budget(deadline: float, limits: Limits) -> None:
                             "(waiting included); ask for fewer steps, starts or optimizers")
 
 
+def budget(limits: Limits, deadline: float | None) -> tuple[float, Any]:
+    """``(deadline, check)``: the deadline (default: the time budget from now) and a progress
+    callback that raises :class:`BudgetExceeded` past it."""
+    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
+
+    def check(_step: int = 0) -> None:
+        if time.monotonic() > deadline:
+            raise BudgetExceeded()
+
+    return deadline, check
+
+
 def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
     """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
     result = run_request(req, limits, deadline)
@@ -154,19 +173,15 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
     """Every optimizer of ``req`` from every start; :class:`ApiError` (422) past ``deadline``
     (``time.monotonic()``; default: the time budget from now)."""
     t0 = time.perf_counter()
-    deadline = time.monotonic() + limits.time_budget_s if deadline is None else deadline
-
-    def check(_step: int = 0) -> None:
-        if time.monotonic() > deadline:
-            raise BudgetExceeded()
-
-    land = get_landscape(req.landscape)
+    deadline, check = budget(limits, deadline)
+    land = request_landscape(req)
+    noise = req.noise.spec() if req.noise is not None else None
     runs: list[engine.Run] = []
     with one_thread():
         for spec in req.optimizers:
             try:
                 runs.append(fastpath.run(land, spec.name, req.starts, req.steps, lr=spec.lr, schedule=req.schedule,
-                                         progress=check, **spec.hyper()))
+                                         progress=check, noise=noise, record_state=req.state, **spec.hyper()))
             except BudgetExceeded:
                 raise ApiError(422, f"the run took longer than this server's time budget of {limits.time_budget_s:g} s "
                                     f"(at {spec.name}); ask for fewer steps, starts or optimizers") from None
@@ -198,10 +213,38 @@ def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) 
             "loss": nested(r.loss),
             "left_window": left[k * n:(k + 1) * n],
             "metrics": [{key: _json.finite(v) for key, v in row.items()} for row in mine],
+            **({"state": step_state(r)} if req.state else {}),
         })
     return {"landscape": land.name, "steps": req.steps, "schedule": req.schedule,
             "lr_factors": list(first.lr_factors), "tol": req.tol, "f_star": land.min_value,
-            "starts": req.starts, "runs": out, "elapsed_s": time.perf_counter() - t0}
+            "starts": req.starts, "noise": noise, "runs": out, "elapsed_s": time.perf_counter() - t0}
+
+
+_ROLES: dict[str, tuple[Any, dict[str, str]]] = {}
+
+
+def state_roles(entry: catalogue.Entry) -> dict[str, str]:
+    """:func:`optimlab.catalogue.state_roles`, cached per entry (it writes the rule's display)."""
+    hit = _ROLES.get(entry.name)
+    if hit is None or hit[0] is not entry:
+        hit = _ROLES[entry.name] = (entry, catalogue.state_roles(entry))
+    return hit[1]
+
+
+def step_state(r: engine.Run) -> dict[str, Any]:
+    """What the step-through mode shows of run ``r`` (``record_state``: the engine's state, from the
+    fast path bit for bit): per step, the gradient and the rule's state after the step, with the
+    catalogue's roles. (The step ``w_t - w_{t-1}`` is the path's difference: the page subtracts.)"""
+    return {"grad": nested(r.grads), "values": {name: nested(v) for name, v in (r.states or {}).items()},
+            "roles": state_roles(r.optimizer)}
+
+
+def request_landscape(req: Any) -> Landscape:
+    """The request's landscape (a formula one is built here: a 422 where it is refused)."""
+    try:
+        return landscape_of(req)
+    except FormulaError as exc:
+        raise ApiError(422, f"formula: {exc}", [{"field": "formula", "message": str(exc)}]) from None
 
 
 def warm_up(schedules: bool = True) -> None:

@@ -28,7 +28,10 @@ appear in its source; no text from a request), compiled once per structure. It d
 exactly as :func:`optimlab.lab.engine.run` does. Anything the tracer does not model (per-trajectory
 hyperparameter tensors, an op outside the table, a rule branching on a traced value, a machine
 without MKL) runs the engine itself (:func:`run` falls back); ``tests/test_web_fastpath.py``
-checks equality with ``engine.run`` on every landscape and lab optimizer. The hyperparameter
+checks equality with ``engine.run`` on every landscape and lab optimizer. With ``record_state`` the
+generated function also keeps each step's gradient and per-coordinate state (the web lab's
+step-through view; equal to ``engine.run(record_state=True)``, tested in
+``tests/test_web_teach.py``); noisy gradients run the engine. The hyperparameter
 values are constants of the compiled function: a new value (a slider moved) costs one trace and
 compile (about 10 ms).
 """
@@ -598,19 +601,28 @@ def _compiled_rule(name: str, fixed: tuple, state_keys: tuple) -> CompiledRule:
 
 def run(landscape: str | Landscape, optimizer: str | Entry, starts: Any, steps: int, *,
         lr: float | None = None, schedule: str | None = None, progress: Callable[[int], None] | None = None,
-        **hyper: float) -> engine.Run:
+        noise: Any = None, record_state: bool = False, **hyper: float) -> engine.Run:
     """What :func:`optimlab.lab.engine.run` returns for the same arguments (float64), bit for bit.
 
-    Runs the engine itself for anything the fast path does not take (see the module docstring).
+    Runs the engine itself for anything the fast path does not take (see the module docstring),
+    and for noisy gradients (``noise``). ``record_state`` also keeps each step's gradient and the
+    rule's per-coordinate state after it (``Run.grads`` / ``Run.states``, as the engine's
+    ``record_grads`` / ``record_state``).
     ``progress`` is called with a step number between trajectories (by the engine: after each
     step); an exception it raises stops the run.
     """
+    engine_only = noise is not None and engine.parse_noise(noise) is not None and engine.parse_noise(noise).active
     try:
+        if engine_only:
+            raise Unsupported("noisy gradients")
         if available():
             raise Unsupported(available())
-        return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
+        return _run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress,
+                    record=record_state, **hyper)
     except Unsupported:
-        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress, **hyper)
+        return engine.run(landscape, optimizer, starts, steps, lr=lr, schedule=schedule, progress=progress,
+                          noise=noise if engine_only else None, record_grads=record_state,
+                          record_state=record_state, **hyper)
 
 
 @lru_cache(maxsize=512)
@@ -625,7 +637,7 @@ def prepared(name: str, lr: float, hyper: tuple) -> tuple[dict[str, Any], dict[s
     return dict(kwargs), dict(group)
 
 
-def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **hyper) -> engine.Run:
+def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, record=False, **hyper) -> engine.Run:
     land = get_landscape(landscape)
     spec = engine.get_optimizer(optimizer)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -650,10 +662,11 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **
         init_vectors["momentum_buffer"] = torch.zeros_like(p)
     fixed = tuple(sorted((k, v) for k, v in kwargs.items() if k != "lr"))
     rule = _compiled_rule(spec.name, fixed, tuple(init_vectors) + tuple(init_scalars))
-    trajectory = _trajectory(fland, rule, spec.lookahead)
+    trajectory = _trajectory(fland, rule, spec.lookahead, record)
     momentum = float(kwargs["momentum"]) if spec.lookahead else 0.0
     paths: list[list[float]] = []
     losses: list[list[float]] = []
+    records: list[list[float]] = []
     for i in range(n):
         if progress is not None:
             progress(0)
@@ -661,24 +674,32 @@ def _run(landscape, optimizer, starts, steps, *, lr, schedule, progress=None, **
         args += [float(init_vectors[k][i, 0]) for k in rule.first_vector]
         args += [float(init_vectors[k][i, 1]) for k in rule.first_vector]
         args += [init_scalars[k] for k in rule.scalar_names]
-        path, loss = trajectory(*args, momentum, lrs, steps)
+        path, loss, *rec = trajectory(*args, momentum, lrs, steps)
         paths.append(path)
         losses.append(loss)
+        records += rec
     path_t = torch.tensor(paths, dtype=torch.float64).reshape(n, steps + 1, 2).transpose(0, 1).contiguous()
     loss_t = torch.tensor(losses, dtype=torch.float64).transpose(0, 1).contiguous()
     lr_col = torch.full((n,), base_lr, dtype=torch.float64)
-    return engine.Run(land, spec, path_t, loss_t, lr_col, factors, {}, None)
+    grads = states = None
+    if record:  # per step: gx, gy, then each state's x, y after the step
+        names = rule.later_vector
+        rec_t = torch.tensor(records, dtype=torch.float64).reshape(n, steps, 1 + len(names), 2).permute(2, 1, 0, 3)
+        grads = rec_t[0].contiguous()
+        states = {k: rec_t[1 + j].contiguous() for j, k in enumerate(names)}
+    return engine.Run(land, spec, path_t, loss_t, lr_col, factors, {}, grads, states)
 
 
 _trajectories: dict[tuple[CompiledLandscape, CompiledRule, bool], Callable] = {}
 
 
-def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool) -> Callable:
+def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool, record: bool = False) -> Callable:
     """One generated function running a whole trajectory: ``(x, y, *state x, *state y, *scalar
     state, momentum, lrs, steps) -> (path [x0, y0, x1, y1, ...], loss [f0 .. fT])``, driving the
     rule exactly as :func:`optimlab.lab.engine.run` does (NAG: the loss at ``w``, the gradient at
-    the look-ahead point ``w - momentum * v``)."""
-    key = (land, rule, lookahead)  # the objects themselves (identity), kept alive by the key
+    the look-ahead point ``w - momentum * v``). With ``record`` it also returns, per step, the
+    gradient and the per-coordinate state after the step (``[gx, gy, sx_k, sy_k, ...]``)."""
+    key = (land, rule, lookahead, record)  # the objects themselves (identity), kept alive by the key
     fn = _trajectories.get(key)
     if fn is not None:
         return fn
@@ -688,7 +709,8 @@ def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool) ->
     sy = [f"sy_{k}" for k in rule.first_vector]
     sc = [f"sc_{k}" for k in rule.scalar_names]
     lines = [f"def trajectory(x, y, {''.join(a + ', ' for a in sx + sy + sc)}momentum, lrs, steps):",
-             "    path = [x, y]", "    loss = []", "    pa = path.append", "    la = loss.append"]
+             "    path = [x, y]", "    loss = []", "    pa = path.append", "    la = loss.append",
+             "    rec = []", "    ra = rec.append"]
 
     def step(graph_outputs: tuple[Graph, list[int]], vector_in: list[str], vector_out: list[str],
              tag: str, indent: str) -> list[str]:
@@ -713,12 +735,19 @@ def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool) ->
         bx, ox = em.body(rg, routs, ins_x, f"{tag}x", shared=f"{tag}s", indent=indent)
         by, oy = em.body(rg, routs, ins_y, f"{tag}y", shared=f"{tag}s", emit_shared=False, indent=indent)
         out += bx + by
+        if record:  # the gradient before x, y are reassigned (it may be one of them)
+            out.append(f"{indent}ra({gx})")
+            out.append(f"{indent}ra({gy})")
         targets = ["x", *[f"sx_{k}" for k in vector_out], *sc]
         out.append(f"{indent}{', '.join(targets)} = {', '.join(ox)}")
         targets_y = ["y", *[f"sy_{k}" for k in vector_out]]
         out.append(f"{indent}{', '.join(targets_y)} = {', '.join(oy[:1 + len(vector_out)])}")
         out.append(f"{indent}pa(x)")
         out.append(f"{indent}pa(y)")
+        if record:
+            for k in vector_out:
+                out.append(f"{indent}ra(sx_{k})")
+                out.append(f"{indent}ra(sy_{k})")
         del nv
         return out
 
@@ -727,7 +756,7 @@ def _trajectory(land: CompiledLandscape, rule: CompiledRule, lookahead: bool) ->
     lines += ["    for k in range(1, steps):", "        t = k + 1.0", "        lr = lrs[k]"]
     lines += step(rule.later, rule.later_vector, rule.later_vector, "B", "        ")
     body, (f,) = em.body(g, [land.f], ["x", "y"], "V", indent="    ")
-    lines += body + [f"    la({f})", "    return path, loss"]
+    lines += body + [f"    la({f})", "    return (path, loss, rec)" if record else "    return path, loss"]
     source = "\n".join(lines[:1] + VML_PROLOGUE + em.prologue + lines[1:])
     fn = _compile(source, em.consts, "trajectory")
     if len(_trajectories) >= 512:

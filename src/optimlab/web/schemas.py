@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import catalogue, schedules
 from ..catalogue import Entry
 from ..lab.engine import get_optimizer, prepare
+from ..lab.formula import MAX_COORDINATE, MAX_LENGTH as MAX_FORMULA
 from ..lab.landscapes import LANDSCAPES, get_landscape
+from .custom import NAME as CUSTOM, check_reference, check_starts
 
 #: the hyperparameters the page lets a learner drag, by the rule's names, with their ranges
 #: (``(low, high, low_open, high_open)``) and a one-line meaning
@@ -92,6 +94,9 @@ class Limits:
     ``heavy_running``     heavy runs computing at once; ``heavy_queue`` more may wait; a run that
                           finds its queue full is answered 429 with ``Retry-After`` at once
     ``max_body_bytes``    request bodies larger than this get a 413
+    ``max_state_steps``   steps of a run that asks for the optimizer's state per step (``state``)
+    ``max_map_side``      learning rates (and betas) per side of a stability map (``/api/stability``)
+    ``max_map_work``      ``cells x steps x rule cost`` of one stability map (one batched engine run)
     """
 
     max_steps: int = 2000
@@ -107,6 +112,9 @@ class Limits:
     heavy_running: int = 1
     heavy_queue: int = 2
     max_body_bytes: int = 64 * 1024
+    max_state_steps: int = 1000
+    max_map_side: int = 40
+    max_map_work: int = 1_600_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +130,14 @@ def _knob(name: str) -> Any:
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+WindowCoordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+WindowRange = Annotated[list[WindowCoordinate], Field(min_length=2, max_length=2)]
+#: a formula landscape's fields (``landscape="custom"``); see :mod:`optimlab.lab.formula` for the grammar
+FormulaField = Field(default=None, min_length=1, max_length=MAX_FORMULA,
+                     description=f"with landscape '{CUSTOM}': f(x, y) as a formula (numbers, x, y, pi, e, + - * / ^, "
+                                 "parentheses, sin cos exp log sqrt tanh abs; implicit products like 2x)")
+WindowField = Field(default=None, min_length=2, max_length=2,
+                    description=f"with landscape '{CUSTOM}': [[x_min, x_max], [y_min, y_max]] (default [[-3, 3], [-3, 3]])")
 
 
 class OptimizerSpec(BaseModel):
@@ -158,13 +174,53 @@ class OptimizerSpec(BaseModel):
         return {k: getattr(self, k) for k in KNOB_RANGES if getattr(self, k) is not None}
 
 
-class RunRequest(BaseModel):
+#: bounds of the gradient-noise fields (:mod:`optimlab.lab.noise`)
+NOISE_MAX_SD = 100.0
+NOISE_MAX_BATCH = 10_000
+NOISE_MAX_SEED = 2 ** 31 - 1
+
+
+class NoiseSpec(BaseModel):
+    """Noisy gradients (the lab's stochastic mode, :mod:`optimlab.lab.noise`): additive Gaussian
+    noise of ``sd`` per coordinate and/or ``batch`` examples per step on a data landscape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sd: float = Field(default=0.0, allow_inf_nan=False, ge=0, le=NOISE_MAX_SD,
+                      description="standard deviation of the Gaussian noise added to each gradient coordinate")
+    batch: int | None = Field(default=None, ge=1, le=NOISE_MAX_BATCH,
+                              description="examples per step on a data landscape (least_squares, scaled_features); "
+                                          "null: all of them")
+    seed: int = Field(default=0, ge=0, le=NOISE_MAX_SEED, description="seed of every draw")
+
+    def spec(self) -> str:
+        """The spec string of :func:`optimlab.lab.noise.parse_noise` (the page's ``noise=`` field)."""
+        from ..lab.noise import Noise
+
+        return Noise(self.sd, self.batch, self.seed).spec()
+
+
+class LandscapeFields(BaseModel):
+    """A request's landscape: a built-in one by name, or ``custom`` with a formula and window."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": [*LANDSCAPES, CUSTOM]},
+                           description=f"a landscape of the lab, or '{CUSTOM}' with a formula")
+    formula: str | None = FormulaField
+    window: list[WindowRange] | None = WindowField
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str) -> str:
+        return value if value == CUSTOM else get_landscape(value).name
+
+
+class RunRequest(LandscapeFields):
     """``POST /api/run``: every optimizer from every start on one landscape."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    landscape: str = Field(min_length=1, max_length=HARD_MAX_NAME, json_schema_extra={"enum": list(LANDSCAPES)},
-                           description="a landscape of the lab")
     starts: list[Point] = Field(min_length=1, max_length=HARD_MAX_LIST,
                                 description="start points [x, y] inside the landscape's window")
     optimizers: list[OptimizerSpec] = Field(min_length=1, max_length=HARD_MAX_LIST)
@@ -175,21 +231,20 @@ class RunRequest(BaseModel):
                           description="a schedule of optimlab.schedules (not plateau: it needs a validation metric)")
     tol: float = Field(default=1e-6, allow_inf_nan=False, gt=0, le=1e6,
                        description="loss gap f - f* that counts as converged (metric steps_to_tol)")
-
-    @field_validator("landscape")
-    @classmethod
-    def _known_landscape(cls, value: str) -> str:
-        return get_landscape(value).name
+    noise: NoiseSpec | None = Field(default=None, description="noisy gradients (null: exact gradients)")
+    state: bool = Field(default=False, description="also send each step's gradient, optimizer state and step "
+                                                    "(steps at most Limits.max_state_steps)")
 
     @model_validator(mode="after")
     def _starts_and_schedule(self) -> "RunRequest":
-        land = get_landscape(self.landscape)
-        (x0, x1), (y0, y1) = land.window
-        for i, (x, y) in enumerate(self.starts):
-            if not (x0 <= x <= x1 and y0 <= y <= y1):
-                raise ValueError(f"start {i} ({x:g}, {y:g}) is outside the {land.name} window "
-                                 f"x in [{x0:g}, {x1:g}], y in [{y0:g}, {y1:g}]")
+        check_starts(self.landscape, check_reference(self.landscape, self.formula, self.window), self.starts)
         schedules.factors(self.schedule, self.steps)  # ValueError naming the allowed forms
+        if self.noise is not None and self.noise.batch is not None:
+            from ..lab.sampled import DATA_LANDSCAPES
+
+            if self.landscape not in DATA_LANDSCAPES:
+                raise ValueError(f"noise.batch needs a data landscape ({', '.join(DATA_LANDSCAPES)}); "
+                                 f"{self.landscape} has no examples to sample (use noise.sd)")
         return self
 
 
@@ -199,9 +254,15 @@ def rule_cost(name: str) -> int:
     return 2 if get_optimizer(name).lookahead else 1
 
 
+#: a run with noisy gradients runs on the engine, not the fast path
+ENGINE_COST = 10
+
+
 def cost(req: RunRequest) -> int:
-    """The work a run asks for, in trajectory-steps: ``steps x starts x sum of rule costs``."""
-    return req.steps * len(req.starts) * sum(rule_cost(o.name) for o in req.optimizers)
+    """The work a run asks for, in trajectory-steps: ``steps x starts x sum of rule costs``
+    (times :data:`ENGINE_COST` for a run the engine computes: noisy gradients)."""
+    engine = ENGINE_COST if req.noise is not None and (req.noise.sd > 0 or req.noise.batch) else 1
+    return req.steps * len(req.starts) * sum(rule_cost(o.name) for o in req.optimizers) * engine
 
 
 def check_limits(req: RunRequest, limits: Limits) -> None:
@@ -216,6 +277,9 @@ def check_limits(req: RunRequest, limits: Limits) -> None:
     if total > limits.max_total_steps:
         raise ValueError(f"steps x optimizers = {total} is more than this server's {limits.max_total_steps}; "
                          "ask for fewer steps or optimizers")
+    if req.state and req.steps > limits.max_state_steps:
+        raise ValueError(f"steps must be <= {limits.max_state_steps} when the state is asked for (state: true), "
+                         f"got {req.steps}")
     points = (req.steps + 1) * len(req.starts) * len(req.optimizers)
     if points > limits.max_points:
         raise ValueError(f"(steps + 1) x starts x optimizers = {points} points is more than this server's "
@@ -265,6 +329,20 @@ class MetricsRow(BaseModel):
     steps_to_escape: int
 
 
+class StepState(BaseModel):
+    """Step ``t`` (1..steps) of each start, indexed ``[t - 1][start][axis]``: the gradient the rule
+    was given (at the look-ahead point for NAG; noisy with noise) and the rule's state after the step
+    by its own names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``sum``, ``square_avg``, ...);
+    ``roles`` says which state is the velocity / first moment and which the squared-gradient
+    accumulator (from the catalogue). The step taken is ``path[t] - path[t - 1]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grad: list[list[list[Number]]]
+    values: dict[str, list[list[list[Number]]]]
+    roles: dict[str, str]
+
+
 class RunResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -278,6 +356,8 @@ class RunResult(BaseModel):
     left_window: list[int | None] = Field(description="per start: the first step outside the window or "
                                                       "non-finite (the page draws the path up to it), or null")
     metrics: list[MetricsRow]
+    state: StepState | None = Field(default=None, description="with state: true in the request")
+
 
 
 class RunResponse(BaseModel):
@@ -290,6 +370,7 @@ class RunResponse(BaseModel):
     tol: float
     f_star: float
     starts: list[list[float]]
+    noise: str | None = Field(default=None, description="the noise spec the run used (null: exact gradients)")
     runs: list[RunResult]
     elapsed_s: float = Field(description="server time of the computation")
     queued_s: float = Field(description="time the request waited for a slot")
@@ -323,6 +404,18 @@ class LandscapeInfo(BaseModel):
     log_plot: bool
     min_value: float
     default_lr: dict[str, float]
+    examples: int | None = Field(default=None, description="data points of a data landscape (noise batch draws "
+                                                           "from them); null for a formula landscape")
+
+
+class RuleInfo(BaseModel):
+    """An optimizer's update rule as the page shows it (:func:`optimlab.catalogue.rule_display`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mathml: list[str] = Field(description="one MathML <math> element per line; <mn data-knob=NAME> holds a value")
+    roles: dict[str, str] = Field(description="state name -> 'velocity' or 'accumulator' (step-through view)")
+    lookahead: bool = Field(description="the gradient is taken at the look-ahead point w - momentum * v (NAG)")
 
 
 class OptimizerInfo(BaseModel):
@@ -335,6 +428,7 @@ class OptimizerInfo(BaseModel):
     knobs: dict[str, float]
     main: bool
     options: dict[str, Any]
+    rule: RuleInfo | None = None
 
 
 class KnobInfo(BaseModel):
@@ -359,3 +453,31 @@ class Health(BaseModel):
 
     compute: str = Field(json_schema_extra={"enum": ["processes", "threads"]})
     ready: bool
+
+
+class PresetLink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    hash: str = Field(description="the page's hash: landscape=..&start=..&steps=..&schedule=..&opt=..[&noise=..]")
+    numbers: list[dict[str, Any]] = Field(description="per optimizer and start: what the tour computed for this "
+                                                      "link (final_loss, steps_to_tol, nearest_minimum, diverged, "
+                                                      "steps_to_escape on a landscape with a saddle)")
+
+
+class PresetSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    title: str
+    links: list[PresetLink]
+
+
+class PresetsResponse(BaseModel):
+    """``GET /api/presets``: the tour's sections and their "try it" links (:mod:`.presets`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None
+    tol: float = Field(description="the tol the numbers' steps_to_tol counts with (the page's default)")
+    sections: list[PresetSection]

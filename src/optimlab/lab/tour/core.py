@@ -4,6 +4,7 @@ per-run metrics the claims use, and the "try it" link into the browser lab."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -45,6 +46,7 @@ class Section:
                 "experiment": self.experiment, "claims": [c.to_json() for c in self.claims],
                 "figures": [name for name, _ in self.figures], "try_it": [url for _, url in self.links],
                 "see_also": [path for _, path in self.see_also],
+                "links": [{"text": text, "url": url, "numbers": link_numbers(url)} for text, url in self.links],
                 "notes": self.notes}
 
 
@@ -82,6 +84,95 @@ def try_it_url(landscape: str, optimizers: Mapping[str, Mapping[str, float]] | S
     if nz is not None and nz.active:
         parts.append(f"noise={nz.spec()}")
     return base + "#" + "&".join(parts)
+
+
+def parse_try_it(url: str) -> dict[str, Any]:
+    """The settings of a :func:`try_it_url` link (its hash), as a web lab run request:
+    ``{"landscape", "starts", "steps", "schedule", "optimizers": [{"name", "lr"?, knob: value}],
+    "noise": {"sd", "batch", "seed"} | None}``. A ValueError names a field that does not parse."""
+    from urllib.parse import unquote
+
+    _, _, fragment = url.partition("#")
+    if not fragment:
+        raise ValueError(f"a try-it link has a '#...' part with the settings, got {url!r}")
+    out: dict[str, Any] = {"schedule": "constant", "optimizers": [], "noise": None}
+    for part in fragment.split("&"):
+        key, sep, value = part.partition("=")
+        value = unquote(value)
+        if not sep:
+            raise ValueError(f"try-it link field {part!r} is not KEY=VALUE")
+        if key == "landscape":
+            out["landscape"] = get_landscape(value).name
+        elif key == "start":
+            out["starts"] = [[float(v) for v in p.split(",")] for p in value.split(";") if p]
+        elif key == "steps":
+            out["steps"] = int(value)
+        elif key == "schedule":
+            out["schedule"] = value
+        elif key == "opt":
+            name, _, rest = value.partition(":")
+            spec: dict[str, Any] = {"name": get_optimizer(name).name}
+            for kv in filter(None, rest.split(",")):
+                k, _, v = kv.partition("=")
+                spec[k] = float(v)
+            out["optimizers"].append(spec)
+        elif key == "noise":
+            nz = parse_noise(value)
+            out["noise"] = None if nz is None else {"sd": nz.sd, "batch": nz.batch, "seed": nz.seed}
+        else:
+            raise ValueError(f"try-it link has an unknown field {key!r}")
+    if "landscape" not in out or not out["optimizers"]:
+        raise ValueError(f"a try-it link names a landscape and at least one optimizer, got {url!r}")
+    out.setdefault("starts", [list(get_landscape(out["landscape"]).start)])
+    out.setdefault("steps", 200)
+    return out
+
+
+#: the loss gap the web lab counts as converged by default (its ``tol``)
+LINK_TOL = 1e-6
+
+
+def link_numbers(url: str) -> list[dict[str, Any]]:
+    """What the web lab's table shows for a try-it link, computed by the engine: per optimizer
+    (in the link's order) and start, the final loss, steps to ``LINK_TOL``, the nearest minimum,
+    whether it diverged and (on a landscape with a saddle) the step it escaped at."""
+    return [dict(row) for row in _link_numbers(url)]
+
+
+@lru_cache(maxsize=256)
+def _link_numbers(url: str) -> tuple[dict[str, Any], ...]:
+    # the web lab's fast path: engine.run's numbers bit for bit (tests/test_web_fastpath.py),
+    # as plain float arithmetic; it runs the engine itself for noisy gradients
+    from ...web.fastpath import run
+    from ..metrics import rows
+
+    req = parse_try_it(url)
+    noise = req["noise"]
+    spec = None if noise is None else Noise(noise["sd"], noise["batch"], noise["seed"])
+    out = []
+    for opt in req["optimizers"]:
+        knobs = {k: v for k, v in opt.items() if k not in ("name", "lr")}
+        r = run(req["landscape"], opt["name"], req["starts"], req["steps"], lr=opt.get("lr"),
+                schedule=req["schedule"], noise=spec, **knobs)
+        for row in rows(r, tol=LINK_TOL):
+            keep = ["final_loss", "steps_to_tol", "nearest_minimum", "diverged"]
+            if r.landscape.saddles:
+                keep.append("steps_to_escape")
+            out.append({"optimizer": opt["name"], **{k: row[k] for k in keep}})
+    return tuple(out)
+
+
+def numbers_text(numbers: list[dict[str, Any]]) -> str:
+    """One line for the tour page: what the web lab will show for a link."""
+    parts = []
+    for n in numbers:
+        text = f"{label(n['optimizer'])}: " + ("diverged" if n["diverged"] else f"final loss {n['final_loss']:.6g}")
+        if n["steps_to_tol"] >= 0:
+            text += f", f - f* <= {LINK_TOL:g} at step {n['steps_to_tol']}"
+        if n.get("steps_to_escape", -1) >= 0:
+            text += f", left the saddle at step {n['steps_to_escape']}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def random_starts(n: int, box: tuple[tuple[float, float], tuple[float, float]], seed: int) -> Tensor:

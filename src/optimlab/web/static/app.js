@@ -18,6 +18,10 @@
   const lab = (window.optimlabLab = {
     meta: null, grid: null, result: null, state: null, t: 0, runId: 0, error: null,
   });
+  // hooks for the page's other scripts (rules.js, stepper.js, presets.js): each is a list of
+  // functions called at that point; lab.* below exposes what they may call
+  const hooks = (lab.hooks = { card: [], body: [], toHash: [], fromHash: [], controls: [], result: [], frame: [] });
+  const fire = (name, ...args) => hooks[name].forEach((f) => f(...args));
 
   const colour = (i) => {
     const o = lab.state && lab.state.opts[i] && optMeta(lab.state.opts[i].name);
@@ -107,12 +111,18 @@
       `steps=${st.steps}`,
       `schedule=${enc(st.schedule)}`,
     ];
+    // a formula landscape (formula.js) carries its formula and window
+    if (st.landscape === "custom" && st.formula) {
+      parts.push(`formula=${encodeURIComponent(st.formula)}`);
+      if (st.window) parts.push(`window=${st.window.map((w) => w.join(",")).join(";")}`);
+    }
     if (st.speed !== 1) parts.push(`speed=${st.speed}`);
     for (const o of st.opts) {
       // an lr the user did not set is the landscape's default: left out, so a link keeps that meaning
       const kv = [...(o.userLr ? [`lr=${o.lr}`] : []), ...Object.entries(o.knobs).map(([k, v]) => `${k}=${v}`)];
       parts.push(`opt=${enc(o.name)}:${kv.join(",")}`);
     }
+    fire("toHash", parts, st);
     return parts.join("&");
   }
 
@@ -129,6 +139,8 @@
       const land = landMeta(st.landscape);
       if (land) st.starts = [land.start.slice()];
     }
+    if (q.has("formula")) st.formula = q.get("formula");
+    if (q.has("window")) st.window = parseStarts(q.get("window"));
     if (q.has("start")) st.starts = parseStarts(q.get("start"));
     if (q.has("steps")) st.steps = num(q.get("steps"));
     if (q.has("schedule")) st.schedule = q.get("schedule");
@@ -146,6 +158,7 @@
         return entry;
       });
     }
+    fire("fromHash", q, st);
     return st;
   }
 
@@ -177,13 +190,20 @@
   }
 
   function requestBody(st) {
-    return {
+    const body = {
       landscape: st.landscape,
       starts: st.starts,
       steps: st.steps,
       schedule: st.schedule,
       optimizers: st.opts.map((o) => ({ name: o.name, lr: o.lr, ...o.knobs })),
+      ...landscapeFields(st),
     };
+    fire("body", body, st);
+    return body;
+  }
+  // a formula landscape's fields of a request (formula.js)
+  function landscapeFields(st) {
+    return st.landscape === "custom" ? { formula: st.formula, ...(st.window ? { window: st.window } : {}) } : {};
   }
 
   // ---------------------------------------------------------------- controls
@@ -191,8 +211,9 @@
     const st = lab.state;
     const sel = $("landscape");
     sel.innerHTML = "";
-    for (const l of lab.meta.landscapes) sel.add(new Option(l.name.replace(/_/g, " "), l.name));
-    if (!landMeta(st.landscape)) sel.add(new Option(`${st.landscape} (unknown)`, st.landscape));
+    for (const l of lab.meta.landscapes) if (l.name !== "custom") sel.add(new Option(l.name.replace(/_/g, " "), l.name));
+    sel.add(new Option("your formula (custom)", "custom"));
+    if (!landMeta(st.landscape) && st.landscape !== "custom") sel.add(new Option(`${st.landscape} (unknown)`, st.landscape));
     sel.value = st.landscape;
     const land = landMeta(st.landscape);
     $("landscape-formula").textContent = land ? `f(x, y) = ${land.formula}` : "";
@@ -203,6 +224,7 @@
     $("speed").value = String(st.speed);
     $("starts").value = st.starts.map((p) => p.map((v) => fmt(v, 5)).join(", ")).join("; ");
     renderCards();
+    fire("controls", st);
   }
 
   function renderCards() {
@@ -254,6 +276,7 @@
 
     div.appendChild(knobRow(entry, "lr", i));
     for (const k of Object.keys(entry.knobs)) div.appendChild(knobRow(entry, k, i));
+    fire("card", div, entry, i);
     return div;
   }
 
@@ -349,17 +372,32 @@
       $(tab).addEventListener("click", () => selectTab(view));
     }
     $("contour").addEventListener("click", onContourClick);
-    window.addEventListener("hashchange", async () => {
-      const h = location.hash.replace(/^#/, "");
-      if (h === lastHash) return;
-      const st = hashToState(h);
-      if (!st) return;
-      const landChanged = st.landscape !== lab.state.landscape;
-      lab.state = st;
-      renderControls();
-      if (landChanged) await loadLandscape();
-      changed({ animate: true });
+    window.addEventListener("hashchange", () => applyHash(location.hash));
+    // a resized window wraps the legend into another number of rows: fit the top margin again
+    let refit = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(refit);
+      refit = setTimeout(() => {
+        if (!lab.grid || !$("contour-fg").layout) return;
+        const margin = contourMargin();
+        Plotly.relayout($("contour-bg"), { margin });
+        Plotly.relayout($("contour-fg"), { margin }).then(fitLegend);
+      }, 250);
     });
+  }
+
+  // a new hash (a link, a preset): its state replaces the page's
+  async function applyHash(hash) {
+    const h = String(hash).replace(/^#/, "");
+    if (h === lastHash) return;
+    const st = hashToState(h);
+    if (!st) return;
+    const landChanged = st.landscape !== lab.state.landscape || st.formula !== lab.state.formula
+      || String(st.window) !== String(lab.state.window);
+    lab.state = st;
+    renderControls();
+    if (landChanged) await loadLandscape();
+    changed({ animate: true });
   }
 
   function selectTab(view) {
@@ -450,7 +488,8 @@
 
   async function loadLandscape() {
     try {
-      lab.grid = await api(`/api/landscape/${encodeURIComponent(lab.state.landscape)}?resolution=${GRID_RESOLUTION}`);
+      lab.grid = lab.state.landscape === "custom" && lab.customGrid ? await lab.customGrid(lab.state, GRID_RESOLUTION)
+        : await api(`/api/landscape/${encodeURIComponent(lab.state.landscape)}?resolution=${GRID_RESOLUTION}`);
       let lo = Infinity, hi = -Infinity;
       for (const row of lab.grid.zplot || lab.grid.z) for (const v of row) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
       lab.grid.zrange = [lo, hi];
@@ -540,6 +579,23 @@
       const margin = { ...fg.layout.margin, t: need };
       Plotly.relayout($("contour-bg"), { margin });
       Plotly.relayout(fg, { margin });
+    }
+    fitHeight(Math.max(need, fg.layout.margin.t));
+  }
+
+  // a legend of many rows (a narrow screen, many optimizers) must not eat the plot: plotly also
+  // caps a horizontal legend at half the figure (the rest scrolls, hiding entries), so the figure
+  // grows until the plotting area keeps MIN_PLOT px and the legend fits in half of it
+  const MIN_PLOT = 260;
+  function fitHeight(top) {
+    const box = $("contour");
+    const current = box.clientHeight;
+    box.style.height = "";
+    const css = box.clientHeight;
+    const want = Math.max(css, top + $("contour-fg").layout.margin.b + MIN_PLOT, 2 * top + 24);
+    if (want > css) box.style.height = `${want}px`;
+    if (Math.abs(box.clientHeight - current) > 2) {
+      Promise.all([Plotly.Plots.resize($("contour-bg")), Plotly.Plots.resize($("contour-fg"))]).then(fitLegend);
     }
   }
 
@@ -657,6 +713,7 @@
     drawTable();
     surfaceDrawn = null;
     if (!$("surface").hidden) drawSurface(true);
+    fire("result", result);
     if (animate) startAnimation(0);
     else { stopAnimation(); drawFrame(result.steps); }
   }
@@ -775,6 +832,7 @@
     if (!$("surface").hidden) drawSurface(false);
     $("scrub").value = t;
     $("step-label").textContent = `step ${t} / ${result.steps}`;
+    fire("frame", t);
   }
 
   // ---------------------------------------------------------------- 3-D view
@@ -928,6 +986,10 @@
     });
   }
 
+  // what the page's other scripts (formula.js, stability.js) use
+  Object.assign(lab, { api, changed, renderControls, renderCards, loadLandscape, resetLrs, showError, fail, fmt,
+                       landMeta, optMeta, landscapeFields, writeHash });
+
   // ---------------------------------------------------------------- start
   async function init() {
     try {
@@ -948,5 +1010,16 @@
     }
   }
 
+  // a piece of page added by another script: <tag attrs>html</tag> put before / after an element
+  function insert(tag, attrs, html, anchor, after = false) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) if (k === "hidden") el.hidden = v; else el.setAttribute(k, v);
+    el.innerHTML = html;
+    anchor.parentNode.insertBefore(el, after ? anchor.nextSibling : anchor);
+    return el;
+  }
+
+  Object.assign(lab, { api, fmt, num, colour, dash, changed, applyHash, drawFrame, stopAnimation, optMeta, landMeta,
+                       writeHash, insert, KNOB_LABEL });
   document.addEventListener("DOMContentLoaded", init);
 })();

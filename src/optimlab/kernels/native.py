@@ -1,0 +1,524 @@
+"""The dispatcher's per-step checks and pointer gathering, in C: one pass over the tensors, no
+Python per tensor.
+
+Each step the fused path must confirm that its plan still describes ``optimizer.state`` (see
+:mod:`optimlab.kernels`) and read every gradient's address. In Python that is a few hundred
+nanoseconds of interpreter work per tensor per check, which on 4,000 small tensors costs more
+than the update itself. The functions here do the same checks in one C loop each, through
+the Python C API only (attribute reads and method calls on the tensors, exactly as the Python
+code makes them; no torch headers, no access to tensor internals), so they stay correct for any
+torch version:
+
+``with_grads(params, complex, grads)``
+    the parameters whose ``.grad`` is not None (their gradients appended to the list ``grads``),
+    and flags: 1 some gradient ``is_sparse``, 2 some parameter ``is_complex()`` (looked at only
+    when ``complex`` is true).
+``same(a, b)``
+    two sequences of the same length holding the same objects (``is``) in order.
+``same_state(state, keys, values)``
+    ``state`` (a dict) holds exactly ``keys`` -> ``values`` (by identity), in that order.
+``gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)``
+    the bucket's check: every parameter at its address; its gradient (``grads[index[t]]``, as
+    ``with_grads`` collected them this step) a plain tensor of ``dtype``, contiguous, of its
+    size (a sparse gradient fails the contiguity call, which is caught); each state dict holding
+    exactly ``values`` (by identity, in order) and each of those tensors at its address in
+    ``value_ptrs`` (0: not checked; the dispatcher checks the 0-dim counters) - which catches a
+    storage swapped under one (``st["step"].set_(t)``, ``.data = t``). Writes the gradients'
+    addresses to ``ptrs[at:at + n]`` and returns the gradients, or None on any mismatch (nothing
+    else written).
+``same_bytes(a, b, nbytes)``, ``advance(address, n, double)``, ``fill(address, n, value, double)``
+    the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
+    the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
+
+The module is compiled on first use by the system C compiler and cached as the kernels are
+(:func:`.cpu.obtain`: the same trusted folder, digest and key checks). Where it cannot be built
+(no compiler, no Python headers) or ``OPTIMLAB_NATIVE=0``, :mod:`optimlab.kernels` runs the same
+checks in Python (:data:`python`), with the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import inspect
+import os
+import sys
+import sysconfig
+import threading
+import warnings
+from array import array
+from itertools import chain
+from operator import attrgetter, is_
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import cpu
+
+__all__ = ["module", "enabled", "python", "switched_off"]
+
+SOURCE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static PyObject *s_grad, *s_data_ptr, *s_dtype, *s_is_contiguous, *s_numel, *s_is_sparse, *s_is_complex;
+static PyTypeObject *tensor_type, *parameter_type;
+/* torch's own C descriptors of these names (the objects `Tensor.<name>` finds), or NULL: for a
+   plain Tensor / Parameter they are called directly, which is what the attribute lookup would
+   call, without the lookup */
+static PyObject *d_grad, *d_data_ptr, *d_dtype, *d_is_contiguous, *d_numel, *d_is_sparse, *d_is_complex;
+
+static inline int plain(PyObject *obj) {
+    PyTypeObject *t = Py_TYPE(obj);
+    return t == tensor_type || t == parameter_type;
+}
+
+/* obj.name() */
+static PyObject *method0(PyObject *obj, PyObject *name) {
+    PyObject *d = name == s_data_ptr ? d_data_ptr : name == s_numel ? d_numel
+                : name == s_is_contiguous ? d_is_contiguous : name == s_is_complex ? d_is_complex : NULL;
+    if (d != NULL && plain(obj)) return PyObject_Vectorcall(d, &obj, 1, NULL);
+    return PyObject_CallMethodNoArgs(obj, name);
+}
+
+/* obj.name */
+static PyObject *attr(PyObject *obj, PyObject *name) {
+    PyObject *d = name == s_grad ? d_grad : name == s_dtype ? d_dtype : name == s_is_sparse ? d_is_sparse : NULL;
+    if (d != NULL && plain(obj)) return Py_TYPE(d)->tp_descr_get(d, obj, (PyObject *)Py_TYPE(obj));
+    return PyObject_GetAttr(obj, name);
+}
+
+/* obj.name() as an int64; -1 with an exception set on failure (check PyErr_Occurred) */
+static int64_t call_int(PyObject *obj, PyObject *name) {
+    PyObject *r = method0(obj, name);
+    if (r == NULL) return -1;
+    int64_t v = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    return v;
+}
+
+/* obj.name() as a truth value: 1, 0, or -1 with an exception set */
+static int call_bool(PyObject *obj, PyObject *name) {
+    PyObject *r = method0(obj, name);
+    if (r == NULL) return -1;
+    int v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static int get_bool(PyObject *obj, PyObject *name) {
+    PyObject *r = attr(obj, name);
+    if (r == NULL) return -1;
+    int v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+/* set_types(Tensor, Parameter, grad, data_ptr, dtype, is_contiguous, numel, is_sparse, is_complex):
+   the descriptors are torch's C getters (grad, dtype, is_sparse) and methods, or None */
+static PyObject *set_types(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_types(Tensor, Parameter, 7 descriptors or None)");
+        return NULL;
+    }
+    for (int i = 2; i < 9; i++) {
+        if (args[i] == Py_None) continue;
+        int getter = i == 2 || i == 4 || i == 7;
+        if (getter ? Py_TYPE(args[i])->tp_descr_get == NULL : !PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_types: not a descriptor");
+            return NULL;
+        }
+    }
+    PyObject **slots[9] = {(PyObject **)&tensor_type, (PyObject **)&parameter_type, &d_grad, &d_data_ptr,
+                           &d_dtype, &d_is_contiguous, &d_numel, &d_is_sparse, &d_is_complex};
+    for (int i = 0; i < 9; i++) {
+        PyObject *value = args[i] == Py_None ? NULL : args[i];
+        Py_XINCREF(value);
+        Py_XSETREF(*slots[i], value);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 3 || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "with_grads(params, complex, grads: list)");
+        return NULL;
+    }
+    int want_complex = PyObject_IsTrue(args[1]);
+    if (want_complex < 0) return NULL;
+    PyObject *grads = args[2];
+    PyObject *seq = PySequence_Fast(args[0], "params must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *out = PyList_New(0);
+    long flags = 0;
+    if (out == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *g = attr(items[i], s_grad);
+        if (g == NULL) goto fail;
+        if (g == Py_None) { Py_DECREF(g); continue; }
+        if (!(flags & 1)) {
+            int sparse = get_bool(g, s_is_sparse);
+            if (sparse < 0) { Py_DECREF(g); goto fail; }
+            if (sparse) flags |= 1;
+        }
+        int appended = PyList_Append(grads, g);
+        Py_DECREF(g);
+        if (appended < 0) goto fail;
+        if (want_complex && !(flags & 2)) {
+            int c = call_bool(items[i], s_is_complex);
+            if (c < 0) goto fail;
+            if (c) flags |= 2;
+        }
+        if (PyList_Append(out, items[i]) < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    return Py_BuildValue("(Nl)", out, flags);
+fail:
+    Py_XDECREF(out);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyObject *same(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2) { PyErr_SetString(PyExc_TypeError, "same(a, b)"); return NULL; }
+    PyObject *a = PySequence_Fast(args[0], "a must be a sequence");
+    if (a == NULL) return NULL;
+    PyObject *b = PySequence_Fast(args[1], "b must be a sequence");
+    if (b == NULL) { Py_DECREF(a); return NULL; }
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(a);
+    int ok = len == PySequence_Fast_GET_SIZE(b);
+    PyObject **x = PySequence_Fast_ITEMS(a), **y = PySequence_Fast_ITEMS(b);
+    for (Py_ssize_t i = 0; ok && i < len; i++) ok = x[i] == y[i];
+    Py_DECREF(a); Py_DECREF(b);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *same_state(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 3 || !PyDict_Check(args[0]) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "same_state(dict, tuple, tuple)");
+        return NULL;
+    }
+    PyObject *state = args[0];
+    Py_ssize_t len = PyTuple_GET_SIZE(args[1]);
+    if (PyDict_GET_SIZE(state) != len || PyTuple_GET_SIZE(args[2]) != len) Py_RETURN_FALSE;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(state, &pos, &k, &v)) {
+        if (i >= len || k != PyTuple_GET_ITEM(args[1], i) || v != PyTuple_GET_ITEM(args[2], i)) Py_RETURN_FALSE;
+        i++;
+    }
+    return PyBool_FromLong(i == len);
+}
+
+/* a contiguous int64 buffer (array("q")) of at least `need` items */
+static int64_t *q_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int writable) {
+    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (view->itemsize != 8 || view->format == NULL || strcmp(view->format, "q") != 0 || view->len < need * 8) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "expected an array('q') long enough");
+        return NULL;
+    }
+    return (int64_t *)view->buf;
+}
+
+/* gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)
+   -> the bucket's gradients (grads[index[t]]) or None */
+static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 11 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])
+            || !PyList_Check(args[9])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)");
+        return NULL;
+    }
+    PyObject *all = args[9];
+    Py_ssize_t n_all = PyList_GET_SIZE(all);
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
+    PyObject *params = args[0], *dtype = args[3], *dicts = args[4], *values = args[5];
+    Py_ssize_t nt = PyTuple_GET_SIZE(params), nv = PyTuple_GET_SIZE(values);
+    Py_ssize_t at = PyLong_AsSsize_t(args[8]);
+    if (at < 0 && PyErr_Occurred()) return NULL;
+    if (PyTuple_GET_SIZE(dicts) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return NULL; }
+    Py_buffer vp, vs, vv, vo;
+    int64_t *pp = q_buffer(args[1], &vp, nt, 0);
+    if (pp == NULL) return NULL;
+    int64_t *sz = q_buffer(args[2], &vs, nt, 0);
+    if (sz == NULL) { PyBuffer_Release(&vp); return NULL; }
+    int64_t *vptr = q_buffer(args[6], &vv, nv, 0);
+    if (vptr == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); return NULL; }
+    int64_t *out = q_buffer(args[7], &vo, at + nt, 1);
+    if (out == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); return NULL; }
+    Py_buffer vi;
+    int64_t *index = q_buffer(args[10], &vi, nt, 0);
+    if (index == NULL) {
+        PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+        return NULL;
+    }
+    PyObject *grads = PyList_New(nt);
+    int ok = grads != NULL;
+    int64_t v;
+    /* the state first: entries replaced, added or removed; storages swapped under a tensor */
+    Py_ssize_t k = 0;
+    for (Py_ssize_t t = 0; ok && t < nt; t++) {
+        PyObject *d = PyTuple_GET_ITEM(dicts, t);
+        if (d == Py_None) continue;
+        if (!PyDict_Check(d)) { ok = 0; break; }
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (ok && PyDict_Next(d, &pos, &key, &value)) {
+            if (k >= nv || value != PyTuple_GET_ITEM(values, k)) { ok = 0; break; }
+            if (vptr[k] != 0) {
+                v = call_int(value, s_data_ptr);
+                if (v == -1 && PyErr_Occurred()) goto error;
+                ok = v == vptr[k];
+            }
+            k++;
+        }
+    }
+    ok = ok && k == nv;
+    for (Py_ssize_t t = 0; ok && t < nt; t++) {
+        PyObject *p = PyTuple_GET_ITEM(params, t);
+        v = call_int(p, s_data_ptr);
+        if (v == -1 && PyErr_Occurred()) goto error;
+        if (v != pp[t]) { ok = 0; break; }
+        if (index[t] < 0 || index[t] >= n_all) { ok = 0; break; }
+        PyObject *g = PyList_GET_ITEM(all, index[t]);
+        Py_INCREF(g);
+        PyList_SET_ITEM(grads, t, g);  /* the list owns it (a None fails the type check below) */
+        if (Py_TYPE(g) != tensor_type && Py_TYPE(g) != parameter_type) { ok = 0; break; }
+        PyObject *gd = attr(g, s_dtype);
+        if (gd == NULL) goto error;
+        Py_DECREF(gd);  /* dtypes are singletons: identity is equality */
+        if (gd != dtype) { ok = 0; break; }
+        int c = call_bool(g, s_is_contiguous);
+        if (c < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) goto error;
+            PyErr_Clear();  /* a sparse gradient has no contiguity */
+            ok = 0;
+            break;
+        }
+        if (!c) { ok = 0; break; }
+        v = call_int(g, s_numel);
+        if (v == -1 && PyErr_Occurred()) goto error;
+        if (v != sz[t]) { ok = 0; break; }
+        v = call_int(g, s_data_ptr);
+        if (v == -1 && PyErr_Occurred()) goto error;
+        out[at + t] = v;  /* only the gradient row: the caller rewrites it every step */
+    }
+    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    PyBuffer_Release(&vi);
+    if (!ok) { Py_XDECREF(grads); Py_RETURN_NONE; }
+    return grads;
+error:
+    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    PyBuffer_Release(&vi);
+    Py_XDECREF(grads);
+    return NULL;
+}
+
+static int addresses(PyObject *const *args, Py_ssize_t n, Py_ssize_t want, int64_t *out) {
+    if (n != want) { PyErr_SetString(PyExc_TypeError, "wrong number of arguments"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyLong_Check(args[i]) && !PyBool_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "expected integers");
+            return -1;
+        }
+        out[i] = PyLong_AsLongLong(args[i]);
+        if (out[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static PyObject *same_bytes(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    int64_t a[3];
+    if (addresses(args, n, 3, a) < 0) return NULL;
+    return PyBool_FromLong(memcmp((const void *)(intptr_t)a[0], (const void *)(intptr_t)a[1], (size_t)a[2]) == 0);
+}
+
+static PyObject *advance(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    int64_t a[3];
+    if (addresses(args, n, 3, a) < 0) return NULL;
+    if (a[2]) { double *x = (double *)(intptr_t)a[0]; for (int64_t i = 0; i < a[1]; i++) x[i] = x[i] + 1.0; }
+    else { float *x = (float *)(intptr_t)a[0]; for (int64_t i = 0; i < a[1]; i++) x[i] = x[i] + 1.0f; }
+    Py_RETURN_NONE;
+}
+
+static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 4) { PyErr_SetString(PyExc_TypeError, "fill(address, n, value, double)"); return NULL; }
+    int64_t a[2];
+    if (addresses(args, 2, 2, a) < 0) return NULL;
+    double value = PyFloat_AsDouble(args[2]);
+    if (value == -1.0 && PyErr_Occurred()) return NULL;
+    int dbl = PyObject_IsTrue(args[3]);
+    if (dbl < 0) return NULL;
+    if (dbl) { double *x = (double *)(intptr_t)a[0]; for (int64_t i = 0; i < a[1]; i++) x[i] = value; }
+    else { float *x = (float *)(intptr_t)a[0]; float f = (float)value; for (int64_t i = 0; i < a[1]; i++) x[i] = f; }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL, NULL},
+    {"with_grads", (PyCFunction)(void (*)(void))with_grads, METH_FASTCALL, NULL},
+    {"same", (PyCFunction)(void (*)(void))same, METH_FASTCALL, NULL},
+    {"same_state", (PyCFunction)(void (*)(void))same_state, METH_FASTCALL, NULL},
+    {"gather", (PyCFunction)(void (*)(void))gather, METH_FASTCALL, NULL},
+    {"same_bytes", (PyCFunction)(void (*)(void))same_bytes, METH_FASTCALL, NULL},
+    {"advance", (PyCFunction)(void (*)(void))advance, METH_FASTCALL, NULL},
+    {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) {
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(s_grad, "grad") INTERN(s_data_ptr, "data_ptr") INTERN(s_dtype, "dtype")
+    INTERN(s_is_contiguous, "is_contiguous") INTERN(s_numel, "numel") INTERN(s_is_sparse, "is_sparse")
+    INTERN(s_is_complex, "is_complex")
+    return PyModule_Create(&moduledef);
+}
+"""
+
+NAME = "optimlab.kernels._native"
+FLAGS = ["-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-I" + sysconfig.get_paths()["include"]]
+
+_lock = threading.Lock()
+_module: list[Any] = []  # [module or None] once tried
+
+
+def _import(lib: ctypes.CDLL, path: Path) -> Any:
+    loader = importlib.machinery.ExtensionFileLoader(NAME, str(path))
+    spec = importlib.util.spec_from_file_location(NAME, str(path), loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    mod.set_types(torch.Tensor, torch.nn.Parameter, *map(_descriptor, DESCRIPTORS))
+    return mod
+
+
+DESCRIPTORS = ("grad", "data_ptr", "dtype", "is_contiguous", "numel", "is_sparse", "is_complex")
+
+
+def _descriptor(name: str) -> Any:
+    """torch's C descriptor that ``Tensor.<name>`` and ``Parameter.<name>`` both find, or None
+    (then the C checks look the name up on each tensor, as Python would)."""
+    found = inspect.getattr_static(torch.Tensor, name, None)
+    if type(found).__name__ not in ("method_descriptor", "getset_descriptor"):
+        return None
+    return found if inspect.getattr_static(torch.nn.Parameter, name, None) is found else None
+
+
+def module() -> Any:
+    """The compiled module, built or loaded on first call; None where it cannot be had (warned once)."""
+    if _module:
+        return _module[0]
+    with _lock:
+        if not _module:
+            key = hashlib.sha256("\0".join([SOURCE, " ".join(FLAGS), cpu.compiler() or "", sys.version,
+                                            sysconfig.get_config_var("EXT_SUFFIX") or "", sys.platform,
+                                            "native"]).encode()).hexdigest()[:24]
+            try:
+                mod = cpu.obtain(SOURCE, key, _import, FLAGS)
+            except Exception as error:  # noqa: BLE001 - the checks then run in Python
+                warnings.warn(f"optimlab: native step checks unavailable, running them in Python ({error})",
+                              RuntimeWarning, stacklevel=4)
+                mod = None
+            _module.append(mod)
+    return _module[0]
+
+
+_OFF = frozenset({"0", "false", "no", "off"})
+_environ = getattr(os.environ, "_data", None)  # CPython's own dict behind os.environ (bytes keys)
+
+
+def switched_off(name: str) -> bool:
+    """True when the environment variable ``name`` says 0 / false / no / off (read every call:
+    a test or a user may set it between steps)."""
+    if type(_environ) is dict and sys.platform != "win32":  # one dict lookup, no Python-level Mapping.get
+        value = _environ.get(name.encode())
+        return value is not None and value.decode(errors="replace").strip().lower() in _OFF
+    return os.environ.get(name, "1").strip().lower() in _OFF
+
+
+def enabled() -> Any:
+    """The compiled module, or :data:`python` when ``OPTIMLAB_NATIVE=0`` or it cannot be built."""
+    if switched_off("OPTIMLAB_NATIVE"):
+        return python
+    return _module[0] or python if _module else module() or python
+
+
+class _Python:
+    """The same functions in Python: where no C compiler or Python headers are found, and the
+    reference the C module is tested against."""
+
+    _grad = attrgetter("grad")
+    _PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})
+
+    @staticmethod
+    def with_grads(params: Any, complex_: bool, grads: list) -> tuple[list, int]:
+        pairs = [(p, g) for p, g in zip(params, map(_Python._grad, params)) if g is not None]
+        grads.extend(g for _, g in pairs)
+        flags = 1 if any(g.is_sparse for _, g in pairs) else 0
+        if complex_ and any(p.is_complex() for p, _ in pairs):
+            flags |= 2
+        return [p for p, _ in pairs], flags
+
+    @staticmethod
+    def same(a: Any, b: Any) -> bool:
+        return len(a) == len(b) and all(map(is_, a, b))
+
+    @staticmethod
+    def same_state(state: dict, keys: tuple, values: tuple) -> bool:
+        return (len(state) == len(keys) and all(map(is_, state.keys(), keys))
+                and all(map(is_, state.values(), values)))
+
+    def gather(self, params: tuple, param_ptrs: array, sizes: array, dtype: torch.dtype, dicts: tuple,
+               values: tuple, value_ptrs: array, ptrs: array, at: int, all_grads: list, index: array) -> list | None:
+        now = list(chain.from_iterable(d.values() for d in dicts if d is not None))
+        if len(now) != len(values) or not all(map(is_, now, values)):
+            return None
+        if any(e and v.data_ptr() != e for v, e in zip(now, value_ptrs)):
+            return None
+        if array("q", map(Tensor.data_ptr, params)) != param_ptrs[:len(params)]:
+            return None
+        if any(not 0 <= i < len(all_grads) for i in index):
+            return None
+        grads = [all_grads[i] for i in index]
+        if not self._PLAIN.issuperset(map(type, grads)):
+            return None
+        try:
+            if (any(g.dtype is not dtype for g in grads) or not all(map(Tensor.is_contiguous, grads))
+                    or array("q", map(Tensor.numel, grads)) != sizes[:len(params)]):
+                return None
+        except RuntimeError:  # a sparse gradient has no contiguity
+            return None
+        ptrs[at:at + len(grads)] = array("q", map(Tensor.data_ptr, grads))
+        return grads
+
+    @staticmethod
+    def same_bytes(a: int, b: int, nbytes: int) -> bool:
+        return ctypes.string_at(a, nbytes) == ctypes.string_at(b, nbytes)
+
+    @staticmethod
+    def advance(address: int, n: int, double: bool) -> None:
+        kind = ctypes.c_double if double else ctypes.c_float
+        values = (kind * n).from_address(address)
+        for i in range(n):
+            values[i] = values[i] + 1.0  # exact in double; a float32 store rounds as float32 addition
+
+    @staticmethod
+    def fill(address: int, n: int, value: float, double: bool) -> None:
+        kind = ctypes.c_double if double else ctypes.c_float
+        values = (kind * n).from_address(address)
+        for i in range(n):
+            values[i] = value
+
+
+python = _Python()

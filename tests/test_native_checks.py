@@ -1,0 +1,197 @@
+"""The dispatcher's per-step checks in C (kernels/native.py) against the same checks in Python.
+
+Each check gets the cases it must tell apart - a plan that still holds, and every kind of change
+that must make it fail - and the C module must answer as the Python reference does. Then whole
+runs with the checks in C and in Python (``OPTIMLAB_NATIVE=0``) must give identical numbers.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+import torch
+
+import optimlab
+from optimlab import kernels
+from optimlab.kernels import cpu, native
+
+pytestmark = pytest.mark.skipif(cpu.compiler() is None, reason="no C compiler")
+
+SHAPES = [(30,), (5, 3), (7,), (1,)]
+
+
+@pytest.fixture(scope="module")
+def c_module():
+    module = native.module()
+    assert module is not None, "the C checks must build where a C compiler is found"
+    return module
+
+
+def _stepped(name="Adam", **kwargs):
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    opt = getattr(optimlab, name)(params, lr=0.01, **kwargs)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+    return params, opt
+
+
+def _gather(module, bucket, grads):
+    ptrs = array("q", bucket.static_ptrs)
+    n = len(bucket.params)
+    out = module.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                        bucket.values, bucket.value_ptrs, ptrs, n, grads, bucket.index)
+    return out, ptrs[n:2 * n]
+
+
+def _no_change(params, opt):
+    pass
+
+
+def _grad_float64(params, opt):
+    params[0].grad.data = params[0].grad.data.double()
+
+
+def _grad_transposed(params, opt):
+    params[1].grad = torch.randn(3, 5).t()
+
+
+def _grad_sparse(params, opt):
+    params[0].grad = torch.randn(30).to_sparse()
+
+
+def _grad_subclass(params, opt):
+    class Marked(torch.Tensor):
+        pass
+
+    params[2].grad = torch.randn(7).as_subclass(Marked)
+
+
+def _grad_none(params, opt):
+    params[3].grad = None
+
+
+def _grad_resized(params, opt):
+    params[2].grad.data = torch.randn(6)
+
+
+def _param_moved(params, opt):
+    params[2].data = params[2].data.clone()
+
+
+def _entry_replaced(params, opt):
+    opt.state[params[1]]["exp_avg"] = torch.zeros(5, 3)
+
+
+def _entry_added(params, opt):
+    opt.state[params[1]]["extra"] = torch.zeros(5, 3)
+
+
+def _entry_removed(params, opt):
+    del opt.state[params[1]]["exp_avg_sq"]
+
+
+def _storage_swapped(params, opt):
+    opt.state[params[0]]["step"].set_(torch.tensor(2.0))
+
+
+def _step_swapped(params, opt):
+    opt.state[params[3]]["step"].data = torch.tensor(5.0)
+
+
+CHANGES = [_no_change, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
+           _grad_resized, _param_moved, _entry_replaced, _entry_added, _entry_removed, _storage_swapped,
+           _step_swapped]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_gather_answers_as_python(c_module, change):
+    params, opt = _stepped()
+    bucket = kernels._plans[opt].buckets[0]
+    change(params, opt)
+    grads = [p.grad for p in params]
+    got, got_row = _gather(c_module, bucket, grads)
+    want, want_row = _gather(native.python, bucket, grads)
+    assert (got is None) == (want is None) == (change is not _no_change)
+    if got is not None:
+        assert all(a is b for a, b in zip(got, want)) and len(got) == len(params)
+        assert got_row == want_row == array("q", [g.data_ptr() for g in grads])
+
+
+def test_with_grads_answers_as_python(c_module):
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(5)]
+    params.append(torch.nn.Parameter(torch.randn(4, dtype=torch.complex64)))
+    for i, p in enumerate(params):
+        p.grad = None if i == 1 else torch.randn(4, dtype=p.dtype)
+    for sparse in (False, True):
+        if sparse:
+            params[2].grad = torch.randn(4).to_sparse()
+        for complex_ in (False, True):
+            results = []
+            for module in (c_module, native.python):
+                grads = ["before"]
+                listed, flags = module.with_grads(params, complex_, grads)
+                results.append((listed, flags, grads))
+            (a, fa, ga), (b, fb, gb) = results
+            assert all(x is y for x, y in zip(a, b)) and len(a) == len(b) == 5
+            assert fa == fb == (1 if sparse else 0) | (2 if complex_ else 0)
+            assert ga[0] == "before" and all(x is y for x, y in zip(ga, gb)) and len(ga) == 6
+            assert all(g is p.grad for g, p in zip(ga[1:], a))
+
+
+def test_identity_checks(c_module):
+    a, b = torch.zeros(2), torch.zeros(2)
+    for module in (c_module, native.python):
+        assert module.same([a, b], (a, b)) and not module.same([a, b], (b, a)) and not module.same([a], (a, b))
+        state = {a: 1, b: 2}
+        assert module.same_state(state, (a, b), (1, 2))
+        assert not module.same_state(state, (b, a), (2, 1))  # order matters: it is the plan's order
+        assert not module.same_state(state, (a, b), (1, 3)) and not module.same_state(state, (a,), (1,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scalar_buffers_as_torch(c_module, dtype):
+    """advance is ``buffer += 1`` and fill is ``fill_`` in the buffer's dtype; same_bytes compares."""
+    start = torch.tensor([0.0, 16777216.0, 2.5, -1.0, 1e30], dtype=dtype)  # 2**24: float32 rounding
+    for module in (c_module, native.python):
+        ours, want = start.clone(), start.clone()
+        module.advance(ours.data_ptr(), ours.numel(), dtype == torch.float64)
+        want += 1
+        assert torch.equal(ours, want)
+        assert module.same_bytes(ours.data_ptr(), want.data_ptr(), ours.numel() * ours.element_size())
+        module.fill(ours.data_ptr() + ours.element_size(), 3, 0.1, dtype == torch.float64)
+        want[1:4].fill_(0.1)
+        assert torch.equal(ours, want)
+        want[0] = -0.0
+        ours[0] = 0.0
+        assert not module.same_bytes(ours.data_ptr(), want.data_ptr(), ours.numel() * ours.element_size())
+
+
+@pytest.mark.parametrize("name,kwargs", [("SGD", {"momentum": 0.9}), ("Adam", {"amsgrad": True}),
+                                         ("NAdam", {"weight_decay": 0.1})])
+def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
+    """Two param groups, an lr schedule, an edit between steps: identical parameters and state."""
+    runs = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("OPTIMLAB_NATIVE", setting)
+        g = torch.Generator().manual_seed(3)
+        params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+        opt = getattr(optimlab, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.01, **kwargs)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)
+        for i in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+            sched.step()
+            if i == 2:
+                for st in opt.state.values():
+                    for k, v in st.items():
+                        if torch.is_tensor(v) and v.dim():
+                            v.data = v.data * 0.5
+        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
+    (pa, sa), (pb, sb) = runs
+    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
