@@ -228,6 +228,39 @@ def test_real_task_section_runs_on_a_tiny_plan():
     assert {c.key for c in s.claims} == {"tasks.adam_lr_range", "tasks.rmsprop_vs_adam", "tasks.nadam_vs_adam",
                                          "tasks.adam_for_lstm", "tasks.plateau"}
     assert all(c.n < verdicts.MIN_RUNS and c.why_n for c in s.claims)
+    # the section quotes the benchmark report's verdicts on the seed's practical advice and links it
+    assert ("the benchmark report: tuned studies, time to target, performance profiles (docs/benchmark.md)",
+            "docs/benchmark.md") in s.see_also
+    for claim in tasks.BENCHMARK_CLAIMS:
+        assert any(f"'{claim}' " in n and "docs/benchmark.md" in n for n in s.notes), claim
+
+
+def test_benchmark_verdicts_are_quoted_from_the_report(tmp_path):
+    from optimlab.lab.tour.core import REPO, Section
+    from optimlab.train import protocol_report as R
+    md = tmp_path / "docs" / "bench.md"
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "bench" / "summary.json").write_text(json.dumps({
+        "date": "2026-01-02 03:04 UTC", "label": "", "command": "optimlab protocol", "verdicts": [
+            {"claim": "Adam is a good default", "test": "T1", "numbers": "adam 3/5", "verdict": "holds"},
+            {"claim": "AdaGrad for sparse features", "test": "T3", "numbers": "0.5 [0.3, 0.9]", "verdict": "inconclusive"}]}))
+    notes, links = tasks.benchmark_notes(md_path=md)
+    assert len(notes) == 3 and all("2026-01-02 03:04 UTC" in n for n in notes)
+    assert "'Adam is a good default' HOLDS - adam 3/5. Test: T1." in notes[0]
+    assert "'RMSProp sometimes beats Adam' was not measured" in notes[1]
+    assert "'AdaGrad for sparse features' INCONCLUSIVE - 0.5 [0.3, 0.9]" in notes[2]
+    assert [p for _, p in links] == ["docs/benchmark.md", "out/bench/report.html"]
+    fallback, _ = tasks.benchmark_notes(md_path=tmp_path / "none.md")
+    assert len(fallback) == 1 and "docs/benchmark.md" in fallback[0]
+    # the committed report carries the summary the tour quotes, with every claim measured
+    committed = R.read_summary()
+    assert committed is not None and set(tasks.BENCHMARK_CLAIMS) <= {v["claim"] for v in committed["verdicts"]}
+    assert (REPO / "docs" / "benchmark.md").read_text().count(committed["date"]) >= 1
+    # the page links the report relative to where the tour is written
+    sec = Section("x", "X", "seed", "quote", "experiment", see_also=links)
+    html = tour_page.render([sec], tmp_path / "out" / "tour", 0.0, "none")
+    rel = os.path.relpath(REPO / "docs" / "benchmark.md", (tmp_path / "out" / "tour").resolve())
+    assert f"See also: <a href='{rel}'>the benchmark report" in html
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and bool(os.environ.get("OPTIMLAB_SKIP_BROWSER")),

@@ -112,8 +112,22 @@ def test_analyse_hand_built_results():
     assert (r["budget"]["runs"], r["budget"]["cpu_seconds"]) == (14, 14.0)
 
 
+def test_search_edge_flags_a_best_value_in_the_outermost_cell():
+    bounds = {"lr": [1e-4, 10.0, True], "momentum": [0.0, 0.99, False]}
+    # 8 cells of the log range 1e-4..10: each 10 ** (5 / 8) wide; the outer ones end at 10 ** -3.375 and 10 ** 0.375
+    assert P.search_edge({"lr": 4.1e-4, "momentum": 0.5}, bounds, 8) == ["lr low"]
+    assert P.search_edge({"lr": 4.3e-4, "momentum": 0.5}, bounds, 8) == []
+    assert P.search_edge({"lr": 2.3, "momentum": 0.5}, bounds, 8) == []
+    assert P.search_edge({"lr": 2.4, "momentum": 0.98}, bounds, 8) == ["lr high", "momentum high"]
+    assert P.search_edge({"lr": 1.0, "momentum": 0.05}, bounds, 8) == ["momentum low"]  # 0.99 / 8 = 0.124
+    assert P.search_edge({"lr": 1.0}, {}, 8) == []      # no numeric range stored (a categorical space)
+
+
 def test_space_defaults_and_bad_input():
     lr = catalogue.get("adam").tune["lr"]
+    # every main entry searches lr 1e-4..10 (log): before, it stopped at 1 and the protocol found SGD's
+    # best lr above 1 on sparse-logreg in all three studies (a best value on the edge of the range)
+    assert all(catalogue.get(n).tune["lr"] == catalogue.Range(1e-4, 10.0, log=True) for n in catalogue.main_names())
     assert search_space("adam") == {"lr": lr} and search_space("Adam", "full") == dict(catalogue.get("adam").tune)
     assert default_hparams("adam") == {"lr": 1e-3} and default_hparams("nadam") == {"lr": 2e-3}
     points = P.sobol_points(search_space("sgd"), 8, seed=3)
@@ -222,8 +236,18 @@ def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_p
                  "docs/mini/profile.png", "docs/mini/sensitivity_sparse-logreg.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "](mini/profile.png)" in (tmp_path / "docs" / "mini.md").read_text()
+    from optimlab.train.protocol_report import read_summary
+    short = read_summary(tmp_path / "docs" / "mini.md")  # what the tour quotes
+    assert short["verdicts"] == result["verdicts"] and short["score_steps"] == result["score_steps"]
+    assert short["date"] in (tmp_path / "docs" / "mini.md").read_text()
     md = (tmp_path / "report.md").read_text()
     assert "held out" in md and "Adam is a good default" in md and "torch 2." in md
+    # every study's best value is checked against the edges of the range stored with its trials
+    flagged = [(t, o, st["study"]) for t, row in result["tasks"].items() for o, p in row["optimizers"].items()
+               for st in p["studies"] if st["edge"]]
+    assert "Best values on the edge of the search range" in md and md.count("(edge)") >= len(flagged)
+    for t, o, s in flagged:
+        assert f"{o} on {t}, study {s} (lr " in md
 
 
 def test_tune_drives_a_training_task(tmp_path, capsys):
@@ -279,3 +303,25 @@ def test_a_unit_enqueued_twice_runs_once(tmp_path):
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(t.params["lr"] for t in done) == sorted(p["lr"] for p in points)
+
+
+def test_workers_never_pop_the_same_trial(tmp_path):
+    """SQLite ignores SELECT ... FOR UPDATE: without the file lock two workers popped one trial."""
+    import threading
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    study = P._load(P._storage(url), "s", create=True)
+    for i in range(40):
+        study.enqueue_trial({"lr": 1e-3}, user_attrs={"index": i})
+    popped, barrier = [], threading.Barrier(4)
+
+    def worker():
+        mine = P._load(P._storage(url), "s")
+        barrier.wait()
+        while (tid := P.pop_trial(mine, url)) is not None:
+            popped.append(tid)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(popped) == sorted(t._trial_id for t in study.get_trials(deepcopy=False))  # each once

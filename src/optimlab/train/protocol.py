@@ -291,20 +291,34 @@ def work(url: str, names: list[str], protocol: Protocol, worker: int = 0,
     ran = 0
     for name in order:
         study = _load(storage, name)
-        while (tid := study._pop_waiting_trial_id()) is not None:
+        while (tid := pop_trial(study, url)) is not None:
             trial = optuna.Trial(study, tid)
             if _duplicate(study, trial):  # the same unit enqueued twice (two machines preparing at once)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             try:
                 run_trial(study, trial, protocol)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker popped the same trial and finished it first: its result stands
             except BaseException:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if storage.get_trial(tid).state == optuna.trial.TrialState.RUNNING:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
             ran += 1
             if on_trial is not None:
                 on_trial(name, trial)
     return ran
+
+
+def pop_trial(study, url: str) -> int | None:
+    """The id of a waiting trial of ``study``, now RUNNING and this caller's alone; None when none waits.
+
+    Optuna's pop reads the WAITING trials, then sets one RUNNING under ``SELECT ... FOR UPDATE``,
+    which SQLite ignores: two workers could pop the same trial and both train it (seen on this
+    machine: the second then failed to store its result and its worker died). On a SQLite file the
+    pop is therefore serialised by the file lock the enqueueing takes; a server database locks the row."""
+    with _enqueue_lock(url):
+        return study._pop_waiting_trial_id()
 
 
 def _unit(attrs: dict) -> tuple:
@@ -483,13 +497,16 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     starts, ends, seen = [], [], set()
     for task in protocol.tasks:
         for opt in protocol.optimizers:
-            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {}})
+            entry = raw.setdefault(task, {}).setdefault(opt, {"tune": [], "eval": [], "default": [], "space": {},
+                                                                      "bounds": {}})
             names = [("tune", n) for n in study_names(protocol, "tune") if n.startswith(f"tune/{task}/{opt}/")]
             names += [("eval", f"eval/{task}/{opt}"), ("default", f"default/{task}/{opt}")]
             for phase, name in names:
                 for t in _load(storage, name).get_trials(deepcopy=False):
                     if t.state == optuna.trial.TrialState.COMPLETE and phase == "tune":
                         entry["space"] = {k: _describe(d) for k, d in t.distributions.items()}
+                        entry["bounds"] = {k: [d.low, d.high, bool(getattr(d, "log", False))]
+                                           for k, d in t.distributions.items() if hasattr(d, "low")}
                     if t.state == optuna.trial.TrialState.COMPLETE and (name, _unit(t.user_attrs)) in seen:
                         continue  # a duplicate unit (defensive: workers skip them)
                     if t.state == optuna.trial.TrialState.COMPLETE:
@@ -503,6 +520,26 @@ def collect(protocol: Protocol, url: str) -> dict[str, Any]:
     raw["__span__"] = (max(ends) - min(starts)).total_seconds() if starts else 0.0
     raw["__started__"] = min(starts).strftime("%Y-%m-%d %H:%M UTC") if starts else None
     return raw
+
+
+def search_edge(params: dict, bounds: dict, cells: int) -> list[str]:
+    """Where a study's best point lies on the edge of its search range: ``["lr high", ...]``.
+
+    A value is on the edge when it falls in the outermost ``1 / cells`` of its range (log scale for a
+    log range), the cell beyond which the study sampled nothing (with ``cells`` = trials, a scrambled
+    Sobol sequence puts one point in each): a better value may lie outside the range, so the range
+    is too narrow for that (task, optimizer)."""
+    out = []
+    for name, (low, high, log) in sorted(bounds.items()):
+        x = params.get(name)
+        if x is None or not high > low:
+            continue
+        u = (math.log(x / low) / math.log(high / low)) if log else (x - low) / (high - low)
+        if u < 1 / cells:
+            out.append(f"{name} low")
+        elif u > 1 - 1 / cells:
+            out.append(f"{name} high")
+    return out
 
 
 def _describe(distribution) -> str:
@@ -529,7 +566,8 @@ def analyse(protocol: Protocol, raw: dict) -> dict[str, Any]:
             for s in range(protocol.studies):
                 mine = [(r, e) for r, e in zip(reach, evals) if e["study"] == s]
                 best_lr = mine[0][1]["params"].get("lr") if mine else None
-                studies.append({"study": s, "lr": best_lr, "steps": median_inf(r[0] for r, _ in mine) if mine else math.inf,
+                edge = search_edge(mine[0][1]["params"], rows[opt].get("bounds", {}), protocol.trials) if mine else []
+                studies.append({"study": s, "lr": best_lr, "edge": edge, "steps": median_inf(r[0] for r, _ in mine) if mine else math.inf,
                                 "seconds": median_inf(r[1] for r, _ in mine) if mine else math.inf,
                                 "reached": sum(math.isfinite(r[0]) for r, _ in mine), "seeds": len(mine)})
             finals = [e["run"]["final"] for e in evals]
@@ -588,8 +626,9 @@ def _nanrange(values) -> list[float]:
     return [min(v), max(v)] if v else [math.nan, math.nan]
 
 
-def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
-    """The seed's practical advice, measured (time to target in training seconds; 95% intervals)."""
+def verdicts(protocol: Protocol, result: dict, kind: str = "steps") -> list[dict[str, Any]]:
+    """The seed's practical advice, measured (time to target in ``kind``: steps by default, as the
+    seconds of a shared machine depend on its load when each run ran; 95% intervals)."""
     tasks = result["tasks"]
     out = []
     opts = protocol.optimizers
@@ -607,14 +646,14 @@ def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
     if "adam" in opts and "rmsprop" in opts:
         parts, statuses = [], []
         for t in tasks:
-            point, lo, hi = bootstrap_ratio(tasks[t]["optimizers"]["rmsprop"]["run_seconds"],
-                                            tasks[t]["optimizers"]["adam"]["run_seconds"])
+            point, lo, hi = bootstrap_ratio(tasks[t]["optimizers"]["rmsprop"][f"run_{kind}"],
+                                            tasks[t]["optimizers"]["adam"][f"run_{kind}"])
             statuses.append(verdict(lo, hi))
             parts.append(f"{t} {_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}]")
         status = ("holds" if "holds" in statuses else
                   "does not hold" if all(s == "does not hold" for s in statuses) else "inconclusive")
         out.append({"claim": "RMSProp sometimes beats Adam",
-                    "test": "per task, median time to target of tuned RMSProp / tuned Adam over all evaluation "
+                    "test": f"per task, median {kind} to target of tuned RMSProp / tuned Adam over all evaluation "
                             "runs, 95% bootstrap interval; holds if some task's interval lies below 1",
                     "numbers": "; ".join(parts), "verdict": status})
     sparse = [t for t in tasks if "sparse" in t]
@@ -622,10 +661,10 @@ def verdicts(protocol: Protocol, result: dict) -> list[dict[str, Any]]:
         t = sparse[0]
         row = tasks[t]["optimizers"]
         others = [o for o in opts if o != "adagrad"]
-        rival = min(others, key=lambda o: (row[o]["seconds"], row[o]["steps"]))
-        point, lo, hi = bootstrap_ratio(row["adagrad"]["run_seconds"], row[rival]["run_seconds"])
+        rival = min(others, key=lambda o: (row[o][kind], row[o]["seconds"], row[o]["steps"]))
+        point, lo, hi = bootstrap_ratio(row["adagrad"][f"run_{kind}"], row[rival][f"run_{kind}"])
         out.append({"claim": "AdaGrad for sparse features",
-                    "test": f"on {t}, median time to target of tuned AdaGrad / the fastest other optimizer "
+                    "test": f"on {t}, median {kind} to target of tuned AdaGrad / the fastest other optimizer "
                             f"({rival}), 95% bootstrap interval; holds if below 1",
                     "numbers": f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}]",
                     "verdict": verdict(lo, hi)})

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import dumps
+from .protocol import dumps, jsonable
 from .tasks import get_task
 
 
@@ -62,6 +62,12 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
                    "a study's time is the median over its seeds, a miss is infinite; an optimizer's time is the "
                    "median over studies [range over studies]. Seconds are wall-clock training time on a shared "
                    "machine: the steps columns are the load-independent view."))
+    edges = [f"{o} on {name}, study {st['study']} ({', '.join(st['edge'])}: {_fmt(st['lr'])})"
+             for name, t in tasks.items() for o in opts for st in t["optimizers"][o]["studies"] if st.get("edge")]
+    b.append(("p", "Best values on the edge of the search range (in the outermost "
+                   f"1/{proto['trials']} of the range, beyond which the study sampled nothing: a better value may "
+                   "lie outside, so the range is too narrow there; marked (edge) in the tables): "
+                   + ("; ".join(edges) + "." if edges else "none: every study's best value lies inside its range.")))
     b.append(("h2", "Performance profile and score"))
     b.append(("p", f"Fraction of tasks solved within tau times the fastest optimizer's time, tau in "
                    f"[1, {proto['tau_max']:g}]; score = area under the profile / {proto['tau_max'] - 1:g} "
@@ -86,7 +92,7 @@ def blocks(result: dict, command: str, date: str, label: str = "") -> list[tuple
             p = t["optimizers"][o]
             d = p["default"]
             reached = sum(math.isfinite(v) for v in p["run_steps"])
-            rows.append([o, ", ".join(_fmt(s["lr"]) for s in p["studies"]),
+            rows.append([o, ", ".join(_fmt(s["lr"]) + (" (edge)" if s.get("edge") else "") for s in p["studies"]),
                          _interval(p["seconds"], p["seconds_range"]), _interval(p["steps"], p["steps_range"]),
                          f"{reached}/{len(p['run_steps'])}", _interval(p["final_median"], p["final_range"], 4),
                          f"{_fmt(d['hp'].get('lr'))}: {d['reached']}/{d['seeds']}, "
@@ -157,7 +163,7 @@ def plot_profile(result: dict, path) -> None:
     from . import plots
     plt = plots._plt()
     opts = list(result["protocol"]["optimizers"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110, sharey=True)
     for ax, kind in zip(axes, ("seconds", "steps")):
         for i, o in enumerate(opts):
             ax.step(result["taus"], result[f"profile_{kind}"][o], where="post", linewidth=1.6,
@@ -166,7 +172,9 @@ def plot_profile(result: dict, path) -> None:
         ax.set_title(f"performance profile: {kind} to target")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="optimizer (score)")
+        # below the axes: inside, the legend hid steps of the profile
+        ax.legend(fontsize=8, title="optimizer (score)", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  ncol=min(4, len(opts)))
     axes[0].set_ylabel("fraction of tasks")
     plots._save(fig, path)
 
@@ -229,14 +237,45 @@ def write_report(result: dict, out, command: str, date: str, label: str = "") ->
     return [p for p, _ in items]
 
 
+#: the committed report of the protocol (``optimlab protocol --docs docs/benchmark.md``); the tour
+#: reads the verdicts from the ``summary.json`` beside its figures
+DOCS_REPORT = Path(__file__).resolve().parents[3] / "docs" / "benchmark.md"
+
+
+def summary(result: dict, command: str, date: str, label: str = "") -> dict:
+    """What other surfaces (the tour) quote from a report: when and how it was run, the verdicts on
+    the seed's advice with their intervals, the scores and the tasks each optimizer solved."""
+    tasks = result["tasks"]
+    return {"command": command, "date": date, "label": label, "verdicts": result["verdicts"],
+            "score_seconds": result["score_seconds"], "score_steps": result["score_steps"],
+            "solved": {o: sum(math.isfinite(t["optimizers"][o]["steps"]) for t in tasks.values())
+                       for o in result["protocol"]["optimizers"]}, "tasks": len(tasks)}
+
+
+def read_summary(md_path=DOCS_REPORT) -> dict | None:
+    """The summary written beside the report at ``md_path`` (``docs/benchmark/summary.json``), or None
+    when there is none (an installed package without the repository's docs)."""
+    import json
+    path = Path(md_path).with_suffix("") / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_docs_copy(result: dict, md_path, command: str, date: str, label: str = "") -> list[Path]:
-    """The Markdown report at ``md_path`` with its figures in the folder ``md_path`` without suffix
-    (``docs/benchmark.md`` -> ``docs/benchmark/profile.png``), for committing into the docs."""
+    """The Markdown report at ``md_path`` with its figures and ``summary.json`` in the folder
+    ``md_path`` without suffix (``docs/benchmark.md`` -> ``docs/benchmark/profile.png``), for
+    committing into the docs."""
+    import json
+
     from .._atomic import atomic_write_all
     md_path = Path(md_path)
     folder = md_path.with_suffix("")
     md = to_markdown(blocks(result, command, date, label), image_prefix=f"{folder.name}/")
+    short = json.dumps(jsonable(summary(result, command, date, label)), indent=1)
     items = [(md_path, lambda tmp: Path(tmp).write_text(md)),
+             (folder / "summary.json", lambda tmp: Path(tmp).write_text(short)),
              (folder / "profile.png", lambda tmp: plot_profile(result, tmp))]
     for name in result["tasks"]:
         items.append((folder / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))

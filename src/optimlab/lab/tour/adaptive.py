@@ -14,6 +14,7 @@ from ..verdicts import exact_claim, mean_claim, paired_claim, where_holds
 from . import figures as F
 from .core import Section, capped_steps, colour, label, log_gap, random_starts, try_it_url, tuned_lr
 from .momentum import settings_run
+from .tasks import benchmark_notes
 
 SEED2, SEED0, SEED1 = "002_93c688692edab2f7.txt", "000_f06fc82abbd9c8ce.txt", "001_3852f964897d5704.txt"
 ADA_LRS = np.logspace(-3, 0.5, 15)
@@ -56,6 +57,9 @@ def adagrad_section() -> Section:
                                                       f"{land.name}: GD vs AdaGrad, each at its tuned lr")))
     s.links.append(("GD vs AdaGrad on scaled features", try_it_url(
         land.name, {n: {"lr": float(f"{tuned[n][1]:.3g}")} for n in ("sgd", "adagrad")}, start=starts[j].tolist(), steps=steps)))
+    notes, links = benchmark_notes(("AdaGrad for sparse features",))  # the seed's other AdaGrad advice, on a real task
+    s.notes += notes
+    s.see_also += links
     return s
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
@@ -19,6 +20,8 @@ from ..verdicts import Claim
 
 #: where ``optimlab web`` serves the browser lab by default
 WEB_LAB = "http://127.0.0.1:8000/"
+#: the repository's root (``see_also`` paths are relative to it)
+REPO = Path(__file__).resolve().parents[4]
 
 
 @dataclass
@@ -36,11 +39,13 @@ class Section:
     links: list[tuple[str, str]] = field(default_factory=list)    # (text, url)
     table: tuple[list[str], list[list[str]]] | None = None        # (header, rows)
     gif: tuple[str, str, dict, dict] | None = None                # (file, landscape, paths, colours)
+    see_also: list[tuple[str, str]] = field(default_factory=list)  # (text, path in the repository)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "seed_file": self.seed_file, "quote": self.quote,
                 "experiment": self.experiment, "claims": [c.to_json() for c in self.claims],
                 "figures": [name for name, _ in self.figures], "try_it": [url for _, url in self.links],
+                "see_also": [path for _, path in self.see_also],
                 "links": [{"text": text, "url": url, "numbers": link_numbers(url)} for text, url in self.links],
                 "notes": self.notes}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 
 from .. import _io
 from ..verdicts import LEVEL, MIN_RUNS
-from .core import Section, link_numbers, numbers_text
+from .core import REPO, Section, link_numbers, numbers_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em} section{border-top:2px solid #ddd;margin-top:2em;padding-top:1em}
@@ -91,6 +92,8 @@ def render(sections: list[Section], out: Path, seconds: float, plan: str) -> str
         parts += [f"<p class='note'>{e(n)}</p>" for n in s.notes]
         parts += [f"<p>Try it: <a href='{e(url)}'>{e(text)}</a><br><span class='note'>the lab's table will show: "
                   f"{e(numbers_text(link_numbers(url)))}</span></p>" for text, url in s.links]
+        parts += [f"<p>See also: <a href='{e(os.path.relpath(REPO / path, out.resolve()))}'>{e(text)}</a></p>"
+                  for text, path in s.see_also]
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

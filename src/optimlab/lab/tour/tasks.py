@@ -41,6 +41,40 @@ FULL = Plan("full", ("cancer-logreg", "digits-mlp", "sparse-logreg", "digits-cnn
             (1e-3, 3e-3, 1e-2, 3e-2, 1e-1))
 
 
+#: the seed's practical advice the benchmark protocol measures (``optimlab protocol``, docs/benchmark.md)
+BENCHMARK_CLAIMS = ("Adam is a good default", "RMSProp sometimes beats Adam", "AdaGrad for sparse features")
+
+
+def benchmark_notes(claims=BENCHMARK_CLAIMS, md_path=None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Notes stating the committed benchmark report's verdicts on ``claims`` (with its intervals), and
+    the links to that report, for a section's ``notes`` and ``see_also``.
+
+    The numbers are read from ``docs/benchmark/summary.json`` (written with the report by
+    ``optimlab protocol --docs docs/benchmark.md``); without it the note only points to the report."""
+    from ...train.protocol_report import DOCS_REPORT, read_summary
+
+    md = DOCS_REPORT if md_path is None else md_path
+    summary = read_summary(md)
+    links = [("the benchmark report: tuned studies, time to target, performance profiles (docs/benchmark.md)",
+              "docs/benchmark.md"),
+             ("its HTML version, once `optimlab protocol` has written it (out/bench/report.html)",
+              "out/bench/report.html")]
+    if summary is None:
+        return [f"The benchmark protocol (`optimlab protocol`) measures {', '.join(claims)} on real tasks with "
+                "tuned studies and intervals: see docs/benchmark.md."], links
+    by_claim = {v["claim"]: v for v in summary["verdicts"]}
+    label = f" ({summary['label']})" if summary.get("label") else ""
+    notes = []
+    for claim in claims:
+        v = by_claim.get(claim)
+        if v is None:
+            notes.append(f"Benchmark protocol{label}, run {summary['date']}: '{claim}' was not measured in that run.")
+        else:
+            notes.append(f"Benchmark protocol{label}, run {summary['date']} (docs/benchmark.md): '{claim}' "
+                         f"{v['verdict'].upper()} - {v['numbers']}. Test: {v['test']}.")
+    return notes, links
+
+
 def _train(task: str, optimizer: str, lr: float, steps: int, seed: int, schedule: str = "none"):
     from ...train.loop import train
 
@@ -133,6 +167,9 @@ def _tasks_section(plan: Plan) -> Section:
     s.notes.append("A short budget favours large learning rates (there is no time to profit from a small one): the "
                    "best lr of a reduced run says little about the 1e-4..1e-3 range, which the seeds give for full "
                    "trainings; `optimlab tour --full` trains 6 times longer.")
+    notes, links = benchmark_notes()
+    s.notes += notes
+    s.see_also += links
     xs = {f"{label(n)} ({t})": np.array(ADAM_LRS) for t in plan.tasks for n in ("adam", "rmsprop", "nadam")}
     ys = {f"{label(n)} ({t})": np.median(grids[t][n], axis=1) for t in plan.tasks for n in ("adam", "rmsprop", "nadam")}
     cols = {k: colour(k.split(" (")[0].lower()) for k in xs}
