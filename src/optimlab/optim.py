@@ -226,17 +226,30 @@ class Optimizer(torch.optim.Optimizer):
             update = self.rule.sparse_update
         else:
             grad = real(grad)
-        out = update(real(faults.upcast(param, dtype)), grad, **inputs, **hyperparams)
+        base = real(faults.upcast(param, dtype))
+        out = update(base, grad, **inputs, **hyperparams)
+        in_place = storage is None and not stochastic and dtype == param.dtype and not param.is_complex()
+        for name, value in list(out.items()):
+            target = param if name == "param" else state.get(name)
+            if not (isinstance(value, Tensor) and value.is_sparse and isinstance(target, Tensor)
+                    and not target.is_sparse):
+                continue  # a sparse state kept as such (SGD's sparse momentum buffer) is a value
+            if in_place:  # a sparse increment (Rule.sparse_update): O(rows) in place
+                target.add_(value)
+                del out[name]
+            else:
+                out[name] = (base if name == "param" else inputs[name]).add(value)
 
         def key(name: str) -> int:
             index = self._param_index[id(param)]
             return precision.stream_key(group.get("rounding_seed", 0), int(state["step"]), index,
                                         precision.stream_id(name))
 
-        new_param = out.pop("param")
-        if stochastic and group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16:
-            new_param = precision.round_bf16(new_param, key("param"))
-        real(param).copy_(new_param)
+        if "param" in out:
+            new_param = out.pop("param")
+            if stochastic and group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16:
+                new_param = precision.round_bf16(new_param, key("param"))
+            real(param).copy_(new_param)
         for name, value in out.items():
             if name in self.rule.scalar_state:
                 state[name].fill_(value)

@@ -69,7 +69,9 @@ class Rule:
     ``counts_steps``  keep torch's per-parameter ``state["step"]`` and pass ``step=`` to update.
     ``scalar_state``  0-dim state entries passed to ``update`` as Python floats.
     ``sparse_update`` the rule for a sparse (COO) gradient, same signature as ``update``; None
-                      when the algorithm does not take sparse gradients (torch.optim's set).
+                      when the algorithm does not take sparse gradients (torch.optim's set). A
+                      sparse tensor it returns for a dense parameter or state entry is an
+                      increment at the rows it names (added in place: O(rows), not O(tensor)).
     ``sparse_only``   dense gradients are refused (SparseAdam).
     ``complex_ok``    complex parameters are stepped as pairs of reals; False refuses them.
     ``int_step``      ``state["step"]`` is a Python int, not a 0-dim tensor (SparseAdam's, as in torch).

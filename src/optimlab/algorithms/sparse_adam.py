@@ -6,7 +6,8 @@ torch.optim.SparseAdam (for ``nn.Embedding(sparse=True)``)::
     v = b2 * v + (1 - b2) * g * g
     w = w - lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)
 
-Rows the gradient does not name keep their parameters and moments (a lazy Adam). The step count
+Rows the gradient does not name keep their parameters and moments (a lazy Adam). The rule returns
+each change as a sparse increment at the named rows, so a step costs O(rows), not O(parameter). The step count
 is per parameter and advances even when the gradient names no row. Dense gradients are refused.
 """
 
@@ -40,8 +41,8 @@ def sparse_adam(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor
     m_new, v_new = m_change + m_old, v_change + v_old
     step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
     update = -step_size * (m_new / (torch.sqrt(v_new) + eps))
-    return {"param": param + rows(update), "exp_avg": exp_avg + rows(m_change),
-            "exp_avg_sq": exp_avg_sq + rows(v_change)}
+    # sparse increments (see Rule.sparse_update): the optimizer adds them in place at the named rows
+    return {"param": rows(update), "exp_avg": rows(m_change), "exp_avg_sq": rows(v_change)}
 
 
 def dense_refused(param: Tensor, grad: Tensor, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
