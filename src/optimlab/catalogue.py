@@ -641,11 +641,14 @@ def _more_algorithms() -> None:
     def rule(module: str, attr: str = "RULE") -> str:
         return f"{__package__}.algorithms.{module}:{attr}"
 
+    def show(name: str) -> str:
+        return f"{__package__}.display:{name}"
+
     declare(
-        Algorithm("Adadelta", rule("adadelta"), torch="Adadelta", doc=(
+        Algorithm("Adadelta", rule("adadelta"), torch="Adadelta", display=show("adadelta"), doc=(
             "Adadelta (Zeiler, 2012) with torch.optim.Adadelta's arguments and defaults. "
             "Rules: optimlab.algorithms.adadelta.")),
-        Algorithm("Adamax", rule("adamax"), torch="Adamax", doc=(
+        Algorithm("Adamax", rule("adamax"), torch="Adamax", display=show("adamax"), doc=(
             "Adamax (Kingma & Ba, 2015, section 7.1), Adam with the infinity norm, with torch.optim.Adamax's "
             "arguments and defaults. Rules: optimlab.algorithms.adamax.")),
         Algorithm("RAdam", rule("radam"), torch="RAdam", doc=(
@@ -654,7 +657,7 @@ def _more_algorithms() -> None:
         Algorithm("ASGD", rule("asgd"), torch="ASGD", doc=(
             "Averaged SGD (Polyak & Juditsky, 1992) with torch.optim.ASGD's arguments and defaults; the "
             "averaged parameters are state[p]['ax']. Rules: optimlab.algorithms.asgd.")),
-        Algorithm("Rprop", rule("rprop"), torch="Rprop", doc=(
+        Algorithm("Rprop", rule("rprop"), torch="Rprop", display=show("rprop"), doc=(
             "Rprop (Riedmiller & Braun, 1993) with torch.optim.Rprop's arguments and defaults. "
             "Rules: optimlab.algorithms.rprop.")),
         Algorithm("SparseAdam", rule("sparse_adam"), torch="SparseAdam", doc=(
@@ -672,7 +675,7 @@ def _more_algorithms() -> None:
                   base=f"{__package__}.optim:ClosureOptimizer", doc=(
                       "L-BFGS with torch.optim.LBFGS's arguments, defaults and state; step(closure) is required. "
                       "Runs eagerly (closure-driven line search). Rules: optimlab.algorithms.lbfgs.")),
-        Algorithm("Lion", rule("lion"), arguments=(("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0),
+        Algorithm("Lion", rule("lion"), display=show("lion"), arguments=(("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0),
                                                    ("maximize", False)), doc=(
             "Lion (Chen et al., 2023): the sign of an interpolated momentum; the paper's defaults. "
             "Rules: optimlab.algorithms.lion.")),

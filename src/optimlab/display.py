@@ -250,3 +250,56 @@ def nadam(values: Mapping[str, Any]) -> RuleDisplay:
                  frac(mu_n, row(mn(1), mo(MINUS), sub(mi("\u03a0"), T), mu_n)), frac(at("m"), mi("d")))
     lines = [*decoupled(values), gradient(values), mu, *_moments(values), prod, upd]
     return RuleDisplay(tuple(lines), {"exp_avg": "velocity", "exp_avg_sq": "accumulator"})
+
+
+def adadelta(values: Mapping[str, Any]) -> RuleDisplay:
+    """Adadelta (Zeiler, 2012): the step in the parameter's units, sqrt(U + eps) / sqrt(V + eps) g."""
+    rho, eps = knob(values, "rho"), knob(values, "eps")
+    dx = at("\u0394x")
+    lines = [gradient(values),
+             line("accumulator", at("V"), mo("="), rho, at("V", "t-1"), mo("+"), one_minus(values, "rho"), sq(at("g"))),
+             line("velocity", dx, mo("="), frac(sqrt(row(at("U", "t-1"), mo("+"), eps)),
+                                                  sqrt(row(at("V"), mo("+"), eps))), at("g")),
+             line("accumulator", at("U"), mo("="), rho, at("U", "t-1"), mo("+"), one_minus(values, "rho"), sq(dx)),
+             update(knob(values, "lr"), dx)]
+    return RuleDisplay(tuple(lines), {"square_avg": "accumulator"})  # acc_delta holds squared steps
+
+
+def adamax(values: Mapping[str, Any]) -> RuleDisplay:
+    """Adamax (Kingma & Ba, 2015, section 7.1): the infinity norm in place of Adam's second moment."""
+    lines = [gradient(values), _moments(values)[0],
+             line("accumulator", at("u"), mo("="), mi("max"),
+                  paren(knob(values, "beta2"), at("u", "t-1"), mo(","), row(mo("|"), at("g"), mo("|")), mo("+"),
+                        knob(values, "eps"))),
+             update(frac(knob(values, "lr"), row(mn(1), mo(MINUS), sup(knob(values, "beta1"), T))),
+                    frac(at("m"), at("u")))]
+    return RuleDisplay(tuple(lines), {"exp_avg": "velocity"})  # exp_inf is a max of |g|, not of g²
+
+
+def rprop(values: Mapping[str, Any]) -> RuleDisplay:
+    """Rprop (Riedmiller & Braun, 1993), without weight backtracking: only the gradient's sign."""
+    s, size = at("s"), at("\u0394")
+    lines = [gradient(values),
+             line("lr", s, mo("="), mi("sign"), paren(at("g"), sub(mi("g"), T1))),
+             line("velocity", size, mo("="), mi("clip"),
+                  paren(at("\u0394", "t-1"), mo("\u00b7"), row(mo("{"), knob(values, "eta_plus"), mi("\u2009if\u2009"),
+                        s, mo("&gt;"), mn(0), mo(";"), knob(values, "eta_minus"), mi("\u2009if\u2009"), s, mo("&lt;"), mn(0),
+                        mo(";"), mn(1), mo("}")), mo(","), knob(values, "step_size_min"), mo(","),
+                        knob(values, "step_size_max")), mo(","), mi("\u2003"), sub(mi("\u0394"), mn(0)), mo("="),
+                  knob(values, "lr")),
+             update(mi("sign"), paren(at("g")), size, mo(","), mi("\u2003"), at("g"), mo("\u2190"), mn(0),
+                    mi("\u2009if\u2009"), s, mo("&lt;"), mn(0))]
+    return RuleDisplay(tuple(lines), {})  # per-weight step sizes, not moments of g
+
+
+def lion(values: Mapping[str, Any]) -> RuleDisplay:
+    """Lion (Chen et al., 2023): the sign of an interpolation; every coordinate moves by lr."""
+    b1, b2, lr = knob(values, "beta1"), knob(values, "beta2"), knob(values, "lr")
+    lines = [gradient({**values, "weight_decay": 0}),
+             line("velocity", at("c"), mo("="), b1, at("m", "t-1"), mo("+"), one_minus(values, "beta1"), at("g"))]
+    if float(values.get("weight_decay", 0) or 0):
+        lines.append(line("decay", at("w", "t-1"), mo("\u2190"), at("w", "t-1"),
+                          paren(mn(1), mo(MINUS), lr, mo("\u00b7"), knob(values, "weight_decay"))))
+    lines += [update(lr, mi("sign"), paren(at("c"))),
+              line("velocity", at("m"), mo("="), b2, at("m", "t-1"), mo("+"), one_minus(values, "beta2"), at("g"))]
+    return RuleDisplay(tuple(lines), {"exp_avg": "velocity"})
