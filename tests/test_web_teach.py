@@ -60,7 +60,7 @@ def test_every_entry_in_the_page_has_its_rule_in_the_form_of_its_options(client)
     assert set(rules) == set(catalogue.lab_names())
     assert {n for n, r in rules.items() if r is not None} >= set(catalogue.main_names())
     for name, rule in rules.items():
-        if catalogue.get(name).spec.display is None:  # RAdam, ASGD, Schedule-Free, AdEMAMix: no display yet
+        if catalogue.get(name).spec.display is None:  # Schedule-Free SGD / AdamW: no display yet
             assert rule is None, name
             continue
         assert rule is not None and rule["mathml"], name

@@ -651,10 +651,10 @@ def _more_algorithms() -> None:
         Algorithm("Adamax", rule("adamax"), torch="Adamax", display=show("adamax"), doc=(
             "Adamax (Kingma & Ba, 2015, section 7.1), Adam with the infinity norm, with torch.optim.Adamax's "
             "arguments and defaults. Rules: optimlab.algorithms.adamax.")),
-        Algorithm("RAdam", rule("radam"), torch="RAdam", doc=(
+        Algorithm("RAdam", rule("radam"), torch="RAdam", display=show("radam"), doc=(
             "RAdam (Liu et al., 2020), Adam with a rectified adaptive step, with torch.optim.RAdam's arguments "
             "and defaults (decoupled_weight_decay=True: AdamW-style decay). Rules: optimlab.algorithms.radam.")),
-        Algorithm("ASGD", rule("asgd"), torch="ASGD", doc=(
+        Algorithm("ASGD", rule("asgd"), torch="ASGD", display=show("asgd"), doc=(
             "Averaged SGD (Polyak & Juditsky, 1992) with torch.optim.ASGD's arguments and defaults; the "
             "averaged parameters are state[p]['ax']. Rules: optimlab.algorithms.asgd.")),
         Algorithm("Rprop", rule("rprop"), torch="Rprop", display=show("rprop"), doc=(
@@ -679,7 +679,7 @@ def _more_algorithms() -> None:
                                                    ("maximize", False)), doc=(
             "Lion (Chen et al., 2023): the sign of an interpolated momentum; the paper's defaults. "
             "Rules: optimlab.algorithms.lion.")),
-        Algorithm("AdEMAMix", rule("ademamix"), arguments=(
+        Algorithm("AdEMAMix", rule("ademamix"), display=show("ademamix"), arguments=(
             ("lr", 1e-3), ("betas", (0.9, 0.999, 0.9999)), ("alpha", 2.0), ("beta3_warmup", None),
             ("alpha_warmup", None), ("eps", 1e-8), ("weight_decay", 0.0), ("maximize", False)), doc=(
             "AdEMAMix (Pagliardini et al., 2024): Adam plus a slow EMA of gradients; the paper code's defaults. "

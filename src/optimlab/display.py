@@ -261,7 +261,7 @@ def adadelta(values: Mapping[str, Any]) -> RuleDisplay:
              line("velocity", dx, mo("="), frac(sqrt(row(at("U", "t-1"), mo("+"), eps)),
                                                   sqrt(row(at("V"), mo("+"), eps))), at("g")),
              line("accumulator", at("U"), mo("="), rho, at("U", "t-1"), mo("+"), one_minus(values, "rho"), sq(dx)),
-             update(knob(values, "lr"), dx)]
+             update(knob(values, "lr"), mo("\u00b7"), dx)]
     return RuleDisplay(tuple(lines), {"square_avg": "accumulator"})  # acc_delta holds squared steps
 
 
@@ -303,3 +303,61 @@ def lion(values: Mapping[str, Any]) -> RuleDisplay:
     lines += [update(lr, mi("sign"), paren(at("c"))),
               line("velocity", at("m"), mo("="), b2, at("m", "t-1"), mo("+"), one_minus(values, "beta2"), at("g"))]
     return RuleDisplay(tuple(lines), {"exp_avg": "velocity"})
+
+
+def radam(values: Mapping[str, Any]) -> RuleDisplay:
+    """RAdam (Liu et al., 2020): Adam's step switched on and rectified by r_t once rho_t > 5."""
+    b1, b2, lr = knob(values, "beta1"), knob(values, "beta2"), knob(values, "lr")
+    rho, rho_inf = at("\u03c1"), sub(mi("\u03c1"), mi("\u221e"))
+    lines = [*decoupled(values), gradient(values), *_moments(values),
+             line("correction", rho_inf, mo("="), frac(mn(2), row(mn(1), mo(MINUS), b2)), mo(MINUS), mn(1), mo(","),
+                  mi("\u2003"), rho, mo("="), rho_inf, mo(MINUS),
+                  frac(row(mn(2), T, mo("\u00b7"), sup(b2, T)), row(mn(1), mo(MINUS), sup(b2, T)))),
+             line("correction", at("r"), mo("="),
+                  sqrt(frac(row(paren(rho, mo(MINUS), mn(4)), paren(rho, mo(MINUS), mn(2)), rho_inf),
+                            row(paren(rho_inf, mo(MINUS), mn(4)), paren(rho_inf, mo(MINUS), mn(2)), rho)))),
+             update(lr, frac(at("m"), row(mn(1), mo(MINUS), sup(b1, T))), mo("\u00b7"),
+                    row(mo("{"), at("r"), frac(sqrt(row(mn(1), mo(MINUS), sup(b2, T))), row(sqrt(at("v")), mo("+"),
+                                                                                         knob(values, "eps"))),
+                        mi("\u2009if\u2009"), rho, mo("&gt;"), mn(5), mo(";"), mn(1), mi("\u2009otherwise"), mo("}")))]
+    return RuleDisplay(tuple(lines), {"exp_avg": "velocity", "exp_avg_sq": "accumulator"})
+
+
+def asgd(values: Mapping[str, Any]) -> RuleDisplay:
+    """Averaged SGD (Polyak & Juditsky, 1992) with Bottou's decaying step, as torch.optim.ASGD."""
+    eta, lam = at("\u03b7", "t-1"), knob(values, "lambd")
+    lines = [gradient(values),
+             line("update", at("w"), mo("="), at("w", "t-1"), paren(mn(1), mo(MINUS), lam, mo("\u00b7"), eta), mo(MINUS), eta,
+                  at("g"), mo(","), mi("\u2003"), sub(mi("\u03b7"), mn(0)), mo("="), knob(values, "lr")),
+             line("centre", at("a"), mo("="), at("a", "t-1"), mo("+"), at("\u03bc", "t-1"),
+                  paren(at("w"), mo(MINUS), at("a", "t-1")), mo(","), mi("\u2003"), at("\u03bc"), mo("="),
+                  frac(mn(1), row(mi("max"), paren(mn(1), mo(","), T, mo(MINUS), knob(values, "t0"))))),
+             line("lr", at("\u03b7"), mo("="), frac(knob(values, "lr"), sup(paren(mn(1), mo("+"), lam, mo("\u00b7"),
+                                                                                 knob(values, "lr"), mo("\u00b7"), T),
+                                                                           knob(values, "alpha"))))]
+    return RuleDisplay(tuple(lines), {})  # ax averages the iterates: not a moment of g
+
+
+def ademamix(values: Mapping[str, Any]) -> RuleDisplay:
+    """AdEMAMix (Pagliardini et al., 2024): Adam's numerator mixes a fast and a very slow EMA."""
+    values = {**values, "decoupled_weight_decay": True}
+    b3 = sub(mi("\u03b2"), row(mn(3), mo(","), T)) if values.get("beta3_warmup") else knob(values, "beta3")
+    alpha = at("\u03b1") if values.get("alpha_warmup") else knob(values, "alpha")
+    m1, m2 = sub(mi("m"), row(mn(1), mo(","), T)), sub(mi("m"), row(mn(2), mo(","), T))
+    m1p, m2p = sub(mi("m"), row(mn(1), mo(","), T1)), sub(mi("m"), row(mn(2), mo(","), T1))
+    lines = [*decoupled(values), gradient(values),
+             line("velocity", m1, mo("="), knob(values, "beta1"), m1p, mo("+"), one_minus(values, "beta1"), at("g")),
+             line("velocity", m2, mo("="), b3, m2p, mo("+"), paren(mn(1), mo(MINUS), b3), at("g")),
+             _moments(values)[1]]
+    if values.get("alpha_warmup"):
+        lines.append(line("momentum", at("\u03b1"), mo("="), mi("min"),
+                          paren(frac(row(T, knob(values, "alpha")), knob(values, "alpha_warmup")), mo(","),
+                                knob(values, "alpha"))))
+    if values.get("beta3_warmup"):
+        lines.append(line("momentum", b3, mo("\u2191"), knob(values, "beta3"), mi("\u2009over\u2009"),
+                          knob(values, "beta3_warmup"), mi("\u2009steps")))
+    lines.append(update(knob(values, "lr"),
+                        frac(row(frac(m1, row(mn(1), mo(MINUS), sup(knob(values, "beta1"), T))), mo("+"), alpha, m2),
+                             row(sqrt(frac(at("v"), row(mn(1), mo(MINUS), sup(knob(values, "beta2"), T)))), mo("+"),
+                                 knob(values, "eps")))))
+    return RuleDisplay(tuple(lines), {"exp_avg_fast": "velocity", "exp_avg_sq": "accumulator"})
