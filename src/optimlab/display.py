@@ -283,7 +283,8 @@ def rprop(values: Mapping[str, Any]) -> RuleDisplay:
              line("lr", s, mo("="), mi("sign"), paren(at("g"), sub(mi("g"), T1))),
              line("velocity", size, mo("="), mi("clip"),
                   paren(at("\u0394", "t-1"), mo("\u00b7"), row(mo("{"), knob(values, "eta_plus"), mi("\u2009if\u2009"),
-                        s, mo("&gt;"), mn(0), mo(";"), knob(values, "eta_minus"), mi("\u2009if\u2009"), s, mo("&lt;"), mn(0),
+                        s, mo("&gt;"), mn(0), mo(";"), knob(values, "eta_minus"), mi("\u2009if\u2009"), s,
+                        mo("&lt;"), mn(0),
                         mo(";"), mn(1), mo("}")), mo(","), knob(values, "step_size_min"), mo(","),
                         knob(values, "step_size_max")), mo(","), mi("\u2003"), sub(mi("\u0394"), mn(0)), mo("="),
                   knob(values, "lr")),
@@ -327,7 +328,8 @@ def asgd(values: Mapping[str, Any]) -> RuleDisplay:
     """Averaged SGD (Polyak & Juditsky, 1992) with Bottou's decaying step, as torch.optim.ASGD."""
     eta, lam = at("\u03b7", "t-1"), knob(values, "lambd")
     lines = [gradient(values),
-             line("update", at("w"), mo("="), at("w", "t-1"), paren(mn(1), mo(MINUS), lam, mo("\u00b7"), eta), mo(MINUS), eta,
+             line("update", at("w"), mo("="), at("w", "t-1"), paren(mn(1), mo(MINUS), lam, mo("\u00b7"), eta),
+                  mo(MINUS), eta,
                   at("g"), mo(","), mi("\u2003"), sub(mi("\u03b7"), mn(0)), mo("="), knob(values, "lr")),
              line("centre", at("a"), mo("="), at("a", "t-1"), mo("+"), at("\u03bc", "t-1"),
                   paren(at("w"), mo(MINUS), at("a", "t-1")), mo(","), mi("\u2003"), at("\u03bc"), mo("="),

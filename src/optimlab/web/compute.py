@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -161,13 +161,19 @@ def budget(limits: Limits, deadline: float | None) -> tuple[float, Any]:
     return deadline, check
 
 
-def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
-    """:func:`run_request` as JSON text; a 422 instead when it is ready only past ``deadline``."""
-    result = run_request(req, limits, deadline)
+def result_json(compute: Callable[..., dict], req: Any, limits: Limits, deadline: float, queued_s: float) -> str:
+    """``compute(req, limits, deadline)`` as JSON text with the time it queued; a 422 instead when it
+    is ready only past ``deadline``."""
+    result = compute(req, limits, deadline)
     result["queued_s"] = queued_s
     text = dumps(result)
     over_budget(deadline, limits)
     return text
+
+
+def run_json(req: RunRequest, limits: Limits, deadline: float, queued_s: float) -> str:
+    """:func:`run_request` as JSON text (run in a worker thread or process)."""
+    return result_json(run_request, req, limits, deadline, queued_s)
 
 
 def run_request(req: RunRequest, limits: Limits, deadline: float | None = None) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from fastapi.responses import Response
 
 from .. import _json, catalogue
 from ..lab import engine, metrics
-from .compute import ApiError, BudgetExceeded, budget, dumps, one_thread, over_budget, request_landscape
+from .compute import (ApiError, BudgetExceeded, budget, dumps, one_thread, over_budget, request_landscape,
+                      result_json)
 from .custom import FormulaError, formula_info
 from .lab_schemas import FormulaRequest, FormulaResponse, StabilityRequest, StabilityResponse, beta_knob
 from .schemas import LR_RANGE, ErrorResponse, Limits, knobs, rule_cost
@@ -130,11 +131,7 @@ def stability_map(req: StabilityRequest, limits: Limits, deadline: float | None 
 
 def stability_json(req: StabilityRequest, limits: Limits, deadline: float, queued_s: float) -> str:
     """:func:`stability_map` as JSON text (run in a worker thread or process)."""
-    result = stability_map(req, limits, deadline)
-    result["queued_s"] = queued_s
-    text = dumps(result)
-    over_budget(deadline, limits)
-    return text
+    return result_json(stability_map, req, limits, deadline, queued_s)
 
 
 def formula_json(req: FormulaRequest, limits: Limits, deadline: float, queued_s: float) -> str:
