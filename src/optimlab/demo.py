@@ -84,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     model = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
 
     results = {}
-    print(f"{'optimizer':<22} {'final train loss':>16} {'val loss':>9} {'val acc':>8} {'seconds':>8}")
     entries = {catalogue.get(name).label: (catalogue.get(name), lr) for name, lr in CONTENDERS}
+    width = max(len("optimizer"), *map(len, entries))
+    print(f"{'optimizer':<{width}} {'final train loss':>16} {'val loss':>9} {'val acc':>8} {'seconds':>8}")
     for label, (entry, lr) in entries.items():
         r = train(entry, lr, model, data, args.epochs, args.batch_size, args.seed)
         results[label] = r
         tail = sum(r["losses"][-25:]) / len(r["losses"][-25:])
-        print(f"{label:<22} {tail:>16.4f} {r['val_loss']:>9.4f} {r['val_accuracy']:>8.3f} {r['seconds']:>8.2f}")
+        print(f"{label:<{width}} {tail:>16.4f} {r['val_loss']:>9.4f} {r['val_accuracy']:>8.3f} {r['seconds']:>8.2f}")
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
