@@ -4,9 +4,11 @@ miniature protocol run end to end through a killed and restarted worker."""
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -175,21 +177,30 @@ def _tune_trials(url):
     return out
 
 
+def _tune_states(db):
+    """The tuning trials' states read straight from Optuna's SQLite tables: a look cheap enough
+    (about a millisecond) to catch a worker mid-trial even on a loaded machine."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as c:
+        return [state for (state,) in c.execute(
+            "SELECT t.state FROM trials t JOIN studies s ON t.study_id = s.study_id WHERE s.study_name LIKE 'tune/%'")]
+
+
 def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_path):
     from optimlab import cli
-    url = f"sqlite:///{tmp_path / 'protocol.db'}"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     left_running = 0
-    for _attempt in range(3):  # a trial may finish between the look and the kill: then try again
+    for attempt in range(4):  # the worker may finish a trial (or the whole run) before the kill: try afresh
+        db = tmp_path / f"protocol{attempt}.db"
+        url = f"sqlite:///{db}"
         proc = subprocess.Popen([sys.executable, "-m", "optimlab.cli", "protocol", *MINI, "--out", str(tmp_path),
                                  "--storage", url], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.time() + 240
             while time.time() < deadline and proc.poll() is None:
-                time.sleep(0.05)
+                time.sleep(0.01)
                 try:
-                    states = [t.state.name for _, t in _tune_trials(url)]
-                except Exception:  # the database or its schema is still being created
+                    states = _tune_states(db)
+                except sqlite3.Error:  # the database or its schema is still being created
                     continue
                 if states.count("COMPLETE") >= 2 and "RUNNING" in states:
                     proc.send_signal(signal.SIGKILL)
@@ -198,8 +209,9 @@ def test_miniature_protocol_killed_and_restarted_loses_and_repeats_nothing(tmp_p
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, "the worker ended before it was killed: " + \
-            proc.stderr.read().decode()[-2000:]
+        if proc.returncode != -signal.SIGKILL:
+            assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+            continue  # it ran to the end before the look caught a trial running
         left_running = [t.state.name for _, t in _tune_trials(url)].count("RUNNING")
         if left_running:
             break
