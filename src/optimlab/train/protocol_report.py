@@ -229,12 +229,18 @@ def write_report(result: dict, out, command: str, date: str, label: str = "") ->
     md, page, payload = to_markdown(b), to_html(b), dumps(result)
     items = [(out / "results.json", lambda tmp: Path(tmp).write_text(payload)),
              (out / "report.md", lambda tmp: Path(tmp).write_text(md)),
-             (out / "report.html", lambda tmp: Path(tmp).write_text(page)),
-             (out / "profile.png", lambda tmp: plot_profile(result, tmp))]
-    for name in result["tasks"]:
-        items.append((out / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))
+             (out / "report.html", lambda tmp: Path(tmp).write_text(page)), *figure_items(result, out)]
     atomic_write_all(items)
     return [p for p, _ in items]
+
+
+def figure_items(result: dict, folder: Path) -> list:
+    """The report's figures as ``(path, write(tmp))`` pairs for :func:`atomic_write_all`: the
+    performance profile and one lr-sensitivity plot per task."""
+    items = [(folder / "profile.png", lambda tmp: plot_profile(result, tmp))]
+    for name in result["tasks"]:
+        items.append((folder / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))
+    return items
 
 
 #: the committed report of the protocol (``optimlab protocol --docs docs/benchmark.md``); the tour
@@ -275,9 +281,6 @@ def write_docs_copy(result: dict, md_path, command: str, date: str, label: str =
     md = to_markdown(blocks(result, command, date, label), image_prefix=f"{folder.name}/")
     short = json.dumps(jsonable(summary(result, command, date, label)), indent=1)
     items = [(md_path, lambda tmp: Path(tmp).write_text(md)),
-             (folder / "summary.json", lambda tmp: Path(tmp).write_text(short)),
-             (folder / "profile.png", lambda tmp: plot_profile(result, tmp))]
-    for name in result["tasks"]:
-        items.append((folder / f"sensitivity_{name}.png", lambda tmp, name=name: plot_sensitivity(result, name, tmp)))
+             (folder / "summary.json", lambda tmp: Path(tmp).write_text(short)), *figure_items(result, folder)]
     atomic_write_all(items)
     return [p for p, _ in items]
