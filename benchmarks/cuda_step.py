@@ -10,7 +10,8 @@ What it prints, each section on its own so that one failing cell does not hide t
    equal the same steps run eagerly (parameters and state);
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
-5. block-size sweep on Adam, layout a (the table uses the best);
+5. kernel layout sweep on Adam and NAdam, layout a (branch per program or per block, block
+   size, blocks per program, warps; run first, and every later section uses the fastest);
 6. host work per step: the time ``opt.step()`` takes to return (kernels queued, not waited for)
    on layout a and on layout t (one tensor of 256: nothing but host work), optimlab with its
    per-step checks in C and in Python (``OPTIMLAB_NATIVE=0``) beside torch's path; a step whose
@@ -112,11 +113,13 @@ def correctness(quick: bool) -> None:
     per_algorithm = {}
     for name, kwargs in CASES:
         per_algorithm.setdefault(name, (name, kwargs))
-    runs = [(c, torch.float32) for c in CASES]
-    runs += [(c, torch.float64) for c in per_algorithm.values()]
-    runs += [(c, torch.bfloat16) for c in per_algorithm.values()]
+    runs = [(c, torch.float32, "triton") for c in CASES]
+    runs += [(c, torch.float64, "triton") for c in per_algorithm.values()]
+    runs += [(c, torch.bfloat16, "triton") for c in per_algorithm.values()]
+    runs += [(c, torch.float32, "foreach") for c in per_algorithm.values()]  # the fallback executor
     worst = {}
-    for (name, kwargs), dtype in runs:
+    for (name, kwargs), dtype, backend in runs:
+        os.environ["OPTIMLAB_BACKEND"] = backend if DEVICE == "cuda" else os.environ.get("OPTIMLAB_BACKEND", "")
         try:
             results = []
             before = dict(kernels.stats)
@@ -137,15 +140,17 @@ def correctness(quick: bool) -> None:
             scale = max(float(b.abs().max()) for b in results[1])
             tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 5e-2}[dtype] * max(scale, 1.0)
             verdict = "ok" if diff <= tol and fell_back == 0 else "FAIL"
-            key = f"{name} {dtype}".replace("torch.", "")
+            key = f"{name} {dtype} {backend}".replace("torch.", "")
             worst[key] = max(worst.get(key, 0.0), diff)
             if verdict != "ok":
                 print(f"  {verdict}: {name} {kwargs} {dtype}: max|triton - eager| = {diff:.3g} "
                       f"(tol {tol:.1g}), eager fallbacks {fell_back}", flush=True)
         except Exception:
             print(f"  ERROR {name} {kwargs} {dtype}:\n{traceback.format_exc()}", flush=True)
+    if DEVICE == "cuda":
+        os.environ.pop("OPTIMLAB_BACKEND", None)
     for key, diff in worst.items():
-        print(f"  {key:<22} max|triton - eager| over its cases: {diff:.3g}")
+        print(f"  {key:<30} max|fused - eager| over its cases: {diff:.3g}")
 
 
 def capture_check() -> None:
@@ -292,30 +297,64 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
+VARIANTS = [  # (per-program branch, BLOCK, blocks per program, warps); the first is the default
+    (True, 1024, 8, 4), (False, 1024, 8, 4), (True, 1024, 4, 4), (True, 2048, 4, 8), (True, 2048, 8, 8),
+    (True, 1024, 16, 4), (True, 512, 16, 4), (True, 4096, 4, 16)]
+
+
+def _use(split: bool, block: int, iters: int, warps: int) -> None:
+    from optimlab.kernels import triton_gpu
+
+    triton_gpu.SPLIT, triton_gpu.BLOCK, triton_gpu.ITERS = split, block, iters
+    triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block * iters, warps
+
+
 def sweep(samples: int) -> None:
-    """Block size x blocks per program x warps, Adam on layout a; keeps the fastest."""
+    """Kernel layouts on layout a (Adam, NAdam): the per-program or per-block full/tail branch,
+    block size, blocks per program, warps; eager steps (5 between events, host work overlapped by
+    the queue) and, for Adam, the division by a number as a division instead of torch's
+    reciprocal product (to show what the reciprocal form saves). Keeps the fastest layout by the
+    sum of the two algorithms' medians."""
     from optimlab.kernels import triton_gpu
 
     shapes = LAYOUTS["a"][1]()
-    best = None
-    for block, iters, warps in [(1024, 4, 4), (2048, 2, 8), (1024, 8, 4), (4096, 1, 8), (512, 8, 4), (2048, 4, 8)]:
-        try:
-            triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
-            params, opt = make_side(shapes, optimlab.Adam, {"lr": 1e-3})
+    n = torch.Size(shapes[0]).numel()
+    results = {}
+    for variant in VARIANTS:
+        row = []
+        for cls, bytes_per in ((optimlab.Adam, 28), (optimlab.NAdam, 28)):
+            try:
+                _use(*variant)
+                params, opt = make_side(shapes, cls, {"lr": 1e-3})
+                for _ in range(4):
+                    opt.step()
+                t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
+                row.append(t)
+                del params, opt
+            except Exception:
+                print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
+                row.append(float("inf"))
+        results[variant] = sum(row)
+        split, block, iters, warps = variant
+        print(f"  {'per-program' if split else 'per-block  '} branch, BLOCK {block:5d} x {iters:2d}, {warps:2d} warps: "
+              f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
+              f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
+    try:  # the division form, default layout
+        _use(*VARIANTS[0])
+        triton_gpu.RECIPROCAL = False
+        params, opt = make_side(shapes, optimlab.Adam, {"lr": 1e-3})
+        for _ in range(4):
             opt.step()
-            for _ in range(3):
-                opt.step()
-            t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
-            print(f"  BLOCK {block:5d} x {iters} per program, {warps} warps: {t * 1e3:.3f} ms", flush=True)
-            if best is None or t < best[0]:
-                best = (t, block, iters, warps)
-            del params, opt
-        except Exception:
-            print(f"  BLOCK {block} x {iters}, {warps} warps: ERROR\n{traceback.format_exc()}", flush=True)
-    if best:
-        _, block, iters, warps = best
-        triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
-        print(f"  using BLOCK {block} x {iters}, {warps} warps")
+        t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
+        print(f"  Adam with tl.div_rn for the division by sqrt(bc2) (not torch's CUDA rounding): {t * 1e3:.4f} ms")
+        del params, opt
+    except Exception:
+        print(f"  division form: ERROR\n{traceback.format_exc()}", flush=True)
+    finally:
+        triton_gpu.RECIPROCAL = None
+    best = min(results, key=results.get)
+    _use(*best)
+    print(f"  using {'per-program' if best[0] else 'per-block'} branch, BLOCK {best[1]} x {best[2]}, {best[3]} warps")
 
 
 def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None,
@@ -451,6 +490,9 @@ def main() -> None:
         triad()
     bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(15)))
     print(f"  {bw:.0f} GB/s")
+    if "sweep" not in skip:
+        section("kernel layout sweep: Adam and NAdam, layout a (the rest of the run uses the fastest)")
+        sweep(samples)
     if "correctness" not in skip:
         section("correctness on the GPU: Triton step vs optimlab's eager rule, 6 steps with an lr schedule")
         correctness(args.quick)
@@ -460,9 +502,6 @@ def main() -> None:
     if "latency" not in skip:
         section("first step on layout b (200 tensors), fresh process and empty kernel caches")
         first_step_latency()
-    if "sweep" not in skip:
-        section("block-size sweep: Adam, layout a")
-        sweep(samples)
     if "host" not in skip:
         section("host work per step (opt.step() returning, device drained before each), layouts t and a")
         host_table(args.budget, tuple(args.algorithms.split(",")))

@@ -27,6 +27,7 @@ Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors in Triton's int
 from __future__ import annotations
 
 import hashlib
+import math
 import importlib.util
 import os
 import tempfile
@@ -35,6 +36,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,6 +54,9 @@ BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vecto
 ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 8))  # blocks per program: CHUNK elements of one tensor
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
+SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
+_reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
+RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
 _lock = threading.Lock()
 _programs: dict[tuple, "Program"] = {}
@@ -67,6 +72,14 @@ def accepts(dtype: torch.dtype, device: torch.device, forced: bool = False) -> b
     if triton is None or dtype not in STORAGE:
         return False
     return device.type == "cuda" or (device.type == "cpu" and forced and interpreting())
+
+
+def reciprocal_division() -> bool:
+    """Whether ``tensor / number`` multiplies by the number's reciprocal, as torch's CUDA ``div``
+    does with a host scalar (one rounded reciprocal, then a product); torch's CPU ``div`` divides.
+    The kernels follow the eager rule of the device they run for: on CUDA the reciprocal, in the
+    interpreter (CPU tensors) the division."""
+    return RECIPROCAL if RECIPROCAL is not None else not interpreting()
 
 
 def compute_type(dtype: torch.dtype) -> str:
@@ -108,16 +121,24 @@ class TritonSource:
 
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-             aligned: bool, source: TritonSource | None = None) -> tuple[str, list[int], bool]:
+             aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
+             split: bool = True) -> tuple[str, list[int], list[int], set[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
-    Returns the source, the slots of the Python-number arguments in order, and the slots of the
-    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none).
+    Returns the source, the slots of the Python-number arguments in order, the slots of the
+    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none), and
+    the slots whose argument is the number's reciprocal (``reciprocal``: every Python-number
+    divisor, see :func:`reciprocal_division`). ``split``: a program whose chunk lies inside its
+    tensor runs every block unmasked with no branch between them, the last chunk of a tensor
+    masked; otherwise each block tests whether it is full.
     """
     source = source or TritonSource(dtype, aligned)
     live = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
+    divisors = {trace.nodes[i][2] for i in live if reciprocal and trace.nodes[i][0] == "div"
+                and trace.nodes[trace.nodes[i][2]][0] == "scalar"}
+    inverted = {trace.nodes[i][1] for i in divisors}
     device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
     double = source.compute == "tl.float64"
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
@@ -140,18 +161,23 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
             lines.append(f"    t{i} = {source.scalar(rest[0])}")
         elif op == "dscalar":
             lines.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
-    lines += ["    for i in tl.static_range(ITERS):",
-              "        lo = start + i * BLOCK",
-              "        offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)",
-              "        if lo + BLOCK <= n:"]
-    lines += _body(trace, live, outputs, source, helpers, masked=False)
-    lines += ["        else:", "            mask = offs < n"]
-    lines += _body(trace, live, outputs, source, helpers, masked=True)
-    return "\n".join(lines) + "\n", slots, device_slots
+    offsets = ["lo = start + i * BLOCK",
+               "offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)"]
+    body = [trace, live, outputs, source, helpers, divisors]
+    if split:
+        lines += ["    if start + BLOCK * ITERS <= n:", "        for i in tl.static_range(ITERS):"]
+        lines += [" " * 12 + line for line in offsets] + _body(*body, masked=False)
+        lines += ["    else:", "        for i in tl.static_range(ITERS):"]
+        lines += [" " * 12 + line for line in offsets + ["mask = offs < n"]] + _body(*body, masked=True)
+    else:
+        lines += ["    for i in tl.static_range(ITERS):"] + [" " * 8 + line for line in offsets]
+        lines += ["        if lo + BLOCK <= n:"] + _body(*body, masked=False)
+        lines += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
+    return "\n".join(lines) + "\n", slots, device_slots, inverted
 
 
 def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], source: TritonSource,
-          helpers: dict[str, str], masked: bool) -> list[str]:
+          helpers: dict[str, str], divisors: set[int], masked: bool) -> list[str]:
     pad = " " * 12
     lines = []
     for i in live:
@@ -160,6 +186,8 @@ def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], sou
             continue
         if op == "in":
             expr = source.load(args[0], masked)
+        elif op == "div" and args[1] in divisors:  # the argument is the divisor's reciprocal
+            expr = f"(t{args[0]} * t{args[1]})"
         elif op in OPS:
             expr = OPS[op].emit_triton([f"t{a}" for a in args], helpers)
         else:
@@ -197,18 +225,20 @@ class Program:
     def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype) -> None:
         self.trace, self.outputs, self.n_inputs, self.dtype = trace, list(outputs), n_inputs, dtype
         self.double = dtype == torch.float64
-        self.variants: dict[bool, tuple[Any, list[int], list[int]]] = {}
+        self.variants: dict[tuple, tuple[Any, list[int], list[int], set[int]]] = {}
         self.variant(True)  # generate now: an op without Triton form is refused before any launch
 
-    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int]]:
-        found = self.variants.get(aligned)
+    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
+        """The kernel for this pointer alignment (and the module's current code options)."""
+        key = (aligned, reciprocal_division(), SPLIT)
+        found = self.variants.get(key)
         if found is None:
             with _lock:
-                found = self.variants.get(aligned)
+                found = self.variants.get(key)
                 if found is None:
-                    source, slots, device_slots = generate(self.trace, self.outputs, self.n_inputs,
-                                                           self.dtype, aligned)
-                    found = self.variants[aligned] = (_load(source), slots, device_slots)
+                    source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
+                                               aligned, reciprocal=key[1], split=key[2])
+                    found = self.variants[key] = (_load(source), *layout)
         return found
 
 
@@ -259,6 +289,15 @@ class _Tables:
         return self.ptrs
 
 
+def _reciprocal(value: float, double: bool) -> float:
+    """``1 / value`` rounded as torch's CUDA ``div`` rounds it: in the compute type (float32 for
+    every float32 / bfloat16 / float16 parameter), from the number rounded to that type."""
+    if double:
+        return 1.0 / value if value else math.copysign(math.inf, value)
+    with np.errstate(divide="ignore", over="ignore"):
+        return float(np.float32(1.0) / np.float32(value))
+
+
 def _bits(value: float) -> int:
     return array("q", array("d", [value]).tobytes())[0]
 
@@ -272,15 +311,16 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if not tables.programs:
         return
     ptrs = tables.pointers(bucket, columns)
-    kernel, slots, device_slots = program.variant(tables.aligned)
+    kernel, slots, device_slots, inverted = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
         args.append(torch.stack([scalars[k].to(torch.float64) for k in device_slots]))
     values = [float(scalars[k]) for k in slots]
+    if inverted:
+        values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
     options = {} if interpreting() else {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
     if interpreting():
-        import numpy as np
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
     else:
