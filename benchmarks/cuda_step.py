@@ -271,9 +271,9 @@ def host_ms(opt, steps: int = 20) -> float:
 
 def host_table(budget: float, names: tuple[str, ...]) -> None:
     """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
-    (checks in Python), and each side's full step time (host + kernels, 5 steps between events)."""
+    (checks in Python), optimlab without the kernel launch, and each side's full step time (host + kernels, 5 steps between events)."""
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
-          f"{'py-checks':>10} {'torch step':>10} {'ours step':>10}   (ms)")
+          f"{'py-checks':>10} {'no launch':>10} {'torch step':>10} {'ours step':>10}   (ms)")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
         try:
             class Python:  # the same optimizer, stepped with the checks in Python
@@ -283,29 +283,39 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
             for opt in (topt, oopt, Python):
                 for _ in range(3):
                     opt.step()
-            hosts = [[], [], []]
-            for i in range(3):  # alternate the three sides
-                for k, opt in (enumerate((topt, oopt, Python)) if i % 2 == 0 else
-                               reversed(list(enumerate((topt, oopt, Python))))):
+            class NoLaunch:  # optimlab's step with the kernel launch (Triton's and ours) left out
+                @staticmethod
+                def step():
+                    from optimlab.kernels import triton_gpu
+                    real, triton_gpu.launch = triton_gpu.launch, lambda *args: None
+                    try:
+                        oopt.step()
+                    finally:
+                        triton_gpu.launch = real
+            sides = (topt, oopt, Python, NoLaunch)
+            hosts = [[] for _ in sides]
+            for i in range(3):  # alternate the sides
+                for k, opt in (enumerate(sides) if i % 2 == 0 else reversed(list(enumerate(sides)))):
                     hosts[k].append(host_ms(opt, 7))
-            th, oh, ph = (statistics.median(h) for h in hosts)
+            th, oh, ph, nh = (statistics.median(h) for h in hosts)
             ts, os_ = cuda_time(topt.step, 5), cuda_time(oopt.step, 5)
             bound = "  host-bound" if oh > 0.9 * os_ else ""
             print(f"{name:<13} {label:<21} {path:<10} {th * 1e3:10.3f} {oh * 1e3:10.3f} {ph * 1e3:10.3f} "
-                  f"{ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
+                  f"{nh * 1e3:10.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
-VARIANTS = [  # (per-program branch, BLOCK, blocks per program, warps); the first is the default
-    (True, 1024, 8, 4), (False, 1024, 8, 4), (True, 1024, 4, 4), (True, 2048, 4, 8), (True, 2048, 8, 8),
-    (True, 1024, 16, 4), (True, 512, 16, 4), (True, 4096, 4, 16)]
+VARIANTS = [  # (per-program branch, evict-first, BLOCK, blocks per program, warps); the first is the default
+    (True, False, 1024, 4, 4), (False, False, 1024, 4, 4), (True, True, 1024, 4, 4), (True, False, 1024, 8, 4),
+    (True, True, 1024, 8, 4), (True, False, 2048, 4, 8), (True, False, 4096, 4, 16), (True, True, 4096, 4, 16),
+    (True, False, 512, 8, 2)]
 
 
-def _use(split: bool, block: int, iters: int, warps: int) -> None:
+def _use(split: bool, stream: bool, block: int, iters: int, warps: int) -> None:
     from optimlab.kernels import triton_gpu
 
-    triton_gpu.SPLIT, triton_gpu.BLOCK, triton_gpu.ITERS = split, block, iters
+    triton_gpu.SPLIT, triton_gpu.STREAM, triton_gpu.BLOCK, triton_gpu.ITERS = split, stream, block, iters
     triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block * iters, warps
 
 
@@ -335,8 +345,9 @@ def sweep(samples: int) -> None:
                 print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
                 row.append(float("inf"))
         results[variant] = sum(row)
-        split, block, iters, warps = variant
-        print(f"  {'per-program' if split else 'per-block  '} branch, BLOCK {block:5d} x {iters:2d}, {warps:2d} warps: "
+        split, stream, block, iters, warps = variant
+        print(f"  {'per-program' if split else 'per-block  '} branch{', evict-first' if stream else '             '}, "
+              f"BLOCK {block:5d} x {iters:2d}, {warps:2d} warps: "
               f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
               f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
     try:  # the division form, default layout
@@ -354,7 +365,47 @@ def sweep(samples: int) -> None:
         triton_gpu.RECIPROCAL = None
     best = min(results, key=results.get)
     _use(*best)
-    print(f"  using {'per-program' if best[0] else 'per-block'} branch, BLOCK {best[1]} x {best[2]}, {best[3]} warps")
+    print(f"  using {'per-program' if best[0] else 'per-block'} branch{', evict-first' if best[1] else ''}, "
+          f"BLOCK {best[2]} x {best[3]}, {best[4]} warps")
+
+
+def division_rounding() -> None:
+    """How torch's CUDA ``tensor / number`` rounds, against the forms a kernel can compute:
+    mismatching elements out of 1M per divisor (float32)."""
+    import numpy as np
+
+    x = torch.randn(1 << 20, device=DEVICE) * 3
+    divisors = [(1 - 0.999 ** k) ** 0.5 for k in (1, 2, 3, 6)] + [1 - 0.9 ** 3, 3.0, 0.1, 7e-3]
+    print(f"  {'divisor':>12} {'x*f32(1/f32(d))':>16} {'x*f32(1/d)':>11} {'x/f32(d)':>9} {'f64 then f32':>13}")
+    for d in divisors:
+        eager = x / d
+        f32 = np.float32(d)
+        forms = [x * float(np.float32(1.0) / f32), x * float(np.float32(1.0 / d)),
+                 x / torch.full_like(x, float(f32)), (x.double() / d).float()]
+        counts = [int((eager != f).sum()) for f in forms]
+        print(f"  {d:12.6g} " + " ".join(f"{c:>{w}d}" for c, w in zip(counts, (16, 11, 9, 13))), flush=True)
+    from optimlab.kernels import triton_gpu
+
+    shapes = [(5000,), (7,), (4096,)]
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        for name in ("Adam", "NAdam"):
+            diffs = []
+            for reciprocal in (True, False):
+                triton_gpu.RECIPROCAL = reciprocal
+                results = []
+                for fused in (True, False):
+                    params, opt = make_side(shapes, getattr(optimlab, name), {"lr": 1e-2, "fused": None if fused else False},
+                                            dtype=dtype)
+                    g = torch.Generator(device=DEVICE).manual_seed(1)
+                    for _ in range(6):
+                        for p in params:
+                            p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
+                        opt.step()
+                    results.append([p.detach().double() for p in params])
+                diffs.append(max(float((a - b).abs().max()) for a, b in zip(*results)))
+            triton_gpu.RECIPROCAL = None
+            print(f"  {name:<6} {str(dtype):<15} max|triton - eager|: reciprocal {diffs[0]:.3g}, division {diffs[1]:.3g}",
+                  flush=True)
 
 
 def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None,
@@ -467,7 +518,7 @@ def main() -> None:
     ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                     help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,host,graphs")
+    ap.add_argument("--skip", default="", help="sections to skip: sweep,division,correctness,capture,latency,host,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -493,6 +544,9 @@ def main() -> None:
     if "sweep" not in skip:
         section("kernel layout sweep: Adam and NAdam, layout a (the rest of the run uses the fastest)")
         sweep(samples)
+    if "division" not in skip:
+        section("torch's CUDA division by a number: mismatches of each candidate rounding (of 1M elements)")
+        division_rounding()
     if "correctness" not in skip:
         section("correctness on the GPU: Triton step vs optimlab's eager rule, 6 steps with an lr schedule")
         correctness(args.quick)

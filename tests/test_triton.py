@@ -181,15 +181,18 @@ def test_reciprocal_of_zero_and_huge_numbers_follow_float32():
     assert triton_gpu._reciprocal(3.0, True) == 1.0 / 3.0
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["per-block-branch", "per-program-branch"])
-def test_both_program_layouts_match_eager(interpreter, monkeypatch, split):
-    """The kernel with one full/tail branch per program and the one testing every block agree
-    with the eager rule (several programs per tensor, a tail inside the last one)."""
+@pytest.mark.parametrize("split, stream", [(False, False), (True, False), (True, True)],
+                         ids=["per-block-branch", "per-program-branch", "evict-first"])
+def test_every_program_layout_matches_eager(interpreter, monkeypatch, split, stream):
+    """The kernel with one full/tail branch per program (pointers moved to the chunk, 32-bit
+    offsets), the one testing every block, and the evict-first form agree with the eager rule
+    (several programs per tensor, a tail inside the last one)."""
     monkeypatch.setattr(triton_gpu, "SPLIT", split)
+    monkeypatch.setattr(triton_gpu, "STREAM", stream)
     ours, eager = _fused_vs_eager(*CASES[12], torch.float32)
     for a, b in zip(ours, eager):
         torch.testing.assert_close(a, b)
-    assert any(key[2] == split for program in triton_gpu._programs.values() for key in program.variants)
+    assert any(key[2:] == (split, stream) for program in triton_gpu._programs.values() for key in program.variants)
 
 
 @pytest.mark.parametrize("backend", ["triton", "foreach"])

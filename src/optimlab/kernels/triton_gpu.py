@@ -51,10 +51,11 @@ from .trace import Trace, Unsupported
 STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
            torch.float64: "tl.float64"}
 BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vector operation
-ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 8))  # blocks per program: CHUNK elements of one tensor
+ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: CHUNK elements of one tensor
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
+STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
 _reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
 RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
@@ -96,19 +97,25 @@ class TritonSource:
     def __init__(self, dtype: torch.dtype, aligned: bool) -> None:
         self.storage, self.compute, self.aligned = STORAGE[dtype], compute_type(dtype), aligned
 
-    def pointer(self, buffer: int) -> list[str]:
-        lines = [f"b{buffer} = tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({self.storage}))"]
+    stream = False  # loads and stores marked evict-first (each byte is touched once per step)
+
+    def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
+        """Buffer ``buffer``'s pointer for this program, moved on by ``offset`` elements if given
+        (the chunk's start: a multiple of 16 bytes, so an aligned pointer stays aligned)."""
+        address = f"tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({self.storage}))"
+        lines = [f"b{buffer} = {address}" + (f" + {offset}" if offset else "")]
         if self.aligned:
             lines.append(f"b{buffer} = tl.multiple_of(b{buffer}, 16)")
         return lines
 
+    def _hints(self, masked: bool) -> str:
+        return (", mask=mask" if masked else "") + (', eviction_policy="evict_first"' if self.stream else "")
+
     def load(self, buffer: int, masked: bool) -> str:
-        mask = ", mask=mask" if masked else ""
-        return f"tl.load(b{buffer} + offs{mask}).to(CT)"
+        return f"tl.load(b{buffer} + offs{self._hints(masked)}).to(CT)"
 
     def store(self, buffer: int, value: str, masked: bool) -> str:
-        mask = ", mask=mask" if masked else ""
-        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){mask})"
+        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){self._hints(masked)})"
 
     def scalar(self, slot: int) -> str:
         """A Python number argument: float32 arguments, or float64's bits as an int64."""
@@ -122,7 +129,7 @@ class TritonSource:
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
              aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
-             split: bool = True) -> tuple[str, list[int], list[int], set[int]]:
+             split: bool = True, stream: bool = False) -> tuple[str, list[int], list[int], set[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
     Returns the source, the slots of the Python-number arguments in order, the slots of the
@@ -130,9 +137,12 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     the slots whose argument is the number's reciprocal (``reciprocal``: every Python-number
     divisor, see :func:`reciprocal_division`). ``split``: a program whose chunk lies inside its
     tensor runs every block unmasked with no branch between them, the last chunk of a tensor
-    masked; otherwise each block tests whether it is full.
+    masked, with the pointers moved to the chunk and 32-bit offsets within it; otherwise each
+    block tests whether it is full (64-bit offsets from the tensor's start). ``stream``: loads
+    and stores evict first.
     """
     source = source or TritonSource(dtype, aligned)
+    source.stream = stream
     live = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
@@ -154,22 +164,24 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
              "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
              "    start = tl.load(PROGRAM_START + pid)",
              "    n = tl.load(SIZES + t)"]
-    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k)]
+    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
     for i in live:
         op, *rest = trace.nodes[i]
         if op == "scalar":
             lines.append(f"    t{i} = {source.scalar(rest[0])}")
         elif op == "dscalar":
             lines.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
-    offsets = ["lo = start + i * BLOCK",
-               "offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)"]
     body = [trace, live, outputs, source, helpers, divisors]
     if split:
-        lines += ["    if start + BLOCK * ITERS <= n:", "        for i in tl.static_range(ITERS):"]
-        lines += [" " * 12 + line for line in offsets] + _body(*body, masked=False)
-        lines += ["    else:", "        for i in tl.static_range(ITERS):"]
-        lines += [" " * 12 + line for line in offsets + ["mask = offs < n"]] + _body(*body, masked=True)
+        offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
+        lines += ["    if start + BLOCK * ITERS <= n:", "        for i in tl.static_range(ITERS):", offs]
+        lines += _body(*body, masked=False)
+        lines += ["    else:", "        rest = (n - start).to(tl.int32)  # < BLOCK * ITERS here",
+                  "        for i in tl.static_range(ITERS):", offs, " " * 12 + "mask = offs < rest"]
+        lines += _body(*body, masked=True)
     else:
+        offsets = ["lo = start + i * BLOCK",
+                   "offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)"]
         lines += ["    for i in tl.static_range(ITERS):"] + [" " * 8 + line for line in offsets]
         lines += ["        if lo + BLOCK <= n:"] + _body(*body, masked=False)
         lines += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
@@ -230,14 +242,14 @@ class Program:
 
     def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
         """The kernel for this pointer alignment (and the module's current code options)."""
-        key = (aligned, reciprocal_division(), SPLIT)
+        key = (aligned, reciprocal_division(), SPLIT, STREAM)
         found = self.variants.get(key)
         if found is None:
             with _lock:
                 found = self.variants.get(key)
                 if found is None:
                     source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
-                                               aligned, reciprocal=key[1], split=key[2])
+                                               aligned, reciprocal=key[1], split=key[2], stream=key[3])
                     found = self.variants[key] = (_load(source), *layout)
         return found
 
