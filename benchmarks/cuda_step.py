@@ -271,9 +271,10 @@ def host_ms(opt, steps: int = 20) -> float:
 
 def host_table(budget: float, names: tuple[str, ...]) -> None:
     """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
-    (checks in Python), optimlab without the kernel launch, and each side's full step time (host + kernels, 5 steps between events)."""
+    (checks in Python), optimlab without the kernel launch, optimlab launching through Triton's
+    JIT each step (not the compiled kernel directly), and each side's full step time (host + kernels, 5 steps between events)."""
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
-          f"{'py-checks':>10} {'no launch':>10} {'torch step':>10} {'ours step':>10}   (ms)")
+          f"{'py-checks':>10} {'no launch':>10} {'JIT launch':>10} {'torch step':>10} {'ours step':>10}   (ms)")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
         try:
             class Python:  # the same optimizer, stepped with the checks in Python
@@ -292,24 +293,33 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
                         oopt.step()
                     finally:
                         triton_gpu.launch = real
-            sides = (topt, oopt, Python, NoLaunch)
+            class JitLaunch:  # optimlab's step launching through Triton's JIT every time
+                @staticmethod
+                def step():
+                    from optimlab.kernels import triton_gpu
+                    triton_gpu.FAST_LAUNCH = False
+                    try:
+                        oopt.step()
+                    finally:
+                        triton_gpu.FAST_LAUNCH = True
+            sides = (topt, oopt, Python, NoLaunch, JitLaunch)
             hosts = [[] for _ in sides]
             for i in range(3):  # alternate the sides
                 for k, opt in (enumerate(sides) if i % 2 == 0 else reversed(list(enumerate(sides)))):
                     hosts[k].append(host_ms(opt, 7))
-            th, oh, ph, nh = (statistics.median(h) for h in hosts)
+            th, oh, ph, nh, jh = (statistics.median(h) for h in hosts)
             ts, os_ = cuda_time(topt.step, 5), cuda_time(oopt.step, 5)
             bound = "  host-bound" if oh > 0.9 * os_ else ""
             print(f"{name:<13} {label:<21} {path:<10} {th * 1e3:10.3f} {oh * 1e3:10.3f} {ph * 1e3:10.3f} "
-                  f"{nh * 1e3:10.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
+                  f"{nh * 1e3:10.3f} {jh * 1e3:10.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 VARIANTS = [  # (per-program branch, evict-first, BLOCK, blocks per program, warps); the first is the default
     (True, False, 1024, 4, 4), (False, False, 1024, 4, 4), (True, True, 1024, 4, 4), (True, False, 1024, 8, 4),
-    (True, True, 1024, 8, 4), (True, False, 2048, 4, 8), (True, False, 4096, 4, 16), (True, True, 4096, 4, 16),
-    (True, False, 512, 8, 2)]
+    (True, False, 1024, 4, 8), (True, False, 1024, 16, 8), (True, False, 2048, 8, 8), (True, False, 512, 8, 4),
+    (True, False, 4096, 4, 16), (True, False, 2048, 16, 16)]
 
 
 def _use(split: bool, stream: bool, block: int, iters: int, warps: int) -> None:
@@ -319,51 +329,53 @@ def _use(split: bool, stream: bool, block: int, iters: int, warps: int) -> None:
     triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block * iters, warps
 
 
+def captured(opts, samples: int) -> list[float]:
+    """Each optimizer's step captured in a CUDA graph; median seconds of a replay, replays of
+    the optimizers alternating (5 replays between CUDA events per sample)."""
+    graphs = []
+    for opt in opts:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                opt.step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            opt.step()
+        graphs.append(graph)
+    times: list[list[float]] = [[] for _ in opts]
+    for i in range(samples):
+        order = range(len(opts)) if i % 2 == 0 else reversed(range(len(opts)))
+        for k in order:
+            times[k].append(cuda_time(graphs[k].replay, 5))
+    return [statistics.median(t) for t in times]
+
+
 def sweep(samples: int) -> None:
     """Kernel layouts on layout a (Adam, NAdam): the per-program or per-block full/tail branch,
-    block size, blocks per program, warps; eager steps (5 between events, host work overlapped by
-    the queue) and, for Adam, the division by a number as a division instead of torch's
-    reciprocal product (to show what the reciprocal form saves). Keeps the fastest layout by the
-    sum of the two algorithms' medians."""
-    from optimlab.kernels import triton_gpu
-
+    evict-first hints, block size, blocks per program, warps. Each step is captured in a CUDA
+    graph (``capturable=True``) and replayed, so the kernel alone is timed; keeps the fastest
+    layout by the sum of the two algorithms' medians."""
     shapes = LAYOUTS["a"][1]()
     n = torch.Size(shapes[0]).numel()
     results = {}
     for variant in VARIANTS:
-        row = []
-        for cls, bytes_per in ((optimlab.Adam, 28), (optimlab.NAdam, 28)):
-            try:
-                _use(*variant)
-                params, opt = make_side(shapes, cls, {"lr": 1e-3})
-                for _ in range(4):
-                    opt.step()
-                t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
-                row.append(t)
-                del params, opt
-            except Exception:
-                print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
-                row.append(float("inf"))
+        try:
+            _use(*variant)
+            sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
+            row = captured([opt for _, opt in sides], samples)
+            del sides
+        except Exception:
+            print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
+            continue
         results[variant] = sum(row)
         split, stream, block, iters, warps = variant
         print(f"  {'per-program' if split else 'per-block  '} branch{', evict-first' if stream else '             '}, "
               f"BLOCK {block:5d} x {iters:2d}, {warps:2d} warps: "
               f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
               f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
-    try:  # the division form, default layout
-        _use(*VARIANTS[0])
-        triton_gpu.RECIPROCAL = False
-        params, opt = make_side(shapes, optimlab.Adam, {"lr": 1e-3})
-        for _ in range(4):
-            opt.step()
-        t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
-        print(f"  Adam with tl.div_rn for the division by sqrt(bc2) (not torch's CUDA rounding): {t * 1e3:.4f} ms")
-        del params, opt
-    except Exception:
-        print(f"  division form: ERROR\n{traceback.format_exc()}", flush=True)
-    finally:
-        triton_gpu.RECIPROCAL = None
-    best = min(results, key=results.get)
+    best = min(results, key=results.get) if results else VARIANTS[0]
     _use(*best)
     print(f"  using {'per-program' if best[0] else 'per-block'} branch{', evict-first' if best[1] else ''}, "
           f"BLOCK {best[2]} x {best[3]}, {best[4]} warps")
@@ -484,29 +496,11 @@ def graph_table(samples: int, triad: Triad, budget: float) -> None:
           f"{'GB/s':>6} {'%triad':>6}")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget, flags):
         try:
-            graphs = []
-            for opt in (topt, oopt):
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(3):
-                        opt.step()
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    opt.step()
-                graphs.append(graph)
-            times: list[list[float]] = [[], []]  # torch, optimlab
-            for i in range(samples):
-                for k in ((0, 1) if i % 2 == 0 else (1, 0)):
-                    times[k].append(cuda_time(graphs[k].replay, 5))
-            tt, ot = times
-            tm, om = statistics.median(tt), statistics.median(ot)
+            tm, om = captured([topt, oopt], samples)
             bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
             gbs = bytes_per * n / om / 1e9
             print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
                   f"{gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
-            del graphs
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
@@ -525,7 +519,7 @@ def main() -> None:
     samples = 9 if args.quick else 21
     if args.dry_run:
         dry_run()
-        samples, skip = 3, skip | {"capture", "latency"}
+        samples, skip = 3, skip | {"capture", "latency", "sweep"}  # the sweep times CUDA graphs
     elif not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (--dry-run checks the script on CPU)")
         return

@@ -169,16 +169,19 @@ def test_division_by_a_number_rounds_as_the_device_eager_op(interpreter, monkeyp
         return {"param": param - grad / lr}
 
     ours = _launch_one(update, {"param": p, "grad": grad}, {"lr": 3.0}, 300)
-    inverse = float(np.float32(1.0) / np.float32(3.0))
+    inverse = float(np.float32(1.0 / 3.0))  # the reciprocal in double, rounded to float32
     on_cuda, on_cpu = p - grad * inverse, p - grad / 3.0
     assert not torch.equal(on_cuda, on_cpu)  # the two roundings differ somewhere in 300 elements
     assert torch.equal(ours, on_cuda if reciprocal else on_cpu)
 
 
-def test_reciprocal_of_zero_and_huge_numbers_follow_float32():
+def test_reciprocal_is_taken_in_double_then_rounded():
     assert triton_gpu._reciprocal(0.0, False) == math.inf and triton_gpu._reciprocal(-0.0, True) == -math.inf
-    assert triton_gpu._reciprocal(1e39, False) == 0.0  # 1e39 rounds to float32 inf first
     assert triton_gpu._reciprocal(3.0, True) == 1.0 / 3.0
+    d = (1 - 0.999) ** 0.5  # a divisor where the two float32 roundings differ
+    assert triton_gpu._reciprocal(d, False) == float(np.float32(1.0 / d))
+    assert float(np.float32(1.0 / d)) != float(np.float32(1.0) / np.float32(d))
+    assert triton_gpu._reciprocal(1e-39, False) == math.inf  # 1e39 overflows float32
 
 
 @pytest.mark.parametrize("split, stream", [(False, False), (True, False), (True, True)],

@@ -56,6 +56,10 @@ CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
 STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
+# After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
+# for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
+# launch the compiled kernel directly: Triton's per-call binding costs more than a small step.
+FAST_LAUNCH = os.environ.get("OPTIMLAB_TRITON_FAST_LAUNCH", "1") == "1"
 _reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
 RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
@@ -281,6 +285,7 @@ class _Tables:
         self.program_start = torch.frombuffer(start_of, dtype=torch.int64).to(device) if self.programs else None
         self.device = device
         self.host = array("q")
+        self.compiled: dict[tuple, Any] = {}  # Triton's compiled kernel per variant, launched directly
         self.ptrs: Tensor | None = None
         self.aligned = False
 
@@ -302,16 +307,26 @@ class _Tables:
 
 
 def _reciprocal(value: float, double: bool) -> float:
-    """``1 / value`` rounded as torch's CUDA ``div`` rounds it: in the compute type (float32 for
-    every float32 / bfloat16 / float16 parameter), from the number rounded to that type."""
+    """``1 / value`` as torch's CUDA ``div`` by a number uses it: computed in double, rounded to
+    the compute type (float32 for float32 / bfloat16 / float16 parameters). Measured on an H200
+    (benchmarks/cuda_step.py, division section): ``x / d`` equals ``x * float32(1 / d)`` on every
+    element, where ``float32(1 / float32(d))`` and a true division differ on up to 99%."""
+    if not value:
+        return math.copysign(math.inf, value)
+    inverse = 1.0 / value  # in double, as torch does for every floating type, then rounded
     if double:
-        return 1.0 / value if value else math.copysign(math.inf, value)
-    with np.errstate(divide="ignore", over="ignore"):
-        return float(np.float32(1.0) / np.float32(value))
+        return inverse
+    with np.errstate(over="ignore"):
+        return float(np.float32(inverse))
 
 
 def _bits(value: float) -> int:
     return array("q", array("d", [value]).tobytes())[0]
+
+
+def _disable_fast_launch() -> None:
+    global FAST_LAUNCH
+    FAST_LAUNCH = False
 
 
 def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
@@ -331,9 +346,20 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if inverted:
         values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
-    options = {} if interpreting() else {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
     if interpreting():
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
-    else:
-        kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, **options)
+        return
+    key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS)
+    compiled = tables.compiled.get(key) if FAST_LAUNCH else None
+    if compiled is not None:
+        stream = torch.cuda.current_stream(device).cuda_stream
+        try:
+            compiled[(tables.programs, 1, 1)](*args, BLOCK, ITERS, stream=stream)
+            return
+        except TypeError:  # a Triton whose launcher takes other arguments (checked before launching)
+            _disable_fast_launch()
+    compiled = kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
+                                         enable_fp_fusion=False)
+    if FAST_LAUNCH and hasattr(compiled, "__getitem__"):
+        tables.compiled[key] = compiled
