@@ -10,8 +10,9 @@ What it prints, each section on its own so that one failing cell does not hide t
    equal the same steps run eagerly (parameters and state);
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
-5. kernel layout sweep on Adam and NAdam, layout a (branch per program or per block, block
-   size, blocks per program, warps; run first, and every later section uses the fastest);
+5. kernel layout sweep on Adam and NAdam, layout a (branch per program or per block, loop or
+   unrolled blocks, block size, blocks per program, warps; captured steps, so the kernels alone;
+   run first, and every later section uses the fastest);
 6. host work per step: the time ``opt.step()`` takes to return (kernels queued, not waited for)
    on layout a and on layout t (one tensor of 256: nothing but host work), optimlab with its
    per-step checks in C and in Python (``OPTIMLAB_NATIVE=0``) beside torch's path; a step whose
@@ -316,17 +317,24 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
-VARIANTS = [  # (per-program branch, evict-first, BLOCK, blocks per program, warps); the first is the default
-    (True, False, 1024, 4, 4), (False, False, 1024, 4, 4), (True, True, 1024, 4, 4), (True, False, 1024, 8, 4),
-    (True, False, 1024, 4, 8), (True, False, 1024, 16, 8), (True, False, 2048, 8, 8), (True, False, 512, 8, 4),
-    (True, False, 4096, 4, 16), (True, False, 2048, 16, 16)]
+VARIANTS = [  # (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps); first: the default
+    (True, False, True, 1024, 4, 4), (True, False, False, 1024, 8, 4), (True, False, False, 1024, 16, 4),
+    (True, False, False, 1024, 32, 4), (True, False, False, 2048, 16, 8), (True, False, False, 2048, 32, 8),
+    (True, False, False, 4096, 8, 16), (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
+    (True, False, False, 2048, 8, 4)]
 
 
-def _use(split: bool, stream: bool, block: int, iters: int, warps: int) -> None:
+def _use(split: bool, stream: bool, unroll: bool, block: int, iters: int, warps: int) -> None:
     from optimlab.kernels import triton_gpu
 
-    triton_gpu.SPLIT, triton_gpu.STREAM, triton_gpu.BLOCK, triton_gpu.ITERS = split, stream, block, iters
-    triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block * iters, warps
+    triton_gpu.SPLIT, triton_gpu.STREAM, triton_gpu.UNROLL = split, stream, unroll
+    triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
+
+
+def _describe(variant) -> str:
+    split, stream, unroll, block, iters, warps = variant
+    return (f"{'per-program' if split else 'per-block'} branch{', evict-first' if stream else ''}, "
+            f"{'unrolled' if unroll else 'loop'}, BLOCK {block} x {iters}, {warps} warps")
 
 
 def captured(opts, samples: int) -> list[float]:
@@ -354,7 +362,7 @@ def captured(opts, samples: int) -> list[float]:
 
 def sweep(samples: int) -> None:
     """Kernel layouts on layout a (Adam, NAdam): the per-program or per-block full/tail branch,
-    evict-first hints, block size, blocks per program, warps. Each step is captured in a CUDA
+    evict-first hints, a program's blocks unrolled or looped, block size, blocks per program, warps. Each step is captured in a CUDA
     graph (``capturable=True``) and replayed, so the kernel alone is timed; keeps the fastest
     layout by the sum of the two algorithms' medians."""
     shapes = LAYOUTS["a"][1]()
@@ -370,15 +378,12 @@ def sweep(samples: int) -> None:
             print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
             continue
         results[variant] = sum(row)
-        split, stream, block, iters, warps = variant
-        print(f"  {'per-program' if split else 'per-block  '} branch{', evict-first' if stream else '             '}, "
-              f"BLOCK {block:5d} x {iters:2d}, {warps:2d} warps: "
+        print(f"  {_describe(variant):<62}: "
               f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
               f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
     best = min(results, key=results.get) if results else VARIANTS[0]
     _use(*best)
-    print(f"  using {'per-program' if best[0] else 'per-block'} branch{', evict-first' if best[1] else ''}, "
-          f"BLOCK {best[2]} x {best[3]}, {best[4]} warps")
+    print(f"  using {_describe(best)}")
 
 
 def division_rounding() -> None:

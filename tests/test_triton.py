@@ -184,18 +184,22 @@ def test_reciprocal_is_taken_in_double_then_rounded():
     assert triton_gpu._reciprocal(1e-39, False) == math.inf  # 1e39 overflows float32
 
 
-@pytest.mark.parametrize("split, stream", [(False, False), (True, False), (True, True)],
-                         ids=["per-block-branch", "per-program-branch", "evict-first"])
-def test_every_program_layout_matches_eager(interpreter, monkeypatch, split, stream):
+@pytest.mark.parametrize("split, stream, unroll", [(False, False, True), (True, False, True), (True, True, True),
+                                                   (True, False, False)],
+                         ids=["per-block-branch", "per-program-branch", "evict-first", "loop"])
+def test_every_program_layout_matches_eager(interpreter, monkeypatch, split, stream, unroll):
     """The kernel with one full/tail branch per program (pointers moved to the chunk, 32-bit
-    offsets), the one testing every block, and the evict-first form agree with the eager rule
+    offsets), the one testing every block, the evict-first form and the form whose blocks are a
+    loop (the tail's loop only over blocks that hold elements) agree with the eager rule
     (several programs per tensor, a tail inside the last one)."""
     monkeypatch.setattr(triton_gpu, "SPLIT", split)
     monkeypatch.setattr(triton_gpu, "STREAM", stream)
+    monkeypatch.setattr(triton_gpu, "UNROLL", unroll)
     ours, eager = _fused_vs_eager(*CASES[12], torch.float32)
     for a, b in zip(ours, eager):
         torch.testing.assert_close(a, b)
-    assert any(key[2:] == (split, stream) for program in triton_gpu._programs.values() for key in program.variants)
+    assert any(key[2:] == (split, stream, unroll) for program in triton_gpu._programs.values()
+               for key in program.variants)
 
 
 @pytest.mark.parametrize("backend", ["triton", "foreach"])

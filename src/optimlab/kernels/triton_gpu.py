@@ -56,6 +56,7 @@ CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
 STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
+UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
 # After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
 # for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
 # launch the compiled kernel directly: Triton's per-call binding costs more than a small step.
@@ -133,7 +134,8 @@ class TritonSource:
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
              aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
-             split: bool = True, stream: bool = False) -> tuple[str, list[int], list[int], set[int]]:
+             split: bool = True, stream: bool = False,
+             unroll: bool = True) -> tuple[str, list[int], list[int], set[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
     Returns the source, the slots of the Python-number arguments in order, the slots of the
@@ -143,7 +145,8 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     tensor runs every block unmasked with no branch between them, the last chunk of a tensor
     masked, with the pointers moved to the chunk and 32-bit offsets within it; otherwise each
     block tests whether it is full (64-bit offsets from the tensor's start). ``stream``: loads
-    and stores evict first.
+    and stores evict first. ``unroll``: the ``ITERS`` blocks of a program are unrolled
+    (``tl.static_range``); otherwise a loop, so that a program can cover a long chunk.
     """
     source = source or TritonSource(dtype, aligned)
     source.stream = stream
@@ -178,10 +181,12 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     body = [trace, live, outputs, source, helpers, divisors]
     if split:
         offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
-        lines += ["    if start + BLOCK * ITERS <= n:", "        for i in tl.static_range(ITERS):", offs]
+        loop = "        for i in " + ("tl.static_range(ITERS):" if unroll else "range(ITERS):")
+        lines += ["    if start + BLOCK * ITERS <= n:", loop, offs]
         lines += _body(*body, masked=False)
         lines += ["    else:", "        rest = (n - start).to(tl.int32)  # < BLOCK * ITERS here",
-                  "        for i in tl.static_range(ITERS):", offs, " " * 12 + "mask = offs < rest"]
+                  loop if unroll else "        for i in range((rest + BLOCK - 1) // BLOCK):",  # only blocks that hold elements
+                  offs, " " * 12 + "mask = offs < rest"]
         lines += _body(*body, masked=True)
     else:
         offsets = ["lo = start + i * BLOCK",
@@ -246,14 +251,15 @@ class Program:
 
     def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
         """The kernel for this pointer alignment (and the module's current code options)."""
-        key = (aligned, reciprocal_division(), SPLIT, STREAM)
+        key = (aligned, reciprocal_division(), SPLIT, STREAM, UNROLL or not SPLIT)
         found = self.variants.get(key)
         if found is None:
             with _lock:
                 found = self.variants.get(key)
                 if found is None:
                     source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
-                                               aligned, reciprocal=key[1], split=key[2], stream=key[3])
+                                               aligned, reciprocal=key[1], split=key[2], stream=key[3],
+                                               unroll=key[4])
                     found = self.variants[key] = (_load(source), *layout)
         return found
 
@@ -324,6 +330,12 @@ def _bits(value: float) -> int:
     return array("q", array("d", [value]).tobytes())[0]
 
 
+def _raw_stream(index: int) -> int:
+    """The current CUDA stream's handle (what Triton's launcher takes), without a Stream object."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
+
+
 def _disable_fast_launch() -> None:
     global FAST_LAUNCH
     FAST_LAUNCH = False
@@ -353,7 +365,7 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS)
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
-        stream = torch.cuda.current_stream(device).cuda_stream
+        stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
         try:
             compiled[(tables.programs, 1, 1)](*args, BLOCK, ITERS, stream=stream)
             return
