@@ -167,14 +167,18 @@ class Backend:
         kernel.stored = stored
         return kernel
 
-    def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
-        """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
+    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
         seed = bucket.cache["group"].get("rounding_seed", 0)
         cached_seed, base = bucket.cache["tensor_keys"]
         if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
             base = precision.tensor_key(seed, bucket.cache["positions"])
             bucket.cache["tensor_keys"] = (seed, base)
-        step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+        return base, int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+
+    def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
+        """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
+        base, step = self.tensor_keys(bucket)
         return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2])) for buffer in stored]
 
     def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:

@@ -7,8 +7,9 @@ with the same bits:
 
 - bfloat16 state: a load widens the 16 bits to float32 (a shift); a store rounds the float32
   result stochastically, element ``i`` of a tensor adding the top 16 bits of
-  ``(i ^ key) * 0x9E3779B1`` (:func:`.precision.round_bf16`), the tensor's key for this step and
-  stored buffer read from a row of the pointer table;
+  ``(i ^ key) * 0x9E3779B1`` (:func:`.precision.round_bf16`), the key of the tensor, step and
+  stored buffer hashed in the kernel (:func:`.precision.step_key`) from the tensor's key (a
+  static row of the pointer table) and the step (an argument);
 - 8-bit state: a load decodes each byte with integer operations and multiplies it by its block's
   float32 absmax (read from the scale row); a store takes the absmax of each block of 256 on the
   float bits (a NaN wins: a max-reduction over a ``(BLOCK // 256, 256)`` view), multiplies by its
@@ -39,6 +40,15 @@ G = precision.BLOCK  # elements per 8-bit block
 HELPERS = f'''@triton.jit
 def load_bf16(h):
     return (h.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def mix(x):  # precision.hash32 on uint32
+    x = x ^ (x >> 16)
+    x = x * {0x7FEB352D:#x}
+    x = x ^ (x >> 15)
+    x = x * {0x846CA68B:#x}
+    return x ^ (x >> 16)
 
 
 @triton.jit
@@ -105,19 +115,36 @@ class _LowSource(triton_gpu.TritonSource):
         return [HELPERS, ""]
 
     def _address(self, buffer: int, storage: str) -> str:
-        return f"tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({storage})) + start"
+        address = f"tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({storage})) + start"
+        return f"tl.multiple_of({address}, 16)" if self.aligned else address  # start: a multiple of CHUNK
 
     def _mask(self, masked: bool) -> str:
         return ", mask=mask" if masked else ""
 
 
 class BF16Source(_LowSource):
+    """The rounding key of a stored buffer is computed in the kernel, as :func:`.precision.step_key`
+    does, from the tensor's key (one static table row: no copy of the table per step), the step
+    (two 16-bit arguments: never a specialised or 64-bit value) and the buffer's stream id."""
+
+    def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, row: int,
+                 streams: dict[int, int]) -> None:
+        super().__init__(dtype, aligned, n_inputs, {})
+        self.row, self.streams = row, streams
+
+    def arguments(self) -> list[str]:
+        return ["STEP_LO", "STEP_HI"]
+
+    def setup(self) -> list[str]:
+        return [f"tkey = tl.load(PTRS + {self.row} * nt + t).to(tl.uint32)",
+                "step_u32 = (STEP_HI.to(tl.uint32) << 16) | STEP_LO.to(tl.uint32)"]
+
     def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
         if buffer not in self.low:
             return super().pointer(buffer, offset)
         lines = [f"b{buffer} = {self._address(buffer, 'tl.uint16')}"]
-        if buffer in self.rows:  # its rounding key for this step
-            lines.append(f"key{buffer} = tl.load(PTRS + {self.rows[buffer]} * nt + t).to(tl.uint32)")
+        if buffer in self.streams:  # its rounding key for this step
+            lines.append(f"key{buffer} = mix(mix(tkey ^ step_u32) ^ {self.streams[buffer]:#x})")
         return lines
 
     def load(self, buffer: int, masked: bool) -> str:
@@ -179,11 +206,12 @@ class Backend(precision_cpu.Backend):
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
                 return Int8Source(dtype, aligned, n_inputs, rows, signed)
-        else:  # a key row per stored buffer
-            rows = {k: n_buffers + i for i, k in enumerate(stored)}
+        else:  # one row of tensor keys; each stored buffer's stream id in the source
+            names = structure[-1]
+            streams = {k: precision.stream_id(names[k - 2]) for k in stored}
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
-                return BF16Source(dtype, aligned, n_inputs, rows)
+                return BF16Source(dtype, aligned, n_inputs, n_buffers, streams)
         program = triton_gpu.kernel_for(trace, outputs, n_inputs, dtype, ("triton", self.storage, *structure),
                                         source)
         program.stored = stored
@@ -192,10 +220,11 @@ class Backend(precision_cpu.Backend):
     def launch(self, program: triton_gpu.Program, bucket: Any, columns: Sequence[list[Tensor]],
                scalars: Any) -> None:
         if self.storage == "int8":
-            extra: Sequence[int] = bucket.cache["scales"]
-        else:
-            extra = [int(key) for keys in self.keys(bucket, program.stored) for key in keys]
-        triton_gpu.launch(program, bucket, columns, scalars, extra)
+            triton_gpu.launch(program, bucket, columns, scalars, bucket.cache["scales"])
+            return
+        base, step = self.tensor_keys(bucket)
+        step &= 0xFFFFFFFF
+        triton_gpu.launch(program, bucket, columns, scalars, base.tolist(), (step & 0xFFFF, step >> 16))
 
 
 BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}

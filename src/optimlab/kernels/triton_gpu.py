@@ -55,7 +55,7 @@ ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: C
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
-STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
+STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores (off: see docs)
 UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
 # After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
 # for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
@@ -106,6 +106,15 @@ class TritonSource:
 
     def preamble(self) -> list[str]:
         """Module-level code the kernel calls (``@triton.jit`` helpers)."""
+        return []
+
+    def setup(self) -> list[str]:
+        """Lines run once per program before the buffers' pointers are read."""
+        return []
+
+    def arguments(self) -> list[str]:
+        """Integer arguments of the kernel after the numbers, never specialised on their values
+        (passed by the launch as ``extra_args``)."""
         return []
 
     stream = False  # loads and stores marked evict-first (each byte is touched once per step)
@@ -168,8 +177,8 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
                "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
     args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["S"] if device_slots else [])
-    args += [f"s{slot}" for slot in slots]
-    scalar_names = [f"s{slot}" for slot in slots]
+    args += [f"s{slot}" for slot in slots] + source.arguments()
+    scalar_names = [f"s{slot}" for slot in slots] + source.arguments()
     lines = ["import triton", "import triton.language as tl", "", ""] + source.preamble() + [
              f"@triton.jit(do_not_specialize={scalar_names!r})",
              f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
@@ -178,6 +187,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
              "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
              "    start = tl.load(PROGRAM_START + pid)",
              "    n = tl.load(SIZES + t)"]
+    lines += ["    " + line for line in source.setup()]
     lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
     for i in live:
         op, *rest = trace.nodes[i]
@@ -355,9 +365,10 @@ def _disable_fast_launch() -> None:
 
 
 def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any],
-           extra: Sequence[int] = ()) -> None:
+           extra: Sequence[int] = (), extra_args: Sequence[int] = ()) -> None:
     """Run the bucket's step: ``columns[k]`` is buffer k of every tensor; ``scalars`` by slot;
-    ``extra``: rows appended to the pointer table (see :meth:`_Tables.pointers`)."""
+    ``extra``: rows appended to the pointer table (see :meth:`_Tables.pointers`); ``extra_args``:
+    the source's :meth:`TritonSource.arguments`."""
     device = columns[0][0].device
     tables = bucket.cache.get("triton")
     if tables is None:
@@ -373,6 +384,7 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if inverted:
         values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
+    args += extra_args
     if interpreting():
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
