@@ -18,17 +18,14 @@ pytest.importorskip("triton")
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import triton_gpu  # noqa: E402
+from test_triton import use_interpreter  # noqa: E402
 
 SIZES = (5000, 4100)
 
 
 @pytest.fixture
 def interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setenv("OPTIMLAB_BACKEND", "triton")
-    monkeypatch.setattr(triton_gpu, "BLOCK", 512)
-    monkeypatch.setattr(triton_gpu, "ITERS", 2)
-    monkeypatch.setattr(triton_gpu, "CHUNK", 1024)
+    use_interpreter(monkeypatch, block=512)  # 8-bit blocks of 256 need BLOCK a multiple of 256
 
 
 def _run(name, kwargs, fused, steps=2):
@@ -108,3 +105,12 @@ def test_capturable_low_precision_runs_eagerly(interpreter, monkeypatch):
     before = dict(kernels.stats)
     _run("Adam", {"lr": 1e-2, "state_dtype": torch.bfloat16, "capturable": True}, fused=True, steps=1)
     assert kernels.stats["fused_tensors"] == before["fused_tensors"]
+
+
+def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypatch):
+    """Kernel blocks of 128 elements would split an 8-bit block of 256 between two reductions."""
+    use_interpreter(monkeypatch, block=128)
+    before = dict(kernels.stats)
+    _run("Adam", {"lr": 1e-2, "state_dtype": "int8"}, fused=True, steps=1)
+    assert kernels.stats["fused_tensors"] == before["fused_tensors"]
+    assert kernels.stats["eager_tensors"] - before["eager_tensors"] == len(SIZES)

@@ -16,7 +16,8 @@ with the same bits:
   correctly rounded reciprocal and encodes (:func:`.precision.quantize`), writing codes and
   scales in the same pass.
 
-Chunks start on multiples of ``CHUNK`` elements, so 8-bit blocks never straddle two programs.
+Chunks start on multiples of ``CHUNK`` elements and ``BLOCK`` is a multiple of 256 (else the step
+runs eagerly), so an 8-bit block never straddles two blocks of a program or two programs.
 Parameters are float32; a ``capturable`` group runs eagerly (the rounding keys come from the host
 step count).
 """
@@ -196,7 +197,8 @@ class Backend(precision_cpu.Backend):
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
         return (p.dtype == torch.float32 and rule.counts_steps and not group.get("capturable")
-                and triton_gpu.accepts(p.dtype, p.device, forced) and triton_gpu.CHUNK % G == 0)
+                and triton_gpu.accepts(p.dtype, p.device, forced)
+                and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
                    dtype: torch.dtype, structure: tuple) -> triton_gpu.Program:
