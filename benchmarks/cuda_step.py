@@ -322,7 +322,8 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
 
 VARIANTS = [  # (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps); first: the default
     (True, False, True, 1024, 4, 4), (False, False, True, 1024, 4, 4), (True, True, True, 1024, 4, 4),
-    (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16)]
+    (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
+    (True, False, False, 2048, 32, 16)]  # the last: torch's geometry (512 threads x 4 elements, 64K chunks)
 # Runs 5-7 (docs/performance.md) also timed BLOCK 512-4096, 4-32 blocks per program and 2-16 warps,
 # unrolled and looped: every layout within 0.136-0.153 ms for Adam on layout a, none ahead of the
 # default by more than the run-to-run spread.
