@@ -99,12 +99,23 @@ def test_nan_in_low_precision_state_survives_the_kernel(interpreter):
         assert nan.any() and not nan.all()
 
 
-def test_capturable_low_precision_runs_eagerly(interpreter, monkeypatch):
-    """The rounding keys come from the host step count: a capturable group is not fused here."""
+def test_capturable_bf16_state_runs_eagerly_and_8bit_state_fuses(interpreter, monkeypatch):
+    """bfloat16's rounding keys come from the host step count: a capturable group runs eagerly.
+    8-bit state needs no step: capturable, it is fused (the step's scalars read from the device)
+    and stores the eager path's codes and scales."""
     monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
     before = dict(kernels.stats)
     _run("Adam", {"lr": 1e-2, "state_dtype": torch.bfloat16, "capturable": True}, fused=True, steps=1)
     assert kernels.stats["fused_tensors"] == before["fused_tensors"]
+    kwargs = {"lr": 1e-2, "state_dtype": "int8", "capturable": True}
+    ours, our_state = _run("Adam", kwargs, fused=True)
+    assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
+    eager, eager_state = _run("Adam", {**kwargs, "capturable": False}, fused=False)
+    for a, b in zip(ours, eager):
+        torch.testing.assert_close(a, b)
+    for i in eager_state:
+        for key in ("exp_avg", "exp_avg_absmax", "exp_avg_sq", "exp_avg_sq_absmax"):
+            assert torch.equal(our_state[i][key], eager_state[i][key]), key
 
 
 def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypatch):

@@ -18,8 +18,8 @@ with the same bits:
 
 Chunks start on multiples of ``CHUNK`` elements and ``BLOCK`` is a multiple of 256 (else the step
 runs eagerly), so an 8-bit block never straddles two blocks of a program or two programs.
-Parameters are float32; a ``capturable`` group runs eagerly (the rounding keys come from the host
-step count).
+Parameters are float32. A ``capturable`` group with bfloat16 state runs eagerly (its rounding keys
+come from the host step count); 8-bit state needs no step and is fused, capturable or not.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ class Backend(precision_cpu.Backend):
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
-        return (p.dtype == torch.float32 and rule.counts_steps and not group.get("capturable")
+        return (p.dtype == torch.float32 and rule.counts_steps
+                and not (group.get("capturable") and self.storage == "bf16")  # keys: host steps
                 and triton_gpu.accepts(p.dtype, p.device, forced)
                 and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
 
