@@ -94,7 +94,10 @@ def test_nan_in_low_precision_state_survives_the_kernel(interpreter):
             results.append(opt.state_dict()["state"][0])
         ours, eager = results
         for key, value in eager.items():
-            assert torch.equal(_bits(ours[key]), _bits(value)), key
+            if torch.is_tensor(value):
+                assert torch.equal(_bits(ours[key]), _bits(value)), key
+            else:  # the 8-bit format's version tag
+                assert ours[key] == value, key
         nan = ours["exp_avg"].float().isnan() if state_dtype != "int8" else ours["exp_avg_absmax"].isnan()
         assert nan.any() and not nan.all()
 
