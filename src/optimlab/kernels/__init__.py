@@ -251,7 +251,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         capturable = bool(group.get("capturable"))
         for at, p in enumerate(params, first):
             g = p.grad
-            low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+            # bfloat16 / 8-bit state, or a stochastically rounded bfloat16 parameter (kernels/precision_cpu.py)
+            low = precision.kind(p, group) is not None or precision.rounds_param(p, group)
             backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
             if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
                 rest.append(p)
