@@ -1,8 +1,9 @@
 """The dispatcher's per-step checks in C (kernels/native.py) against the same checks in Python.
 
 Each check gets the cases it must tell apart - a plan that still holds, and every kind of change
-that must make it fail - and the C module must answer as the Python reference does. Then whole
-runs with the checks in C and in Python (``OPTIMLAB_NATIVE=0``) must give identical numbers.
+that must make it fail - and both builds of the module (C++ reading TensorImpls, and C on
+Python's C API only, the fallback) must answer as the Python reference does. Then whole runs with
+the checks in C++, in C and in Python (``OPTIMLAB_NATIVE=0``) must give identical numbers.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ pytestmark = pytest.mark.skipif(cpu.compiler() is None, reason="no C compiler")
 SHAPES = [(30,), (5, 3), (7,), (1,)]
 
 
-@pytest.fixture(scope="module")
-def c_module():
-    module = native.module()
-    assert module is not None, "the C checks must build where a C compiler is found"
+@pytest.fixture(scope="module", params=["C++", "C"])
+def c_module(request):
+    """Each build: C++ against torch's headers (what ``native.module()`` picks where it builds) and C."""
+    if request.param == "C++":
+        module = native.module()
+        assert module is not None, "the C checks must build where a C compiler is found"
+        if native.kind(module) != "C++":
+            pytest.skip(f"no C++ build here: {native.unavailable.get('torch')}")
+    else:
+        module = native.build(against_torch=False)
+    assert native.kind(module) == request.param
     return module
 
 
@@ -49,6 +57,12 @@ def _gather(module, bucket, grads):
 
 def _no_change(params, opt):
     pass
+
+
+def _grad_view(params, opt):
+    """A new gradient each step (zero_grad(set_to_none=True)), here a view at an offset: it holds."""
+    params[0].grad = torch.randn(40)[10:]
+    params[1].grad = torch.randn(5, 3)
 
 
 def _grad_float64(params, opt):
@@ -102,7 +116,8 @@ def _step_swapped(params, opt):
     opt.state[params[3]]["step"].data = torch.tensor(5.0)
 
 
-CHANGES = [_no_change, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
+HOLDING = (_no_change, _grad_view)
+CHANGES = [_no_change, _grad_view, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
            _grad_resized, _param_moved, _entry_replaced, _entry_added, _entry_removed, _storage_swapped,
            _step_swapped]
 
@@ -115,7 +130,7 @@ def test_gather_answers_as_python(c_module, change):
     grads = [p.grad for p in params]
     got, got_row = _gather(c_module, bucket, grads)
     want, want_row = _gather(native.python, bucket, grads)
-    assert (got is None) == (want is None) == (change is not _no_change)
+    assert (got is None) == (want is None) == (change not in HOLDING)
     if got is not None:
         assert all(a is b for a, b in zip(got, want)) and len(got) == len(params)
         assert got_row == want_row == array("q", [g.data_ptr() for g in grads])
@@ -173,14 +188,18 @@ def test_scalar_buffers_as_torch(c_module, dtype):
 @pytest.mark.parametrize("name,kwargs", [("SGD", {"momentum": 0.9}), ("Adam", {"amsgrad": True}),
                                          ("NAdam", {"weight_decay": 0.1})])
 def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
-    """Two param groups, an lr schedule, an edit between steps: identical parameters and state."""
+    """Two param groups, an lr schedule, an edit between steps, new gradients every step:
+    identical parameters and state with the checks in C++, in C and in Python."""
     runs = []
-    for setting in ("1", "0"):
-        monkeypatch.setenv("OPTIMLAB_NATIVE", setting)
+    for setting in ("C++", "C", "Python"):
+        monkeypatch.setenv("OPTIMLAB_NATIVE", "0" if setting == "Python" else "1")
+        if setting == "C":
+            monkeypatch.setattr(native, "_module", [native.build(against_torch=False)])
         g = torch.Generator().manual_seed(3)
         params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
         opt = getattr(optimlab, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.01, **kwargs)
         sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)
+        plans = kernels.stats["plans"]
         for i in range(5):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g)
@@ -191,7 +210,51 @@ def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
                     for k, v in st.items():
                         if torch.is_tensor(v) and v.dim():
                             v.data = v.data * 0.5
-        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
-    (pa, sa), (pb, sb) = runs
-    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
-    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+        assert native.kind(native.enabled()) == setting or setting == "C++"
+        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"], kernels.stats["plans"] - plans))
+    for pb, sb, nb in runs[1:]:
+        pa, sa, na = runs[0]
+        assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+        assert na == nb  # the same rebuilds: the builds tell the same changes apart
+
+
+def test_without_torch_headers_the_c_build_is_used(monkeypatch, tmp_path):
+    """Where the C++ build cannot be compiled (here: torch's headers not found), the checks run
+    in the C build, and a run gives the same numbers."""
+    monkeypatch.setenv("OPTIMLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "TORCH_FLAGS", [f for f in native.TORCH_FLAGS if not f.endswith("include")]
+                        + ["-I" + str(tmp_path / "missing")])
+    monkeypatch.setattr(native, "_module", [])
+    monkeypatch.setattr(native, "unavailable", {})
+    module = native.module()
+    assert native.kind(module) == "C" and "TensorImpl.h" in native.unavailable["torch"]
+    assert native.kind(native.enabled()) == "C"
+    params, opt = _stepped()
+    monkeypatch.setenv("OPTIMLAB_NATIVE", "0")
+    params_py, opt_py = _stepped()
+    assert all(torch.equal(a, b) for a, b in zip(params, params_py))
+
+
+def test_a_build_that_misreads_tensors_is_refused():
+    """The C++ build's import checks its reads against Python's before it is used."""
+
+    class Misreads:
+        def __init__(self, address_off=0, probe_off=False):
+            self.address_off, self.probe_off = address_off, probe_off
+
+        def set_dtypes(self, pairs):
+            pass
+
+        def impl_address(self, t):
+            return t._cdata + self.address_off
+
+        def probe(self, t, dtype):
+            sparse = t.is_sparse
+            return (None if sparse else t.data_ptr() + 4 * self.probe_off, -1 if sparse else t.numel(),
+                    -1 if sparse else int(t.is_contiguous()), int(sparse), int(t.is_complex()), 1)
+
+    native._self_test(Misreads())  # reads as Python does: accepted
+    for wrong in (Misreads(address_off=8), Misreads(probe_off=True)):
+        with pytest.raises(ImportError):
+            native._self_test(wrong)

@@ -59,13 +59,17 @@ from torch import Tensor
 
 from . import cpu
 
-__all__ = ["module", "enabled", "python", "switched_off"]
+__all__ = ["module", "build", "enabled", "kind", "python", "switched_off", "unavailable"]
 
 SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef OPTIMLAB_TORCH
+#include <c10/core/TensorImpl.h>
+extern "C" const char KEY_SYMBOL[];  /* the key the build appends: exported, not a C++ const */
+#endif
 
 static PyObject *s_grad, *s_data_ptr, *s_dtype, *s_is_contiguous, *s_numel, *s_is_sparse, *s_is_complex;
 static PyTypeObject *tensor_type, *parameter_type;
@@ -78,6 +82,44 @@ static inline int plain(PyObject *obj) {
     PyTypeObject *t = Py_TYPE(obj);
     return t == tensor_type || t == parameter_type;
 }
+
+#ifdef OPTIMLAB_TORCH
+/* Built against torch's headers, a plain tensor's fields are read from its TensorImpl: torch's
+   Python tensor object is the object header followed by its at::Tensor, one pointer to the
+   TensorImpl (`struct variable`; the module's import checks this against `Tensor._cdata` and
+   every read below against Python's answer before the module is used). The TensorImpl calls are
+   the ones torch's own getters make (data_ptr() is mutable_data(); is_sparse, is_contiguous(),
+   numel(), dtype), so the answers are the same; where one throws, the Python method is asked. */
+struct variable { PyObject_HEAD c10::TensorImpl *impl; };
+
+static inline c10::TensorImpl *impl_of(PyObject *obj) { return ((struct variable *)obj)->impl; }
+
+/* torch.dtype objects -> their TypeMeta (set_dtypes, from a tensor of each) */
+#define MAX_DTYPES 64
+static PyObject *dtype_objects[MAX_DTYPES];
+static caffe2::TypeMeta dtype_metas[MAX_DTYPES];
+static int n_dtypes;
+
+static int meta_of(PyObject *dtype, caffe2::TypeMeta *meta) {
+    for (int i = 0; i < n_dtypes; i++)
+        if (dtype_objects[i] == dtype) { *meta = dtype_metas[i]; return 1; }
+    return 0;
+}
+
+/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not,
+   -1 ask Python */
+static int grad_fits(PyObject *g, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
+    try {
+        c10::TensorImpl *impl = impl_of(g);
+        if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
+        if (!impl->is_contiguous() || impl->numel() != size) return 0;
+        *address = (int64_t)(intptr_t)impl->mutable_data();
+        return 1;
+    } catch (...) {
+        return -1;
+    }
+}
+#endif
 
 /* obj.name() */
 static PyObject *method0(PyObject *obj, PyObject *name) {
@@ -118,6 +160,35 @@ static int get_bool(PyObject *obj, PyObject *name) {
     int v = PyObject_IsTrue(r);
     Py_DECREF(r);
     return v;
+}
+
+/* obj.data_ptr(); -1 with an exception set on failure */
+static int64_t data_ptr_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    if (plain(obj)) {
+        try {
+            return (int64_t)(intptr_t)impl_of(obj)->mutable_data();
+        } catch (...) {
+        }
+    }
+#endif
+    return call_int(obj, s_data_ptr);
+}
+
+/* obj.is_sparse (1, 0, -1 with an exception set) */
+static int is_sparse_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    if (plain(obj)) return impl_of(obj)->is_sparse();
+#endif
+    return get_bool(obj, s_is_sparse);
+}
+
+/* obj.is_complex() (1, 0, -1 with an exception set) */
+static int is_complex_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    if (plain(obj)) return c10::isComplexType(impl_of(obj)->dtype().toScalarType());
+#endif
+    return call_bool(obj, s_is_complex);
 }
 
 /* set_types(Tensor, Parameter, grad, data_ptr, dtype, is_contiguous, numel, is_sparse, is_complex):
@@ -165,7 +236,7 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
         if (g == NULL) goto fail;
         if (g == Py_None) { Py_DECREF(g); continue; }
         if (!(flags & 1)) {
-            int sparse = get_bool(g, s_is_sparse);
+            int sparse = is_sparse_of(g);
             if (sparse < 0) { Py_DECREF(g); goto fail; }
             if (sparse) flags |= 1;
         }
@@ -173,7 +244,7 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
         Py_DECREF(g);
         if (appended < 0) goto fail;
         if (want_complex && !(flags & 2)) {
-            int c = call_bool(items[i], s_is_complex);
+            int c = is_complex_of(items[i]);
             if (c < 0) goto fail;
             if (c) flags |= 2;
         }
@@ -264,6 +335,10 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     PyObject *grads = PyList_New(nt);
     int ok = grads != NULL;
+#ifdef OPTIMLAB_TORCH
+    caffe2::TypeMeta meta;
+    int fast = meta_of(dtype, &meta);
+#endif
     int64_t v;
     /* the state first: entries replaced, added or removed; storages swapped under a tensor */
     Py_ssize_t k = 0;
@@ -276,7 +351,7 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         while (ok && PyDict_Next(d, &pos, &key, &value)) {
             if (k >= nv || value != PyTuple_GET_ITEM(values, k)) { ok = 0; break; }
             if (vptr[k] != 0) {
-                v = call_int(value, s_data_ptr);
+                v = data_ptr_of(value);
                 if (v == -1 && PyErr_Occurred()) goto error;
                 ok = v == vptr[k];
             }
@@ -286,7 +361,7 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     ok = ok && k == nv;
     for (Py_ssize_t t = 0; ok && t < nt; t++) {
         PyObject *p = PyTuple_GET_ITEM(params, t);
-        v = call_int(p, s_data_ptr);
+        v = data_ptr_of(p);
         if (v == -1 && PyErr_Occurred()) goto error;
         if (v != pp[t]) { ok = 0; break; }
         if (index[t] < 0 || index[t] >= n_all) { ok = 0; break; }
@@ -294,6 +369,13 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         Py_INCREF(g);
         PyList_SET_ITEM(grads, t, g);  /* the list owns it (a None fails the type check below) */
         if (Py_TYPE(g) != tensor_type && Py_TYPE(g) != parameter_type) { ok = 0; break; }
+#ifdef OPTIMLAB_TORCH
+        if (fast) {
+            int fits = grad_fits(g, meta, sz[t], &v);
+            if (fits == 0) { ok = 0; break; }
+            if (fits == 1) { out[at + t] = v; continue; }
+        }
+#endif
         PyObject *gd = attr(g, s_dtype);
         if (gd == NULL) goto error;
         Py_DECREF(gd);  /* dtypes are singletons: identity is equality */
@@ -364,6 +446,63 @@ static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     Py_RETURN_NONE;
 }
 
+#ifdef OPTIMLAB_TORCH
+/* set_dtypes(((dtype, tensor of that dtype), ...)): the dtypes gather reads from TensorImpls */
+static PyObject *set_dtypes(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) > MAX_DTYPES) {
+        PyErr_SetString(PyExc_TypeError, "set_dtypes(((dtype, tensor), ...))");
+        return NULL;
+    }
+    Py_ssize_t len = PyTuple_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(args[0], i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !plain(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "set_dtypes: pairs of (dtype, plain tensor)");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < n_dtypes; i++) Py_CLEAR(dtype_objects[i]);
+    n_dtypes = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(args[0], i);
+        dtype_objects[n_dtypes] = PyTuple_GET_ITEM(pair, 0);
+        Py_INCREF(dtype_objects[n_dtypes]);
+        dtype_metas[n_dtypes++] = impl_of(PyTuple_GET_ITEM(pair, 1))->dtype();
+    }
+    Py_RETURN_NONE;
+}
+
+/* impl_address(t): the pointer this module takes for t's TensorImpl, not followed (compare `t._cdata`) */
+static PyObject *impl_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "impl_address(plain tensor)"); return NULL; }
+    return PyLong_FromVoidPtr((void *)impl_of(args[0]));
+}
+
+/* probe(t): (data_ptr or None where it throws, numel, is_contiguous, is_sparse, is_complex, dtype
+   known and equal to t's) as this module reads them, to be compared with Python's */
+static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "probe(plain tensor, dtype)"); return NULL; }
+    c10::TensorImpl *impl = impl_of(args[0]);
+    PyObject *address;
+    try {
+        address = PyLong_FromVoidPtr(impl->mutable_data());
+    } catch (...) {
+        address = Py_None;
+        Py_INCREF(address);
+    }
+    caffe2::TypeMeta meta;
+    int known = meta_of(args[1], &meta) && meta == impl->dtype();
+    int64_t numel = -1;
+    int contiguous = -1;
+    if (!impl->is_sparse()) {
+        numel = impl->numel();
+        contiguous = impl->is_contiguous();
+    }
+    return Py_BuildValue("(NLiiii)", address, (long long)numel, contiguous, is_sparse_of(args[0]),
+                         is_complex_of(args[0]), known);
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL, NULL},
     {"with_grads", (PyCFunction)(void (*)(void))with_grads, METH_FASTCALL, NULL},
@@ -373,6 +512,11 @@ static PyMethodDef methods[] = {
     {"same_bytes", (PyCFunction)(void (*)(void))same_bytes, METH_FASTCALL, NULL},
     {"advance", (PyCFunction)(void (*)(void))advance, METH_FASTCALL, NULL},
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, NULL},
+#ifdef OPTIMLAB_TORCH
+    {"set_dtypes", (PyCFunction)(void (*)(void))set_dtypes, METH_FASTCALL, NULL},
+    {"impl_address", (PyCFunction)(void (*)(void))impl_address, METH_FASTCALL, NULL},
+    {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -389,9 +533,18 @@ PyMODINIT_FUNC PyInit__native(void) {
 
 NAME = "optimlab.kernels._native"
 FLAGS = ["-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-I" + sysconfig.get_paths()["include"]]
+_TORCH = Path(torch.__file__).parent
+#: the same source as C++ against torch's headers (c10's TensorImpl only: a few seconds to build)
+TORCH_FLAGS = ["-x", "c++", "-std=c++20", "-DOPTIMLAB_TORCH=1", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing",
+               f"-D_GLIBCXX_USE_CXX11_ABI={int(getattr(torch._C, '_GLIBCXX_USE_CXX11_ABI', True))}",
+               "-I" + sysconfig.get_paths()["include"], "-I" + str(_TORCH / "include"),
+               "-L" + str(_TORCH / "lib"), "-Wl,--no-as-needed", "-lc10", "-Wl,-rpath," + str(_TORCH / "lib"),
+               "-lstdc++"]
 
 _lock = threading.Lock()
 _module: list[Any] = []  # [module or None] once tried
+#: why each build could not be had, when it could not (``"torch"``: against torch's headers, ``"c"``)
+unavailable: dict[str, str] = {}
 
 
 def _import(lib: ctypes.CDLL, path: Path) -> Any:
@@ -400,10 +553,35 @@ def _import(lib: ctypes.CDLL, path: Path) -> Any:
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     mod.set_types(torch.Tensor, torch.nn.Parameter, *map(_descriptor, DESCRIPTORS))
+    if hasattr(mod, "probe"):
+        _self_test(mod)
     return mod
 
 
 DESCRIPTORS = ("grad", "data_ptr", "dtype", "is_contiguous", "numel", "is_sparse", "is_complex")
+#: the dtypes the C++ build reads from TensorImpls (a gradient of another dtype fails the check)
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64, torch.complex128,
+          torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
+def _self_test(mod: Any) -> None:
+    """Before the C++ build is used: its idea of torch's tensor object (the TensorImpl pointer
+    after the object header) must be ``Tensor._cdata``, and everything it reads from TensorImpls
+    must be what Python reads; ImportError otherwise (the C build is used instead)."""
+    mod.set_dtypes(tuple((d, torch.empty(0, dtype=d)) for d in DTYPES))
+    base = torch.arange(12.0).reshape(3, 4)
+    samples = [torch.zeros(5), torch.nn.Parameter(torch.ones(2, 3)), base.t(), base[1:], torch.tensor(2.0),
+               torch.zeros(0), torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.complex64),
+               torch.zeros(4, dtype=torch.int32), torch.randn(4).to_sparse()]
+    for t in samples:
+        if mod.impl_address(t) != t._cdata:
+            raise ImportError("torch's tensor object is not laid out as this build assumes")
+    for t in samples:
+        sparse = t.is_sparse
+        want = (None if sparse else t.data_ptr(), -1 if sparse else t.numel(), -1 if sparse else int(t.is_contiguous()),
+                int(sparse), int(t.is_complex()), 1)
+        if mod.probe(t, t.dtype) != want:
+            raise ImportError(f"TensorImpl reads differ from Python's: {mod.probe(t, t.dtype)} != {want}")
 
 
 def _descriptor(name: str) -> Any:
@@ -415,23 +593,44 @@ def _descriptor(name: str) -> Any:
     return found if inspect.getattr_static(torch.nn.Parameter, name, None) is found else None
 
 
+def build(against_torch: bool) -> Any:
+    """The module compiled from :data:`SOURCE` (built or loaded from the cache): as C++ against
+    torch's headers (tensor fields read from TensorImpls) or as C on Python's headers only; raises
+    when it cannot be had."""
+    flags = TORCH_FLAGS if against_torch else FLAGS
+    source = SOURCE.replace("KEY_SYMBOL", cpu.KEY_SYMBOL)
+    parts = [source, " ".join(flags), cpu.compiler() or "", sys.version,
+             sysconfig.get_config_var("EXT_SUFFIX") or "", sys.platform, "native"]
+    if against_torch:
+        parts += [torch.__version__, str(_TORCH)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    return cpu.obtain(source, key, _import, flags)
+
+
 def module() -> Any:
-    """The compiled module, built or loaded on first call; None where it cannot be had (warned once)."""
+    """The compiled module, built or loaded on first call: the C++ build where torch's headers and
+    a C++ compiler are found, else the C build; None where neither can be had (warned once)."""
     if _module:
         return _module[0]
     with _lock:
         if not _module:
-            key = hashlib.sha256("\0".join([SOURCE, " ".join(FLAGS), cpu.compiler() or "", sys.version,
-                                            sysconfig.get_config_var("EXT_SUFFIX") or "", sys.platform,
-                                            "native"]).encode()).hexdigest()[:24]
-            try:
-                mod = cpu.obtain(SOURCE, key, _import, FLAGS)
-            except Exception as error:  # noqa: BLE001 - the checks then run in Python
-                warnings.warn(f"optimlab: native step checks unavailable, running them in Python ({error})",
-                              RuntimeWarning, stacklevel=4)
-                mod = None
+            mod = None
+            for name, against_torch in (("torch", True), ("c", False)):
+                try:
+                    mod = build(against_torch)
+                    break
+                except Exception as error:  # noqa: BLE001 - the next build, else the checks run in Python
+                    unavailable[name] = str(error)
+            if mod is None:
+                warnings.warn(f"optimlab: native step checks unavailable, running them in Python "
+                              f"({unavailable['c']})", RuntimeWarning, stacklevel=4)
             _module.append(mod)
     return _module[0]
+
+
+def kind(checks: Any) -> str:
+    """Where the per-step checks run: "C++" (TensorImpl reads), "C" (Python's C API) or "Python"."""
+    return "Python" if checks is python else "C++" if hasattr(checks, "probe") else "C"
 
 
 _OFF = frozenset({"0", "false", "no", "off"})
