@@ -36,9 +36,13 @@ def c_module(request):
     return module
 
 
-def _stepped(name="Adam", **kwargs):
+#: enough tensors for the C++ build's two-thread gather (native.c: TWO_THREADS_FROM)
+MANY = SHAPES + [(2,)] * 300
+
+
+def _stepped(name="Adam", shapes=SHAPES, **kwargs):
     g = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
     opt = getattr(optimlab, name)(params, lr=0.01, **kwargs)
     for _ in range(2):
         for p in params:
@@ -116,15 +120,28 @@ def _step_swapped(params, opt):
     opt.state[params[3]]["step"].data = torch.tensor(5.0)
 
 
+def _last_grad_float64(params, opt):
+    params[-1].grad.data = params[-1].grad.data.double()
+
+
+def _last_step_swapped(params, opt):
+    opt.state[params[-1]]["step"].set_(torch.tensor(2.0))
+
+
+def _last_entry_replaced(params, opt):
+    opt.state[params[-1]]["exp_avg_sq"] = torch.zeros_like(params[-1])
+
+
 HOLDING = (_no_change, _grad_view)
 CHANGES = [_no_change, _grad_view, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
            _grad_resized, _param_moved, _entry_replaced, _entry_added, _entry_removed, _storage_swapped,
-           _step_swapped]
+           _step_swapped, _last_grad_float64, _last_step_swapped, _last_entry_replaced]
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, MANY], ids=["few", "many"])
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
-def test_gather_answers_as_python(c_module, change):
-    params, opt = _stepped()
+def test_gather_answers_as_python(c_module, change, shapes):
+    params, opt = _stepped(shapes=shapes)
     bucket = kernels._plans[opt].buckets[0]
     change(params, opt)
     grads = [p.grad for p in params]
@@ -240,8 +257,8 @@ def test_a_build_that_misreads_tensors_is_refused():
     """The C++ build's import checks its reads against Python's before it is used."""
 
     class Misreads:
-        def __init__(self, address_off=0, probe_off=False):
-            self.address_off, self.probe_off = address_off, probe_off
+        def __init__(self, address_off=0, probe_off=False, grad_off=0):
+            self.address_off, self.probe_off, self.grad_off = address_off, probe_off, grad_off
 
         def set_dtypes(self, pairs):
             pass
@@ -249,12 +266,15 @@ def test_a_build_that_misreads_tensors_is_refused():
         def impl_address(self, t):
             return t._cdata + self.address_off
 
+        def grad_address(self, t):
+            return None if t.grad is None else t.grad._cdata + self.grad_off
+
         def probe(self, t, dtype):
             sparse = t.is_sparse
             return (None if sparse else t.data_ptr() + 4 * self.probe_off, -1 if sparse else t.numel(),
                     -1 if sparse else int(t.is_contiguous()), int(sparse), int(t.is_complex()), 1)
 
     native._self_test(Misreads())  # reads as Python does: accepted
-    for wrong in (Misreads(address_off=8), Misreads(probe_off=True)):
+    for wrong in (Misreads(address_off=8), Misreads(probe_off=True), Misreads(grad_off=16)):
         with pytest.raises(ImportError):
             native._self_test(wrong)

@@ -68,6 +68,7 @@ SOURCE = r"""
 #include <string.h>
 #ifdef OPTIMLAB_TORCH
 #include <c10/core/TensorImpl.h>
+#include <c10/core/UndefinedTensorImpl.h>
 extern "C" const char KEY_SYMBOL[];  /* the key the build appends: exported, not a C++ const */
 #endif
 
@@ -94,6 +95,94 @@ struct variable { PyObject_HEAD c10::TensorImpl *impl; };
 
 static inline c10::TensorImpl *impl_of(PyObject *obj) { return ((struct variable *)obj)->impl; }
 
+/* Prefetching. The tensors' objects are scattered over the heap and the step's data has just
+   flushed the caches, so each field read would wait for memory, one tensor after another; the
+   loops below ask for tensor i + AHEAD's object, i + AHEAD / 2's TensorImpl, i + AHEAD / 4's
+   storage, each stage reading only what the stage before brought in (prefetches never fault) */
+#define AHEAD 16
+
+/* one prefetch; the empty volatile asm is a side effect: GCC otherwise takes a function made only of
+   prefetches for pure and drops its calls */
+static inline void fetch(const void *address) {
+    __builtin_prefetch(address);
+    __asm__ __volatile__("");
+}
+
+static inline void prefetch_lines(const void *address, size_t bytes) {
+    for (size_t at = 0; at < bytes; at += 64) fetch((const char *)address + at);
+}
+
+/* a TensorImpl's first cache line (virtual table, storage, autograd metadata, Python object) and
+   its last (offset, numel, dtype, device, keys, flags) */
+static inline void prefetch_fields(const c10::TensorImpl *impl) {
+    fetch(impl);
+    fetch((const char *)impl + sizeof(c10::TensorImpl) - 32);
+    fetch((const char *)impl + sizeof(c10::TensorImpl) - 1);
+}
+
+static inline void prefetch_impl(PyObject *obj) {
+    if (plain(obj)) prefetch_fields(impl_of(obj));
+}
+
+static inline void prefetch_storage(PyObject *obj) {
+    if (plain(obj)) fetch(impl_of(obj)->unsafe_storage().unsafeGetStorageImpl());
+}
+
+/* a tuple's or list's items, as a plain pointer (ob_item is declared [1]: indexing it past 0
+   from where the compiler can see that declaration lets it drop the prefetches as out of bounds) */
+static inline PyObject *const *items_of(PyObject *seq) {
+    PyObject *const *items = PySequence_Fast_ITEMS(seq);
+    __asm__("" : "+r"(items));
+    return items;
+}
+
+/* ahead of reading tensors items[i] (items[at[i]] where `at` is given; `want[i] == 0`: not read) */
+static inline void ahead(PyObject *const *items, Py_ssize_t n, Py_ssize_t i, const int64_t *at, Py_ssize_t n_items,
+                         const int64_t *want) {
+    for (int stage = 1; stage <= 4; stage <<= 1) {
+        Py_ssize_t j = i + AHEAD / stage;
+        if (j >= n || (want != NULL && want[j] == 0)) continue;
+        Py_ssize_t k = at == NULL ? j : at[j];
+        if (k < 0 || k >= n_items) continue;
+        if (stage == 1) fetch(items[k]);
+        else if (stage == 2) prefetch_impl(items[k]);
+        else prefetch_storage(items[k]);
+    }
+}
+
+/* the TensorImpl of p.grad (the undefined tensor's where it has none), from p's autograd metadata:
+   at::Tensor is one pointer to its TensorImpl (checked at import against `p.grad._cdata`) */
+static inline c10::TensorImpl *grad_impl(c10::TensorImpl *impl) {
+    c10::AutogradMetaInterface *meta = impl->autograd_meta();
+    if (meta == NULL) return c10::UndefinedTensorImpl::singleton();
+    return *(c10::TensorImpl *const *)&meta->grad();
+}
+
+/* ahead of reading params[i].grad: the parameter's object, TensorImpl, autograd metadata, its
+   gradient's TensorImpl and Python object (that Python object is what the `grad` getter returns) */
+static inline void ahead_grad(PyObject *const *items, Py_ssize_t n, Py_ssize_t i) {
+    Py_ssize_t j;
+    if ((j = i + AHEAD) < n) fetch(items[j]);
+    if ((j = i + 3 * AHEAD / 4) < n) prefetch_impl(items[j]);
+    if ((j = i + AHEAD / 2) < n && plain(items[j])) {
+        c10::AutogradMetaInterface *meta = impl_of(items[j])->autograd_meta();
+        if (meta != NULL) prefetch_lines(meta, 128);
+    }
+    if ((j = i + AHEAD / 4) < n && plain(items[j])) prefetch_fields(grad_impl(impl_of(items[j])));
+    if ((j = i + AHEAD / 8) < n && plain(items[j])) {
+        PyObject *g = grad_impl(impl_of(items[j]))->pyobj_slot()->load_pyobj();
+        if (g != NULL) fetch(g);
+    }
+}
+#define AHEAD_GRAD(items, n, i) ahead_grad(items, n, i)
+#define AHEAD_TENSOR(items, n, i, at, n_items, want) ahead(items, n, i, at, n_items, want)
+#else
+#define AHEAD_GRAD(items, n, i)
+#define AHEAD_TENSOR(items, n, i, at, n_items, want)
+#define items_of(seq) PySequence_Fast_ITEMS(seq)
+#endif
+
+#ifdef OPTIMLAB_TORCH
 /* torch.dtype objects -> their TypeMeta (set_dtypes, from a tensor of each) */
 #define MAX_DTYPES 64
 static PyObject *dtype_objects[MAX_DTYPES];
@@ -232,6 +321,7 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
     long flags = 0;
     if (out == NULL) goto fail;
     for (Py_ssize_t i = 0; i < len; i++) {
+        AHEAD_GRAD(items, len, i);
         PyObject *g = attr(items[i], s_grad);
         if (g == NULL) goto fail;
         if (g == Py_None) { Py_DECREF(g); continue; }
@@ -289,6 +379,71 @@ static PyObject *same_state(PyObject *self, PyObject *const *args, Py_ssize_t n)
     return PyBool_FromLong(i == len);
 }
 
+#ifdef OPTIMLAB_TORCH
+/* gather's two halves without a Python call, for two threads at once (the caller holds the GIL
+   and runs no Python meanwhile; these only read): 1 the check holds, 0 it does not, -1 decide in
+   gather's own loops (a tensor that is not plain, a TensorImpl read that throws), which make the
+   same checks in the same order, so the answer (or the error) is the same */
+static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *const *value_items, Py_ssize_t nv,
+                       const int64_t *vptr) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t t = 0; t < nt; t++) {
+        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
+        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
+            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+        PyObject *d = dict_items[t];
+        if (d == Py_None) continue;
+        if (!PyDict_Check(d)) return 0;
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(d, &pos, &key, &value)) {
+            if (k >= nv || value != value_items[k]) return 0;
+            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);
+            if (vptr[k] != 0) {
+                if (!plain(value)) return -1;
+                int64_t address;
+                try {
+                    address = (int64_t)(intptr_t)impl_of(value)->mutable_data();
+                } catch (...) {
+                    return -1;
+                }
+                if (address != vptr[k]) return 0;
+            }
+            k++;
+        }
+    }
+    return k == nv;
+}
+
+static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_t *pp, const int64_t *sz,
+                       PyObject *const *grad_items, Py_ssize_t n_all, const int64_t *index, caffe2::TypeMeta meta,
+                       int64_t *out) {
+    for (Py_ssize_t t = 0; t < nt; t++) {
+        AHEAD_TENSOR(param_items, nt, t, NULL, nt, NULL);
+        AHEAD_TENSOR(grad_items, nt, t, index, n_all, NULL);
+        PyObject *p = param_items[t];
+        if (!plain(p)) return -1;
+        int64_t address;
+        try {
+            address = (int64_t)(intptr_t)impl_of(p)->mutable_data();
+        } catch (...) {
+            return -1;
+        }
+        if (address != pp[t] || index[t] < 0 || index[t] >= n_all) return 0;
+        PyObject *g = grad_items[index[t]];
+        if (!plain(g)) return 0;
+        int fits = grad_fits(g, meta, sz[t], &address);
+        if (fits <= 0) return fits;
+        out[t] = address;
+    }
+    return 1;
+}
+
+namespace at { int get_num_threads(); }  /* torch.get_num_threads() (libtorch_cpu) */
+/* from this many tensors on, gather's halves run on two threads where torch runs two or more */
+#define TWO_THREADS_FROM 256
+#endif
+
 /* a contiguous int64 buffer (array("q")) of at least `need` items */
 static int64_t *q_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int writable) {
     if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
@@ -342,7 +497,37 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     int64_t v;
     /* the state first: entries replaced, added or removed; storages swapped under a tensor */
     Py_ssize_t k = 0;
+    PyObject *const *value_items = items_of(values), *const *param_items = items_of(params);
+    PyObject *const *dict_items = items_of(dicts), *const *grad_items = items_of(all);
+#ifdef OPTIMLAB_TORCH
+    /* many tensors: the two halves at once, on two threads (each is bound by memory latency) */
+    if (ok && fast && nt >= TWO_THREADS_FROM && at::get_num_threads() > 1) {
+        int state = 1, tensors = 1;
+        #pragma omp parallel sections num_threads(2)
+        {
+            #pragma omp section
+            state = state_holds(dict_items, nt, value_items, nv, vptr);
+            #pragma omp section
+            tensors = params_hold(param_items, nt, pp, sz, grad_items, n_all, index, meta, out + at);
+        }
+        if (state == 0 || (state == 1 && tensors == 0)) ok = 0;
+        else if (state == 1 && tensors == 1) {
+            for (Py_ssize_t t = 0; t < nt; t++) {
+                PyObject *g = grad_items[index[t]];
+                Py_INCREF(g);
+                PyList_SET_ITEM(grads, t, g);
+            }
+            k = nv;
+            nt = 0;  /* done: the loops below have nothing left to do */
+        }
+    }
+#endif
     for (Py_ssize_t t = 0; ok && t < nt; t++) {
+#ifdef OPTIMLAB_TORCH
+        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
+        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
+            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+#endif
         PyObject *d = PyTuple_GET_ITEM(dicts, t);
         if (d == Py_None) continue;
         if (!PyDict_Check(d)) { ok = 0; break; }
@@ -350,6 +535,7 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         PyObject *key, *value;
         while (ok && PyDict_Next(d, &pos, &key, &value)) {
             if (k >= nv || value != PyTuple_GET_ITEM(values, k)) { ok = 0; break; }
+            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);  /* (each stage sees every k once) */
             if (vptr[k] != 0) {
                 v = data_ptr_of(value);
                 if (v == -1 && PyErr_Occurred()) goto error;
@@ -360,6 +546,8 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     ok = ok && k == nv;
     for (Py_ssize_t t = 0; ok && t < nt; t++) {
+        AHEAD_TENSOR(param_items, nt, t, NULL, nt, NULL);
+        AHEAD_TENSOR(grad_items, nt, t, index, n_all, NULL);
         PyObject *p = PyTuple_GET_ITEM(params, t);
         v = data_ptr_of(p);
         if (v == -1 && PyErr_Occurred()) goto error;
@@ -472,6 +660,14 @@ static PyObject *set_dtypes(PyObject *self, PyObject *const *args, Py_ssize_t n)
     Py_RETURN_NONE;
 }
 
+/* grad_address(p): the TensorImpl this module finds for p.grad from p's autograd metadata, or None */
+static PyObject *grad_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "grad_address(plain tensor)"); return NULL; }
+    c10::TensorImpl *g = grad_impl(impl_of(args[0]));
+    if (g == c10::UndefinedTensorImpl::singleton()) Py_RETURN_NONE;
+    return PyLong_FromVoidPtr((void *)g);
+}
+
 /* impl_address(t): the pointer this module takes for t's TensorImpl, not followed (compare `t._cdata`) */
 static PyObject *impl_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "impl_address(plain tensor)"); return NULL; }
@@ -515,6 +711,7 @@ static PyMethodDef methods[] = {
 #ifdef OPTIMLAB_TORCH
     {"set_dtypes", (PyCFunction)(void (*)(void))set_dtypes, METH_FASTCALL, NULL},
     {"impl_address", (PyCFunction)(void (*)(void))impl_address, METH_FASTCALL, NULL},
+    {"grad_address", (PyCFunction)(void (*)(void))grad_address, METH_FASTCALL, NULL},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
 #endif
     {NULL, NULL, 0, NULL},
@@ -538,7 +735,7 @@ _TORCH = Path(torch.__file__).parent
 TORCH_FLAGS = ["-x", "c++", "-std=c++20", "-DOPTIMLAB_TORCH=1", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing",
                f"-D_GLIBCXX_USE_CXX11_ABI={int(getattr(torch._C, '_GLIBCXX_USE_CXX11_ABI', True))}",
                "-I" + sysconfig.get_paths()["include"], "-I" + str(_TORCH / "include"),
-               "-L" + str(_TORCH / "lib"), "-Wl,--no-as-needed", "-lc10", "-Wl,-rpath," + str(_TORCH / "lib"),
+               "-fopenmp", "-L" + str(_TORCH / "lib"), "-Wl,--no-as-needed", "-lc10", "-ltorch_cpu", "-Wl,-rpath," + str(_TORCH / "lib"),
                "-lstdc++"]
 
 _lock = threading.Lock()
@@ -573,9 +770,12 @@ def _self_test(mod: Any) -> None:
     samples = [torch.zeros(5), torch.nn.Parameter(torch.ones(2, 3)), base.t(), base[1:], torch.tensor(2.0),
                torch.zeros(0), torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.complex64),
                torch.zeros(4, dtype=torch.int32), torch.randn(4).to_sparse()]
+    samples[1].grad = torch.full((2, 3), 2.0)
     for t in samples:
         if mod.impl_address(t) != t._cdata:
             raise ImportError("torch's tensor object is not laid out as this build assumes")
+        if mod.grad_address(t) != (None if t.grad is None else t.grad._cdata):
+            raise ImportError("torch's autograd metadata does not hold the gradient as this build assumes")
     for t in samples:
         sparse = t.is_sparse
         want = (None if sparse else t.data_ptr(), -1 if sparse else t.numel(), -1 if sparse else int(t.is_contiguous()),
