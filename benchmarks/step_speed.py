@@ -302,7 +302,7 @@ def checks_where() -> str:
     """Where optimlab's per-step checks run in this process."""
     if native is None:
         return "Python (no kernels.native)"
-    return "C" if native.enabled() is not native.python else "Python"
+    return native.kind(native.enabled()) if hasattr(native, "kind") else "C" if native.enabled() is not native.python else "Python"
 
 
 def python_checks(step) -> None:

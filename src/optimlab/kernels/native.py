@@ -162,6 +162,7 @@ static inline c10::TensorImpl *grad_impl(c10::TensorImpl *impl) {
    gradient's TensorImpl and Python object (that Python object is what the `grad` getter returns) */
 static inline void ahead_grad(PyObject *const *items, Py_ssize_t n, Py_ssize_t i) {
     Py_ssize_t j;
+    try {
     if ((j = i + AHEAD) < n) fetch(items[j]);
     if ((j = i + 3 * AHEAD / 4) < n) prefetch_impl(items[j]);
     if ((j = i + AHEAD / 2) < n && plain(items[j])) {
@@ -172,6 +173,8 @@ static inline void ahead_grad(PyObject *const *items, Py_ssize_t n, Py_ssize_t i
     if ((j = i + AHEAD / 8) < n && plain(items[j])) {
         PyObject *g = grad_impl(impl_of(items[j]))->pyobj_slot()->load_pyobj();
         if (g != NULL) fetch(g);
+    }
+    } catch (...) {  /* (only prefetches: nothing to undo) */
     }
 }
 #define AHEAD_GRAD(items, n, i) ahead_grad(items, n, i)
@@ -275,7 +278,12 @@ static int is_sparse_of(PyObject *obj) {
 /* obj.is_complex() (1, 0, -1 with an exception set) */
 static int is_complex_of(PyObject *obj) {
 #ifdef OPTIMLAB_TORCH
-    if (plain(obj)) return c10::isComplexType(impl_of(obj)->dtype().toScalarType());
+    if (plain(obj)) {
+        try {
+            return c10::isComplexType(impl_of(obj)->dtype().toScalarType());
+        } catch (...) {
+        }
+    }
 #endif
     return call_bool(obj, s_is_complex);
 }
@@ -663,7 +671,12 @@ static PyObject *set_dtypes(PyObject *self, PyObject *const *args, Py_ssize_t n)
 /* grad_address(p): the TensorImpl this module finds for p.grad from p's autograd metadata, or None */
 static PyObject *grad_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "grad_address(plain tensor)"); return NULL; }
-    c10::TensorImpl *g = grad_impl(impl_of(args[0]));
+    c10::TensorImpl *g;
+    try {
+        g = grad_impl(impl_of(args[0]));
+    } catch (...) {
+        Py_RETURN_NONE;
+    }
     if (g == c10::UndefinedTensorImpl::singleton()) Py_RETURN_NONE;
     return PyLong_FromVoidPtr((void *)g);
 }
@@ -690,9 +703,13 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     int known = meta_of(args[1], &meta) && meta == impl->dtype();
     int64_t numel = -1;
     int contiguous = -1;
-    if (!impl->is_sparse()) {
-        numel = impl->numel();
-        contiguous = impl->is_contiguous();
+    try {
+        if (!impl->is_sparse()) {
+            numel = impl->numel();
+            contiguous = impl->is_contiguous();
+        }
+    } catch (...) {
+        numel = -2;
     }
     return Py_BuildValue("(NLiiii)", address, (long long)numel, contiguous, is_sparse_of(args[0]),
                          is_complex_of(args[0]), known);
