@@ -174,6 +174,36 @@ def test_with_grads_answers_as_python(c_module):
             assert all(g is p.grad for g, p in zip(ga[1:], a))
 
 
+def test_with_grads_reads_grads_as_the_getter(c_module):
+    """Gradients fresh from backward (no Python object yet: the getter makes one), a gradient
+    subclass, and a torch-function mode that sees every ``.grad`` read: as ``p.grad`` answers."""
+
+    class Marked(torch.Tensor):
+        pass
+
+    class Seen(torch.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.reads += getattr(func, "__self__", None) is torch.Tensor.grad  # the getter's __get__
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(40)]
+    sum((p * p).sum() for p in params).backward()  # the gradients' Python objects do not exist yet
+    params[5].grad = torch.randn(3).as_subclass(Marked)
+    grads = []
+    listed, flags = c_module.with_grads(params, False, grads)
+    assert listed == params and flags == 0
+    assert all(g is p.grad for g, p in zip(grads, params)) and type(grads[5]) is Marked
+    assert all(torch.equal(g, 2 * p) for g, p in zip(grads, params) if g is not grads[5])
+    for module in (c_module, native.python):
+        with Seen() as mode:
+            module.with_grads(params, False, [])
+        assert mode.reads == len(params)
+
+
 def test_identity_checks(c_module):
     a, b = torch.zeros(2), torch.zeros(2)
     for module in (c_module, native.python):

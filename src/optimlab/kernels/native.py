@@ -150,12 +150,31 @@ static inline void ahead(PyObject *const *items, Py_ssize_t n, Py_ssize_t i, con
     }
 }
 
-/* the TensorImpl of p.grad (the undefined tensor's where it has none), from p's autograd metadata:
-   at::Tensor is one pointer to its TensorImpl (checked at import against `p.grad._cdata`) */
+/* the TensorImpl of p.grad (the undefined tensor's where it has none): TensorImpl::grad(), which
+   `p.grad` reads; at::Tensor is one pointer to its TensorImpl (checked at import against
+   `p.grad._cdata`) */
 static inline c10::TensorImpl *grad_impl(c10::TensorImpl *impl) {
-    c10::AutogradMetaInterface *meta = impl->autograd_meta();
-    if (meta == NULL) return c10::UndefinedTensorImpl::singleton();
-    return *(c10::TensorImpl *const *)&meta->grad();
+    return *(c10::TensorImpl *const *)&impl->grad();
+}
+
+namespace at { namespace impl { bool torch_function_mode_enabled(); } }  /* (libtorch_cpu) */
+
+/* p.grad for a plain p, as its getter answers it where that is only a new reference to the
+   gradient's Python object: no torch-function mode active (`modes`: at::impl::
+   torch_function_mode_enabled(), read once per call), a gradient, and a Python object for it
+   (THPVariable_Wrap then returns Py_NewRef of it). NULL: ask the getter (no gradient: None and
+   torch's non-leaf warning; no Python object yet: the getter makes one) */
+static inline PyObject *grad_of(PyObject *p, int modes) {
+    if (modes || !plain(p)) return NULL;
+    try {
+        c10::TensorImpl *g = grad_impl(impl_of(p));
+        if (g == c10::UndefinedTensorImpl::singleton()) return NULL;
+        PyObject *obj = g->pyobj_slot()->load_pyobj();
+        if (obj != NULL) Py_INCREF(obj);
+        return obj;
+    } catch (...) {
+        return NULL;
+    }
 }
 
 /* ahead of reading params[i].grad: the parameter's object, TensorImpl, autograd metadata, its
@@ -167,7 +186,7 @@ static inline void ahead_grad(PyObject *const *items, Py_ssize_t n, Py_ssize_t i
     if ((j = i + 3 * AHEAD / 4) < n) prefetch_impl(items[j]);
     if ((j = i + AHEAD / 2) < n && plain(items[j])) {
         c10::AutogradMetaInterface *meta = impl_of(items[j])->autograd_meta();
-        if (meta != NULL) prefetch_lines(meta, 128);
+        if (meta != NULL) prefetch_lines(meta, 128);  /* where TensorImpl::grad() reads the gradient */
     }
     if ((j = i + AHEAD / 4) < n && plain(items[j])) prefetch_fields(grad_impl(impl_of(items[j])));
     if ((j = i + AHEAD / 8) < n && plain(items[j])) {
@@ -325,12 +344,20 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
     if (seq == NULL) return NULL;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
+#ifdef OPTIMLAB_TORCH
+    int modes = at::impl::torch_function_mode_enabled();
+#endif
     PyObject *out = PyList_New(0);
     long flags = 0;
     if (out == NULL) goto fail;
     for (Py_ssize_t i = 0; i < len; i++) {
         AHEAD_GRAD(items, len, i);
+#ifdef OPTIMLAB_TORCH
+        PyObject *g = grad_of(items[i], modes);
+        if (g == NULL) g = attr(items[i], s_grad);
+#else
         PyObject *g = attr(items[i], s_grad);
+#endif
         if (g == NULL) goto fail;
         if (g == Py_None) { Py_DECREF(g); continue; }
         if (!(flags & 1)) {
