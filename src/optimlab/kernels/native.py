@@ -1,13 +1,33 @@
-"""The dispatcher's per-step checks and pointer gathering, in C: one pass over the tensors, no
-Python per tensor.
+"""The dispatcher's per-step checks and pointer gathering, in C/C++: one pass over the tensors,
+no Python per tensor.
 
 Each step the fused path must confirm that its plan still describes ``optimizer.state`` (see
 :mod:`optimlab.kernels`) and read every gradient's address. In Python that is a few hundred
 nanoseconds of interpreter work per tensor per check, which on 4,000 small tensors costs more
-than the update itself. The functions here do the same checks in one C loop each, through
-the Python C API only (attribute reads and method calls on the tensors, exactly as the Python
-code makes them; no torch headers, no access to tensor internals), so they stay correct for any
-torch version:
+than the update itself. The functions here do the same checks in one loop each. One source,
+two builds:
+
+* **C++ against torch's headers** (``c10/core/TensorImpl.h`` only: ~5 s to build, once per
+  machine and torch): a plain tensor's fields (data address, numel, dtype, contiguity, layout,
+  its gradient) are read from its ``TensorImpl`` with the calls torch's own getters make
+  (``data_ptr()`` is ``mutable_data()``; ``p.grad`` is ``TensorImpl::grad()`` and, where the
+  gradient already has its Python object and no torch-function mode is active, a new reference
+  to that object, which is all the getter returns then), a few nanoseconds each instead of a
+  Python call each. The objects are scattered and the step's data has just flushed the caches,
+  so each loop prefetches the objects, ``TensorImpl`` s and storages of the tensors some way
+  ahead, and from 256 tensors on ``gather``'s two halves (the state dicts and counters; the
+  parameters and gradients) run on two threads at once (only reads; the caller holds the GIL
+  and runs no Python meanwhile), where torch runs two or more. The layout this relies on (the
+  Python tensor object is its header then one pointer to the ``TensorImpl``, ``at::Tensor`` is
+  that one pointer) is checked at import against ``Tensor._cdata`` and ``p.grad._cdata``, and
+  every read against Python's answer, before the build is used; anything else (a tensor
+  subclass, a read that throws) is asked of Python as the C build does.
+* **C on Python's C API only** (attribute reads and method calls on the tensors, exactly as the
+  Python code makes them; torch's own C getters and methods called directly for plain tensors;
+  no torch headers): used where the C++ build cannot be had (no C++ compiler, no torch headers,
+  a failed import check; :data:`unavailable` says why), and correct for any torch version.
+
+The functions (both builds, and :data:`python`):
 
 ``with_grads(params, complex, grads)``
     the parameters whose ``.grad`` is not None (their gradients appended to the list ``grads``),
@@ -30,10 +50,11 @@ torch version:
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
 
-The module is compiled on first use by the system C compiler and cached as the kernels are
-(:func:`.cpu.obtain`: the same trusted folder, digest and key checks). Where it cannot be built
-(no compiler, no Python headers) or ``OPTIMLAB_NATIVE=0``, :mod:`optimlab.kernels` runs the same
-checks in Python (:data:`python`), with the same results.
+The module is compiled on first use by the system compiler and cached as the kernels are
+(:func:`.cpu.obtain`: the same trusted folder, digest and key checks; the C++ build's key holds
+torch's version and folder). Where neither build can be had (no compiler, no Python headers) or
+``OPTIMLAB_NATIVE=0``, :mod:`optimlab.kernels` runs the same checks in Python (:data:`python`),
+with the same results.
 """
 
 from __future__ import annotations
