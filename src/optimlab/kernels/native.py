@@ -294,15 +294,24 @@ static int get_bool(PyObject *obj, PyObject *name) {
     return v;
 }
 
+#ifdef OPTIMLAB_TORCH
+/* a plain tensor's data_ptr() from its TensorImpl: 1 read into *address, 0 ask Python */
+static inline int address_of(PyObject *obj, int64_t *address) {
+    if (!plain(obj)) return 0;
+    try {
+        *address = (int64_t)(intptr_t)impl_of(obj)->mutable_data();
+        return 1;
+    } catch (...) {
+        return 0;
+    }
+}
+#endif
+
 /* obj.data_ptr(); -1 with an exception set on failure */
 static int64_t data_ptr_of(PyObject *obj) {
 #ifdef OPTIMLAB_TORCH
-    if (plain(obj)) {
-        try {
-            return (int64_t)(intptr_t)impl_of(obj)->mutable_data();
-        } catch (...) {
-        }
-    }
+    int64_t address;
+    if (address_of(obj, &address)) return address;
 #endif
     return call_int(obj, s_data_ptr);
 }
@@ -456,13 +465,8 @@ static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *con
             if (k >= nv || value != value_items[k]) return 0;
             AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);
             if (vptr[k] != 0) {
-                if (!plain(value)) return -1;
                 int64_t address;
-                try {
-                    address = (int64_t)(intptr_t)impl_of(value)->mutable_data();
-                } catch (...) {
-                    return -1;
-                }
+                if (!address_of(value, &address)) return -1;
                 if (address != vptr[k]) return 0;
             }
             k++;
@@ -477,14 +481,8 @@ static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_
     for (Py_ssize_t t = 0; t < nt; t++) {
         AHEAD_TENSOR(param_items, nt, t, NULL, nt, NULL);
         AHEAD_TENSOR(grad_items, nt, t, index, n_all, NULL);
-        PyObject *p = param_items[t];
-        if (!plain(p)) return -1;
         int64_t address;
-        try {
-            address = (int64_t)(intptr_t)impl_of(p)->mutable_data();
-        } catch (...) {
-            return -1;
-        }
+        if (!address_of(param_items[t], &address)) return -1;
         if (address != pp[t] || index[t] < 0 || index[t] >= n_all) return 0;
         PyObject *g = grad_items[index[t]];
         if (!plain(g)) return 0;
