@@ -277,6 +277,8 @@ def test_without_torch_headers_the_c_build_is_used(monkeypatch, tmp_path):
     module = native.module()
     assert native.kind(module) == "C" and "TensorImpl.h" in native.unavailable["torch"]
     assert native.kind(native.enabled()) == "C"
+    with pytest.raises(kernels.Unsupported, match="failed before"):  # noted: not compiled again
+        native.build(against_torch=True)
     params, opt = _stepped()
     monkeypatch.setenv("OPTIMLAB_NATIVE", "0")
     params_py, opt_py = _stepped()

@@ -25,7 +25,9 @@ two builds:
 * **C on Python's C API only** (attribute reads and method calls on the tensors, exactly as the
   Python code makes them; torch's own C getters and methods called directly for plain tensors;
   no torch headers): used where the C++ build cannot be had (no C++ compiler, no torch headers,
-  a failed import check; :data:`unavailable` says why), and correct for any torch version.
+  a failed import check; :data:`unavailable` says why; a C++ build that failed is noted beside
+  the cache, ``optimlab_KEY.failed``, so later processes do not spend seconds failing again),
+  and correct for any torch version.
 
 The functions (both builds, and :data:`python`):
 
@@ -867,7 +869,21 @@ def build(against_torch: bool) -> Any:
     if against_torch:
         parts += [torch.__version__, str(_TORCH)]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
-    return cpu.obtain(source, key, _import, flags)
+    if not against_torch:
+        return cpu.obtain(source, key, _import, flags)
+    # a C++ build that failed here once is not tried again by every process (seconds each): its
+    # failure is noted beside the cache (a note only skips the attempt: the C build is used)
+    failed = cpu._cache_folder() / f"optimlab_{key}.failed"
+    if failed.exists():
+        raise cpu.Unsupported(f"failed before on this machine (see {failed})")
+    try:
+        return cpu.obtain(source, key, _import, flags)
+    except Exception as error:
+        try:
+            failed.write_text(f"{error}\n")
+        except OSError:
+            pass
+        raise
 
 
 def module() -> Any:
