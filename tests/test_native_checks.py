@@ -8,6 +8,7 @@ the checks in C++, in C and in Python (``OPTIMLAB_NATIVE=0``) must give identica
 
 from __future__ import annotations
 
+import os
 from array import array
 
 import pytest
@@ -310,3 +311,26 @@ def test_a_build_that_misreads_tensors_is_refused():
     for wrong in (Misreads(address_off=8), Misreads(probe_off=True), Misreads(grad_off=16)):
         with pytest.raises(ImportError):
             native._self_test(wrong)
+
+
+def test_first_step_leaves_the_global_random_stream_alone():
+    """Loading the checks (the C++ build's import self-test included) draws no random numbers: a
+    training run's dropout masks and batches must not depend on when the module was first loaded
+    (a resumed run loads it mid-run). Fresh process, fused and eager steps."""
+    import subprocess
+    import sys
+
+    code = ("import torch, optimlab\n"
+            "for fused in (None, False):\n"
+            "    torch.manual_seed(0)\n"
+            "    m = torch.nn.Linear(4, 2)\n"
+            "    opt = optimlab.NAdam(m.parameters(), lr=0.01, fused=fused)\n"
+            "    m(torch.ones(1, 4)).sum().backward()\n"
+            "    before = torch.get_rng_state()\n"
+            "    opt.step()\n"
+            "    assert torch.equal(before, torch.get_rng_state()), fused\n"
+            "print('ok')\n")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(optimlab.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
