@@ -10,9 +10,10 @@ the tensor draws the same bits whichever thread and chunk runs it. The element i
 (``CSource.index``), so the loop vectorizes with one integer multiply per element for the bits.
 
 8-bit state: the loop runs block by block (256 elements, which stay in L1): the block's codes are
-decoded into a float32 scratch row, the rule runs over it in place, then the block's absmax is
-taken on the float bits and its codes written, all in the same pass over memory; every loop is a
-handful of integer and float operations on each element and vectorizes (no table look-ups).
+decoded into a float32 scratch row, the rule runs over it in place and takes the block's absmax on
+the float bits as it stores, then the block's codes are written, all in the same pass over memory;
+every loop is a handful of integer and float operations on each element and vectorizes (no table
+look-ups).
 
 Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
 and op table, so the fused and eager paths compute the same float32 numbers and round them with
@@ -74,8 +75,9 @@ class Int8Source(cpu.CSource):
 
     Segments start on block boundaries (``align``) and the element loop runs block by block
     (``block``): before a block, its codes are decoded into a scratch row ``x<k>`` (code value
-    times absmax); the rule reads and writes the scratch row; after the block, its new absmax
-    (the largest ``|x|`` on the float bits) and codes are written (:func:`.precision.codec_c`).
+    times absmax); the rule reads and writes the scratch row, and keeps the block's new absmax
+    (the largest ``|x|`` on the float bits) as it stores; after the block, the absmax and the
+    codes are written (:func:`.precision.codec_c`).
     """
 
     align = block = precision.BLOCK
@@ -105,20 +107,26 @@ class Int8Source(cpu.CSource):
         size, lines = precision.BLOCK, []
         for k in sorted(self.low):
             lines += [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */",
-                      f"    const float s{k} = a{k}[q / {size}];",
-                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, s{k}, m);"]
+                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, a{k}[q / {size}], m);"]
+        lines += [f"    uint32_t top{k} = 0;  /* the largest |x| of buffer {k}'s new block, on the bits */"
+                  for k in self.stored]
         return lines
 
     def load(self, buffer: int) -> str:
         return f"x{buffer}[j - q]" if buffer in self.low else super().load(buffer)
 
     def store(self, buffer: int, value: str) -> str:
-        return f"x{buffer}[j - q] = {value};" if buffer in self.low else super().store(buffer, value)
+        if buffer not in self.low:
+            return super().store(buffer, value)
+        # the absmax is taken as the values are stored (a vectorized max over the loop), not in a
+        # pass of its own over the block
+        return (f"x{buffer}[j - q] = {value}; "
+                f"top{buffer} = abs_bits({value}) > top{buffer} ? abs_bits({value}) : top{buffer};")
 
     def block_end(self) -> list[str]:
         size, lines = precision.BLOCK, []
-        for k in self.stored:  # the absmax on the bits (a NaN wins), then the codes
-            lines += [f"    const float amax{k} = absmax_bits(x{k}, m);",
+        for k in self.stored:  # the absmax (a NaN wins: its bits are the largest), then the codes
+            lines += [f"    const float amax{k} = float_of(top{k});",
                       f"    a{k}[q / {size}] = amax{k};",
                       f"    encode_block_{self.tag[k]}(x{k}, b{k} + q, 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f), m);"]
         return lines
