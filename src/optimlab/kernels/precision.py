@@ -413,6 +413,55 @@ def convert_state(param: Tensor, group: Mapping[str, Any], state: Mapping[str, A
     return out
 
 
+#: the version of the 8-bit format that a ``state_dict`` holding 8-bit state is written in, saved
+#: next to the codes of each parameter under :data:`FORMAT_KEY`. Version 2 is the format of this
+#: module (blocks of ``BLOCK = 256``, a float32 absmax per block taken on the bits, the codes of
+#: :func:`code_values`). An 8-bit state without the tag comes from an older format (version 1:
+#: the dynamic-tree map), whose codes this version would decode to other values: it is refused.
+INT8_FORMAT = 2
+FORMAT_KEY = "int8_format"
+
+
+def _codes(entry: Mapping[str, Any]) -> list[str]:
+    """The names of the 8-bit entries (codes with their block scales) of one parameter's state."""
+    return [name for name, value in entry.items()
+            if torch.is_tensor(value) and value.dtype == torch.uint8 and name + SCALE_SUFFIX in entry]
+
+
+def tag_formats(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` (as ``Optimizer.state_dict`` returns it) with ``FORMAT_KEY: INT8_FORMAT`` added
+    to each parameter's state that holds 8-bit entries (new dicts: the optimizer's state is
+    untouched)."""
+    state = {pid: ({**entry, FORMAT_KEY: INT8_FORMAT} if isinstance(entry, Mapping) and _codes(entry) else entry)
+             for pid, entry in state_dict["state"].items()}
+    return {**state_dict, "state": state}
+
+
+def check_formats(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the :data:`FORMAT_KEY` tags taken out, after checking that every
+    parameter's 8-bit state carries ``FORMAT_KEY == INT8_FORMAT``; ValueError (naming the key and the
+    expected version) for 8-bit state without the tag or with another version, before anything is
+    loaded."""
+    state = {}
+    for pid, entry in state_dict.get("state", {}).items():
+        if not isinstance(entry, Mapping):
+            state[pid] = entry
+            continue
+        names = _codes(entry)
+        if names:
+            where = f"state_dict['state'][{pid!r}] holds 8-bit state {names}"
+            if FORMAT_KEY not in entry:
+                raise ValueError(f"{where} without the format tag {FORMAT_KEY!r} (expected {FORMAT_KEY}="
+                                 f"{INT8_FORMAT}): it was saved in an older 8-bit format, whose codes this "
+                                 "version would decode to other values; load it with the optimlab that saved "
+                                 "it and state_dtype=None (float32 state), then load that here")
+            if entry[FORMAT_KEY] != INT8_FORMAT:
+                raise ValueError(f"{where} in format {FORMAT_KEY}={entry[FORMAT_KEY]!r}; this version reads "
+                                 f"{FORMAT_KEY}={INT8_FORMAT} only")
+        state[pid] = {k: v for k, v in entry.items() if k != FORMAT_KEY}
+    return {**state_dict, "state": state}
+
+
 def state_bytes(state: Mapping[str, Any]) -> int:
     """Bytes held by the tensors of one parameter's state (codes, scales, counters)."""
     return sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
