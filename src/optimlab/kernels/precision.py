@@ -129,8 +129,19 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
     return (((bits + noise) | quiet) >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
 
 
-#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
-ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
+#: C helpers of the kernels' block loops: ``abs_bits`` (``|x|``'s float bits, which order as the
+#: magnitudes do, a NaN above infinity: a block's absmax is their largest, a NaN winning; a block
+#: holds no NaN when their largest is at most infinity's, 0x7F800000) and ``float_of`` (a float
+#: from its bits)
+BITS_C = """static inline uint32_t abs_bits(float x) { uint32_t u; __builtin_memcpy(&u, &x, 4); return u & 0x7FFFFFFFu; }
+static inline float float_of(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }"""
+
+#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``; and
+#: ``round_block_bf16``, the same over a block of ``m`` float32 values whose largest ``abs_bits``
+#: is ``top``: where the block holds no NaN (no quiet bits to or in) sixteen elements at a time in
+#: AVX2, else (and on other machines) element by element
+ROUND_BF16_C = BITS_C + f"""
+static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
   uint32_t u; __builtin_memcpy(&u, &f, 4);
   uint32_t nan = 0u - (((u & 0x7FFFFFFFu) + 0x7FFFFFu) >> 31);  /* all ones for a NaN, on the bits */
   uint32_t r = (u + (((i ^ key) * {_GOLDEN:#X}u) >> 16)) | (nan & 0x7FC00000u);
@@ -138,6 +149,29 @@ ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint
 }}
 static inline float load_bf16(uint16_t h) {{
   uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
+}}
+#ifdef __AVX2__
+#include <immintrin.h>
+static inline __m256i round8_bf16(const float *x, __m256i i, __m256i key) {{  /* x[0..7], no NaN */
+  __m256i bits = _mm256_mullo_epi32(_mm256_xor_si256(i, key), _mm256_set1_epi32((int){_GOLDEN:#X}u));
+  return _mm256_srli_epi32(_mm256_add_epi32(_mm256_loadu_si256((const __m256i *)x), _mm256_srli_epi32(bits, 16)), 16);
+}}
+#endif
+static inline void round_block_bf16(const float *restrict x, uint16_t *restrict b, uint32_t key, uint32_t i0,
+                                    int64_t m, uint32_t top) {{
+  int64_t j = 0;
+#ifdef __AVX2__
+  if (top <= 0x7F800000u) {{
+    const __m256i k = _mm256_set1_epi32((int)key), eight = _mm256_set1_epi32(8);
+    __m256i i = _mm256_add_epi32(_mm256_set1_epi32((int)i0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (; j + 16 <= m; j += 16) {{
+      __m256i lo = round8_bf16(x + j, i, k), hi = round8_bf16(x + j + 8, _mm256_add_epi32(i, eight), k);
+      i = _mm256_add_epi32(i, _mm256_set1_epi32(16));
+      _mm256_storeu_si256((__m256i *)(b + j), _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+    }}
+  }}
+#endif
+  for (; j < m; j++) b[j] = round_bf16(x[j], key, i0 + (uint32_t)j);
 }}"""
 
 
@@ -309,20 +343,17 @@ static inline void encode_block_{tag}(const float *restrict x, uint8_t *restrict
 }}"""
 
 
-#: C helpers of the block loops: ``abs_bits`` (``|x|``'s float bits, which order as the magnitudes
-#: do, a NaN above infinity: the block absmax is their largest, a NaN winning), ``float_of`` (a
-#: float from its bits) and, under AVX2, ``store32`` (32 codes held as 16-bit lanes in two vectors
-#: in ``_mm256_packs_epi32``'s lane order)
-BLOCK_C = """#ifdef __AVX2__
+#: C helpers of the 8-bit block loops: :data:`BITS_C` and, under AVX2, ``store32`` (32 codes held
+#: as 16-bit lanes in two vectors in ``_mm256_packs_epi32``'s lane order)
+BLOCK_C = BITS_C + """
+#ifdef __AVX2__
 #include <immintrin.h>
 static inline void store32(uint8_t *c, __m256i a, __m256i b) {
   __m256i r = _mm256_packus_epi16(a, b);
   r = _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));  /* undo the lane interleave */
   _mm256_storeu_si256((__m256i *)c, r);
 }
-#endif
-static inline uint32_t abs_bits(float x) { uint32_t u; __builtin_memcpy(&u, &x, 4); return u & 0x7FFFFFFFu; }
-static inline float float_of(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }"""
+#endif"""
 
 
 # ----------------------------------------------------------------------------- storage of a group

@@ -3,7 +3,8 @@ state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit block
 
 bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact, a
 shift), a store rounds the float32 result stochastically with the same counter-based bits as the
-eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`). Each stored
+eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`), a block of 256
+at a time from a float32 row in L1 (vectorized by hand where the block holds no NaN). Each stored
 buffer gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half
 and the element index of the segment's first element in its low half, so that element ``i`` of
 the tensor draws the same bits whichever thread and chunk runs it. The element index is 32-bit
@@ -36,9 +37,16 @@ _data_ptr = Tensor.data_ptr
 
 
 class BF16Source(cpu.CSource):
-    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word."""
+    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word.
 
-    index = "uint32_t"  # the bits' element index: 32-bit lanes (a segment is at most cpu.CHUNK long)
+    The element loop runs block by block (``block``): the rule's results for a stored buffer go
+    to a float32 row ``x<k>`` (L1), with the row's largest ``abs_bits`` kept as they are stored;
+    after the block, the row is rounded into the buffer (``round_block_bf16``: sixteen elements
+    per AVX2 step where the row holds no NaN, else the one-element C).
+    """
+
+    block = precision.BLOCK  # the bits' element index is 32-bit, in round_block_bf16 (a segment is
+    # at most cpu.CHUNK long)
 
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
         super().__init__("float")
@@ -63,11 +71,20 @@ class BF16Source(cpu.CSource):
     def load(self, buffer: int) -> str:
         return f"load_bf16(b{buffer}[j])" if buffer in self.low else super().load(buffer)
 
+    def block_begin(self) -> list[str]:
+        return [f"    float x{k}[{precision.BLOCK}]; uint32_t top{k} = 0;  /* buffer {k}'s new values, their largest bits */"
+                for k in self.rows]
+
     def store(self, buffer: int, value: str) -> str:
         if buffer not in self.low:
             return super().store(buffer, value)
-        r = f"r{buffer}"  # the key in the high half, the segment's first index in the low one
-        return f"b{buffer}[j] = round_bf16({value}, (uint32_t)({r} >> 32), (uint32_t){r} + j);"
+        return (f"x{buffer}[j - q] = {value}; "
+                f"top{buffer} = abs_bits({value}) > top{buffer} ? abs_bits({value}) : top{buffer};")
+
+    def block_end(self) -> list[str]:
+        # the key in r's high half, the segment's first element index in its low half
+        return [f"    round_block_bf16(x{k}, b{k} + q, (uint32_t)(r{k} >> 32), (uint32_t)r{k} + (uint32_t)q, m, top{k});"
+                for k in self.rows]
 
 
 class Int8Source(cpu.CSource):
