@@ -355,14 +355,18 @@ def test_fused_bf16_rounding_keeps_nan_and_inf():
 # ----------------------------------------------------------------------------- state_dict and bytes
 
 
-def _torch_adam_state(steps=3):
-    torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(BIG))
-    opt = torch.optim.Adam([p], lr=1e-2)
+def _stepped(p, opt, steps):
+    """(p, opt) after ``steps`` steps of ``opt`` on the test gradients of ``p``."""
     for g in _grads(steps, BIG):
         p.grad = g
         opt.step()
     return p, opt
+
+
+def _torch_adam_state(steps=3):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(BIG))
+    return _stepped(p, torch.optim.Adam([p], lr=1e-2), steps)
 
 
 def test_torch_fp32_state_loads_into_int8_and_back():
@@ -408,11 +412,7 @@ def test_bf16_state_dict_round_trip_keeps_bf16_and_loads_float32():
 
 def _int8_adam(steps=2):
     q = torch.nn.Parameter(torch.randn(BIG, generator=torch.Generator().manual_seed(1)))
-    opt = optimlab.Adam([q, torch.nn.Parameter(torch.zeros(30))], lr=1e-2, state_dtype="int8")
-    for g in _grads(steps, BIG):
-        q.grad = g
-        opt.step()
-    return q, opt
+    return _stepped(q, optimlab.Adam([q, torch.nn.Parameter(torch.zeros(30))], lr=1e-2, state_dtype="int8"), steps)
 
 
 def test_int8_state_dict_carries_its_format_version():
