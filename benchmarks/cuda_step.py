@@ -10,7 +10,9 @@ What it prints, each section on its own so that one failing cell does not hide t
    equal the same steps run eagerly (parameters and state);
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
    fresh process with empty kernel caches (cold), then a second optimizer in that process (warm);
-5. block-size sweep on Adam, layout a (the table uses the best);
+5. kernel layout sweep on Adam and NAdam, layout a (branch per program or per block, loop or
+   unrolled blocks, block size, blocks per program, warps; captured steps, so the kernels alone;
+   run first, and every later section uses the fastest);
 6. host work per step: the time ``opt.step()`` takes to return (kernels queued, not waited for)
    on layout a and on layout t (one tensor of 256: nothing but host work), optimlab with its
    per-step checks in C and in Python (``OPTIMLAB_NATIVE=0``) beside torch's path; a step whose
@@ -112,11 +114,13 @@ def correctness(quick: bool) -> None:
     per_algorithm = {}
     for name, kwargs in CASES:
         per_algorithm.setdefault(name, (name, kwargs))
-    runs = [(c, torch.float32) for c in CASES]
-    runs += [(c, torch.float64) for c in per_algorithm.values()]
-    runs += [(c, torch.bfloat16) for c in per_algorithm.values()]
+    runs = [(c, torch.float32, "triton") for c in CASES]
+    runs += [(c, torch.float64, "triton") for c in per_algorithm.values()]
+    runs += [(c, torch.bfloat16, "triton") for c in per_algorithm.values()]
+    runs += [(c, torch.float32, "foreach") for c in per_algorithm.values()]  # the fallback executor
     worst = {}
-    for (name, kwargs), dtype in runs:
+    for (name, kwargs), dtype, backend in runs:
+        os.environ["OPTIMLAB_BACKEND"] = backend if DEVICE == "cuda" else os.environ.get("OPTIMLAB_BACKEND", "")
         try:
             results = []
             before = dict(kernels.stats)
@@ -137,15 +141,17 @@ def correctness(quick: bool) -> None:
             scale = max(float(b.abs().max()) for b in results[1])
             tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 5e-2}[dtype] * max(scale, 1.0)
             verdict = "ok" if diff <= tol and fell_back == 0 else "FAIL"
-            key = f"{name} {dtype}".replace("torch.", "")
+            key = f"{name} {dtype} {backend}".replace("torch.", "")
             worst[key] = max(worst.get(key, 0.0), diff)
             if verdict != "ok":
                 print(f"  {verdict}: {name} {kwargs} {dtype}: max|triton - eager| = {diff:.3g} "
                       f"(tol {tol:.1g}), eager fallbacks {fell_back}", flush=True)
         except Exception:
             print(f"  ERROR {name} {kwargs} {dtype}:\n{traceback.format_exc()}", flush=True)
+    if DEVICE == "cuda":
+        os.environ.pop("OPTIMLAB_BACKEND", None)
     for key, diff in worst.items():
-        print(f"  {key:<22} max|triton - eager| over its cases: {diff:.3g}")
+        print(f"  {key:<30} max|fused - eager| over its cases: {diff:.3g}")
 
 
 def capture_check() -> None:
@@ -266,9 +272,10 @@ def host_ms(opt, steps: int = 20) -> float:
 
 def host_table(budget: float, names: tuple[str, ...]) -> None:
     """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
-    (checks in Python), and each side's full step time (host + kernels, 5 steps between events)."""
+    (checks in Python), optimlab without the kernel launch, optimlab launching through Triton's
+    JIT each step (not the compiled kernel directly), and each side's full step time (host + kernels, 5 steps between events)."""
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
-          f"{'py-checks':>10} {'torch step':>10} {'ours step':>10}   (ms)")
+          f"{'py-checks':>10} {'no launch':>10} {'JIT launch':>10} {'torch step':>10} {'ours step':>10}   (ms)")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
         try:
             class Python:  # the same optimizer, stepped with the checks in Python
@@ -278,44 +285,144 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
             for opt in (topt, oopt, Python):
                 for _ in range(3):
                     opt.step()
-            hosts = [[], [], []]
-            for i in range(3):  # alternate the three sides
-                for k, opt in (enumerate((topt, oopt, Python)) if i % 2 == 0 else
-                               reversed(list(enumerate((topt, oopt, Python))))):
+            class NoLaunch:  # optimlab's step with the kernel launch (Triton's and ours) left out
+                @staticmethod
+                def step():
+                    from optimlab.kernels import triton_gpu
+                    real, triton_gpu.launch = triton_gpu.launch, lambda *args: None
+                    try:
+                        oopt.step()
+                    finally:
+                        triton_gpu.launch = real
+            class JitLaunch:  # optimlab's step launching through Triton's JIT every time
+                @staticmethod
+                def step():
+                    from optimlab.kernels import triton_gpu
+                    triton_gpu.FAST_LAUNCH = False
+                    try:
+                        oopt.step()
+                    finally:
+                        triton_gpu.FAST_LAUNCH = True
+            sides = (topt, oopt, Python, NoLaunch, JitLaunch)
+            hosts = [[] for _ in sides]
+            for i in range(3):  # alternate the sides
+                for k, opt in (enumerate(sides) if i % 2 == 0 else reversed(list(enumerate(sides)))):
                     hosts[k].append(host_ms(opt, 7))
-            th, oh, ph = (statistics.median(h) for h in hosts)
+            th, oh, ph, nh, jh = (statistics.median(h) for h in hosts)
             ts, os_ = cuda_time(topt.step, 5), cuda_time(oopt.step, 5)
             bound = "  host-bound" if oh > 0.9 * os_ else ""
             print(f"{name:<13} {label:<21} {path:<10} {th * 1e3:10.3f} {oh * 1e3:10.3f} {ph * 1e3:10.3f} "
-                  f"{ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
+                  f"{nh * 1e3:10.3f} {jh * 1e3:10.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}", flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
-def sweep(samples: int) -> None:
-    """Block size x blocks per program x warps, Adam on layout a; keeps the fastest."""
+VARIANTS = [  # (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps); first: the default
+    (True, False, True, 1024, 4, 4), (True, False, False, 1024, 8, 4), (True, False, False, 1024, 16, 4),
+    (True, False, False, 1024, 32, 4), (True, False, False, 2048, 16, 8), (True, False, False, 2048, 32, 8),
+    (True, False, False, 4096, 8, 16), (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
+    (True, False, False, 2048, 8, 4)]
+
+
+def _use(split: bool, stream: bool, unroll: bool, block: int, iters: int, warps: int) -> None:
     from optimlab.kernels import triton_gpu
 
-    shapes = LAYOUTS["a"][1]()
-    best = None
-    for block, iters, warps in [(1024, 4, 4), (2048, 2, 8), (1024, 8, 4), (4096, 1, 8), (512, 8, 4), (2048, 4, 8)]:
-        try:
-            triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
-            params, opt = make_side(shapes, optimlab.Adam, {"lr": 1e-3})
-            opt.step()
+    triton_gpu.SPLIT, triton_gpu.STREAM, triton_gpu.UNROLL = split, stream, unroll
+    triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
+
+
+def _describe(variant) -> str:
+    split, stream, unroll, block, iters, warps = variant
+    return (f"{'per-program' if split else 'per-block'} branch{', evict-first' if stream else ''}, "
+            f"{'unrolled' if unroll else 'loop'}, BLOCK {block} x {iters}, {warps} warps")
+
+
+def captured(opts, samples: int) -> list[float]:
+    """Each optimizer's step captured in a CUDA graph; median seconds of a replay, replays of
+    the optimizers alternating (5 replays between CUDA events per sample)."""
+    graphs = []
+    for opt in opts:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
             for _ in range(3):
                 opt.step()
-            t = statistics.median(cuda_time(opt.step, 5) for _ in range(samples))
-            print(f"  BLOCK {block:5d} x {iters} per program, {warps} warps: {t * 1e3:.3f} ms", flush=True)
-            if best is None or t < best[0]:
-                best = (t, block, iters, warps)
-            del params, opt
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            opt.step()
+        graphs.append(graph)
+    times: list[list[float]] = [[] for _ in opts]
+    for i in range(samples):
+        order = range(len(opts)) if i % 2 == 0 else reversed(range(len(opts)))
+        for k in order:
+            times[k].append(cuda_time(graphs[k].replay, 5))
+    return [statistics.median(t) for t in times]
+
+
+def sweep(samples: int) -> None:
+    """Kernel layouts on layout a (Adam, NAdam): the per-program or per-block full/tail branch,
+    evict-first hints, a program's blocks unrolled or looped, block size, blocks per program, warps. Each step is captured in a CUDA
+    graph (``capturable=True``) and replayed, so the kernel alone is timed; keeps the fastest
+    layout by the sum of the two algorithms' medians."""
+    shapes = LAYOUTS["a"][1]()
+    n = torch.Size(shapes[0]).numel()
+    results = {}
+    for variant in VARIANTS:
+        try:
+            _use(*variant)
+            sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
+            row = captured([opt for _, opt in sides], samples)
+            del sides
         except Exception:
-            print(f"  BLOCK {block} x {iters}, {warps} warps: ERROR\n{traceback.format_exc()}", flush=True)
-    if best:
-        _, block, iters, warps = best
-        triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
-        print(f"  using BLOCK {block} x {iters}, {warps} warps")
+            print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
+            continue
+        results[variant] = sum(row)
+        print(f"  {_describe(variant):<62}: "
+              f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
+              f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
+    best = min(results, key=results.get) if results else VARIANTS[0]
+    _use(*best)
+    print(f"  using {_describe(best)}")
+
+
+def division_rounding() -> None:
+    """How torch's CUDA ``tensor / number`` rounds, against the forms a kernel can compute:
+    mismatching elements out of 1M per divisor (float32)."""
+    import numpy as np
+
+    x = torch.randn(1 << 20, device=DEVICE) * 3
+    divisors = [(1 - 0.999 ** k) ** 0.5 for k in (1, 2, 3, 6)] + [1 - 0.9 ** 3, 3.0, 0.1, 7e-3]
+    print(f"  {'divisor':>12} {'x*f32(1/f32(d))':>16} {'x*f32(1/d)':>11} {'x/f32(d)':>9} {'f64 then f32':>13}")
+    for d in divisors:
+        eager = x / d
+        f32 = np.float32(d)
+        forms = [x * float(np.float32(1.0) / f32), x * float(np.float32(1.0 / d)),
+                 x / torch.full_like(x, float(f32)), (x.double() / d).float()]
+        counts = [int((eager != f).sum()) for f in forms]
+        print(f"  {d:12.6g} " + " ".join(f"{c:>{w}d}" for c, w in zip(counts, (16, 11, 9, 13))), flush=True)
+    from optimlab.kernels import triton_gpu
+
+    shapes = [(5000,), (7,), (4096,)]
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        for name in ("Adam", "NAdam"):
+            diffs = []
+            for reciprocal in (True, False):
+                triton_gpu.RECIPROCAL = reciprocal
+                results = []
+                for fused in (True, False):
+                    params, opt = make_side(shapes, getattr(optimlab, name), {"lr": 1e-2, "fused": None if fused else False},
+                                            dtype=dtype)
+                    g = torch.Generator(device=DEVICE).manual_seed(1)
+                    for _ in range(6):
+                        for p in params:
+                            p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
+                        opt.step()
+                    results.append([p.detach().double() for p in params])
+                diffs.append(max(float((a - b).abs().max()) for a, b in zip(*results)))
+            triton_gpu.RECIPROCAL = None
+            print(f"  {name:<6} {str(dtype):<15} max|triton - eager|: reciprocal {diffs[0]:.3g}, division {diffs[1]:.3g}",
+                  flush=True)
 
 
 def cells(layouts: list[str], budget: float, flags: dict[str, dict] | None = None,
@@ -394,29 +501,11 @@ def graph_table(samples: int, triad: Triad, budget: float) -> None:
           f"{'GB/s':>6} {'%triad':>6}")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget, flags):
         try:
-            graphs = []
-            for opt in (topt, oopt):
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(3):
-                        opt.step()
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    opt.step()
-                graphs.append(graph)
-            times: list[list[float]] = [[], []]  # torch, optimlab
-            for i in range(samples):
-                for k in ((0, 1) if i % 2 == 0 else (1, 0)):
-                    times[k].append(cuda_time(graphs[k].replay, 5))
-            tt, ot = times
-            tm, om = statistics.median(tt), statistics.median(ot)
+            tm, om = captured([topt, oopt], samples)
             bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
             gbs = bytes_per * n / om / 1e9
             print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
                   f"{gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
-            del graphs
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
@@ -428,14 +517,14 @@ def main() -> None:
     ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                     help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: correctness,capture,latency,sweep,host,graphs")
+    ap.add_argument("--skip", default="", help="sections to skip: sweep,division,correctness,capture,latency,host,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     samples = 9 if args.quick else 21
     if args.dry_run:
         dry_run()
-        samples, skip = 3, skip | {"capture", "latency"}
+        samples, skip = 3, skip | {"capture", "latency", "sweep"}  # the sweep times CUDA graphs
     elif not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (--dry-run checks the script on CPU)")
         return
@@ -451,6 +540,12 @@ def main() -> None:
         triad()
     bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(15)))
     print(f"  {bw:.0f} GB/s")
+    if "sweep" not in skip:
+        section("kernel layout sweep: Adam and NAdam, layout a (the rest of the run uses the fastest)")
+        sweep(samples)
+    if "division" not in skip:
+        section("torch's CUDA division by a number: mismatches of each candidate rounding (of 1M elements)")
+        division_rounding()
     if "correctness" not in skip:
         section("correctness on the GPU: Triton step vs optimlab's eager rule, 6 steps with an lr schedule")
         correctness(args.quick)
@@ -460,9 +555,6 @@ def main() -> None:
     if "latency" not in skip:
         section("first step on layout b (200 tensors), fresh process and empty kernel caches")
         first_step_latency()
-    if "sweep" not in skip:
-        section("block-size sweep: Adam, layout a")
-        sweep(samples)
     if "host" not in skip:
         section("host work per step (opt.step() returning, device drained before each), layouts t and a")
         host_table(args.budget, tuple(args.algorithms.split(",")))

@@ -9,6 +9,9 @@ launch, unaligned pointers) is taken. Tolerances are the C path's (torch's defau
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -90,7 +93,7 @@ def test_unaligned_parameters_take_the_unaligned_kernel(interpreter):
     for a, b in zip(ours, eager):
         torch.testing.assert_close(a, b)
     programs = list(triton_gpu._programs.values())
-    assert any(False in program.variants for program in programs)
+    assert any(not key[0] for program in programs for key in program.variants)  # key[0]: aligned
 
 
 def test_scheduler_changing_lr_reuses_the_kernel(interpreter):
@@ -137,6 +140,66 @@ def test_device_scalars_give_the_same_numbers_as_python_numbers(interpreter):
         results.append(columns)
     for a, b in zip(*results):
         torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-7)
+
+
+def _launch_one(update, inputs, hyper, n):
+    """Trace ``update`` over ``inputs`` (tensors of ``n`` elements) and launch it once in place."""
+    trace, out = tracing.trace_rule(update, list(inputs), hyper, "test")
+    outputs = [(0, out["param"].index)]
+    structure = (tuple(trace.nodes), tuple(outputs), len(inputs), torch.float32)
+    program = triton_gpu.kernel_for(trace, outputs, len(inputs), torch.float32, structure)
+    columns = [[t.clone()] for t in inputs.values()]
+
+    class Bucket:  # what launch reads of a plan's bucket
+        sizes, cache, names = [n], {}, tuple(inputs)[2:]
+        static_ptrs = [column[0].data_ptr() for column in columns]  # gradients included, as the dispatcher does
+    triton_gpu.launch(program, Bucket, columns, trace.scalars)
+    return columns[0][0]
+
+
+@pytest.mark.parametrize("reciprocal", [False, True], ids=["divide", "reciprocal"])
+def test_division_by_a_number_rounds_as_the_device_eager_op(interpreter, monkeypatch, reciprocal):
+    """``tensor / number``: torch's CUDA ``div`` multiplies by the float32-rounded reciprocal of
+    the number, its CPU ``div`` divides. The kernel does either, bit for bit, and the two differ."""
+    monkeypatch.setattr(triton_gpu, "RECIPROCAL", reciprocal)
+    g = torch.Generator().manual_seed(3)
+    p, grad = torch.randn(300, generator=g), torch.randn(300, generator=g)
+
+    def update(param, grad, *, lr):
+        return {"param": param - grad / lr}
+
+    ours = _launch_one(update, {"param": p, "grad": grad}, {"lr": 3.0}, 300)
+    inverse = float(np.float32(1.0 / 3.0))  # the reciprocal in double, rounded to float32
+    on_cuda, on_cpu = p - grad * inverse, p - grad / 3.0
+    assert not torch.equal(on_cuda, on_cpu)  # the two roundings differ somewhere in 300 elements
+    assert torch.equal(ours, on_cuda if reciprocal else on_cpu)
+
+
+def test_reciprocal_is_taken_in_double_then_rounded():
+    assert triton_gpu._reciprocal(0.0, False) == math.inf and triton_gpu._reciprocal(-0.0, True) == -math.inf
+    assert triton_gpu._reciprocal(3.0, True) == 1.0 / 3.0
+    d = (1 - 0.999) ** 0.5  # a divisor where the two float32 roundings differ
+    assert triton_gpu._reciprocal(d, False) == float(np.float32(1.0 / d))
+    assert float(np.float32(1.0 / d)) != float(np.float32(1.0) / np.float32(d))
+    assert triton_gpu._reciprocal(1e-39, False) == math.inf  # 1e39 overflows float32
+
+
+@pytest.mark.parametrize("split, stream, unroll", [(False, False, True), (True, False, True), (True, True, True),
+                                                   (True, False, False)],
+                         ids=["per-block-branch", "per-program-branch", "evict-first", "loop"])
+def test_every_program_layout_matches_eager(interpreter, monkeypatch, split, stream, unroll):
+    """The kernel with one full/tail branch per program (pointers moved to the chunk, 32-bit
+    offsets), the one testing every block, the evict-first form and the form whose blocks are a
+    loop (the tail's loop only over blocks that hold elements) agree with the eager rule
+    (several programs per tensor, a tail inside the last one)."""
+    monkeypatch.setattr(triton_gpu, "SPLIT", split)
+    monkeypatch.setattr(triton_gpu, "STREAM", stream)
+    monkeypatch.setattr(triton_gpu, "UNROLL", unroll)
+    ours, eager = _fused_vs_eager(*CASES[12], torch.float32)
+    for a, b in zip(ours, eager):
+        torch.testing.assert_close(a, b)
+    assert any(key[2:] == (split, stream, unroll) for program in triton_gpu._programs.values()
+               for key in program.variants)
 
 
 @pytest.mark.parametrize("backend", ["triton", "foreach"])

@@ -27,6 +27,7 @@ Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors in Triton's int
 from __future__ import annotations
 
 import hashlib
+import math
 import importlib.util
 import os
 import tempfile
@@ -35,6 +36,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,9 +51,18 @@ from .trace import Trace, Unsupported
 STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
            torch.float64: "tl.float64"}
 BLOCK = int(os.environ.get("OPTIMLAB_TRITON_BLOCK", 1024))  # elements per vector operation
-ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 8))  # blocks per program: CHUNK elements of one tensor
+ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: CHUNK elements of one tensor
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
+SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
+STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
+UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
+# After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
+# for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
+# launch the compiled kernel directly: Triton's per-call binding costs more than a small step.
+FAST_LAUNCH = os.environ.get("OPTIMLAB_TRITON_FAST_LAUNCH", "1") == "1"
+_reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
+RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
 _lock = threading.Lock()
 _programs: dict[tuple, "Program"] = {}
@@ -69,6 +80,14 @@ def accepts(dtype: torch.dtype, device: torch.device, forced: bool = False) -> b
     return device.type == "cuda" or (device.type == "cpu" and forced and interpreting())
 
 
+def reciprocal_division() -> bool:
+    """Whether ``tensor / number`` multiplies by the number's reciprocal, as torch's CUDA ``div``
+    does with a host scalar (one rounded reciprocal, then a product); torch's CPU ``div`` divides.
+    The kernels follow the eager rule of the device they run for: on CUDA the reciprocal, in the
+    interpreter (CPU tensors) the division."""
+    return RECIPROCAL if RECIPROCAL is not None else not interpreting()
+
+
 def compute_type(dtype: torch.dtype) -> str:
     return "tl.float64" if dtype == torch.float64 else "tl.float32"
 
@@ -83,19 +102,25 @@ class TritonSource:
     def __init__(self, dtype: torch.dtype, aligned: bool) -> None:
         self.storage, self.compute, self.aligned = STORAGE[dtype], compute_type(dtype), aligned
 
-    def pointer(self, buffer: int) -> list[str]:
-        lines = [f"b{buffer} = tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({self.storage}))"]
+    stream = False  # loads and stores marked evict-first (each byte is touched once per step)
+
+    def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
+        """Buffer ``buffer``'s pointer for this program, moved on by ``offset`` elements if given
+        (the chunk's start: a multiple of 16 bytes, so an aligned pointer stays aligned)."""
+        address = f"tl.load(PTRS + {buffer} * nt + t).to(tl.pointer_type({self.storage}))"
+        lines = [f"b{buffer} = {address}" + (f" + {offset}" if offset else "")]
         if self.aligned:
             lines.append(f"b{buffer} = tl.multiple_of(b{buffer}, 16)")
         return lines
 
+    def _hints(self, masked: bool) -> str:
+        return (", mask=mask" if masked else "") + (', eviction_policy="evict_first"' if self.stream else "")
+
     def load(self, buffer: int, masked: bool) -> str:
-        mask = ", mask=mask" if masked else ""
-        return f"tl.load(b{buffer} + offs{mask}).to(CT)"
+        return f"tl.load(b{buffer} + offs{self._hints(masked)}).to(CT)"
 
     def store(self, buffer: int, value: str, masked: bool) -> str:
-        mask = ", mask=mask" if masked else ""
-        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){mask})"
+        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){self._hints(masked)})"
 
     def scalar(self, slot: int) -> str:
         """A Python number argument: float32 arguments, or float64's bits as an int64."""
@@ -108,16 +133,29 @@ class TritonSource:
 
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-             aligned: bool, source: TritonSource | None = None) -> tuple[str, list[int], bool]:
+             aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
+             split: bool = True, stream: bool = False,
+             unroll: bool = True) -> tuple[str, list[int], list[int], set[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
-    Returns the source, the slots of the Python-number arguments in order, and the slots of the
-    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none).
+    Returns the source, the slots of the Python-number arguments in order, the slots of the
+    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none), and
+    the slots whose argument is the number's reciprocal (``reciprocal``: every Python-number
+    divisor, see :func:`reciprocal_division`). ``split``: a program whose chunk lies inside its
+    tensor runs every block unmasked with no branch between them, the last chunk of a tensor
+    masked, with the pointers moved to the chunk and 32-bit offsets within it; otherwise each
+    block tests whether it is full (64-bit offsets from the tensor's start). ``stream``: loads
+    and stores evict first. ``unroll``: the ``ITERS`` blocks of a program are unrolled
+    (``tl.static_range``); otherwise a loop, so that a program can cover a long chunk.
     """
     source = source or TritonSource(dtype, aligned)
+    source.stream = stream
     live = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
+    divisors = {trace.nodes[i][2] for i in live if reciprocal and trace.nodes[i][0] == "div"
+                and trace.nodes[trace.nodes[i][2]][0] == "scalar"}
+    inverted = {trace.nodes[i][1] for i in divisors}
     device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
     double = source.compute == "tl.float64"
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
@@ -133,25 +171,34 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
              "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
              "    start = tl.load(PROGRAM_START + pid)",
              "    n = tl.load(SIZES + t)"]
-    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k)]
+    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
     for i in live:
         op, *rest = trace.nodes[i]
         if op == "scalar":
             lines.append(f"    t{i} = {source.scalar(rest[0])}")
         elif op == "dscalar":
             lines.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
-    lines += ["    for i in tl.static_range(ITERS):",
-              "        lo = start + i * BLOCK",
-              "        offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)",
-              "        if lo + BLOCK <= n:"]
-    lines += _body(trace, live, outputs, source, helpers, masked=False)
-    lines += ["        else:", "            mask = offs < n"]
-    lines += _body(trace, live, outputs, source, helpers, masked=True)
-    return "\n".join(lines) + "\n", slots, device_slots
+    body = [trace, live, outputs, source, helpers, divisors]
+    if split:
+        offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
+        loop = "        for i in " + ("tl.static_range(ITERS):" if unroll else "range(ITERS):")
+        lines += ["    if start + BLOCK * ITERS <= n:", loop, offs]
+        lines += _body(*body, masked=False)
+        lines += ["    else:", "        rest = (n - start).to(tl.int32)  # < BLOCK * ITERS here",
+                  loop if unroll else "        for i in range((rest + BLOCK - 1) // BLOCK):",  # only blocks that hold elements
+                  offs, " " * 12 + "mask = offs < rest"]
+        lines += _body(*body, masked=True)
+    else:
+        offsets = ["lo = start + i * BLOCK",
+                   "offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)"]
+        lines += ["    for i in tl.static_range(ITERS):"] + [" " * 8 + line for line in offsets]
+        lines += ["        if lo + BLOCK <= n:"] + _body(*body, masked=False)
+        lines += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
+    return "\n".join(lines) + "\n", slots, device_slots, inverted
 
 
 def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], source: TritonSource,
-          helpers: dict[str, str], masked: bool) -> list[str]:
+          helpers: dict[str, str], divisors: set[int], masked: bool) -> list[str]:
     pad = " " * 12
     lines = []
     for i in live:
@@ -160,6 +207,8 @@ def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], sou
             continue
         if op == "in":
             expr = source.load(args[0], masked)
+        elif op == "div" and args[1] in divisors:  # the argument is the divisor's reciprocal
+            expr = f"(t{args[0]} * t{args[1]})"
         elif op in OPS:
             expr = OPS[op].emit_triton([f"t{a}" for a in args], helpers)
         else:
@@ -197,18 +246,21 @@ class Program:
     def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype) -> None:
         self.trace, self.outputs, self.n_inputs, self.dtype = trace, list(outputs), n_inputs, dtype
         self.double = dtype == torch.float64
-        self.variants: dict[bool, tuple[Any, list[int], list[int]]] = {}
+        self.variants: dict[tuple, tuple[Any, list[int], list[int], set[int]]] = {}
         self.variant(True)  # generate now: an op without Triton form is refused before any launch
 
-    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int]]:
-        found = self.variants.get(aligned)
+    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
+        """The kernel for this pointer alignment (and the module's current code options)."""
+        key = (aligned, reciprocal_division(), SPLIT, STREAM, UNROLL or not SPLIT)
+        found = self.variants.get(key)
         if found is None:
             with _lock:
-                found = self.variants.get(aligned)
+                found = self.variants.get(key)
                 if found is None:
-                    source, slots, device_slots = generate(self.trace, self.outputs, self.n_inputs,
-                                                           self.dtype, aligned)
-                    found = self.variants[aligned] = (_load(source), slots, device_slots)
+                    source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
+                                               aligned, reciprocal=key[1], split=key[2], stream=key[3],
+                                               unroll=key[4])
+                    found = self.variants[key] = (_load(source), *layout)
         return found
 
 
@@ -239,6 +291,7 @@ class _Tables:
         self.program_start = torch.frombuffer(start_of, dtype=torch.int64).to(device) if self.programs else None
         self.device = device
         self.host = array("q")
+        self.compiled: dict[tuple, Any] = {}  # Triton's compiled kernel per variant, launched directly
         self.ptrs: Tensor | None = None
         self.aligned = False
 
@@ -259,8 +312,33 @@ class _Tables:
         return self.ptrs
 
 
+def _reciprocal(value: float, double: bool) -> float:
+    """``1 / value`` as torch's CUDA ``div`` by a number uses it: computed in double, rounded to
+    the compute type (float32 for float32 / bfloat16 / float16 parameters). Measured on an H200
+    (benchmarks/cuda_step.py, division section): ``x / d`` equals ``x * float32(1 / d)`` on every
+    element, where ``float32(1 / float32(d))`` and a true division differ on up to 99%."""
+    if not value:
+        return math.copysign(math.inf, value)
+    inverse = 1.0 / value  # in double, as torch does for every floating type, then rounded
+    if double:
+        return inverse
+    with np.errstate(over="ignore"):
+        return float(np.float32(inverse))
+
+
 def _bits(value: float) -> int:
     return array("q", array("d", [value]).tobytes())[0]
+
+
+def _raw_stream(index: int) -> int:
+    """The current CUDA stream's handle (what Triton's launcher takes), without a Stream object."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
+
+
+def _disable_fast_launch() -> None:
+    global FAST_LAUNCH
+    FAST_LAUNCH = False
 
 
 def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
@@ -272,16 +350,28 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if not tables.programs:
         return
     ptrs = tables.pointers(bucket, columns)
-    kernel, slots, device_slots = program.variant(tables.aligned)
+    kernel, slots, device_slots, inverted = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
         args.append(torch.stack([scalars[k].to(torch.float64) for k in device_slots]))
     values = [float(scalars[k]) for k in slots]
+    if inverted:
+        values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
-    options = {} if interpreting() else {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
     if interpreting():
-        import numpy as np
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
-    else:
-        kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, **options)
+        return
+    key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS)
+    compiled = tables.compiled.get(key) if FAST_LAUNCH else None
+    if compiled is not None:
+        stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
+        try:
+            compiled[(tables.programs, 1, 1)](*args, BLOCK, ITERS, stream=stream)
+            return
+        except TypeError:  # a Triton whose launcher takes other arguments (checked before launching)
+            _disable_fast_launch()
+    compiled = kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
+                                         enable_fp_fusion=False)
+    if FAST_LAUNCH and hasattr(compiled, "__getitem__"):
+        tables.compiled[key] = compiled
