@@ -17,7 +17,10 @@ What it prints, each section on its own so that one failing cell does not hide t
    on layout a and on layout t (one tensor of 256: nothing but host work), optimlab with its
    per-step checks in C and in Python (``OPTIMLAB_NATIVE=0``) beside torch's path; a step whose
    host time exceeds its kernels' time is bound by the host (issue 14's layout-a regression);
-7. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
+7. low-precision state (bfloat16, int8) through the Triton kernel: bit-equality with the eager
+   path on the GPU, and its speed beside torch's fastest float32 path (Adam, NAdam, RMSprop,
+   layouts a and b) with the state's bytes;
+8. the speed table (below), then the same steps captured in CUDA graphs on both sides (the
    kernels alone, no host work). The speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
    tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
    CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
@@ -159,12 +162,14 @@ def capture_check() -> None:
     the same optimizer stepping eagerly (optimlab's eager rule, and torch.optim's own)."""
     shapes = [(1000,), (37, 5), (4096,), (3,)]
     cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
-             ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True})]
+             ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True}),
+             ("Adam", {"lr": 1e-2, "state_dtype": "int8"})]  # 8-bit state on the 4096 tensor (torch: none)
     for name, kwargs in cases:
         try:
             pg, og = make_side(shapes, getattr(optimlab, name), {**kwargs, "capturable": True})
             pe, oe = make_side(shapes, getattr(optimlab, name), {**kwargs, "fused": False})
-            pt, ot = make_side(shapes, getattr(torch.optim, name), {**kwargs, "capturable": True, "foreach": True})
+            plain = {k: v for k, v in kwargs.items() if k != "state_dtype"}
+            pt, ot = make_side(shapes, getattr(torch.optim, name), {**plain, "capturable": True, "foreach": True})
             gen = torch.Generator(device="cuda").manual_seed(7)
 
             def new_grads():
@@ -194,13 +199,14 @@ def capture_check() -> None:
                 ot.step()
             torch.cuda.synchronize()
             d_eager = max(float((a - b).abs().max()) for a, b in zip(pg, pe))
-            d_torch = max(float((a - b).abs().max()) for a, b in zip(pg, pt))
+            d_torch = 0.0 if "state_dtype" in kwargs else max(float((a - b).abs().max()) for a, b in zip(pg, pt))
             sg, se = og.state_dict()["state"], oe.state_dict()["state"]
             d_state = max(float((sg[i][k].double().cpu() - se[i][k].double().cpu()).abs().max())
-                          for i in sg for k in sg[i])
+                          for i in sg for k in sg[i] if torch.is_tensor(sg[i][k]))
             steps = float(sg[0]["step"])
             ok = d_eager < 1e-5 and d_torch < 1e-5 and d_state < 1e-5 and steps == 8 and captured == len(shapes)
-            print(f"  {name:<8} {'PASS' if ok else 'FAIL'}: 3 eager + 5 replayed steps; max|graph - eager| "
+            label = name + (f" {kwargs['state_dtype']}" if "state_dtype" in kwargs else "")
+            print(f"  {label:<10} {'PASS' if ok else 'FAIL'}: 3 eager + 5 replayed steps; max|graph - eager| "
                   f"params {d_eager:.2g}, state {d_state:.2g}; vs torch capturable {d_torch:.2g}; "
                   f"step counter {steps:g} (on {sg[0]['step'].device})", flush=True)
         except Exception:
@@ -318,10 +324,12 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
 
 
 VARIANTS = [  # (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps); first: the default
-    (True, False, True, 1024, 4, 4), (True, False, False, 1024, 8, 4), (True, False, False, 1024, 16, 4),
-    (True, False, False, 1024, 32, 4), (True, False, False, 2048, 16, 8), (True, False, False, 2048, 32, 8),
-    (True, False, False, 4096, 8, 16), (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
-    (True, False, False, 2048, 8, 4)]
+    (True, False, True, 1024, 4, 4), (False, False, True, 1024, 4, 4), (True, True, True, 1024, 4, 4),
+    (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
+    (True, False, False, 2048, 32, 16)]  # the last: torch's geometry (512 threads x 4 elements, 64K chunks)
+# Runs 5-7 (docs/performance.md) also timed BLOCK 512-4096, 4-32 blocks per program and 2-16 warps,
+# unrolled and looped: every layout within 0.136-0.153 ms for Adam on layout a, none ahead of the
+# default by more than the run-to-run spread.
 
 
 def _use(split: bool, stream: bool, unroll: bool, block: int, iters: int, warps: int) -> None:
@@ -384,6 +392,107 @@ def sweep(samples: int) -> None:
     best = min(results, key=results.get) if results else VARIANTS[0]
     _use(*best)
     print(f"  using {_describe(best)}")
+    approximate_arithmetic(samples, shapes, n)
+
+
+def approximate_arithmetic(samples: int, shapes, n: int) -> None:
+    """What the correctly rounded divisions and square roots cost: the same captured steps with
+    Triton's approximate ``fdiv`` and ``sqrt`` (a diagnostic only: optimlab never ships these,
+    they break bit-equality with the eager rule), beside torch's fused Adam."""
+    from optimlab.kernels import triton_gpu
+
+    real = triton_gpu.generate
+
+    def approximate(*args, **kwargs):
+        source, *rest = real(*args, **kwargs)
+        source = source.replace("tl.div_rn(", "tl.fdiv(").replace("tl.sqrt_rn(", "tl.sqrt(")
+        return (source, *rest)
+
+    for label, generate in (("IEEE (as shipped)", real), ("approximate div/sqrt", approximate)):
+        triton_gpu._programs.clear()
+        triton_gpu.generate = generate
+        try:
+            sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
+            sides.append(make_side(shapes, torch.optim.Adam, {"lr": 1e-3, "capturable": True, "fused": True}))
+            row = captured([opt for _, opt in sides], samples)
+            print(f"  {label:<22} Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), NAdam "
+                  f"{row[1] * 1e3:.4f} ms; torch fused Adam {row[2] * 1e3:.4f} ms ({28 * n / row[2] / 1e9:.0f} GB/s)",
+                  flush=True)
+            del sides
+        except Exception:
+            print(f"  {label}: ERROR\n{traceback.format_exc()}", flush=True)
+        finally:
+            triton_gpu.generate = real
+    triton_gpu._programs.clear()
+
+
+LOW = {"bfloat16": torch.bfloat16, "int8": "int8"}
+
+
+def low_precision_correctness() -> None:
+    """bfloat16 / 8-bit state through the Triton kernel vs the eager path on the GPU (3 steps,
+    tensors of 5,000 and 4,100: several programs, tails, a partial 8-bit block): the stored state
+    bit for bit (codes, scales, bf16 bits) and the parameters."""
+    from optimlab.algorithms import rmsprop  # noqa: F401  (the algorithms are imported by optimlab)
+
+    cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
+             ("RMSprop", {"lr": 1e-2, "centered": True, "momentum": 0.9}), ("Adagrad", {"lr": 0.1})]
+    for name, kwargs in cases:
+        for label, state_dtype in LOW.items():
+            try:
+                out = []
+                for fused in (True, False):
+                    before = dict(kernels.stats)
+                    params, opt = make_side([(5000,), (4100,)], getattr(optimlab, name),
+                                            {**kwargs, "state_dtype": state_dtype, "fused": None if fused else False})
+                    g = torch.Generator(device=DEVICE).manual_seed(1)
+                    for _ in range(3):
+                        for p in params:
+                            p.grad = torch.randn(p.shape, generator=g, device=DEVICE)
+                        opt.step()
+                    fused_n = kernels.stats["fused_tensors"] - before["fused_tensors"]
+                    out.append(([p.detach() for p in params], opt.state_dict()["state"], fused_n))
+                (pa, sa, na), (pb, sb, _) = out
+                dp = max(float((a - b).abs().max()) for a, b in zip(pa, pb))
+                bits = lambda t: t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
+                same = all(torch.equal(bits(sa[i][k]), bits(v)) for i in sb for k, v in sb[i].items() if torch.is_tensor(v))
+                ok = same and dp == 0 and na == 6
+                print(f"  {name:<8} {label:<9} {'PASS' if ok else 'FAIL'}: state bit for bit {same}, "
+                      f"max|params| {dp:.3g}, fused tensors {na} of 6", flush=True)
+            except Exception:
+                print(f"  {name:<8} {label:<9} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
+def low_precision_table(samples: int, triad: Triad, budget: float) -> None:
+    """Adam, NAdam, RMSprop with bfloat16 / 8-bit state against torch's fastest float32 path and
+    optimlab's float32 step, all four timed alternately (eager steps); state bytes from the tensors."""
+    from optimlab.kernels import precision
+
+    print(f"{'algorithm':<9} {'layout':<21} {'torch':<8} {'torch ms':>9} {'f32 ms':>8} {'bf16 ms':>8} {'int8 ms':>8} "
+          f"{'f32 x':>6} {'bf16 x':>6} {'int8 x':>6} {'int8 state%':>11}")
+    for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget,
+                                                                  names=("adam", "nadam", "rmsprop")):
+        try:
+            shapes = LAYOUTS[lk][1]()
+            kw = next(k for nm, _, _, k, _, _ in ALGORITHMS if nm == name)
+            ocls = next(c for nm, c, _, _, _, _ in ALGORITHMS if nm == name)
+            lows = [make_side(shapes, ocls, {**kw, "state_dtype": d})[1] for d in LOW.values()]
+            sides = [topt, oopt] + lows
+            for opt in sides:
+                for _ in range(3):
+                    opt.step()
+            times = [[] for _ in sides]
+            for i in range(samples):
+                for k in (range(len(sides)) if i % 2 == 0 else reversed(range(len(sides)))):
+                    times[k].append(cuda_time(sides[k].step, 5))
+            t, f, b, q = (statistics.median(x) for x in times)
+            full = sum(precision.state_bytes(s) for s in oopt.state.values())
+            small = sum(precision.state_bytes(s) for s in lows[1].state.values())
+            print(f"{name:<9} {label:<21} {path:<8} {t * 1e3:9.3f} {f * 1e3:8.3f} {b * 1e3:8.3f} {q * 1e3:8.3f} "
+                  f"{t / f:6.2f} {t / b:6.2f} {t / q:6.2f} {100 * small / full:10.1f}%", flush=True)
+            del lows, sides
+        except Exception:
+            print(f"{name:<9} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def division_rounding() -> None:
@@ -517,7 +626,7 @@ def main() -> None:
     ap.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                     help="speed-table cells (any of step_speed.py's, e.g. rprop,adamax)")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which remaining cells are skipped")
-    ap.add_argument("--skip", default="", help="sections to skip: sweep,division,correctness,capture,latency,host,graphs")
+    ap.add_argument("--skip", default="", help="sections to skip: sweep,division,correctness,capture,latency,host,lowprec,graphs")
     ap.add_argument("--dry-run", action="store_true", help="no GPU: tiny layouts, CPU tensors, Triton's interpreter")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -560,6 +669,11 @@ def main() -> None:
         host_table(args.budget, tuple(args.algorithms.split(",")))
     section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
     speed_table(samples, triad, args.layouts.split(","), args.budget, tuple(args.algorithms.split(",")))
+    if "lowprec" not in skip:
+        section("low-precision state (bfloat16, int8) through the Triton kernel: vs eager on the GPU")
+        low_precision_correctness()
+        section("low-precision state speed: median of samples of 5 eager steps, alternating; x = torch ms / ours")
+        low_precision_table(samples, triad, args.budget + 30)
     if "graphs" not in skip and DEVICE == "cuda":
         section("captured steps: both sides in a CUDA graph, replays timed (kernels alone, no host work)")
         graph_table(samples, triad, args.budget + 60)

@@ -27,13 +27,18 @@ from test_fused import CASES, ids  # noqa: E402
 SHAPES = [(300,), (7,), (2, 3)]  # 300: an unmasked block, then a masked tail, over two programs
 
 
-@pytest.fixture
-def interpreter(monkeypatch):
+def use_interpreter(monkeypatch, block: int = 128, iters: int = 2) -> None:
+    """Triton's interpreter on CPU tensors, the Triton backend forced, programs of ``iters`` blocks of ``block``."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("OPTIMLAB_BACKEND", "triton")
-    monkeypatch.setattr(triton_gpu, "BLOCK", 128)
-    monkeypatch.setattr(triton_gpu, "ITERS", 2)
-    monkeypatch.setattr(triton_gpu, "CHUNK", 256)
+    monkeypatch.setattr(triton_gpu, "BLOCK", block)
+    monkeypatch.setattr(triton_gpu, "ITERS", iters)
+    monkeypatch.setattr(triton_gpu, "CHUNK", block * iters)
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    use_interpreter(monkeypatch)
     monkeypatch.setattr(test_fused, "SHAPES", SHAPES)
     monkeypatch.setattr(test_fused, "FIRST_GROUP", [0, 1])
 

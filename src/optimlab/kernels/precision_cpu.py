@@ -23,6 +23,7 @@ the same bits.
 
 from __future__ import annotations
 
+import os
 from array import array
 from typing import Any, Sequence
 
@@ -182,21 +183,28 @@ class Backend:
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
                    dtype: torch.dtype, structure: tuple) -> cpu.Kernel:
-        if any(buffer >= n_inputs for buffer, _ in outputs):
-            raise Unsupported("state created by the step (kept eagerly in low precision)")
-        n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
-        stored = sorted(b for b, _ in outputs if b >= 2)  # the order of their key rows
+        n_buffers, stored, signed = layout(self.storage, outputs, n_inputs, structure)
         if self.storage == "int8":
-            if sorted(stored) != list(range(2, n_inputs)):
-                raise Unsupported("8-bit state the step does not rewrite")
-            names = structure[-1]
-            source: cpu.CSource = Int8Source(n_inputs, n_buffers, stored,
-                                             [name not in precision.NONNEGATIVE for name in names])
+            source: cpu.CSource = Int8Source(n_inputs, n_buffers, stored, signed)
         else:
             source = BF16Source(n_inputs, n_buffers, stored)
         kernel = cpu.kernel_for(trace, outputs, n_inputs, dtype, (self.storage, *structure), source)
         kernel.stored = stored
         return kernel
+
+    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
+        seed = bucket.cache["group"].get("rounding_seed", 0)
+        cached_seed, base = bucket.cache["tensor_keys"]
+        if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
+            base = precision.tensor_key(seed, bucket.cache["positions"])
+            bucket.cache["tensor_keys"] = (seed, base)
+        return base, int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+
+    def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
+        """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
+        base, step = self.tensor_keys(bucket)
+        return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2])) for buffer in stored]
 
     def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
         """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus a row
@@ -209,22 +217,33 @@ class Backend:
             ptrs.extend(bucket.cache["scales"])
             kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
             return
-        seed = bucket.cache["group"].get("rounding_seed", 0)
-        cached_seed, base = bucket.cache["tensor_keys"]
-        if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
-            base = precision.tensor_key(seed, bucket.cache["positions"])
-            bucket.cache["tensor_keys"] = (seed, base)
-        step = int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
-        for buffer in kernel.stored:
-            keys = precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2]))
+        for keys in self.keys(bucket, kernel.stored):
             ptrs.extend((keys.astype(np.uint64) << np.uint64(32)).view(np.int64).tolist())  # key: high half
         kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
+
+
+def layout(storage: str, outputs: Sequence[tuple[int, int]], n_inputs: int,
+           structure: tuple) -> tuple[int, list[int], list[bool]]:
+    """A low-precision kernel's buffers: their count, the stored state buffers (the order of their
+    key rows) and, per state buffer, whether its 8-bit code is signed. Unsupported where the step
+    creates state or (8-bit) leaves a state buffer unwritten."""
+    if any(buffer >= n_inputs for buffer, _ in outputs):
+        raise Unsupported("state created by the step (kept eagerly in low precision)")
+    stored = sorted(b for b, _ in outputs if b >= 2)
+    if storage == "int8" and stored != list(range(2, n_inputs)):
+        raise Unsupported("8-bit state the step does not rewrite")
+    signed = [name not in precision.NONNEGATIVE for name in structure[-1]]
+    return max([n_inputs - 1] + [b for b, _ in outputs]) + 1, stored, signed
 
 
 BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}
 
 
 def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
-    """The backend for ``p``'s low-precision state, or None (the eager path)."""
+    """The backend for ``p``'s low-precision state, or None (the eager path): this module's on the
+    CPU, :mod:`.precision_triton`'s on CUDA (and where Triton's interpreter is forced)."""
+    if p.device.type != "cpu" or os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton":
+        from . import precision_triton  # imports triton only when a GPU step needs it
+        return precision_triton.backend_for(p, group, rule)
     backend = BACKENDS.get(precision.kind(p, group))
     return backend if backend is not None and backend.takes(p, group, rule) else None

@@ -34,7 +34,7 @@ import tempfile
 import threading
 from array import array
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ ITERS = int(os.environ.get("OPTIMLAB_TRITON_ITERS", 4))  # blocks per program: C
 CHUNK = BLOCK * ITERS
 NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
-STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores
+STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores (off: see docs)
 UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
 # After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
 # for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
@@ -99,8 +99,23 @@ class TritonSource:
     another storage type (low-precision state) without touching the expression code.
     """
 
+    needs_split = False  # True: the accesses use the per-program layout's ``start``, ``rest``
+
     def __init__(self, dtype: torch.dtype, aligned: bool) -> None:
         self.storage, self.compute, self.aligned = STORAGE[dtype], compute_type(dtype), aligned
+
+    def preamble(self) -> list[str]:
+        """Module-level code the kernel calls (``@triton.jit`` helpers)."""
+        return []
+
+    def setup(self) -> list[str]:
+        """Lines run once per program before the buffers' pointers are read."""
+        return []
+
+    def arguments(self) -> list[str]:
+        """Integer arguments of the kernel after the numbers, never specialised on their values
+        (passed by the launch as ``extra_args``)."""
+        return []
 
     stream = False  # loads and stores marked evict-first (each byte is touched once per step)
 
@@ -150,6 +165,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     """
     source = source or TritonSource(dtype, aligned)
     source.stream = stream
+    split = split or source.needs_split
     live = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
@@ -161,9 +177,9 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
                "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
     args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["S"] if device_slots else [])
-    args += [f"s{slot}" for slot in slots]
-    scalar_names = [f"s{slot}" for slot in slots]
-    lines = ["import triton", "import triton.language as tl", "", "",
+    args += [f"s{slot}" for slot in slots] + source.arguments()
+    scalar_names = [f"s{slot}" for slot in slots] + source.arguments()
+    lines = ["import triton", "import triton.language as tl", "", ""] + source.preamble() + [
              f"@triton.jit(do_not_specialize={scalar_names!r})",
              f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
              f"    CT: tl.constexpr = {source.compute}",
@@ -171,6 +187,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
              "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
              "    start = tl.load(PROGRAM_START + pid)",
              "    n = tl.load(SIZES + t)"]
+    lines += ["    " + line for line in source.setup()]
     lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
     for i in live:
         op, *rest = trace.nodes[i]
@@ -243,8 +260,10 @@ def _load(source: str) -> Any:
 class Program:
     """The kernels of one trace structure (aligned and unaligned variants, built on first use)."""
 
-    def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype) -> None:
+    def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
+                 source: Callable[[torch.dtype, bool], TritonSource] = TritonSource) -> None:
         self.trace, self.outputs, self.n_inputs, self.dtype = trace, list(outputs), n_inputs, dtype
+        self.source = source  # makes the buffer accesses for (dtype, aligned): plain, or low-precision state
         self.double = dtype == torch.float64
         self.variants: dict[tuple, tuple[Any, list[int], list[int], set[int]]] = {}
         self.variant(True)  # generate now: an op without Triton form is refused before any launch
@@ -258,17 +277,18 @@ class Program:
                 found = self.variants.get(key)
                 if found is None:
                     source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
-                                               aligned, reciprocal=key[1], split=key[2], stream=key[3],
-                                               unroll=key[4])
+                                               aligned, self.source(self.dtype, aligned), reciprocal=key[1],
+                                               split=key[2], stream=key[3], unroll=key[4])
                     found = self.variants[key] = (_load(source), *layout)
         return found
 
 
 def kernel_for(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
-               structure: tuple) -> Program:
+               structure: tuple, source: Callable[[torch.dtype, bool], TritonSource] = TritonSource) -> Program:
+    """The program of ``structure`` (which must tell ``source``'s kernels apart from others)."""
     program = _programs.get(structure)
     if program is None:
-        program = _programs[structure] = Program(trace, outputs, n_inputs, dtype)
+        program = _programs[structure] = Program(trace, outputs, n_inputs, dtype, source)
     return program
 
 
@@ -295,15 +315,18 @@ class _Tables:
         self.ptrs: Tensor | None = None
         self.aligned = False
 
-    def pointers(self, bucket: Any, columns: Sequence[list[Tensor]]) -> Tensor:
+    def pointers(self, bucket: Any, columns: Sequence[list[Tensor]], extra: Sequence[int] = ()) -> Tensor:
         """The device table for this step: the plan's parameter and state addresses (checked by
-        the dispatcher) and this step's gradients (written there by it); new state read here."""
+        the dispatcher) and this step's gradients (written there by it); new state read here;
+        then ``extra`` rows (a low-precision state's rounding keys or block scales)."""
         host = array("q", bucket.static_ptrs)
         for column in columns[2 + len(bucket.names):]:
             host.extend(map(_data_ptr, column))
+        addresses = len(host)
+        host.extend(extra)
         if host != self.host:  # new gradients (or new state): one copy; unchanged under graph capture
             self.host = host
-            self.aligned = all(address % 16 == 0 for address in host)
+            self.aligned = all(address % 16 == 0 for address in host[:addresses])
             table = torch.frombuffer(host, dtype=torch.int64)
             if self.ptrs is None or self.ptrs.numel() != len(host):
                 self.ptrs = table.to(self.device)
@@ -341,15 +364,18 @@ def _disable_fast_launch() -> None:
     FAST_LAUNCH = False
 
 
-def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
-    """Run the bucket's step: ``columns[k]`` is buffer k of every tensor; ``scalars`` by slot."""
+def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scalars: Sequence[Any],
+           extra: Sequence[int] = (), extra_args: Sequence[int] = ()) -> None:
+    """Run the bucket's step: ``columns[k]`` is buffer k of every tensor; ``scalars`` by slot;
+    ``extra``: rows appended to the pointer table (see :meth:`_Tables.pointers`); ``extra_args``:
+    the source's :meth:`TritonSource.arguments`."""
     device = columns[0][0].device
     tables = bucket.cache.get("triton")
     if tables is None:
         tables = bucket.cache["triton"] = _Tables(bucket, device)
     if not tables.programs:
         return
-    ptrs = tables.pointers(bucket, columns)
+    ptrs = tables.pointers(bucket, columns, extra)
     kernel, slots, device_slots, inverted = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
@@ -358,6 +384,7 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if inverted:
         values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
+    args += extra_args
     if interpreting():
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
