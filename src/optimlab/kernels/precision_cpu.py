@@ -8,7 +8,8 @@ at a time from a float32 row in L1 (vectorized by hand where the block holds no 
 buffer gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half
 and the element index of the segment's first element in its low half, so that element ``i`` of
 the tensor draws the same bits whichever thread and chunk runs it. The element index is 32-bit
-(``CSource.index``), so the loop vectorizes with one integer multiply per element for the bits.
+(a segment is at most ``cpu.CHUNK`` long), so the rounding runs in 32-bit lanes with one integer
+multiply per element for the bits.
 
 8-bit state: the loop runs block by block (256 elements, which stay in L1): the block's codes are
 decoded into a float32 scratch row, the rule runs over it in place and takes the block's absmax on
@@ -46,8 +47,7 @@ class BF16Source(cpu.CSource):
     per AVX2 step where the row holds no NaN, else the one-element C).
     """
 
-    block = precision.BLOCK  # the bits' element index is 32-bit, in round_block_bf16 (a segment is
-    # at most cpu.CHUNK long)
+    block = precision.BLOCK
 
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
         super().__init__("float")
