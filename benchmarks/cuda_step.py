@@ -432,35 +432,36 @@ LOW = {"bfloat16": torch.bfloat16, "int8": "int8"}
 def low_precision_correctness() -> None:
     """bfloat16 / 8-bit state through the Triton kernel vs the eager path on the GPU (3 steps,
     tensors of 5,000 and 4,100: several programs, tails, a partial 8-bit block): the stored state
-    bit for bit (codes, scales, bf16 bits) and the parameters."""
-    from optimlab.algorithms import rmsprop  # noqa: F401  (the algorithms are imported by optimlab)
-
+    bit for bit (codes, scales, bf16 bits) and the parameters; and stochastically rounded
+    bfloat16 parameters (float32 state)."""
     cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
              ("RMSprop", {"lr": 1e-2, "centered": True, "momentum": 0.9}), ("Adagrad", {"lr": 0.1})]
-    for name, kwargs in cases:
-        for label, state_dtype in LOW.items():
-            try:
-                out = []
-                for fused in (True, False):
-                    before = dict(kernels.stats)
-                    params, opt = make_side([(5000,), (4100,)], getattr(optimlab, name),
-                                            {**kwargs, "state_dtype": state_dtype, "fused": None if fused else False})
-                    g = torch.Generator(device=DEVICE).manual_seed(1)
-                    for _ in range(3):
-                        for p in params:
-                            p.grad = torch.randn(p.shape, generator=g, device=DEVICE)
-                        opt.step()
-                    fused_n = kernels.stats["fused_tensors"] - before["fused_tensors"]
-                    out.append(([p.detach() for p in params], opt.state_dict()["state"], fused_n))
-                (pa, sa, na), (pb, sb, _) = out
-                dp = max(float((a - b).abs().max()) for a, b in zip(pa, pb))
-                bits = lambda t: t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
-                same = all(torch.equal(bits(sa[i][k]), bits(v)) for i in sb for k, v in sb[i].items() if torch.is_tensor(v))
-                ok = same and dp == 0 and na == 6
-                print(f"  {name:<8} {label:<9} {'PASS' if ok else 'FAIL'}: state bit for bit {same}, "
-                      f"max|params| {dp:.3g}, fused tensors {na} of 6", flush=True)
-            except Exception:
-                print(f"  {name:<8} {label:<9} ERROR:\n{traceback.format_exc()}", flush=True)
+    runs = [(name, kwargs, label, {"state_dtype": d}, torch.float32) for name, kwargs in cases for label, d in LOW.items()]
+    runs += [(name, kwargs, "bf16 params", {"param_rounding": "stochastic"}, torch.bfloat16)
+             for name, kwargs in cases[:3]]  # stochastically rounded bfloat16 parameters, float32 state
+    for name, kwargs, label, extra, dtype in runs:
+        try:
+            out = []
+            for fused in (True, False):
+                before = dict(kernels.stats)
+                params, opt = make_side([(5000,), (4100,)], getattr(optimlab, name),
+                                        {**kwargs, **extra, "fused": None if fused else False}, dtype=dtype)
+                g = torch.Generator(device=DEVICE).manual_seed(1)
+                for _ in range(3):
+                    for p in params:
+                        p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
+                    opt.step()
+                fused_n = kernels.stats["fused_tensors"] - before["fused_tensors"]
+                out.append(([p.detach() for p in params], opt.state_dict()["state"], fused_n))
+            (pa, sa, na), (pb, sb, _) = out
+            dp = max(float((a - b).abs().max()) for a, b in zip(pa, pb))
+            bits = lambda t: t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
+            same = all(torch.equal(bits(sa[i][k]), bits(v)) for i in sb for k, v in sb[i].items() if torch.is_tensor(v))
+            ok = same and dp == 0 and na == 6
+            print(f"  {name:<8} {label:<11} {'PASS' if ok else 'FAIL'}: state bit for bit {same}, "
+                  f"max|params| {dp:.3g}, fused tensors {na} of 6", flush=True)
+        except Exception:
+            print(f"  {name:<8} {label:<11} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
 def low_precision_table(samples: int, triad: Triad, budget: float) -> None:

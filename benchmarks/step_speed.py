@@ -18,6 +18,10 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
                                                # targets (--check): bfloat16 >= 1.3x, int8 >= 1.6x
                                                # torch's path, int8 state <= 27% of float32's
 
+    python benchmarks/step_speed.py --algorithms adam --layouts t,c,d,e --c-checks --python-checks
+                                               # add optimlab with its per-step checks in the C build
+                                               # (Python's C API only: the fallback) and in Python
+                                               # (OPTIMLAB_NATIVE=0), timed in the same alternation
     python benchmarks/step_speed.py --algorithms adam --layouts t,a,c,e --python-checks --threads 1 --cpu-time
                                                # add optimlab with its per-step checks in Python
                                                # (OPTIMLAB_NATIVE=0), timed in the same alternation;
@@ -302,7 +306,7 @@ def checks_where() -> str:
     """Where optimlab's per-step checks run in this process."""
     if native is None:
         return "Python (no kernels.native)"
-    return "C" if native.enabled() is not native.python else "Python"
+    return native.kind(native.enabled()) if hasattr(native, "kind") else "C" if native.enabled() is not native.python else "Python"
 
 
 def python_checks(step) -> None:
@@ -316,6 +320,17 @@ def python_checks(step) -> None:
             del os.environ["OPTIMLAB_NATIVE"]
         else:
             os.environ["OPTIMLAB_NATIVE"] = before
+
+
+def c_checks(module, step) -> None:
+    """``step()`` with optimlab's per-step checks in ``module`` (the C build on Python's C API only,
+    ``native.build(against_torch=False)``: the fallback where torch's headers cannot be used)."""
+    before = list(native._module)
+    native._module[:] = [module]
+    try:
+        step()
+    finally:
+        native._module[:] = before
 
 
 CLOCK = [time.perf_counter]  # --cpu-time: time.thread_time
@@ -345,6 +360,9 @@ def main() -> None:
                          "on a shared, saturated machine a step's own work, not its waits (use with --threads 1)")
     ap.add_argument("--python-checks", action="store_true",
                     help="also time optimlab with its per-step checks in Python (OPTIMLAB_NATIVE=0)")
+    ap.add_argument("--c-checks", action="store_true",
+                    help="also time optimlab with its per-step checks in the C build (Python's C API only, no torch "
+                         "headers: the fallback, and the path before the C++ build)")
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
@@ -373,6 +391,13 @@ def main() -> None:
         if d not in STATE_DTYPES:
             ap.error(f"--state-dtypes: unknown {d!r} (allowed: {', '.join(STATE_DTYPES)})")
         header += f" {d + ' ms':>11} {'ratio':>6} {'state%':>6}"
+    c_module = None
+    if args.c_checks:
+        if native is None or not hasattr(native, "build"):
+            ap.error("--c-checks: this optimlab has no C build of its checks")
+        native.module()  # the default build first, so the swap below has something to restore
+        c_module = native.build(against_torch=False)
+        header += f" {'c-checks ms':>11} {'ratio':>6}"
     if args.python_checks:
         header += f" {'py-checks ms':>12} {'ratio':>6}"
     if args.compiled:
@@ -400,6 +425,11 @@ def main() -> None:
                 for _ in range(4):
                     lopt.step()
             sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
+            if c_module is not None:
+                cpp, copt_c = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
+                for _ in range(4):
+                    c_checks(c_module, copt_c.step)
+                sides.append(lambda: c_checks(c_module, copt_c.step))
             if args.python_checks:
                 pp, popt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
                 for _ in range(4):
@@ -430,11 +460,15 @@ def main() -> None:
                     f"{s_t.peak - base_t:10.1f}")
             fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values()) if lows else 0
             row = {"algorithm": name, "layout": lk, "ratio": tm / om, "%bw": 100 * gbs / bw}
-            for d, lopt, lt in zip(low, lows, times[2:]):
+            for d, lopt, lt in zip(low, lows, times[2:2 + len(lows)]):
                 lm = statistics.median(lt)
                 state = sum(precision.state_bytes(st) for st in lopt.state.values())
                 row[f"ratio {d}"], row[f"state% {d}"] = tm / lm, 100 * state / fp32_bytes
                 line += f" {lm * 1e3:11.3f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+            if c_module is not None:
+                cm = statistics.median(times[2 + len(lows)])
+                line += f" {cm * 1e3:11.3f} {tm / cm:6.2f}"
+                del cpp, copt_c
             if args.python_checks:
                 pm = statistics.median(times[-1])
                 line += f" {pm * 1e3:12.3f} {tm / pm:6.2f}"

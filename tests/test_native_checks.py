@@ -1,8 +1,9 @@
 """The dispatcher's per-step checks in C (kernels/native.py) against the same checks in Python.
 
 Each check gets the cases it must tell apart - a plan that still holds, and every kind of change
-that must make it fail - and the C module must answer as the Python reference does. Then whole
-runs with the checks in C and in Python (``OPTIMLAB_NATIVE=0``) must give identical numbers.
+that must make it fail - and both builds of the module (C++ reading TensorImpls, and C on
+Python's C API only, the fallback) must answer as the Python reference does. Then whole runs with
+the checks in C++, in C and in Python (``OPTIMLAB_NATIVE=0``) must give identical numbers.
 """
 
 from __future__ import annotations
@@ -21,16 +22,27 @@ pytestmark = pytest.mark.skipif(cpu.compiler() is None, reason="no C compiler")
 SHAPES = [(30,), (5, 3), (7,), (1,)]
 
 
-@pytest.fixture(scope="module")
-def c_module():
-    module = native.module()
-    assert module is not None, "the C checks must build where a C compiler is found"
+@pytest.fixture(scope="module", params=["C++", "C"])
+def c_module(request):
+    """Each build: C++ against torch's headers (what ``native.module()`` picks where it builds) and C."""
+    if request.param == "C++":
+        module = native.module()
+        assert module is not None, "the C checks must build where a C compiler is found"
+        if native.kind(module) != "C++":
+            pytest.skip(f"no C++ build here: {native.unavailable.get('torch')}")
+    else:
+        module = native.build(against_torch=False)
+    assert native.kind(module) == request.param
     return module
 
 
-def _stepped(name="Adam", **kwargs):
+#: enough tensors for the C++ build's two-thread gather (native.c: TWO_THREADS_FROM)
+MANY = SHAPES + [(2,)] * 300
+
+
+def _stepped(name="Adam", shapes=SHAPES, **kwargs):
     g = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
     opt = getattr(optimlab, name)(params, lr=0.01, **kwargs)
     for _ in range(2):
         for p in params:
@@ -49,6 +61,12 @@ def _gather(module, bucket, grads):
 
 def _no_change(params, opt):
     pass
+
+
+def _grad_view(params, opt):
+    """A new gradient each step (zero_grad(set_to_none=True)), here a view at an offset: it holds."""
+    params[0].grad = torch.randn(40)[10:]
+    params[1].grad = torch.randn(5, 3)
 
 
 def _grad_float64(params, opt):
@@ -102,20 +120,34 @@ def _step_swapped(params, opt):
     opt.state[params[3]]["step"].data = torch.tensor(5.0)
 
 
-CHANGES = [_no_change, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
+def _last_grad_float64(params, opt):
+    params[-1].grad.data = params[-1].grad.data.double()
+
+
+def _last_step_swapped(params, opt):
+    opt.state[params[-1]]["step"].set_(torch.tensor(2.0))
+
+
+def _last_entry_replaced(params, opt):
+    opt.state[params[-1]]["exp_avg_sq"] = torch.zeros_like(params[-1])
+
+
+HOLDING = (_no_change, _grad_view)
+CHANGES = [_no_change, _grad_view, _grad_float64, _grad_transposed, _grad_sparse, _grad_subclass, _grad_none,
            _grad_resized, _param_moved, _entry_replaced, _entry_added, _entry_removed, _storage_swapped,
-           _step_swapped]
+           _step_swapped, _last_grad_float64, _last_step_swapped, _last_entry_replaced]
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, MANY], ids=["few", "many"])
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
-def test_gather_answers_as_python(c_module, change):
-    params, opt = _stepped()
+def test_gather_answers_as_python(c_module, change, shapes):
+    params, opt = _stepped(shapes=shapes)
     bucket = kernels._plans[opt].buckets[0]
     change(params, opt)
     grads = [p.grad for p in params]
     got, got_row = _gather(c_module, bucket, grads)
     want, want_row = _gather(native.python, bucket, grads)
-    assert (got is None) == (want is None) == (change is not _no_change)
+    assert (got is None) == (want is None) == (change not in HOLDING)
     if got is not None:
         assert all(a is b for a, b in zip(got, want)) and len(got) == len(params)
         assert got_row == want_row == array("q", [g.data_ptr() for g in grads])
@@ -140,6 +172,36 @@ def test_with_grads_answers_as_python(c_module):
             assert fa == fb == (1 if sparse else 0) | (2 if complex_ else 0)
             assert ga[0] == "before" and all(x is y for x, y in zip(ga, gb)) and len(ga) == 6
             assert all(g is p.grad for g, p in zip(ga[1:], a))
+
+
+def test_with_grads_reads_grads_as_the_getter(c_module):
+    """Gradients fresh from backward (no Python object yet: the getter makes one), a gradient
+    subclass, and a torch-function mode that sees every ``.grad`` read: as ``p.grad`` answers."""
+
+    class Marked(torch.Tensor):
+        pass
+
+    class Seen(torch.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.reads += getattr(func, "__self__", None) is torch.Tensor.grad  # the getter's __get__
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(40)]
+    sum((p * p).sum() for p in params).backward()  # the gradients' Python objects do not exist yet
+    params[5].grad = torch.randn(3).as_subclass(Marked)
+    grads = []
+    listed, flags = c_module.with_grads(params, False, grads)
+    assert listed == params and flags == 0
+    assert all(g is p.grad for g, p in zip(grads, params)) and type(grads[5]) is Marked
+    assert all(torch.equal(g, 2 * p) for g, p in zip(grads, params) if g is not grads[5])
+    for module in (c_module, native.python):
+        with Seen() as mode:
+            module.with_grads(params, False, [])
+        assert mode.reads == len(params)
 
 
 def test_identity_checks(c_module):
@@ -173,14 +235,18 @@ def test_scalar_buffers_as_torch(c_module, dtype):
 @pytest.mark.parametrize("name,kwargs", [("SGD", {"momentum": 0.9}), ("Adam", {"amsgrad": True}),
                                          ("NAdam", {"weight_decay": 0.1})])
 def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
-    """Two param groups, an lr schedule, an edit between steps: identical parameters and state."""
+    """Two param groups, an lr schedule, an edit between steps, new gradients every step:
+    identical parameters and state with the checks in C++, in C and in Python."""
     runs = []
-    for setting in ("1", "0"):
-        monkeypatch.setenv("OPTIMLAB_NATIVE", setting)
+    for setting in ("C++", "C", "Python"):
+        monkeypatch.setenv("OPTIMLAB_NATIVE", "0" if setting == "Python" else "1")
+        if setting == "C":
+            monkeypatch.setattr(native, "_module", [native.build(against_torch=False)])
         g = torch.Generator().manual_seed(3)
         params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
         opt = getattr(optimlab, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.01, **kwargs)
         sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)
+        plans = kernels.stats["plans"]
         for i in range(5):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g)
@@ -191,7 +257,56 @@ def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
                     for k, v in st.items():
                         if torch.is_tensor(v) and v.dim():
                             v.data = v.data * 0.5
-        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
-    (pa, sa), (pb, sb) = runs
-    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
-    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+        assert native.kind(native.enabled()) == setting or setting == "C++"
+        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"], kernels.stats["plans"] - plans))
+    for pb, sb, nb in runs[1:]:
+        pa, sa, na = runs[0]
+        assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+        assert na == nb  # the same rebuilds: the builds tell the same changes apart
+
+
+def test_without_torch_headers_the_c_build_is_used(monkeypatch, tmp_path):
+    """Where the C++ build cannot be compiled (here: torch's headers not found), the checks run
+    in the C build, and a run gives the same numbers."""
+    monkeypatch.setenv("OPTIMLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "TORCH_FLAGS", [f for f in native.TORCH_FLAGS if not f.endswith("include")]
+                        + ["-I" + str(tmp_path / "missing")])
+    monkeypatch.setattr(native, "_module", [])
+    monkeypatch.setattr(native, "unavailable", {})
+    module = native.module()
+    assert native.kind(module) == "C" and "TensorImpl.h" in native.unavailable["torch"]
+    assert native.kind(native.enabled()) == "C"
+    with pytest.raises(kernels.Unsupported, match="failed before"):  # noted: not compiled again
+        native.build(against_torch=True)
+    params, opt = _stepped()
+    monkeypatch.setenv("OPTIMLAB_NATIVE", "0")
+    params_py, opt_py = _stepped()
+    assert all(torch.equal(a, b) for a, b in zip(params, params_py))
+
+
+def test_a_build_that_misreads_tensors_is_refused():
+    """The C++ build's import checks its reads against Python's before it is used."""
+
+    class Misreads:
+        def __init__(self, address_off=0, probe_off=False, grad_off=0):
+            self.address_off, self.probe_off, self.grad_off = address_off, probe_off, grad_off
+
+        def set_dtypes(self, pairs):
+            pass
+
+        def impl_address(self, t):
+            return t._cdata + self.address_off
+
+        def grad_address(self, t):
+            return None if t.grad is None else t.grad._cdata + self.grad_off
+
+        def probe(self, t, dtype):
+            sparse = t.is_sparse
+            return (None if sparse else t.data_ptr() + 4 * self.probe_off, -1 if sparse else t.numel(),
+                    -1 if sparse else int(t.is_contiguous()), int(sparse), int(t.is_complex()), 1)
+
+    native._self_test(Misreads())  # reads as Python does: accepted
+    for wrong in (Misreads(address_off=8), Misreads(probe_off=True), Misreads(grad_off=16)):
+        with pytest.raises(ImportError):
+            native._self_test(wrong)

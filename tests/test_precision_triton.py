@@ -128,3 +128,36 @@ def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypa
     _run("Adam", {"lr": 1e-2, "state_dtype": "int8"}, fused=True, steps=1)
     assert kernels.stats["fused_tensors"] == before["fused_tensors"]
     assert kernels.stats["eager_tensors"] - before["eager_tensors"] == len(SIZES)
+
+
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
+@pytest.mark.parametrize("name", ["Adam", "NAdam"])
+def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, state_dtype):
+    """bfloat16 parameters with ``param_rounding="stochastic"``: the kernel computes in float32 and
+    rounds the parameter with the eager path's bits (stream "param"); the state is float32
+    (without ``state_dtype``) or bfloat16, bit for bit as the eager path keeps it."""
+    def run(fused):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(n, generator=g).to(torch.bfloat16)) for n in SIZES]
+        opt = getattr(optimlab, name)(params, lr=1e-2, param_rounding="stochastic", state_dtype=state_dtype,
+                                      fused=None if fused else False)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g).to(torch.bfloat16)
+            opt.step()
+        return [p.detach() for p in params], opt.state_dict()["state"]
+
+    before = dict(kernels.stats)
+    ours, our_state = run(True)
+    assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
+    assert kernels.stats["eager_tensors"] == before["eager_tensors"]
+    eager, eager_state = run(False)
+    for a, b in zip(ours, eager):
+        assert a.dtype == torch.bfloat16
+        # the float32 results differ by an ulp where the eager CPU sqrt does: a rounding may flip
+        assert (a != b).float().mean() < 1e-3
+        torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=2 ** -6)
+    for i in eager_state:
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert our_state[i][key].dtype == eager_state[i][key].dtype == (state_dtype or torch.float32)
+            assert torch.equal(our_state[i][key], eager_state[i][key]), key

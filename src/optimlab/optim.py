@@ -248,7 +248,7 @@ class Optimizer(torch.optim.Optimizer):
 
         if "param" in out:
             new_param = out.pop("param")
-            if stochastic and group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16:
+            if precision.rounds_param(param, group):
                 new_param = precision.round_bf16(new_param, key("param"))
             real(param).copy_(new_param)
         for name, value in out.items():

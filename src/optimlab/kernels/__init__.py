@@ -25,8 +25,9 @@ the state as it now is, so the step sees exactly what torch.optim's would; in-pl
 the check cheap: swapping the storage under a dense state tensor alone (``st["exp_avg"].set_(t)``
 or ``.data = t`` on it, with the ``step`` left as it is); replace the entry instead
 (``st[k] = t``). The per-tensor part of the checks (and reading each gradient's address) runs
-in one C loop per bucket (:mod:`.native`; in Python where it cannot be built, or with
-``OPTIMLAB_NATIVE=0``), so it costs a few torch attribute reads per tensor and no Python.
+in one loop per bucket (:mod:`.native`: C++ reading each tensor's ``TensorImpl``, else C on
+Python's C API; in Python where neither can be built, or with ``OPTIMLAB_NATIVE=0``), so it
+costs a few memory reads per tensor and no Python.
 The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
 one small buffer, so advancing two thousand counters is one C loop; they remain torch's
 per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
@@ -251,7 +252,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
         capturable = bool(group.get("capturable"))
         for at, p in enumerate(params, first):
             g = p.grad
-            low = precision.kind(p, group) is not None  # bfloat16 / 8-bit state (kernels/precision_cpu.py)
+            # bfloat16 / 8-bit state, or a stochastically rounded bfloat16 parameter (kernels/precision_cpu.py)
+            low = precision.kind(p, group) is not None or precision.rounds_param(p, group)
             backend = None if not _plain(p) else precision_cpu.backend_for(p, group, rule) if low else _backend(p)
             if id(p) in listed_twice or backend is None or not _plain(g):  # subclasses (FSDP2's DTensor)
                 rest.append(p)

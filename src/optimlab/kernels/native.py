@@ -1,13 +1,35 @@
-"""The dispatcher's per-step checks and pointer gathering, in C: one pass over the tensors, no
-Python per tensor.
+"""The dispatcher's per-step checks and pointer gathering, in C/C++: one pass over the tensors,
+no Python per tensor.
 
 Each step the fused path must confirm that its plan still describes ``optimizer.state`` (see
 :mod:`optimlab.kernels`) and read every gradient's address. In Python that is a few hundred
 nanoseconds of interpreter work per tensor per check, which on 4,000 small tensors costs more
-than the update itself. The functions here do the same checks in one C loop each, through
-the Python C API only (attribute reads and method calls on the tensors, exactly as the Python
-code makes them; no torch headers, no access to tensor internals), so they stay correct for any
-torch version:
+than the update itself. The functions here do the same checks in one loop each. One source,
+two builds:
+
+* **C++ against torch's headers** (``c10/core/TensorImpl.h`` only: ~5 s to build, once per
+  machine and torch): a plain tensor's fields (data address, numel, dtype, contiguity, layout,
+  its gradient) are read from its ``TensorImpl`` with the calls torch's own getters make
+  (``data_ptr()`` is ``mutable_data()``; ``p.grad`` is ``TensorImpl::grad()`` and, where the
+  gradient already has its Python object and no torch-function mode is active, a new reference
+  to that object, which is all the getter returns then), a few nanoseconds each instead of a
+  Python call each. The objects are scattered and the step's data has just flushed the caches,
+  so each loop prefetches the objects, ``TensorImpl`` s and storages of the tensors some way
+  ahead, and from 256 tensors on ``gather``'s two halves (the state dicts and counters; the
+  parameters and gradients) run on two threads at once (only reads; the caller holds the GIL
+  and runs no Python meanwhile), where torch runs two or more. The layout this relies on (the
+  Python tensor object is its header then one pointer to the ``TensorImpl``, ``at::Tensor`` is
+  that one pointer) is checked at import against ``Tensor._cdata`` and ``p.grad._cdata``, and
+  every read against Python's answer, before the build is used; anything else (a tensor
+  subclass, a read that throws) is asked of Python as the C build does.
+* **C on Python's C API only** (attribute reads and method calls on the tensors, exactly as the
+  Python code makes them; torch's own C getters and methods called directly for plain tensors;
+  no torch headers): used where the C++ build cannot be had (no C++ compiler, no torch headers,
+  a failed import check; :data:`unavailable` says why; a C++ build that failed is noted beside
+  the cache, ``optimlab_KEY.failed``, so later processes do not spend seconds failing again),
+  and correct for any torch version.
+
+The functions (both builds, and :data:`python`):
 
 ``with_grads(params, complex, grads)``
     the parameters whose ``.grad`` is not None (their gradients appended to the list ``grads``),
@@ -30,10 +52,11 @@ torch version:
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
 
-The module is compiled on first use by the system C compiler and cached as the kernels are
-(:func:`.cpu.obtain`: the same trusted folder, digest and key checks). Where it cannot be built
-(no compiler, no Python headers) or ``OPTIMLAB_NATIVE=0``, :mod:`optimlab.kernels` runs the same
-checks in Python (:data:`python`), with the same results.
+The module is compiled on first use by the system compiler and cached as the kernels are
+(:func:`.cpu.obtain`: the same trusted folder, digest and key checks; the C++ build's key holds
+torch's version and folder). Where neither build can be had (no compiler, no Python headers) or
+``OPTIMLAB_NATIVE=0``, :mod:`optimlab.kernels` runs the same checks in Python (:data:`python`),
+with the same results.
 """
 
 from __future__ import annotations
@@ -59,13 +82,18 @@ from torch import Tensor
 
 from . import cpu
 
-__all__ = ["module", "enabled", "python", "switched_off"]
+__all__ = ["module", "build", "enabled", "kind", "python", "switched_off", "unavailable"]
 
 SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef OPTIMLAB_TORCH
+#include <c10/core/TensorImpl.h>
+#include <c10/core/UndefinedTensorImpl.h>
+extern "C" const char KEY_SYMBOL[];  /* the key the build appends: exported, not a C++ const */
+#endif
 
 static PyObject *s_grad, *s_data_ptr, *s_dtype, *s_is_contiguous, *s_numel, *s_is_sparse, *s_is_complex;
 static PyTypeObject *tensor_type, *parameter_type;
@@ -78,6 +106,154 @@ static inline int plain(PyObject *obj) {
     PyTypeObject *t = Py_TYPE(obj);
     return t == tensor_type || t == parameter_type;
 }
+
+#ifdef OPTIMLAB_TORCH
+/* Built against torch's headers, a plain tensor's fields are read from its TensorImpl: torch's
+   Python tensor object is the object header followed by its at::Tensor, one pointer to the
+   TensorImpl (`struct variable`; the module's import checks this against `Tensor._cdata` and
+   every read below against Python's answer before the module is used). The TensorImpl calls are
+   the ones torch's own getters make (data_ptr() is mutable_data(); is_sparse, is_contiguous(),
+   numel(), dtype), so the answers are the same; where one throws, the Python method is asked. */
+struct variable { PyObject_HEAD c10::TensorImpl *impl; };
+
+static inline c10::TensorImpl *impl_of(PyObject *obj) { return ((struct variable *)obj)->impl; }
+
+/* Prefetching. The tensors' objects are scattered over the heap and the step's data has just
+   flushed the caches, so each field read would wait for memory, one tensor after another; the
+   loops below ask for tensor i + AHEAD's object, i + AHEAD / 2's TensorImpl, i + AHEAD / 4's
+   storage, each stage reading only what the stage before brought in (prefetches never fault) */
+#define AHEAD 16
+
+/* one prefetch; the empty volatile asm is a side effect: GCC otherwise takes a function made only of
+   prefetches for pure and drops its calls */
+static inline void fetch(const void *address) {
+    __builtin_prefetch(address);
+    __asm__ __volatile__("");
+}
+
+static inline void prefetch_lines(const void *address, size_t bytes) {
+    for (size_t at = 0; at < bytes; at += 64) fetch((const char *)address + at);
+}
+
+/* a TensorImpl's first cache line (virtual table, storage, autograd metadata, Python object) and
+   its last (offset, numel, dtype, device, keys, flags) */
+static inline void prefetch_fields(const c10::TensorImpl *impl) {
+    fetch(impl);
+    fetch((const char *)impl + sizeof(c10::TensorImpl) - 32);
+    fetch((const char *)impl + sizeof(c10::TensorImpl) - 1);
+}
+
+static inline void prefetch_impl(PyObject *obj) {
+    if (plain(obj)) prefetch_fields(impl_of(obj));
+}
+
+static inline void prefetch_storage(PyObject *obj) {
+    if (plain(obj)) fetch(impl_of(obj)->unsafe_storage().unsafeGetStorageImpl());
+}
+
+/* a tuple's or list's items, as a plain pointer (ob_item is declared [1]: indexing it past 0
+   from where the compiler can see that declaration lets it drop the prefetches as out of bounds) */
+static inline PyObject *const *items_of(PyObject *seq) {
+    PyObject *const *items = PySequence_Fast_ITEMS(seq);
+    __asm__("" : "+r"(items));
+    return items;
+}
+
+/* ahead of reading tensors items[i] (items[at[i]] where `at` is given; `want[i] == 0`: not read) */
+static inline void ahead(PyObject *const *items, Py_ssize_t n, Py_ssize_t i, const int64_t *at, Py_ssize_t n_items,
+                         const int64_t *want) {
+    for (int stage = 1; stage <= 4; stage <<= 1) {
+        Py_ssize_t j = i + AHEAD / stage;
+        if (j >= n || (want != NULL && want[j] == 0)) continue;
+        Py_ssize_t k = at == NULL ? j : at[j];
+        if (k < 0 || k >= n_items) continue;
+        if (stage == 1) fetch(items[k]);
+        else if (stage == 2) prefetch_impl(items[k]);
+        else prefetch_storage(items[k]);
+    }
+}
+
+/* the TensorImpl of p.grad (the undefined tensor's where it has none): TensorImpl::grad(), which
+   `p.grad` reads; at::Tensor is one pointer to its TensorImpl (checked at import against
+   `p.grad._cdata`) */
+static inline c10::TensorImpl *grad_impl(c10::TensorImpl *impl) {
+    return *(c10::TensorImpl *const *)&impl->grad();
+}
+
+namespace at { namespace impl { bool torch_function_mode_enabled(); } }  /* (libtorch_cpu) */
+
+/* p.grad for a plain p, as its getter answers it where that is only a new reference to the
+   gradient's Python object: no torch-function mode active (`modes`: at::impl::
+   torch_function_mode_enabled(), read once per call), a gradient, and a Python object for it
+   (THPVariable_Wrap then returns Py_NewRef of it). NULL: ask the getter (no gradient: None and
+   torch's non-leaf warning; no Python object yet: the getter makes one) */
+static inline PyObject *grad_of(PyObject *p, int modes) {
+    if (modes || !plain(p)) return NULL;
+    try {
+        c10::TensorImpl *g = grad_impl(impl_of(p));
+        if (g == c10::UndefinedTensorImpl::singleton()) return NULL;
+        PyObject *obj = g->pyobj_slot()->load_pyobj();
+        if (obj != NULL) Py_INCREF(obj);
+        return obj;
+    } catch (...) {
+        return NULL;
+    }
+}
+
+/* ahead of reading params[i].grad: the parameter's object, TensorImpl, autograd metadata, its
+   gradient's TensorImpl and Python object (that Python object is what the `grad` getter returns) */
+static inline void ahead_grad(PyObject *const *items, Py_ssize_t n, Py_ssize_t i) {
+    Py_ssize_t j;
+    try {
+    if ((j = i + AHEAD) < n) fetch(items[j]);
+    if ((j = i + 3 * AHEAD / 4) < n) prefetch_impl(items[j]);
+    if ((j = i + AHEAD / 2) < n && plain(items[j])) {
+        c10::AutogradMetaInterface *meta = impl_of(items[j])->autograd_meta();
+        if (meta != NULL) prefetch_lines(meta, 128);  /* where TensorImpl::grad() reads the gradient */
+    }
+    if ((j = i + AHEAD / 4) < n && plain(items[j])) prefetch_fields(grad_impl(impl_of(items[j])));
+    if ((j = i + AHEAD / 8) < n && plain(items[j])) {
+        PyObject *g = grad_impl(impl_of(items[j]))->pyobj_slot()->load_pyobj();
+        if (g != NULL) fetch(g);
+    }
+    } catch (...) {  /* (only prefetches: nothing to undo) */
+    }
+}
+#define AHEAD_GRAD(items, n, i) ahead_grad(items, n, i)
+#define AHEAD_TENSOR(items, n, i, at, n_items, want) ahead(items, n, i, at, n_items, want)
+#else
+#define AHEAD_GRAD(items, n, i)
+#define AHEAD_TENSOR(items, n, i, at, n_items, want)
+#define items_of(seq) PySequence_Fast_ITEMS(seq)
+#endif
+
+#ifdef OPTIMLAB_TORCH
+/* torch.dtype objects -> their TypeMeta (set_dtypes, from a tensor of each) */
+#define MAX_DTYPES 64
+static PyObject *dtype_objects[MAX_DTYPES];
+static caffe2::TypeMeta dtype_metas[MAX_DTYPES];
+static int n_dtypes;
+
+static int meta_of(PyObject *dtype, caffe2::TypeMeta *meta) {
+    for (int i = 0; i < n_dtypes; i++)
+        if (dtype_objects[i] == dtype) { *meta = dtype_metas[i]; return 1; }
+    return 0;
+}
+
+/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not,
+   -1 ask Python */
+static int grad_fits(PyObject *g, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
+    try {
+        c10::TensorImpl *impl = impl_of(g);
+        if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
+        if (!impl->is_contiguous() || impl->numel() != size) return 0;
+        *address = (int64_t)(intptr_t)impl->mutable_data();
+        return 1;
+    } catch (...) {
+        return -1;
+    }
+}
+#endif
 
 /* obj.name() */
 static PyObject *method0(PyObject *obj, PyObject *name) {
@@ -120,6 +296,49 @@ static int get_bool(PyObject *obj, PyObject *name) {
     return v;
 }
 
+#ifdef OPTIMLAB_TORCH
+/* a plain tensor's data_ptr() from its TensorImpl: 1 read into *address, 0 ask Python */
+static inline int address_of(PyObject *obj, int64_t *address) {
+    if (!plain(obj)) return 0;
+    try {
+        *address = (int64_t)(intptr_t)impl_of(obj)->mutable_data();
+        return 1;
+    } catch (...) {
+        return 0;
+    }
+}
+#endif
+
+/* obj.data_ptr(); -1 with an exception set on failure */
+static int64_t data_ptr_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    int64_t address;
+    if (address_of(obj, &address)) return address;
+#endif
+    return call_int(obj, s_data_ptr);
+}
+
+/* obj.is_sparse (1, 0, -1 with an exception set) */
+static int is_sparse_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    if (plain(obj)) return impl_of(obj)->is_sparse();
+#endif
+    return get_bool(obj, s_is_sparse);
+}
+
+/* obj.is_complex() (1, 0, -1 with an exception set) */
+static int is_complex_of(PyObject *obj) {
+#ifdef OPTIMLAB_TORCH
+    if (plain(obj)) {
+        try {
+            return c10::isComplexType(impl_of(obj)->dtype().toScalarType());
+        } catch (...) {
+        }
+    }
+#endif
+    return call_bool(obj, s_is_complex);
+}
+
 /* set_types(Tensor, Parameter, grad, data_ptr, dtype, is_contiguous, numel, is_sparse, is_complex):
    the descriptors are torch's C getters (grad, dtype, is_sparse) and methods, or None */
 static PyObject *set_types(PyObject *self, PyObject *const *args, Py_ssize_t n) {
@@ -157,15 +376,24 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
     if (seq == NULL) return NULL;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
+#ifdef OPTIMLAB_TORCH
+    int modes = at::impl::torch_function_mode_enabled();
+#endif
     PyObject *out = PyList_New(0);
     long flags = 0;
     if (out == NULL) goto fail;
     for (Py_ssize_t i = 0; i < len; i++) {
+        AHEAD_GRAD(items, len, i);
+#ifdef OPTIMLAB_TORCH
+        PyObject *g = grad_of(items[i], modes);
+        if (g == NULL) g = attr(items[i], s_grad);
+#else
         PyObject *g = attr(items[i], s_grad);
+#endif
         if (g == NULL) goto fail;
         if (g == Py_None) { Py_DECREF(g); continue; }
         if (!(flags & 1)) {
-            int sparse = get_bool(g, s_is_sparse);
+            int sparse = is_sparse_of(g);
             if (sparse < 0) { Py_DECREF(g); goto fail; }
             if (sparse) flags |= 1;
         }
@@ -173,7 +401,7 @@ static PyObject *with_grads(PyObject *self, PyObject *const *args, Py_ssize_t n)
         Py_DECREF(g);
         if (appended < 0) goto fail;
         if (want_complex && !(flags & 2)) {
-            int c = call_bool(items[i], s_is_complex);
+            int c = is_complex_of(items[i]);
             if (c < 0) goto fail;
             if (c) flags |= 2;
         }
@@ -217,6 +445,60 @@ static PyObject *same_state(PyObject *self, PyObject *const *args, Py_ssize_t n)
     }
     return PyBool_FromLong(i == len);
 }
+
+#ifdef OPTIMLAB_TORCH
+/* gather's two halves without a Python call, for two threads at once (the caller holds the GIL
+   and runs no Python meanwhile; these only read): 1 the check holds, 0 it does not, -1 decide in
+   gather's own loops (a tensor that is not plain, a TensorImpl read that throws), which make the
+   same checks in the same order, so the answer (or the error) is the same */
+static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *const *value_items, Py_ssize_t nv,
+                       const int64_t *vptr) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t t = 0; t < nt; t++) {
+        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
+        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
+            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+        PyObject *d = dict_items[t];
+        if (d == Py_None) continue;
+        if (!PyDict_Check(d)) return 0;
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(d, &pos, &key, &value)) {
+            if (k >= nv || value != value_items[k]) return 0;
+            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);
+            if (vptr[k] != 0) {
+                int64_t address;
+                if (!address_of(value, &address)) return -1;
+                if (address != vptr[k]) return 0;
+            }
+            k++;
+        }
+    }
+    return k == nv;
+}
+
+static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_t *pp, const int64_t *sz,
+                       PyObject *const *grad_items, Py_ssize_t n_all, const int64_t *index, caffe2::TypeMeta meta,
+                       int64_t *out) {
+    for (Py_ssize_t t = 0; t < nt; t++) {
+        AHEAD_TENSOR(param_items, nt, t, NULL, nt, NULL);
+        AHEAD_TENSOR(grad_items, nt, t, index, n_all, NULL);
+        int64_t address;
+        if (!address_of(param_items[t], &address)) return -1;
+        if (address != pp[t] || index[t] < 0 || index[t] >= n_all) return 0;
+        PyObject *g = grad_items[index[t]];
+        if (!plain(g)) return 0;
+        int fits = grad_fits(g, meta, sz[t], &address);
+        if (fits <= 0) return fits;
+        out[t] = address;
+    }
+    return 1;
+}
+
+namespace at { int get_num_threads(); }  /* torch.get_num_threads() (libtorch_cpu) */
+/* from this many tensors on, gather's halves run on two threads where torch runs two or more */
+#define TWO_THREADS_FROM 256
+#endif
 
 /* a contiguous int64 buffer (array("q")) of at least `need` items */
 static int64_t *q_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int writable) {
@@ -264,10 +546,44 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     PyObject *grads = PyList_New(nt);
     int ok = grads != NULL;
+#ifdef OPTIMLAB_TORCH
+    caffe2::TypeMeta meta;
+    int fast = meta_of(dtype, &meta);
+#endif
     int64_t v;
     /* the state first: entries replaced, added or removed; storages swapped under a tensor */
     Py_ssize_t k = 0;
+    PyObject *const *value_items = items_of(values), *const *param_items = items_of(params);
+    PyObject *const *dict_items = items_of(dicts), *const *grad_items = items_of(all);
+#ifdef OPTIMLAB_TORCH
+    /* many tensors: the two halves at once, on two threads (each is bound by memory latency) */
+    if (ok && fast && nt >= TWO_THREADS_FROM && at::get_num_threads() > 1) {
+        int state = 1, tensors = 1;
+        #pragma omp parallel sections num_threads(2)
+        {
+            #pragma omp section
+            state = state_holds(dict_items, nt, value_items, nv, vptr);
+            #pragma omp section
+            tensors = params_hold(param_items, nt, pp, sz, grad_items, n_all, index, meta, out + at);
+        }
+        if (state == 0 || (state == 1 && tensors == 0)) ok = 0;
+        else if (state == 1 && tensors == 1) {
+            for (Py_ssize_t t = 0; t < nt; t++) {
+                PyObject *g = grad_items[index[t]];
+                Py_INCREF(g);
+                PyList_SET_ITEM(grads, t, g);
+            }
+            k = nv;
+            nt = 0;  /* done: the loops below have nothing left to do */
+        }
+    }
+#endif
     for (Py_ssize_t t = 0; ok && t < nt; t++) {
+#ifdef OPTIMLAB_TORCH
+        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
+        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
+            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+#endif
         PyObject *d = PyTuple_GET_ITEM(dicts, t);
         if (d == Py_None) continue;
         if (!PyDict_Check(d)) { ok = 0; break; }
@@ -275,8 +591,9 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         PyObject *key, *value;
         while (ok && PyDict_Next(d, &pos, &key, &value)) {
             if (k >= nv || value != PyTuple_GET_ITEM(values, k)) { ok = 0; break; }
+            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);  /* (each stage sees every k once) */
             if (vptr[k] != 0) {
-                v = call_int(value, s_data_ptr);
+                v = data_ptr_of(value);
                 if (v == -1 && PyErr_Occurred()) goto error;
                 ok = v == vptr[k];
             }
@@ -285,8 +602,10 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     ok = ok && k == nv;
     for (Py_ssize_t t = 0; ok && t < nt; t++) {
+        AHEAD_TENSOR(param_items, nt, t, NULL, nt, NULL);
+        AHEAD_TENSOR(grad_items, nt, t, index, n_all, NULL);
         PyObject *p = PyTuple_GET_ITEM(params, t);
-        v = call_int(p, s_data_ptr);
+        v = data_ptr_of(p);
         if (v == -1 && PyErr_Occurred()) goto error;
         if (v != pp[t]) { ok = 0; break; }
         if (index[t] < 0 || index[t] >= n_all) { ok = 0; break; }
@@ -294,6 +613,13 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         Py_INCREF(g);
         PyList_SET_ITEM(grads, t, g);  /* the list owns it (a None fails the type check below) */
         if (Py_TYPE(g) != tensor_type && Py_TYPE(g) != parameter_type) { ok = 0; break; }
+#ifdef OPTIMLAB_TORCH
+        if (fast) {
+            int fits = grad_fits(g, meta, sz[t], &v);
+            if (fits == 0) { ok = 0; break; }
+            if (fits == 1) { out[at + t] = v; continue; }
+        }
+#endif
         PyObject *gd = attr(g, s_dtype);
         if (gd == NULL) goto error;
         Py_DECREF(gd);  /* dtypes are singletons: identity is equality */
@@ -364,6 +690,80 @@ static PyObject *fill(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     Py_RETURN_NONE;
 }
 
+#ifdef OPTIMLAB_TORCH
+/* set_dtypes(((dtype, tensor of that dtype), ...)): the dtypes gather reads from TensorImpls */
+static PyObject *set_dtypes(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) > MAX_DTYPES) {
+        PyErr_SetString(PyExc_TypeError, "set_dtypes(((dtype, tensor), ...))");
+        return NULL;
+    }
+    Py_ssize_t len = PyTuple_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(args[0], i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !plain(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "set_dtypes: pairs of (dtype, plain tensor)");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < n_dtypes; i++) Py_CLEAR(dtype_objects[i]);
+    n_dtypes = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(args[0], i);
+        dtype_objects[n_dtypes] = PyTuple_GET_ITEM(pair, 0);
+        Py_INCREF(dtype_objects[n_dtypes]);
+        dtype_metas[n_dtypes++] = impl_of(PyTuple_GET_ITEM(pair, 1))->dtype();
+    }
+    Py_RETURN_NONE;
+}
+
+/* grad_address(p): the TensorImpl this module finds for p.grad from p's autograd metadata, or None */
+static PyObject *grad_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "grad_address(plain tensor)"); return NULL; }
+    c10::TensorImpl *g;
+    try {
+        g = grad_impl(impl_of(args[0]));
+    } catch (...) {
+        Py_RETURN_NONE;
+    }
+    if (g == c10::UndefinedTensorImpl::singleton()) Py_RETURN_NONE;
+    return PyLong_FromVoidPtr((void *)g);
+}
+
+/* impl_address(t): the pointer this module takes for t's TensorImpl, not followed (compare `t._cdata`) */
+static PyObject *impl_address(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 1 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "impl_address(plain tensor)"); return NULL; }
+    return PyLong_FromVoidPtr((void *)impl_of(args[0]));
+}
+
+/* probe(t): (data_ptr or None where it throws, numel, is_contiguous, is_sparse, is_complex, dtype
+   known and equal to t's) as this module reads them, to be compared with Python's */
+static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2 || !plain(args[0])) { PyErr_SetString(PyExc_TypeError, "probe(plain tensor, dtype)"); return NULL; }
+    c10::TensorImpl *impl = impl_of(args[0]);
+    PyObject *address;
+    try {
+        address = PyLong_FromVoidPtr(impl->mutable_data());
+    } catch (...) {
+        address = Py_None;
+        Py_INCREF(address);
+    }
+    caffe2::TypeMeta meta;
+    int known = meta_of(args[1], &meta) && meta == impl->dtype();
+    int64_t numel = -1;
+    int contiguous = -1;
+    try {
+        if (!impl->is_sparse()) {
+            numel = impl->numel();
+            contiguous = impl->is_contiguous();
+        }
+    } catch (...) {
+        numel = -2;
+    }
+    return Py_BuildValue("(NLiiii)", address, (long long)numel, contiguous, is_sparse_of(args[0]),
+                         is_complex_of(args[0]), known);
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL, NULL},
     {"with_grads", (PyCFunction)(void (*)(void))with_grads, METH_FASTCALL, NULL},
@@ -373,6 +773,12 @@ static PyMethodDef methods[] = {
     {"same_bytes", (PyCFunction)(void (*)(void))same_bytes, METH_FASTCALL, NULL},
     {"advance", (PyCFunction)(void (*)(void))advance, METH_FASTCALL, NULL},
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, NULL},
+#ifdef OPTIMLAB_TORCH
+    {"set_dtypes", (PyCFunction)(void (*)(void))set_dtypes, METH_FASTCALL, NULL},
+    {"impl_address", (PyCFunction)(void (*)(void))impl_address, METH_FASTCALL, NULL},
+    {"grad_address", (PyCFunction)(void (*)(void))grad_address, METH_FASTCALL, NULL},
+    {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -389,9 +795,18 @@ PyMODINIT_FUNC PyInit__native(void) {
 
 NAME = "optimlab.kernels._native"
 FLAGS = ["-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-I" + sysconfig.get_paths()["include"]]
+_TORCH = Path(torch.__file__).parent
+#: the same source as C++ against torch's headers (c10's TensorImpl only: a few seconds to build)
+TORCH_FLAGS = ["-x", "c++", "-std=c++20", "-DOPTIMLAB_TORCH=1", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing",
+               f"-D_GLIBCXX_USE_CXX11_ABI={int(getattr(torch._C, '_GLIBCXX_USE_CXX11_ABI', True))}",
+               "-I" + sysconfig.get_paths()["include"], "-I" + str(_TORCH / "include"),
+               "-fopenmp", "-L" + str(_TORCH / "lib"), "-Wl,--no-as-needed", "-lc10", "-ltorch_cpu", "-Wl,-rpath," + str(_TORCH / "lib"),
+               "-lstdc++"]
 
 _lock = threading.Lock()
 _module: list[Any] = []  # [module or None] once tried
+#: why each build could not be had, when it could not (``"torch"``: against torch's headers, ``"c"``)
+unavailable: dict[str, str] = {}
 
 
 def _import(lib: ctypes.CDLL, path: Path) -> Any:
@@ -400,10 +815,38 @@ def _import(lib: ctypes.CDLL, path: Path) -> Any:
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     mod.set_types(torch.Tensor, torch.nn.Parameter, *map(_descriptor, DESCRIPTORS))
+    if hasattr(mod, "probe"):
+        _self_test(mod)
     return mod
 
 
 DESCRIPTORS = ("grad", "data_ptr", "dtype", "is_contiguous", "numel", "is_sparse", "is_complex")
+#: the dtypes the C++ build reads from TensorImpls (a gradient of another dtype fails the check)
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64, torch.complex128,
+          torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
+def _self_test(mod: Any) -> None:
+    """Before the C++ build is used: its idea of torch's tensor object (the TensorImpl pointer
+    after the object header) must be ``Tensor._cdata``, and everything it reads from TensorImpls
+    must be what Python reads; ImportError otherwise (the C build is used instead)."""
+    mod.set_dtypes(tuple((d, torch.empty(0, dtype=d)) for d in DTYPES))
+    base = torch.arange(12.0).reshape(3, 4)
+    samples = [torch.zeros(5), torch.nn.Parameter(torch.ones(2, 3)), base.t(), base[1:], torch.tensor(2.0),
+               torch.zeros(0), torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.complex64),
+               torch.zeros(4, dtype=torch.int32), torch.randn(4).to_sparse()]
+    samples[1].grad = torch.full((2, 3), 2.0)
+    for t in samples:
+        if mod.impl_address(t) != t._cdata:
+            raise ImportError("torch's tensor object is not laid out as this build assumes")
+        if mod.grad_address(t) != (None if t.grad is None else t.grad._cdata):
+            raise ImportError("torch's autograd metadata does not hold the gradient as this build assumes")
+    for t in samples:
+        sparse = t.is_sparse
+        want = (None if sparse else t.data_ptr(), -1 if sparse else t.numel(), -1 if sparse else int(t.is_contiguous()),
+                int(sparse), int(t.is_complex()), 1)
+        if mod.probe(t, t.dtype) != want:
+            raise ImportError(f"TensorImpl reads differ from Python's: {mod.probe(t, t.dtype)} != {want}")
 
 
 def _descriptor(name: str) -> Any:
@@ -415,23 +858,58 @@ def _descriptor(name: str) -> Any:
     return found if inspect.getattr_static(torch.nn.Parameter, name, None) is found else None
 
 
+def build(against_torch: bool) -> Any:
+    """The module compiled from :data:`SOURCE` (built or loaded from the cache): as C++ against
+    torch's headers (tensor fields read from TensorImpls) or as C on Python's headers only; raises
+    when it cannot be had."""
+    flags = TORCH_FLAGS if against_torch else FLAGS
+    source = SOURCE.replace("KEY_SYMBOL", cpu.KEY_SYMBOL)
+    parts = [source, " ".join(flags), cpu.compiler() or "", sys.version,
+             sysconfig.get_config_var("EXT_SUFFIX") or "", sys.platform, "native"]
+    if against_torch:
+        parts += [torch.__version__, str(_TORCH)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    if not against_torch:
+        return cpu.obtain(source, key, _import, flags)
+    # a C++ build that failed here once is not tried again by every process (seconds each): its
+    # failure is noted beside the cache (a note only skips the attempt: the C build is used)
+    failed = cpu._cache_folder() / f"optimlab_{key}.failed"
+    if failed.exists():
+        raise cpu.Unsupported(f"failed before on this machine (see {failed})")
+    try:
+        return cpu.obtain(source, key, _import, flags)
+    except Exception as error:
+        try:
+            failed.write_text(f"{error}\n")
+        except OSError:
+            pass
+        raise
+
+
 def module() -> Any:
-    """The compiled module, built or loaded on first call; None where it cannot be had (warned once)."""
+    """The compiled module, built or loaded on first call: the C++ build where torch's headers and
+    a C++ compiler are found, else the C build; None where neither can be had (warned once)."""
     if _module:
         return _module[0]
     with _lock:
         if not _module:
-            key = hashlib.sha256("\0".join([SOURCE, " ".join(FLAGS), cpu.compiler() or "", sys.version,
-                                            sysconfig.get_config_var("EXT_SUFFIX") or "", sys.platform,
-                                            "native"]).encode()).hexdigest()[:24]
-            try:
-                mod = cpu.obtain(SOURCE, key, _import, FLAGS)
-            except Exception as error:  # noqa: BLE001 - the checks then run in Python
-                warnings.warn(f"optimlab: native step checks unavailable, running them in Python ({error})",
-                              RuntimeWarning, stacklevel=4)
-                mod = None
+            mod = None
+            for name, against_torch in (("torch", True), ("c", False)):
+                try:
+                    mod = build(against_torch)
+                    break
+                except Exception as error:  # noqa: BLE001 - the next build, else the checks run in Python
+                    unavailable[name] = str(error)
+            if mod is None:
+                warnings.warn(f"optimlab: native step checks unavailable, running them in Python "
+                              f"({unavailable['c']})", RuntimeWarning, stacklevel=4)
             _module.append(mod)
     return _module[0]
+
+
+def kind(checks: Any) -> str:
+    """Where the per-step checks run: "C++" (TensorImpl reads), "C" (Python's C API) or "Python"."""
+    return "Python" if checks is python else "C++" if hasattr(checks, "probe") else "C"
 
 
 _OFF = frozenset({"0", "false", "no", "off"})

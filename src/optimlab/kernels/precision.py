@@ -369,11 +369,15 @@ def kind(param: Tensor, group: Mapping[str, Any]) -> str | None:
     return None
 
 
+def rounds_param(param: Tensor, group: Mapping[str, Any]) -> bool:
+    """True when ``param`` (bfloat16) receives its update rounded stochastically."""
+    return group.get("param_rounding") == "stochastic" and param.dtype == torch.bfloat16
+
+
 def rounds_stochastically(param: Tensor, group: Mapping[str, Any]) -> bool:
     """True when a step of ``param`` draws random bits (bfloat16 state or a stochastically rounded
     bfloat16 parameter); its state then keeps a ``step`` count even for a rule that counts none."""
-    return kind(param, group) == "bf16" or (group.get("param_rounding") == "stochastic"
-                                            and param.dtype == torch.bfloat16)
+    return kind(param, group) == "bf16" or rounds_param(param, group)
 
 
 def low_precision(group: Mapping[str, Any]) -> bool:

@@ -1,6 +1,9 @@
 """The fused CUDA step for low-precision state: the generated Triton kernel of :mod:`.triton_gpu`
 with the state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
 
+A bfloat16 parameter with ``param_rounding="stochastic"`` is stored the way bfloat16 state is
+(its float32 result rounded with the bits of stream ``"param"``), its state in float32 or bfloat16.
+
 Only the buffer accesses differ from the float32 kernel (the expressions come from the same trace
 and op table), so the Triton, C and eager paths compute the same float32 numbers and store them
 with the same bits:
@@ -18,8 +21,8 @@ with the same bits:
 
 Chunks start on multiples of ``CHUNK`` elements and ``BLOCK`` is a multiple of 256 (else the step
 runs eagerly), so an 8-bit block never straddles two blocks of a program or two programs.
-Parameters are float32. A ``capturable`` group with bfloat16 state runs eagerly (its rounding keys
-come from the host step count); 8-bit state needs no step and is fused, capturable or not.
+A ``capturable`` group that rounds stochastically runs eagerly (its rounding keys come from the
+host step count); 8-bit state needs no step and is fused, capturable or not.
 """
 
 from __future__ import annotations
@@ -124,14 +127,26 @@ class _LowSource(triton_gpu.TritonSource):
 
 
 class BF16Source(_LowSource):
-    """The rounding key of a stored buffer is computed in the kernel, as :func:`.precision.step_key`
-    does, from the tensor's key (one static table row: no copy of the table per step), the step
-    (two 16-bit arguments: never a specialised or 64-bit value) and the buffer's stream id."""
+    """Buffers in ``low`` are bfloat16 bits rounded stochastically on store (the state, with
+    bfloat16 state; the parameter, with ``param_rounding="stochastic"``); buffers in ``f32`` are
+    float32 (the state of a bfloat16 parameter without ``state_dtype``); the rest are the
+    parameter's dtype. The rounding key of a stored buffer is computed in the kernel, as
+    :func:`.precision.step_key` does, from the tensor's key (one static table row: no copy of the
+    table per step), the step (two 16-bit arguments: never a specialised or 64-bit value) and the
+    buffer's stream id."""
 
-    def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, row: int,
-                 streams: dict[int, int]) -> None:
-        super().__init__(dtype, aligned, n_inputs, {})
-        self.row, self.streams = row, streams
+    def __init__(self, dtype: torch.dtype, aligned: bool, row: int, streams: dict[int, int],
+                 low: set[int], f32: set[int]) -> None:
+        super().__init__(dtype, aligned, 0, {})
+        self.row, self.streams, self.low, self.f32 = row, streams, low, f32
+
+    def _float32(self, buffer: int) -> triton_gpu.TritonSource | None:
+        """The accesses of a float32 buffer (None for the others)."""
+        if buffer not in self.f32:
+            return None
+        plain = triton_gpu.TritonSource(torch.float32, self.aligned)
+        plain.stream = self.stream
+        return plain
 
     def arguments(self) -> list[str]:
         return ["STEP_LO", "STEP_HI"]
@@ -141,6 +156,8 @@ class BF16Source(_LowSource):
                 "step_u32 = (STEP_HI.to(tl.uint32) << 16) | STEP_LO.to(tl.uint32)"]
 
     def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
+        if (plain := self._float32(buffer)) is not None:
+            return plain.pointer(buffer, offset)
         if buffer not in self.low:
             return super().pointer(buffer, offset)
         lines = [f"b{buffer} = {self._address(buffer, 'tl.uint16')}"]
@@ -149,11 +166,15 @@ class BF16Source(_LowSource):
         return lines
 
     def load(self, buffer: int, masked: bool) -> str:
+        if (plain := self._float32(buffer)) is not None:
+            return plain.load(buffer, masked)
         if buffer not in self.low:
             return super().load(buffer, masked)
         return f"load_bf16(tl.load(b{buffer} + offs{self._mask(masked)}))"
 
     def store(self, buffer: int, value: str, masked: bool) -> str:
+        if (plain := self._float32(buffer)) is not None:
+            return plain.store(buffer, value, masked)
         if buffer not in self.low:
             return super().store(buffer, value, masked)
         rounded = f"round_bf16({value}, key{buffer}, (start + offs).to(tl.uint32))"
@@ -195,11 +216,22 @@ class Backend(precision_cpu.Backend):
         return f"precision_triton.Backend({self.storage!r})"
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
+        """float32 parameters with low-precision state, or stochastically rounded bfloat16 ones
+        (state float32 or bfloat16), of rules that count steps; not 8-bit state with kernel
+        blocks that would split its blocks, nor a capturable group whose rounding needs keys."""
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
-        return (p.dtype == torch.float32 and rule.counts_steps
-                and not (group.get("capturable") and self.storage == "bf16")  # keys: host steps
-                and triton_gpu.accepts(p.dtype, p.device, forced)
+        rounded = precision.rounds_param(p, group)
+        keyed = self.storage == "bf16" or rounded
+        return (rule.counts_steps and triton_gpu.accepts(p.dtype, p.device, forced)
+                and (p.dtype == torch.float32 and self.storage != "f32" or rounded and self.storage != "int8")
+                and not (group.get("capturable") and keyed)  # the keys come from the host's step count
                 and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
+
+    def state_ok(self, t: Any, p: Tensor) -> bool:
+        if self.storage != "f32":
+            return super().state_ok(t, p)
+        return (isinstance(t, Tensor) and t.dtype == torch.float32 and t.device == p.device
+                and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
                    dtype: torch.dtype, structure: tuple) -> triton_gpu.Program:
@@ -209,12 +241,17 @@ class Backend(precision_cpu.Backend):
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
                 return Int8Source(dtype, aligned, n_inputs, rows, signed)
-        else:  # one row of tensor keys; each stored buffer's stream id in the source
-            names = structure[-1]
-            streams = {k: precision.stream_id(names[k - 2]) for k in stored}
+        else:  # one row of tensor keys; each rounded buffer's stream id in the source
+            names, state = structure[-1], set(range(2, n_inputs))
+            rounded = dtype == torch.bfloat16  # a bfloat16 parameter here is rounded stochastically
+            low = (state if self.storage == "bf16" else set()) | ({0} if rounded else set())
+            streams = {k: precision.stream_id(names[k - 2]) for k in stored if k in low}
+            if rounded:
+                streams[0] = precision.stream_id("param")
+            f32 = state if self.storage == "f32" else set()
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
-                return BF16Source(dtype, aligned, n_inputs, n_buffers, streams)
+                return BF16Source(dtype, aligned, n_buffers, streams, low, f32)
         program = triton_gpu.kernel_for(trace, outputs, n_inputs, dtype, ("triton", self.storage, *structure),
                                         source)
         program.stored = stored
@@ -230,9 +267,10 @@ class Backend(precision_cpu.Backend):
         triton_gpu.launch(program, bucket, columns, scalars, base.tolist(), (step & 0xFFFF, step >> 16))
 
 
-BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}
+#: by state storage; "f32": float32 state of a stochastically rounded bfloat16 parameter
+BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8"), "f32": Backend("f32")}
 
 
 def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
-    backend = BACKENDS.get(precision.kind(p, group))
+    backend = BACKENDS.get(precision.kind(p, group) or ("f32" if precision.rounds_param(p, group) else ""))
     return backend if backend is not None and backend.takes(p, group, rule) else None
