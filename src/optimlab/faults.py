@@ -219,10 +219,19 @@ def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
     optimizer stores state, so a saved group's values do not replace them (its hyperparameters do,
     as in torch). torch.optim itself cannot read 8-bit state: pass it through an optimlab
     optimizer with ``state_dtype=None`` (which dequantizes on load) first.
+
+    8-bit state carries its format's version: ``state_dict`` adds ``int8_format`` to each parameter
+    state holding codes, and ``load_state_dict`` refuses (ValueError, nothing loaded) 8-bit state
+    without it or of another version (:func:`optimlab.kernels.precision.check_formats`).
     """
+    hooks = optimizer._optimizer_load_state_dict_pre_hooks
+    if getattr(optimizer, "_optimlab_hooked", None) is hooks:  # already in this table (load_state_dict
+        return  # calls __setstate__, which a copy also calls with fresh, empty tables)
+    optimizer._optimlab_hooked = hooks
     saved: dict[str, Any] = {}
 
     def pre(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        state_dict = precision.check_formats(state_dict)  # 8-bit codes of this format only
         # how this optimizer stores its state is its own: a saved group's storage options do not
         # replace it (unlike its hyperparameters), the saved state is converted instead
         groups = [{**saved_group, **{k: group[k] for k in STORAGE_OPTIONS if k in group}}
@@ -249,5 +258,6 @@ def keep_state_dtype_on_load(optimizer: torch.optim.Optimizer) -> None:
                     state["step"] = opt.state[param]["step"]
                 opt.state[param] = state
 
-    optimizer.register_load_state_dict_pre_hook(pre)
+    optimizer.register_load_state_dict_pre_hook(pre, prepend=True)  # before anything reads the state
     optimizer.register_load_state_dict_post_hook(post)
+    optimizer.register_state_dict_post_hook(lambda opt, state_dict: precision.tag_formats(state_dict))

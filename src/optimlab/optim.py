@@ -86,6 +86,7 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         compiled.register(self)  # a copy (deepcopy, pickle) is an optimizer of its own
+        faults.keep_state_dtype_on_load(self)  # torch pickles no hooks: the copy's own, as __init__'s
         for group in self.param_groups:
             for key, value in {**self.defaults, **self.extra_defaults}.items():
                 if key != "params":

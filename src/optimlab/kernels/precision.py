@@ -129,8 +129,19 @@ def round_bf16(x: Tensor, key: int | None) -> Tensor:
     return (((bits + noise) | quiet) >> 16).to(torch.int16).view(torch.bfloat16).reshape(x.shape)
 
 
-#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``
-ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
+#: C helpers of the kernels' block loops: ``abs_bits`` (``|x|``'s float bits, which order as the
+#: magnitudes do, a NaN above infinity: a block's absmax is their largest, a NaN winning; a block
+#: holds no NaN when their largest is at most infinity's, 0x7F800000) and ``float_of`` (a float
+#: from its bits)
+BITS_C = """static inline uint32_t abs_bits(float x) { uint32_t u; __builtin_memcpy(&u, &x, 4); return u & 0x7FFFFFFFu; }
+static inline float float_of(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }"""
+
+#: :func:`round_bf16` in C: element ``i`` of a tensor whose stream key is ``key``; and
+#: ``round_block_bf16``, the same over a block of ``m`` float32 values whose largest ``abs_bits``
+#: is ``top``: where the block holds no NaN (no quiet bits to or in) sixteen elements at a time in
+#: AVX2, else (and on other machines) element by element
+ROUND_BF16_C = BITS_C + f"""
+static inline uint16_t round_bf16(float f, uint32_t key, uint32_t i) {{
   uint32_t u; __builtin_memcpy(&u, &f, 4);
   uint32_t nan = 0u - (((u & 0x7FFFFFFFu) + 0x7FFFFFu) >> 31);  /* all ones for a NaN, on the bits */
   uint32_t r = (u + (((i ^ key) * {_GOLDEN:#X}u) >> 16)) | (nan & 0x7FC00000u);
@@ -138,6 +149,29 @@ ROUND_BF16_C = f"""static inline uint16_t round_bf16(float f, uint32_t key, uint
 }}
 static inline float load_bf16(uint16_t h) {{
   uint32_t u = (uint32_t)h << 16; float f; __builtin_memcpy(&f, &u, 4); return f;
+}}
+#ifdef __AVX2__
+#include <immintrin.h>
+static inline __m256i round8_bf16(const float *x, __m256i i, __m256i key) {{  /* x[0..7], no NaN */
+  __m256i bits = _mm256_mullo_epi32(_mm256_xor_si256(i, key), _mm256_set1_epi32((int){_GOLDEN:#X}u));
+  return _mm256_srli_epi32(_mm256_add_epi32(_mm256_loadu_si256((const __m256i *)x), _mm256_srli_epi32(bits, 16)), 16);
+}}
+#endif
+static inline void round_block_bf16(const float *restrict x, uint16_t *restrict b, uint32_t key, uint32_t i0,
+                                    int64_t m, uint32_t top) {{
+  int64_t j = 0;
+#ifdef __AVX2__
+  if (top <= 0x7F800000u) {{
+    const __m256i k = _mm256_set1_epi32((int)key), eight = _mm256_set1_epi32(8);
+    __m256i i = _mm256_add_epi32(_mm256_set1_epi32((int)i0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (; j + 16 <= m; j += 16) {{
+      __m256i lo = round8_bf16(x + j, i, k), hi = round8_bf16(x + j + 8, _mm256_add_epi32(i, eight), k);
+      i = _mm256_add_epi32(i, _mm256_set1_epi32(16));
+      _mm256_storeu_si256((__m256i *)(b + j), _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+    }}
+  }}
+#endif
+  for (; j < m; j++) b[j] = round_bf16(x[j], key, i0 + (uint32_t)j);
 }}"""
 
 
@@ -219,9 +253,15 @@ def codec_c(signed: bool) -> str:
     """:func:`quantize`'s encoder and :func:`dequantize`'s decoder in C for one map, on the float's
     bits: ``encode_<s|u>(y)`` (``y = x * (1 / absmax)``) and ``decode_<s|u>(code)`` (multiply by the
     absmax) for one element, a handful of integer operations each and no table; and
-    ``decode_block_<s|u>`` / ``encode_block_<s|u>`` over a block, the same operations eight
+    ``decode_block_<s|u>`` / ``encode_block_<s|u>`` over a block, the same results eight or sixteen
     elements at a time in AVX2 where the compiler targets it (x86-64 since 2013), the one-element
     functions for the rest of the block and on other machines (:data:`BLOCK_C` for the helpers).
+
+    The AVX2 forms take shortcuts that give the same bits (checked against the one-element
+    functions on every float32 bit pattern): a zero code decodes to zero by ``_mm256_sign_epi32``
+    (the magnitude code's sign zeroes the lane), the signed map's sign bit comes from the code
+    sign-extended; an encoder clamps its codes after a saturating pack to 16-bit lanes (the
+    unclamped codes lie in -1000 .. 1200), sixteen lanes per instruction.
     """
     tag, offset, top = ("s" if signed else "u"), _OFFSET[signed], _TOP[signed]
     half = 1 << (_SHIFT - 1)
@@ -232,29 +272,37 @@ def codec_c(signed: bool) -> str:
                   "  return (uint8_t)((uint32_t)k | ((u >> 24) & 0x80u));")
         decode = (f"  uint32_t k = c & 127u, u = k == 0u ? 0u : (k + {offset}u) << {_SHIFT};\n"
                   "  u |= (c & 128u) << 24;")
-        encode8 = ("  __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), inverse));\n"
-                   "  __m256i k = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));\n"
-                   f"  k = _mm256_srai_epi32(_mm256_add_epi32(k, _mm256_set1_epi32({bias})), {_SHIFT});\n"
-                   f"  k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_setzero_si256()), _mm256_set1_epi32({top}));\n"
-                   "  return _mm256_or_si256(k, _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80)));")
-        decode8 = ("  __m256i k = _mm256_and_si256(c, _mm256_set1_epi32(127));\n"
+        # the magnitude codes of |y| (and-ed bits), then the sign: the 16-bit pack of the bits is
+        # negative exactly where the float is, and its high byte's top bit is then set
+        encode16 = ("  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);\n"
+                    f"  __m256i ka = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(ua, abs), bias), {_SHIFT});\n"
+                    f"  __m256i kb = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(ub, abs), bias), {_SHIFT});\n"
+                    "  __m256i k = _mm256_packs_epi32(ka, kb);\n"
+                    f"  k = _mm256_min_epi16(_mm256_max_epi16(k, _mm256_setzero_si256()), _mm256_set1_epi16({top}));\n"
+                    "  __m256i sign = _mm256_srli_epi16(_mm256_packs_epi32(ua, ub), 8);\n"
+                    "  return _mm256_or_si256(k, _mm256_and_si256(sign, _mm256_set1_epi16(0x80)));")
+        widen = "_mm256_cvtepi8_epi32"  # sign-extended: bit 31 is the code's sign bit
+        decode8 = ("  __m256i k = _mm256_and_si256(w, _mm256_set1_epi32(127));\n"
                    f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32({offset})), {_SHIFT});\n"
-                   "  u = _mm256_andnot_si256(_mm256_cmpeq_epi32(k, _mm256_setzero_si256()), u);\n"
-                   "  __m256i sign = _mm256_and_si256(_mm256_slli_epi32(c, 24), _mm256_set1_epi32(INT32_MIN));\n"
-                   "  u = _mm256_or_si256(u, sign);")
+                   "  u = _mm256_sign_epi32(u, k);  /* k == 0: zero */\n"
+                   "  u = _mm256_or_si256(u, _mm256_and_si256(w, _mm256_set1_epi32(INT32_MIN)));")
     else:  # a positive y never becomes 0 (the zero-point guard); y <= 0 (or NaN) is 0
         encode = (f"  int32_t k = (int32_t)((u + {half:#x}u) >> {_SHIFT}) - {offset};\n"
                   f"  k = k < 1 ? 1 : k > {top} ? {top} : k;\n"
                   "  return (uint8_t)(y > 0.0f ? k : 0);")
         decode = f"  uint32_t u = c == 0u ? 0u : (c + {offset}u) << {_SHIFT};"
-        encode8 = ("  __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x), inverse);\n"
-                   f"  __m256i k = _mm256_add_epi32(_mm256_castps_si256(y), _mm256_set1_epi32({bias}));\n"
-                   f"  k = _mm256_srai_epi32(k, {_SHIFT});  /* y < 0: k < 0, then 0 below */\n"
-                   f"  k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_set1_epi32(1)), _mm256_set1_epi32({top}));\n"
-                   "  __m256 positive = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ);\n"
-                   "  return _mm256_and_si256(k, _mm256_castps_si256(positive));")
-        decode8 = (f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(c, _mm256_set1_epi32({offset})), {_SHIFT});\n"
-                   "  u = _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), u);")
+        encode16 = (f"  __m256i ka = _mm256_srai_epi32(_mm256_add_epi32(ua, bias), {_SHIFT});  /* y < 0: k < 0 */\n"
+                    f"  __m256i kb = _mm256_srai_epi32(_mm256_add_epi32(ub, bias), {_SHIFT});\n"
+                    "  __m256i k = _mm256_packs_epi32(ka, kb);\n"
+                    f"  k = _mm256_min_epi16(_mm256_max_epi16(k, _mm256_set1_epi16(1)), _mm256_set1_epi16({top}));\n"
+                    "  const __m256 zero = _mm256_setzero_ps();\n"
+                    "  __m256i positive = _mm256_packs_epi32(\n"
+                    "      _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(ua), zero, _CMP_GT_OQ)),\n"
+                    "      _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(ub), zero, _CMP_GT_OQ)));\n"
+                    "  return _mm256_and_si256(k, positive);")
+        widen = "_mm256_cvtepu8_epi32"
+        decode8 = (f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(w, _mm256_set1_epi32({offset})), {_SHIFT});\n"
+                   "  u = _mm256_sign_epi32(u, w);  /* code 0: zero */")
     return f"""static inline uint8_t encode_{tag}(float y) {{
   uint32_t u; __builtin_memcpy(&u, &y, 4);
 {encode}
@@ -264,10 +312,14 @@ static inline float decode_{tag}(uint32_t c) {{
   float f; __builtin_memcpy(&f, &u, 4); return f;
 }}
 #ifdef __AVX2__
-static inline __m256i encode8_{tag}(const float *x, __m256 inverse) {{  /* encode_{tag} of x[0..7] */
-{encode8}
+/* encode_{tag} of x[0..15] as sixteen 16-bit codes, in _mm256_packs_epi32's lane order */
+static inline __m256i encode16_{tag}(const float *x, __m256 inverse) {{
+  __m256i ua = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), inverse));
+  __m256i ub = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inverse));
+  const __m256i bias = _mm256_set1_epi32({bias});
+{encode16}
 }}
-static inline __m256 decode8_{tag}(__m256i c) {{  /* decode_{tag} of eight codes, widened */
+static inline __m256 decode8_{tag}(__m256i w) {{  /* decode_{tag} of eight codes, widened by {widen} */
 {decode8}
   return _mm256_castsi256_ps(u);
 }}
@@ -275,10 +327,9 @@ static inline __m256 decode8_{tag}(__m256i c) {{  /* decode_{tag} of eight codes
 static inline void decode_block_{tag}(const uint8_t *restrict c, float *restrict x, float scale, int64_t m) {{
   int64_t i = 0;
 #ifdef __AVX2__
-  for (; i + 8 <= m; i += 8) {{
-    __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + i)));
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(decode8_{tag}(w), _mm256_set1_ps(scale)));
-  }}
+  const __m256 s = _mm256_set1_ps(scale);
+  for (; i + 8 <= m; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(decode8_{tag}({widen}(_mm_loadl_epi64((const __m128i *)(c + i)))), s));
 #endif
   for (; i < m; i++) x[i] = decode_{tag}(c[i]) * scale;
 }}
@@ -286,40 +337,23 @@ static inline void encode_block_{tag}(const float *restrict x, uint8_t *restrict
   int64_t i = 0;
 #ifdef __AVX2__
   const __m256 v = _mm256_set1_ps(inverse);
-  for (; i + 32 <= m; i += 32)
-    store32(c + i, encode8_{tag}(x + i, v), encode8_{tag}(x + i + 8, v), encode8_{tag}(x + i + 16, v),
-            encode8_{tag}(x + i + 24, v));
+  for (; i + 32 <= m; i += 32) store32(c + i, encode16_{tag}(x + i, v), encode16_{tag}(x + i + 16, v));
 #endif
   for (; i < m; i++) c[i] = encode_{tag}(x[i] * inverse);
 }}"""
 
 
-#: C helpers of the block loops: ``absmax_bits`` (the largest ``|x|`` of a block on the float bits,
-#: a NaN wins) and, under AVX2, ``store32`` (32 codes in [0, 255] held in four vectors of int32)
-BLOCK_C = """#ifdef __AVX2__
+#: C helpers of the 8-bit block loops: :data:`BITS_C` and, under AVX2, ``store32`` (32 codes held
+#: as 16-bit lanes in two vectors in ``_mm256_packs_epi32``'s lane order)
+BLOCK_C = BITS_C + """
+#ifdef __AVX2__
 #include <immintrin.h>
-static inline void store32(uint8_t *c, __m256i a, __m256i b, __m256i d, __m256i e) {
-  __m256i r = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(d, e));
+static inline void store32(uint8_t *c, __m256i a, __m256i b) {
+  __m256i r = _mm256_packus_epi16(a, b);
   r = _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));  /* undo the lane interleave */
   _mm256_storeu_si256((__m256i *)c, r);
 }
-#endif
-static inline float absmax_bits(const float *restrict x, int64_t m) {
-  uint32_t top = 0;
-  int64_t i = 0;
-#ifdef __AVX2__
-  __m256i t = _mm256_setzero_si256();
-  for (; i + 8 <= m; i += 8)
-    t = _mm256_max_epu32(t, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)),
-                                             _mm256_set1_epi32(0x7FFFFFFF)));
-  __m128i h = _mm_max_epu32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-  h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4E));
-  h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xB1));
-  top = (uint32_t)_mm_cvtsi128_si32(h);
-#endif
-  for (; i < m; i++) { uint32_t u; __builtin_memcpy(&u, &x[i], 4); u &= 0x7FFFFFFFu; top = u > top ? u : top; }
-  float f; __builtin_memcpy(&f, &top, 4); return f;
-}"""
+#endif"""
 
 
 # ----------------------------------------------------------------------------- storage of a group
@@ -412,6 +446,55 @@ def convert_state(param: Tensor, group: Mapping[str, Any], state: Mapping[str, A
         else:
             store(out, name, value.to(torch.float32), storage, None)  # bfloat16 to nearest, or quantized
     return out
+
+
+#: the version of the 8-bit format that a ``state_dict`` holding 8-bit state is written in, saved
+#: next to the codes of each parameter under :data:`FORMAT_KEY`. Version 2 is the format of this
+#: module (blocks of ``BLOCK = 256``, a float32 absmax per block taken on the bits, the codes of
+#: :func:`code_values`). An 8-bit state without the tag comes from an older format (version 1:
+#: the dynamic-tree map), whose codes this version would decode to other values: it is refused.
+INT8_FORMAT = 2
+FORMAT_KEY = "int8_format"
+
+
+def _codes(entry: Mapping[str, Any]) -> list[str]:
+    """The names of the 8-bit entries (codes with their block scales) of one parameter's state."""
+    return [name for name, value in entry.items()
+            if torch.is_tensor(value) and value.dtype == torch.uint8 and name + SCALE_SUFFIX in entry]
+
+
+def tag_formats(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` (as ``Optimizer.state_dict`` returns it) with ``FORMAT_KEY: INT8_FORMAT`` added
+    to each parameter's state that holds 8-bit entries (new dicts: the optimizer's state is
+    untouched)."""
+    state = {pid: ({**entry, FORMAT_KEY: INT8_FORMAT} if isinstance(entry, Mapping) and _codes(entry) else entry)
+             for pid, entry in state_dict["state"].items()}
+    return {**state_dict, "state": state}
+
+
+def check_formats(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the :data:`FORMAT_KEY` tags taken out, after checking that every
+    parameter's 8-bit state carries ``FORMAT_KEY == INT8_FORMAT``; ValueError (naming the key and the
+    expected version) for 8-bit state without the tag or with another version, before anything is
+    loaded."""
+    state = {}
+    for pid, entry in state_dict.get("state", {}).items():
+        if not isinstance(entry, Mapping):
+            state[pid] = entry
+            continue
+        names = _codes(entry)
+        if names:
+            where = f"state_dict['state'][{pid!r}] holds 8-bit state {names}"
+            if FORMAT_KEY not in entry:
+                raise ValueError(f"{where} without the format tag {FORMAT_KEY!r} (expected {FORMAT_KEY}="
+                                 f"{INT8_FORMAT}): it was saved in an older 8-bit format, whose codes this "
+                                 "version would decode to other values; load it with the optimlab that saved "
+                                 "it and state_dtype=None (float32 state), then load that here")
+            if entry[FORMAT_KEY] != INT8_FORMAT:
+                raise ValueError(f"{where} in format {FORMAT_KEY}={entry[FORMAT_KEY]!r}; this version reads "
+                                 f"{FORMAT_KEY}={INT8_FORMAT} only")
+        state[pid] = {k: v for k, v in entry.items() if k != FORMAT_KEY}
+    return {**state_dict, "state": state}
 
 
 def state_bytes(state: Mapping[str, Any]) -> int:

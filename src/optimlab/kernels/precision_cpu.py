@@ -3,16 +3,19 @@ state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit block
 
 bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact, a
 shift), a store rounds the float32 result stochastically with the same counter-based bits as the
-eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`). Each stored
+eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`), a block of 256
+at a time from a float32 row in L1 (vectorized by hand where the block holds no NaN). Each stored
 buffer gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half
 and the element index of the segment's first element in its low half, so that element ``i`` of
 the tensor draws the same bits whichever thread and chunk runs it. The element index is 32-bit
-(``CSource.index``), so the loop vectorizes with one integer multiply per element for the bits.
+(a segment is at most ``cpu.CHUNK`` long), so the rounding runs in 32-bit lanes with one integer
+multiply per element for the bits.
 
 8-bit state: the loop runs block by block (256 elements, which stay in L1): the block's codes are
-decoded into a float32 scratch row, the rule runs over it in place, then the block's absmax is
-taken on the float bits and its codes written, all in the same pass over memory; every loop is a
-handful of integer and float operations on each element and vectorizes (no table look-ups).
+decoded into a float32 scratch row, the rule runs over it in place and takes the block's absmax on
+the float bits as it stores, then the block's codes are written, all in the same pass over memory;
+every loop is a handful of integer and float operations on each element and vectorizes (no table
+look-ups).
 
 Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
 and op table, so the fused and eager paths compute the same float32 numbers and round them with
@@ -36,9 +39,15 @@ _data_ptr = Tensor.data_ptr
 
 
 class BF16Source(cpu.CSource):
-    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word."""
+    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word.
 
-    index = "uint32_t"  # the bits' element index: 32-bit lanes (a segment is at most cpu.CHUNK long)
+    The element loop runs block by block (``block``): the rule's results for a stored buffer go
+    to a float32 row ``x<k>`` (L1), with the row's largest ``abs_bits`` kept as they are stored;
+    after the block, the row is rounded into the buffer (``round_block_bf16``: sixteen elements
+    per AVX2 step where the row holds no NaN, else the one-element C).
+    """
+
+    block = precision.BLOCK
 
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
         super().__init__("float")
@@ -63,11 +72,20 @@ class BF16Source(cpu.CSource):
     def load(self, buffer: int) -> str:
         return f"load_bf16(b{buffer}[j])" if buffer in self.low else super().load(buffer)
 
+    def block_begin(self) -> list[str]:
+        return [f"    float x{k}[{precision.BLOCK}]; uint32_t top{k} = 0;  /* buffer {k}'s new values, their largest bits */"
+                for k in self.rows]
+
     def store(self, buffer: int, value: str) -> str:
         if buffer not in self.low:
             return super().store(buffer, value)
-        r = f"r{buffer}"  # the key in the high half, the segment's first index in the low one
-        return f"b{buffer}[j] = round_bf16({value}, (uint32_t)({r} >> 32), (uint32_t){r} + j);"
+        return (f"x{buffer}[j - q] = {value}; "
+                f"top{buffer} = abs_bits({value}) > top{buffer} ? abs_bits({value}) : top{buffer};")
+
+    def block_end(self) -> list[str]:
+        # the key in r's high half, the segment's first element index in its low half
+        return [f"    round_block_bf16(x{k}, b{k} + q, (uint32_t)(r{k} >> 32), (uint32_t)r{k} + (uint32_t)q, m, top{k});"
+                for k in self.rows]
 
 
 class Int8Source(cpu.CSource):
@@ -75,8 +93,9 @@ class Int8Source(cpu.CSource):
 
     Segments start on block boundaries (``align``) and the element loop runs block by block
     (``block``): before a block, its codes are decoded into a scratch row ``x<k>`` (code value
-    times absmax); the rule reads and writes the scratch row; after the block, its new absmax
-    (the largest ``|x|`` on the float bits) and codes are written (:func:`.precision.codec_c`).
+    times absmax); the rule reads and writes the scratch row, and keeps the block's new absmax
+    (the largest ``|x|`` on the float bits) as it stores; after the block, the absmax and the
+    codes are written (:func:`.precision.codec_c`).
     """
 
     align = block = precision.BLOCK
@@ -106,20 +125,26 @@ class Int8Source(cpu.CSource):
         size, lines = precision.BLOCK, []
         for k in sorted(self.low):
             lines += [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */",
-                      f"    const float s{k} = a{k}[q / {size}];",
-                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, s{k}, m);"]
+                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, a{k}[q / {size}], m);"]
+        lines += [f"    uint32_t top{k} = 0;  /* the largest |x| of buffer {k}'s new block, on the bits */"
+                  for k in self.stored]
         return lines
 
     def load(self, buffer: int) -> str:
         return f"x{buffer}[j - q]" if buffer in self.low else super().load(buffer)
 
     def store(self, buffer: int, value: str) -> str:
-        return f"x{buffer}[j - q] = {value};" if buffer in self.low else super().store(buffer, value)
+        if buffer not in self.low:
+            return super().store(buffer, value)
+        # the absmax is taken as the values are stored (a vectorized max over the loop), not in a
+        # pass of its own over the block
+        return (f"x{buffer}[j - q] = {value}; "
+                f"top{buffer} = abs_bits({value}) > top{buffer} ? abs_bits({value}) : top{buffer};")
 
     def block_end(self) -> list[str]:
         size, lines = precision.BLOCK, []
-        for k in self.stored:  # the absmax on the bits (a NaN wins), then the codes
-            lines += [f"    const float amax{k} = absmax_bits(x{k}, m);",
+        for k in self.stored:  # the absmax (a NaN wins: its bits are the largest), then the codes
+            lines += [f"    const float amax{k} = float_of(top{k});",
                       f"    a{k}[q / {size}] = amax{k};",
                       f"    encode_block_{self.tag[k]}(x{k}, b{k} + q, 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f), m);"]
         return lines
