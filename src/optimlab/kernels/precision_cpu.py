@@ -1,5 +1,8 @@
 """The fused CPU step for low-precision state: the generated C kernel of :mod:`.cpu` with the
-state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
+state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks), and the step of
+a stochastically rounded bfloat16 parameter (``param_rounding="stochastic"``: the parameter and its
+gradient as bfloat16 bits, the parameter rounded like bfloat16 state with the bits of stream
+``"param"``; its state float32 or bfloat16).
 
 bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact, a
 shift), a store rounds the float32 result stochastically with the same counter-based bits as the
@@ -49,9 +52,10 @@ class BF16Source(cpu.CSource):
 
     block = precision.BLOCK
 
-    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int]) -> None:
+    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int],
+                 low: set[int] | None = None) -> None:
         super().__init__("float")
-        self.low = set(range(2, n_inputs))
+        self.low = set(range(2, n_inputs)) if low is None else low  # the buffers kept as bfloat16 bits
         self.rows = {k: n_buffers + i for i, k in enumerate(stored)}  # key word rows of ptrs
 
     def preamble(self) -> list[str]:
@@ -160,12 +164,13 @@ class Backend:
         return f"precision_cpu.Backend({self.storage!r})"
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
-        """Float32 CPU parameters of rules that count steps (the step keys bfloat16's rounding; the
-        one rule that does not, SGD, creates its momentum buffer in the step: eager)."""
-        return p.dtype == torch.float32 and p.device.type == "cpu" and rule.counts_steps
+        """CPU parameters of rules that count steps (the step keys bfloat16's rounding; the one
+        rule that does not, SGD, creates its momentum buffer in the step: eager): float32 ones with
+        low-precision state, or stochastically rounded bfloat16 ones with float32 or bfloat16 state."""
+        return p.device.type == "cpu" and rule.counts_steps and kept(self.storage, p, group)
 
     def state_ok(self, t: Any, p: Tensor) -> bool:
-        dtype = torch.bfloat16 if self.storage == "bf16" else torch.uint8
+        dtype = {"bf16": torch.bfloat16, "int8": torch.uint8, "f32": torch.float32}[self.storage]
         return (isinstance(t, Tensor) and t.dtype == dtype and t.device == p.device
                 and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
@@ -186,9 +191,14 @@ class Backend:
         n_buffers, stored, signed = layout(self.storage, outputs, n_inputs, structure)
         if self.storage == "int8":
             source: cpu.CSource = Int8Source(n_inputs, n_buffers, stored, signed)
-        else:
-            source = BF16Source(n_inputs, n_buffers, stored)
-        kernel = cpu.kernel_for(trace, outputs, n_inputs, dtype, (self.storage, *structure), source)
+        else:  # bfloat16 state and / or a stochastically rounded bfloat16 parameter (buffer 0, its
+            # gradient buffer 1); float32 state (storage "f32") is plain float
+            low = set(range(2, n_inputs)) if self.storage == "bf16" else set()
+            if dtype == torch.bfloat16:
+                low |= {0, 1}
+                stored = [0] + [k for k in stored if k in low]
+            source = BF16Source(n_inputs, n_buffers, stored, low)
+        kernel = cpu.kernel_for(trace, outputs, n_inputs, torch.float32, (self.storage, *structure), source)
         kernel.stored = stored
         return kernel
 
@@ -204,7 +214,8 @@ class Backend:
     def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
         """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
         base, step = self.tensor_keys(bucket)
-        return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2])) for buffer in stored]
+        return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2] if buffer else "param"))
+                for buffer in stored]
 
     def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
         """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus a row
@@ -236,7 +247,22 @@ def layout(storage: str, outputs: Sequence[tuple[int, int]], n_inputs: int,
     return max([n_inputs - 1] + [b for b, _ in outputs]) + 1, stored, signed
 
 
-BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8")}
+def storage_of(p: Tensor, group: dict[str, Any]) -> str:
+    """The low-precision backends' key for ``p``: its state's storage ("bf16", "int8"), or "f32"
+    for the float32 state of a stochastically rounded bfloat16 parameter ("" otherwise)."""
+    return precision.kind(p, group) or ("f32" if precision.rounds_param(p, group) else "")
+
+
+def kept(storage: str, p: Tensor, group: dict[str, Any]) -> bool:
+    """Whether a fused low-precision kernel keeps ``p`` with ``storage``: float32 parameters with
+    bfloat16 or 8-bit state, stochastically rounded bfloat16 ones with float32 or bfloat16 state."""
+    if precision.rounds_param(p, group):
+        return storage in ("f32", "bf16")
+    return p.dtype == torch.float32 and storage in ("bf16", "int8")
+
+
+#: by storage; "f32": the float32 state of a stochastically rounded bfloat16 parameter
+BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8"), "f32": Backend("f32")}
 
 
 def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
@@ -245,5 +271,5 @@ def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
     if p.device.type != "cpu" or os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton":
         from . import precision_triton  # imports triton only when a GPU step needs it
         return precision_triton.backend_for(p, group, rule)
-    backend = BACKENDS.get(precision.kind(p, group))
+    backend = BACKENDS.get(storage_of(p, group))
     return backend if backend is not None and backend.takes(p, group, rule) else None

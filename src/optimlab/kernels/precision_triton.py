@@ -220,18 +220,11 @@ class Backend(precision_cpu.Backend):
         (state float32 or bfloat16), of rules that count steps; not 8-bit state with kernel
         blocks that would split its blocks, nor a capturable group whose rounding needs keys."""
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
-        rounded = precision.rounds_param(p, group)
-        keyed = self.storage == "bf16" or rounded
+        keyed = self.storage == "bf16" or precision.rounds_param(p, group)
         return (rule.counts_steps and triton_gpu.accepts(p.dtype, p.device, forced)
-                and (p.dtype == torch.float32 and self.storage != "f32" or rounded and self.storage != "int8")
+                and precision_cpu.kept(self.storage, p, group)
                 and not (group.get("capturable") and keyed)  # the keys come from the host's step count
                 and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
-
-    def state_ok(self, t: Any, p: Tensor) -> bool:
-        if self.storage != "f32":
-            return super().state_ok(t, p)
-        return (isinstance(t, Tensor) and t.dtype == torch.float32 and t.device == p.device
-                and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
                    dtype: torch.dtype, structure: tuple) -> triton_gpu.Program:
@@ -272,5 +265,5 @@ BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8"), "f32": Backend("f3
 
 
 def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
-    backend = BACKENDS.get(precision.kind(p, group) or ("f32" if precision.rounds_param(p, group) else ""))
+    backend = BACKENDS.get(precision_cpu.storage_of(p, group))
     return backend if backend is not None and backend.takes(p, group, rule) else None
