@@ -505,6 +505,20 @@ def test_stochastic_rounding_refuses_float16_params_and_bad_seeds():
     assert len(opt.param_groups) == 1
 
 
+def run_bf16_params(name, state_dtype, sizes, steps, fused):
+    """``steps`` steps of bfloat16 parameters of ``sizes`` with ``param_rounding="stochastic"``:
+    the parameters and the state dict's state."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n, generator=g).to(torch.bfloat16)) for n in sizes]
+    opt = getattr(optimlab, name)(params, lr=1e-2, param_rounding="stochastic", state_dtype=state_dtype,
+                                  fused=None if fused else False)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(torch.bfloat16)
+        opt.step()
+    return [p.detach() for p in params], opt.state_dict()["state"]
+
+
 @pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "Adagrad"])
 def test_stochastically_rounded_bf16_params_run_in_the_c_kernel(name, state_dtype):
@@ -514,22 +528,11 @@ def test_stochastically_rounded_bf16_params_run_in_the_c_kernel(name, state_dtyp
     CPU sqrt is an ulp off the correctly rounded one, which may flip a rounding."""
     from optimlab import kernels
 
-    def run(fused):
-        g = torch.Generator().manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(n, generator=g).to(torch.bfloat16)) for n in (5000, 4100, 7)]
-        opt = getattr(optimlab, name)(params, lr=1e-2, param_rounding="stochastic", state_dtype=state_dtype,
-                                      fused=None if fused else False)
-        for _ in range(3):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=g).to(torch.bfloat16)
-            opt.step()
-        return [p.detach() for p in params], opt.state_dict()["state"]
-
     before = dict(kernels.stats)
-    ours, our_state = run(True)
+    ours, our_state = run_bf16_params(name, state_dtype, (5000, 4100, 7), steps=3, fused=True)
     assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 9
     assert kernels.stats["eager_tensors"] == before["eager_tensors"]
-    eager, eager_state = run(False)
+    eager, eager_state = run_bf16_params(name, state_dtype, (5000, 4100, 7), steps=3, fused=False)
     for a, b in zip(ours, eager):
         assert a.dtype == torch.bfloat16 and (a != b).sum() <= 2
     for i, entries in eager_state.items():

@@ -18,6 +18,7 @@ pytest.importorskip("triton")
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import triton_gpu  # noqa: E402
+from test_precision import run_bf16_params  # noqa: E402
 from test_triton import use_interpreter  # noqa: E402
 
 SIZES = (5000, 4100)
@@ -136,22 +137,11 @@ def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, sta
     """bfloat16 parameters with ``param_rounding="stochastic"``: the kernel computes in float32 and
     rounds the parameter with the eager path's bits (stream "param"); the state is float32
     (without ``state_dtype``) or bfloat16, bit for bit as the eager path keeps it."""
-    def run(fused):
-        g = torch.Generator().manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(n, generator=g).to(torch.bfloat16)) for n in SIZES]
-        opt = getattr(optimlab, name)(params, lr=1e-2, param_rounding="stochastic", state_dtype=state_dtype,
-                                      fused=None if fused else False)
-        for _ in range(2):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=g).to(torch.bfloat16)
-            opt.step()
-        return [p.detach() for p in params], opt.state_dict()["state"]
-
     before = dict(kernels.stats)
-    ours, our_state = run(True)
+    ours, our_state = run_bf16_params(name, state_dtype, SIZES, steps=2, fused=True)
     assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
     assert kernels.stats["eager_tensors"] == before["eager_tensors"]
-    eager, eager_state = run(False)
+    eager, eager_state = run_bf16_params(name, state_dtype, SIZES, steps=2, fused=False)
     for a, b in zip(ours, eager):
         assert a.dtype == torch.bfloat16
         # the float32 results differ by an ulp where the eager CPU sqrt does: a rounding may flip
