@@ -58,8 +58,9 @@ SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per pr
 STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores (off: see docs)
 UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
 # After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
-# for these arguments: pointer alignment, the tensor count; the numbers are never specialised),
-# launch the compiled kernel directly: Triton's per-call binding costs more than a small step.
+# for these arguments: pointer alignment, the tensor count, an int's width; the numbers' values are
+# never specialised), launch the compiled kernel directly: Triton's per-call binding costs more
+# than a small step. The cache key holds what the specialisation depends on.
 FAST_LAUNCH = os.environ.get("OPTIMLAB_TRITON_FAST_LAUNCH", "1") == "1"
 _reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
 RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
@@ -390,6 +391,8 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
             kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
         return
     key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS)
+    if program.double:  # Triton types an int argument (a float64 number's bits) int32 or int64 by value
+        key += tuple(-2 ** 31 <= a < 2 ** 31 for a in args if type(a) is int)
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
         stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
