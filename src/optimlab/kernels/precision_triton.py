@@ -107,13 +107,13 @@ def quant_store(codes, scales, offs, i, x, rest, SIGNED: tl.constexpr, BLOCK: tl
 
 
 class _LowSource(triton_gpu.TritonSource):
-    """State buffers ``2 .. n_inputs-1`` in a low-precision storage; extra table rows from ``n_buffers``."""
+    """The buffers in ``low`` in a low-precision storage (the subclass's)."""
 
     needs_split = True  # element indices and 8-bit blocks are counted from the chunk's ``start``
 
-    def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, rows: dict[int, int]) -> None:
+    def __init__(self, dtype: torch.dtype, aligned: bool, low: set[int]) -> None:
         super().__init__(dtype, aligned)
-        self.low, self.rows = set(range(2, n_inputs)), rows
+        self.low = low
 
     def preamble(self) -> list[str]:
         return [HELPERS, ""]
@@ -137,8 +137,8 @@ class BF16Source(_LowSource):
 
     def __init__(self, dtype: torch.dtype, aligned: bool, row: int, streams: dict[int, int],
                  low: set[int], f32: set[int]) -> None:
-        super().__init__(dtype, aligned, 0, {})
-        self.row, self.streams, self.low, self.f32 = row, streams, low, f32
+        super().__init__(dtype, aligned, low)
+        self.row, self.streams, self.f32 = row, streams, f32
 
     def _float32(self, buffer: int) -> triton_gpu.TritonSource | None:
         """The accesses of a float32 buffer (None for the others)."""
@@ -182,10 +182,12 @@ class BF16Source(_LowSource):
 
 
 class Int8Source(_LowSource):
+    """State buffers ``2 .. n_inputs-1`` as 8-bit codes, their block scales at table ``rows``."""
+
     def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, rows: dict[int, int],
                  signed: Sequence[bool]) -> None:
-        super().__init__(dtype, aligned, n_inputs, rows)
-        self.signed = {k: signed[k - 2] for k in self.low}
+        super().__init__(dtype, aligned, set(range(2, n_inputs)))
+        self.rows, self.signed = rows, {k: signed[k - 2] for k in range(2, n_inputs)}
 
     def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
         if buffer not in self.low:
