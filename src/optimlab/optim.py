@@ -120,23 +120,11 @@ class Optimizer(torch.optim.Optimizer):
 
     def _update(self) -> None:
         """The update of ``step()``, after the closure."""
-        work = []
-        grads: list[Tensor] = []  # every group's gradients, one after another
         checks = kernels.native.enabled()  # one C loop per group where it could be built
-        for group in self.param_groups:
-            self._validate(group)
-            faults.validate(group)
-            params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
-            if group.get("fused"):  # checked at step, as torch (Adagrad's state is made in __init__)
-                for p in params:
-                    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
-                        raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of "
-                                           f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and "
-                                           f"{p.device.type}")
-            if self.rule.sparse_only or flags:  # a sparse gradient, or a complex param the rule refuses
-                for p in params:  # (a loop over thousands of tensors only when one may be refused)
-                    self._check_grad(group, p)
-            work.append((group, params))
+        # where the fused plan's lists still hold, its buckets read their gradients by address
+        # (grads None): no gradient's Python object is made or read for them
+        listed = kernels.listing(self, checks)
+        work, grads = self._gradients(checks, listed)
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
         if any(precision.low_precision(group) for group in self.param_groups):
@@ -147,13 +135,45 @@ class Optimizer(torch.optim.Optimizer):
                         for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
         # the fused kernels take what they can, all groups at once (a differentiable step is never
         # fused); the rest runs the eager reference
-        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams, grads)):
+        rests = kernels.step(self, work, hyperparams, grads)
+        if rests is None:  # the plan's lists did not hold after all (a gradient changed): collect them
+            work, grads = self._gradients(checks, None)
+            rests = kernels.step(self, work, hyperparams, grads)
+        for (group, _), hp, rest in zip(work, hyperparams, rests):
             if not rest:
                 continue
             before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
                 kernels.hide_state_made_this_step(self, p, before)
                 self._apply_rule(p, hp, group)
+
+    def _gradients(self, checks: Any, listed: Any) -> tuple[list[tuple[dict[str, Any], Any]], list[Tensor] | None]:
+        """Validate each group and list its parameters with gradients (refusing, before anything
+        moves, what the rule does not take): ``(work, grads)``, every group's gradients one after
+        another. ``listed``: :func:`kernels.listing`'s answer (the lists, and the eager parameters
+        among them, the only ones looked at here), then ``grads`` is None."""
+        work = []
+        grads: list[Tensor] = []
+        for index, group in enumerate(self.param_groups):
+            self._validate(group)
+            faults.validate(group)
+            if listed is None:
+                params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
+                seen = params
+            else:  # the fused ones are float tensors on the CPU with dense gradients (gather_own checks)
+                params = listed[0][index]
+                seen, flags = checks.with_grads(listed[1][index], not self.rule.complex_ok, [])
+            if group.get("fused"):  # checked at step, as torch (Adagrad's state is made in __init__)
+                for p in seen:
+                    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+                        raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of "
+                                           f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and "
+                                           f"{p.device.type}")
+            if self.rule.sparse_only or flags:  # a sparse gradient, or a complex param the rule refuses
+                for p in seen:  # (a loop over thousands of tensors only when one may be refused)
+                    self._check_grad(group, p)
+            work.append((group, params))
+        return work, grads if listed is None else None
 
     def _validate(self, group: dict[str, Any]) -> None:
         """``rule.validate(group)``, skipped while the group's settings are the plain values (numbers,

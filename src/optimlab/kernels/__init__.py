@@ -58,7 +58,7 @@ from torch import Tensor
 from . import cpu, foreach, native, precision, precision_cpu
 from .trace import CachedTracer, Unsupported, Vec, trace_rule
 
-__all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
+__all__ = ["step", "listing", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
            "hide_state_made_this_step"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, plans built, kernels built/loaded
@@ -191,17 +191,27 @@ class _Plan:
         self.transient = False  # some tensors are eager only for this step's gradients: rebuild next
         self.state_keys: tuple = ()  # ``optimizer.state``'s keys and values when the plan was made
         self.state_dicts: tuple = ()
+        # for :func:`listing`: per group, all its parameters, what each one's gradient was (mask:
+        # 0 none, 1 some - the eager ones, 2 in a bucket) and the eager ones with gradients; and
+        # whether every bucket's backend reads gradients by address only (then a step may skip
+        # making the gradients' Python objects)
+        self.members: list[tuple[Tensor, ...]] = []
+        self.masks: list[bytes] = []
+        self.eager: list[tuple[Tensor, ...]] = []
+        self.direct = False
 
 
-def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
-         hyperparams: Sequence[dict[str, Any]], grads: list[Tensor] | None = None) -> list[list[Tensor]]:
+def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]],
+         hyperparams: Sequence[dict[str, Any]], grads: list[Tensor] | None) -> list[list[Tensor]] | None:
     """Step what the fused path can of every ``(group, params)``; return, per group, the rest.
 
     ``grads``: the parameters' gradients in ``work``'s order, all groups one after another, as
-    :func:`.native.with_grads` collected them (read here when not given)."""
+    :func:`.native.with_grads` collected them. None: ``work`` holds :func:`listing`'s lists and
+    each bucket reads its gradients from its parameters (``gather_own``: no Python objects for
+    them); then None is returned, nothing done, where the plan does not hold as it is (the caller
+    collects the gradients and calls again)."""
     checks = native.enabled()  # the per-tensor checks in C (kernels/native.py), else in Python
-    if grads is None:
-        grads = [p.grad for _, params in work for p in params]
+    direct = grads is None
     flags = [False] * len(work) if native.switched_off("OPTIMLAB_FUSED") else [_group_fused(g) for g, _ in work]
     plan = _plans.get(optimizer)
     if (plan is None or plan.flags != flags or plan.state is not optimizer.state
@@ -209,6 +219,8 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
             or not all(map(checks.same, plan.listed, (params for _, params in work)))):
         plan = None
     scalars = _revalidate(optimizer, plan, hyperparams, checks, grads) if plan is not None else None
+    if scalars is None and direct:
+        return None
     if scalars is None:
         plan = _plans[optimizer] = _make_plan(optimizer, work, hyperparams, flags)
         scalars = _revalidate(optimizer, plan, hyperparams, checks, grads)
@@ -231,6 +243,28 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
     stats["fused_tensors"] += sum(len(params) for _, params in work) - n_rest
     stats["eager_tensors"] += n_rest
     return rest
+
+
+def listing(optimizer: Any, checks: Any) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]]] | None:
+    """Per group, the parameters with gradients and, of those, the ones stepped eagerly, as the
+    plan recorded them - where each group still lists the same parameters and each one's gradient
+    is there or not as it was (those in buckets are looked at by the step's ``gather_own``). Reads
+    no gradient's Python object. None: collect the gradients (``with_grads``), as without a plan.
+
+    Only where every bucket's backend reads gradients by address (``GRADS_BY_ADDRESS``), the
+    checks have ``gather_own`` (the C++ build, and Python), and no group asks for what reads the
+    gradients before the step (``nonfinite``) or runs under autograd (``differentiable``)."""
+    plan = _plans.get(optimizer)
+    if plan is None or not plan.direct or not hasattr(checks, "listing"):
+        return None
+    groups = optimizer.param_groups
+    if len(groups) != len(plan.groups) or not all(map(is_, groups, plan.groups)):
+        return None
+    for group, members, mask in zip(groups, plan.members, plan.masks):
+        if (group.get("nonfinite", "ignore") != "ignore" or group.get("differentiable")
+                or not checks.listing(members, group["params"], mask)):
+            return None
+    return plan.listed, plan.eager
 
 
 def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
@@ -311,7 +345,21 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
     # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
     plan.state_keys, plan.state_dicts = tuple(optimizer.state.keys()), tuple(optimizer.state.values())
+    _record_listing(plan, rule)
     return plan
+
+
+def _record_listing(plan: _Plan, rule: Any) -> None:
+    """What :func:`listing` compares with: each group's parameters and whose gradient was there."""
+    stepped = {id(p) for bucket in plan.buckets for p in bucket.params}
+    for group, listed in zip(plan.groups, plan.listed):
+        members = tuple(group["params"])
+        with_grad = set(map(id, listed))
+        plan.members.append(members)
+        plan.masks.append(bytes(2 if id(p) in stepped else 1 if id(p) in with_grad else 0 for p in members))
+        plan.eager.append(tuple(p for p in listed if id(p) not in stepped))
+    plan.direct = (not rule.sparse_only and not any(g.get("differentiable") for g in plan.groups)
+                   and all(getattr(b.backend, "GRADS_BY_ADDRESS", False) for b in plan.buckets))
 
 
 def _listed_twice(params: list[Tensor]) -> set[int]:
@@ -421,11 +469,12 @@ def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]],
 
 
 def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any]], checks: Any,
-                all_grads: list[Tensor]) -> list | None:
+                all_grads: list[Tensor] | None) -> list | None:
     """Check the plan against the state as it is now and trace this step; None: rebuild it.
 
     ``checks``: :mod:`.native`'s functions (C, or the same in Python). Returns, per bucket,
-    ``(gradients, scalars per set, scalar outputs per set)``. Nothing is written here but each
+    ``(gradients, scalars per set, scalar outputs per set)`` (gradients None where ``all_grads``
+    is: read from the parameters, by address only). Nothing is written here but each
     bucket's row of gradient addresses, so a rebuild after a failed check starts from untouched state.
     """
     rule = optimizer.rule
@@ -439,10 +488,16 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
         # the parameters at their addresses (p.data = ...); each state dict holding the same tensors
         # at the same addresses (an entry replaced, added or removed; st[k].set_(t)); the gradients
         # plain, dense, contiguous, of the bucket's dtype and sizes; their addresses into the table
-        grads = checks.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
-                              bucket.values, bucket.value_ptrs, bucket.static_ptrs, n, all_grads, bucket.index)
-        if grads is None:
-            return None
+        if all_grads is None:  # read from the parameters (step's ``grads`` None)
+            grads = None
+            if not checks.gather_own(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                                     bucket.values, bucket.value_ptrs, bucket.static_ptrs, n):
+                return None
+        else:
+            grads = checks.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                                  bucket.values, bucket.value_ptrs, bucket.static_ptrs, n, all_grads, bucket.index)
+            if grads is None:
+                return None
         for name, (address, expected, size, _) in bucket.scalar_memory.items():  # st["step"].zero_() ...
             if not checks.same_bytes(address, expected, size * n):
                 return None
@@ -471,7 +526,7 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
     return out
 
 
-def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any,
+def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor] | None, slots: Any,
                 scalar_outs: list[dict[str, Any]], checks: Any) -> bool:
     """Run the bucket's kernel and advance its scalar state; True when new state entries appeared."""
     params = bucket.params

@@ -48,6 +48,18 @@ The functions (both builds, and :data:`python`):
     storage swapped under one (``st["step"].set_(t)``, ``.data = t``). Writes the gradients'
     addresses to ``ptrs[at:at + n]`` and returns the gradients, or None on any mismatch (nothing
     else written).
+``gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)``
+    ``gather``'s check with each gradient read from its own parameter (no ``grads`` list), each
+    parameter also of ``dtype`` and its size; True or False (never an error for a tensor that does
+    not fit). The C++ build reads the gradient's ``TensorImpl`` from the parameter's autograd
+    metadata without making (or touching) a Python object for it - a gradient fresh from
+    ``backward()`` has none - and answers False under a torch-function mode or for a tensor it
+    cannot read (the caller then takes the way through ``with_grads`` and ``gather``). Not in the
+    C build (it would ask Python's getter for each gradient, as ``with_grads`` does).
+``listing(members, params, mask)``
+    ``params`` (a group's list) holds exactly the tuple ``members`` in order, and each member's
+    gradient is as ``mask`` (bytes) says: 0 none, 1 some, 2 not looked at (``gather_own`` checks
+    it). C++ build and :data:`python` only, as ``gather_own``.
 ``same_bytes(a, b, nbytes)``, ``advance(address, n, double)``, ``fill(address, n, value, double)``
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
@@ -240,15 +252,19 @@ static int meta_of(PyObject *dtype, caffe2::TypeMeta *meta) {
     return 0;
 }
 
-/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not,
-   -1 ask Python */
+/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not;
+   throws where a read does */
+static inline int impl_fits(c10::TensorImpl *impl, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
+    if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
+    if (!impl->is_contiguous() || impl->numel() != size) return 0;
+    *address = (int64_t)(intptr_t)impl->mutable_data();
+    return 1;
+}
+
+/* the same for a gradient's Python object: -1 ask Python where a read throws */
 static int grad_fits(PyObject *g, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
     try {
-        c10::TensorImpl *impl = impl_of(g);
-        if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
-        if (!impl->is_contiguous() || impl->numel() != size) return 0;
-        *address = (int64_t)(intptr_t)impl->mutable_data();
-        return 1;
+        return impl_fits(impl_of(g), meta, size, address);
     } catch (...) {
         return -1;
     }
@@ -495,6 +511,54 @@ static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_
     return 1;
 }
 
+/* a plain tensor's gradient as its TensorImpl alone, no Python object (a gradient fresh from
+   backward() has none yet: the getter would make one): NULL where it has none, or where its
+   Python object is not a plain tensor (a subclass: the getter's answer, which the caller's
+   fallback asks for); throws where a read does */
+static inline c10::TensorImpl *plain_grad(c10::TensorImpl *impl) {
+    c10::TensorImpl *g = grad_impl(impl);
+    if (g == c10::UndefinedTensorImpl::singleton()) return NULL;
+    PyObject *obj = g->pyobj_slot()->load_pyobj();  /* none: THPVariable_Wrap would make a plain Tensor */
+    return obj == NULL || plain(obj) ? g : NULL;
+}
+
+/* ahead of reading params[i] and its gradient without Python objects: ahead_grad's chain, and the
+   parameter's and the gradient's storages (where their data addresses are) */
+static inline void ahead_own(PyObject *const *items, Py_ssize_t n, Py_ssize_t i) {
+    ahead_grad(items, n, i);
+    Py_ssize_t j;
+    try {
+        if ((j = i + AHEAD / 2) < n) prefetch_storage(items[j]);
+        if ((j = i + AHEAD / 8) < n && plain(items[j])) {
+            c10::TensorImpl *g = grad_impl(impl_of(items[j]));
+            if (g != c10::UndefinedTensorImpl::singleton()) fetch(g->unsafe_storage().unsafeGetStorageImpl());
+        }
+    } catch (...) {  /* (only prefetches) */
+    }
+}
+
+/* gather_own's tensor half: every parameter plain, of `meta` and its size, at its address; its
+   gradient, read from its autograd metadata, as gather's (a plain, dense, contiguous tensor of
+   `meta` and that size); the gradients' addresses to out. 1 holds, 0 not (or a read threw) */
+static int params_own_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_t *pp, const int64_t *sz,
+                           caffe2::TypeMeta meta, int64_t *out) {
+    try {
+        for (Py_ssize_t t = 0; t < nt; t++) {
+            ahead_own(param_items, nt, t);
+            PyObject *p = param_items[t];
+            if (!plain(p)) return 0;
+            c10::TensorImpl *impl = impl_of(p);
+            if (impl->dtype() != meta || impl->numel() != sz[t] || (int64_t)(intptr_t)impl->mutable_data() != pp[t])
+                return 0;
+            c10::TensorImpl *g = plain_grad(impl);
+            if (g == NULL || !impl_fits(g, meta, sz[t], out + t)) return 0;
+        }
+    } catch (...) {
+        return 0;
+    }
+    return 1;
+}
+
 namespace at { int get_num_threads(); }  /* torch.get_num_threads() (libtorch_cpu) */
 /* from this many tensors on, gather's halves run on two threads where torch runs two or more */
 #define TWO_THREADS_FROM 256
@@ -650,6 +714,88 @@ error:
     return NULL;
 }
 
+#ifdef OPTIMLAB_TORCH
+/* gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at) -> bool: gather's
+   check with each gradient read from its parameter's autograd metadata (no Python object is made
+   or touched), and each parameter also of `dtype` and its size. False on any mismatch, a tensor
+   that is not plain, a read that throws, or a torch-function mode (which may answer `.grad`
+   otherwise): the caller then takes the way through Python's getters (with_grads, gather) */
+static PyObject *gather_own(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 9 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)");
+        return NULL;
+    }
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
+    PyObject *params = args[0], *dicts = args[4], *values = args[5];
+    Py_ssize_t nt = PyTuple_GET_SIZE(params), nv = PyTuple_GET_SIZE(values);
+    Py_ssize_t at = PyLong_AsSsize_t(args[8]);
+    if (at < 0 && PyErr_Occurred()) return NULL;
+    if (PyTuple_GET_SIZE(dicts) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return NULL; }
+    Py_buffer vp, vs, vv, vo;
+    int64_t *pp = q_buffer(args[1], &vp, nt, 0);
+    if (pp == NULL) return NULL;
+    int64_t *sz = q_buffer(args[2], &vs, nt, 0);
+    if (sz == NULL) { PyBuffer_Release(&vp); return NULL; }
+    int64_t *vptr = q_buffer(args[6], &vv, nv, 0);
+    if (vptr == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); return NULL; }
+    int64_t *out = q_buffer(args[7], &vo, at + nt, 1);
+    if (out == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); return NULL; }
+    caffe2::TypeMeta meta;
+    int state = 0, tensors = 0;
+    if (!at::impl::torch_function_mode_enabled() && meta_of(args[3], &meta)) {
+        PyObject *const *value_items = items_of(values), *const *param_items = items_of(params);
+        PyObject *const *dict_items = items_of(dicts);
+        /* (the gradients' row is written as it is read: the caller rewrites it every step) */
+        if (nt >= TWO_THREADS_FROM && at::get_num_threads() > 1) {
+            #pragma omp parallel sections num_threads(2)
+            {
+                #pragma omp section
+                state = state_holds(dict_items, nt, value_items, nv, vptr);
+                #pragma omp section
+                tensors = params_own_hold(param_items, nt, pp, sz, meta, out + at);
+            }
+        } else {
+            state = state_holds(dict_items, nt, value_items, nv, vptr);
+            if (state == 1) tensors = params_own_hold(param_items, nt, pp, sz, meta, out + at);
+        }
+    }
+    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    return PyBool_FromLong(state == 1 && tensors == 1);
+}
+
+/* listing(members, params, mask) -> bool: `params` (a group's list) holds exactly `members` (by
+   identity, in order) and each member's gradient is as `mask` says: 0 none, 1 some (read as its
+   TensorImpl, no Python object), 2 not looked at here (gather_own checks it). False also where a
+   member to look at is not plain, a read throws, or a torch-function mode is active */
+static PyObject *listing(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 3 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "listing(members: tuple, params, mask: bytes)");
+        return NULL;
+    }
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
+    PyObject *members = args[0];
+    Py_ssize_t len = PyTuple_GET_SIZE(members);
+    if (PyBytes_GET_SIZE(args[2]) != len || at::impl::torch_function_mode_enabled()) Py_RETURN_FALSE;
+    PyObject *seq = PySequence_Fast(args[1], "params must be a sequence");
+    if (seq == NULL) return NULL;
+    const char *mask = PyBytes_AS_STRING(args[2]);
+    int ok = PySequence_Fast_GET_SIZE(seq) == len;
+    PyObject *const *items = items_of(seq);
+    for (Py_ssize_t i = 0; ok && i < len; i++) {
+        ok = items[i] == PyTuple_GET_ITEM(members, i);
+        if (!ok || mask[i] == 2) continue;
+        if (!plain(items[i])) { ok = 0; break; }
+        try {
+            ok = (grad_impl(impl_of(items[i])) != c10::UndefinedTensorImpl::singleton()) == (mask[i] == 1);
+        } catch (...) {
+            ok = 0;
+        }
+    }
+    Py_DECREF(seq);
+    return PyBool_FromLong(ok);
+}
+#endif
+
 static int addresses(PyObject *const *args, Py_ssize_t n, Py_ssize_t want, int64_t *out) {
     if (n != want) { PyErr_SetString(PyExc_TypeError, "wrong number of arguments"); return -1; }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -778,6 +924,8 @@ static PyMethodDef methods[] = {
     {"impl_address", (PyCFunction)(void (*)(void))impl_address, METH_FASTCALL, NULL},
     {"grad_address", (PyCFunction)(void (*)(void))grad_address, METH_FASTCALL, NULL},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
+    {"gather_own", (PyCFunction)(void (*)(void))gather_own, METH_FASTCALL, NULL},
+    {"listing", (PyCFunction)(void (*)(void))listing, METH_FASTCALL, NULL},
 #endif
     {NULL, NULL, 0, NULL},
 };
@@ -979,6 +1127,22 @@ class _Python:
             return None
         ptrs[at:at + len(grads)] = array("q", map(Tensor.data_ptr, grads))
         return grads
+
+    def gather_own(self, params: tuple, param_ptrs: array, sizes: array, dtype: torch.dtype, dicts: tuple,
+                   values: tuple, value_ptrs: array, ptrs: array, at: int) -> bool:
+        if torch._C._is_torch_function_mode_enabled() or not self._PLAIN.issuperset(map(type, params)):
+            return False
+        if any(p.dtype is not dtype for p in params) or array("q", map(Tensor.numel, params)) != sizes[:len(params)]:
+            return False
+        grads = list(map(self._grad, params))
+        return self.gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads,
+                           array("q", range(len(params)))) is not None
+
+    def listing(self, members: tuple, params: Any, mask: bytes) -> bool:
+        if torch._C._is_torch_function_mode_enabled() or len(params) != len(members) or len(mask) != len(members):
+            return False
+        return all(map(is_, params, members)) and all(
+            m == 2 or (type(p) in self._PLAIN and (p.grad is not None) == (m == 1)) for p, m in zip(params, mask))
 
     @staticmethod
     def same_bytes(a: int, b: int, nbytes: int) -> bool:
