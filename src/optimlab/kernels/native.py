@@ -976,14 +976,22 @@ DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.com
 
 def _self_test(mod: Any) -> None:
     """Before the C++ build is used: its idea of torch's tensor object (the TensorImpl pointer
-    after the object header) must be ``Tensor._cdata``, and everything it reads from TensorImpls
-    must be what Python reads; ImportError otherwise (the C build is used instead)."""
+    after the object header) must be ``Tensor._cdata``, the gradient it finds from a parameter's
+    autograd metadata the one ``p.grad`` then answers (also for a gradient from ``backward()``,
+    read before its Python object exists), and everything it reads from TensorImpls must be what
+    Python reads; ImportError otherwise (the C build is used instead)."""
     mod.set_dtypes(tuple((d, torch.empty(0, dtype=d)) for d in DTYPES))
     base = torch.arange(12.0).reshape(3, 4)
     samples = [torch.zeros(5), torch.nn.Parameter(torch.ones(2, 3)), base.t(), base[1:], torch.tensor(2.0),
                torch.zeros(0), torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.complex64),
                torch.zeros(4, dtype=torch.int32), torch.tensor([1.0, 0.0, 2.0, 0.0]).to_sparse()]  # no RNG: a step never draws
     samples[1].grad = torch.full((2, 3), 2.0)
+    # a gradient made by backward(): no Python object until `.grad` is read, which the loop below
+    # does only after grad_address has found it (gather_own and listing read such gradients)
+    with torch.inference_mode(False), torch.enable_grad():  # (first loaded inside a step, say)
+        fresh = torch.nn.Parameter(torch.ones(3))
+        (fresh * 2.0).sum().backward()
+    samples.append(fresh)
     for t in samples:
         if mod.impl_address(t) != t._cdata:
             raise ImportError("torch's tensor object is not laid out as this build assumes")
