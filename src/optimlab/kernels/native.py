@@ -467,13 +467,36 @@ static PyObject *same_state(PyObject *self, PyObject *const *args, Py_ssize_t n)
    and runs no Python meanwhile; these only read): 1 the check holds, 0 it does not, -1 decide in
    gather's own loops (a tensor that is not plain, a TensorImpl read that throws), which make the
    same checks in the same order, so the answer (or the error) is the same */
+/* Warming a block of tensors, stage by stage. Each tensor's fields lie at the end of a chain of
+   pointers (object -> TensorImpl -> autograd metadata -> gradient's TensorImpl -> its storage),
+   all out of the caches after the step's data went through. Following one tensor's chain at a
+   time waits a memory latency per link; a loop that prefetches some tensors ahead still waits
+   wherever a link arrives later than the loop needs it. Here each stage walks the whole block,
+   issuing one link of every tensor's chain (independent loads, in flight together), and the
+   next stage follows the links the previous one brought in: a block costs about one latency per
+   link, whatever its size. Only prefetches and reads (a stage reads what the one before fetched). */
+#define WARM_BLOCK 64
+
+/* a block of state dicts (their objects and entry tables) and of the 0-dim values gather checks
+   by address (`vptr[k] != 0`: objects, TensorImpls, storages) */
+static void warm_state(PyObject *const *dict_items, Py_ssize_t t0, Py_ssize_t t1, PyObject *const *value_items,
+                       Py_ssize_t k0, Py_ssize_t k1, const int64_t *vptr) {
+    for (Py_ssize_t t = t0; t < t1; t++) fetch(dict_items[t]);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) fetch(value_items[k]);
+    for (Py_ssize_t t = t0; t < t1; t++)
+        if (PyDict_Check(dict_items[t])) prefetch_lines(((PyDictObject *)dict_items[t])->ma_keys, 128);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) prefetch_impl(value_items[k]);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) prefetch_storage(value_items[k]);
+}
+
 static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *const *value_items, Py_ssize_t nv,
                        const int64_t *vptr) {
-    Py_ssize_t k = 0;
+    Py_ssize_t k = 0, per = nt > 0 ? (nv + nt - 1) / nt : 0;  /* values per dict, rounded up: the block's */
     for (Py_ssize_t t = 0; t < nt; t++) {
-        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
-        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
-            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+        if (t % WARM_BLOCK == 0) {
+            Py_ssize_t t1 = t + WARM_BLOCK < nt ? t + WARM_BLOCK : nt, k1 = k + (t1 - t) * per;
+            warm_state(dict_items, t, t1, value_items, k, k1 < nv ? k1 : nv, vptr);
+        }
         PyObject *d = dict_items[t];
         if (d == Py_None) continue;
         if (!PyDict_Check(d)) return 0;
@@ -481,7 +504,6 @@ static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *con
         PyObject *key, *value;
         while (PyDict_Next(d, &pos, &key, &value)) {
             if (k >= nv || value != value_items[k]) return 0;
-            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);
             if (vptr[k] != 0) {
                 int64_t address;
                 if (!address_of(value, &address)) return -1;
@@ -511,47 +533,49 @@ static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_
     return 1;
 }
 
-/* a plain tensor's gradient as its TensorImpl alone, no Python object (a gradient fresh from
-   backward() has none yet: the getter would make one): NULL where it has none, or where its
-   Python object is not a plain tensor (a subclass: the getter's answer, which the caller's
-   fallback asks for); throws where a read does */
-static inline c10::TensorImpl *plain_grad(c10::TensorImpl *impl) {
-    c10::TensorImpl *g = grad_impl(impl);
-    if (g == c10::UndefinedTensorImpl::singleton()) return NULL;
-    PyObject *obj = g->pyobj_slot()->load_pyobj();  /* none: THPVariable_Wrap would make a plain Tensor */
-    return obj == NULL || plain(obj) ? g : NULL;
-}
-
-/* ahead of reading params[i] and its gradient without Python objects: ahead_grad's chain, and the
-   parameter's and the gradient's storages (where their data addresses are) */
-static inline void ahead_own(PyObject *const *items, Py_ssize_t n, Py_ssize_t i) {
-    ahead_grad(items, n, i);
-    Py_ssize_t j;
-    try {
-        if ((j = i + AHEAD / 2) < n) prefetch_storage(items[j]);
-        if ((j = i + AHEAD / 8) < n && plain(items[j])) {
-            c10::TensorImpl *g = grad_impl(impl_of(items[j]));
-            if (g != c10::UndefinedTensorImpl::singleton()) fetch(g->unsafe_storage().unsafeGetStorageImpl());
-        }
-    } catch (...) {  /* (only prefetches) */
-    }
-}
-
 /* gather_own's tensor half: every parameter plain, of `meta` and its size, at its address; its
    gradient, read from its autograd metadata, as gather's (a plain, dense, contiguous tensor of
-   `meta` and that size); the gradients' addresses to out. 1 holds, 0 not (or a read threw) */
+   `meta` and that size); the gradients' addresses to out. 1 holds, 0 not (or a read threw).
+   Block by block, stage by stage (see warm_state): the parameters' objects; their TensorImpls;
+   their autograd metadata and storages; the gradients' TensorImpls; their storages and Python
+   objects; then the checks, on what is now in the cache (each pointer read once, kept) */
 static int params_own_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_t *pp, const int64_t *sz,
                            caffe2::TypeMeta meta, int64_t *out) {
+    c10::TensorImpl *impls[WARM_BLOCK], *grads[WARM_BLOCK];
+    PyObject *objects[WARM_BLOCK];
+    const c10::TensorImpl *undefined = c10::UndefinedTensorImpl::singleton();
     try {
-        for (Py_ssize_t t = 0; t < nt; t++) {
-            ahead_own(param_items, nt, t);
-            PyObject *p = param_items[t];
-            if (!plain(p)) return 0;
-            c10::TensorImpl *impl = impl_of(p);
-            if (impl->dtype() != meta || impl->numel() != sz[t] || (int64_t)(intptr_t)impl->mutable_data() != pp[t])
-                return 0;
-            c10::TensorImpl *g = plain_grad(impl);
-            if (g == NULL || !impl_fits(g, meta, sz[t], out + t)) return 0;
+        for (Py_ssize_t t0 = 0; t0 < nt; t0 += WARM_BLOCK) {
+            Py_ssize_t n = nt - t0 < WARM_BLOCK ? nt - t0 : WARM_BLOCK;
+            PyObject *const *items = param_items + t0;
+            for (Py_ssize_t i = 0; i < n; i++) fetch(items[i]);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (!plain(items[i])) return 0;
+                prefetch_fields(impls[i] = impl_of(items[i]));
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                c10::AutogradMetaInterface *m = impls[i]->autograd_meta();
+                if (m == NULL) return 0;  /* no autograd metadata: no gradient */
+                prefetch_lines(m, 128);  /* where TensorImpl::grad() reads the gradient */
+                fetch(impls[i]->unsafe_storage().unsafeGetStorageImpl());
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if ((grads[i] = grad_impl(impls[i])) == undefined) return 0;
+                prefetch_fields(grads[i]);
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                fetch(grads[i]->unsafe_storage().unsafeGetStorageImpl());
+                /* the gradient's Python object, where it has one (none: the getter would make a plain Tensor) */
+                if ((objects[i] = grads[i]->pyobj_slot()->load_pyobj()) != NULL) fetch(objects[i]);
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                c10::TensorImpl *impl = impls[i];
+                if (objects[i] != NULL && !plain(objects[i])) return 0;  /* a subclass: the way through Python */
+                Py_ssize_t t = t0 + i;
+                if (impl->dtype() != meta || impl->numel() != sz[t] || (int64_t)(intptr_t)impl->mutable_data() != pp[t])
+                    return 0;
+                if (!impl_fits(grads[i], meta, sz[t], out + t)) return 0;
+            }
         }
     } catch (...) {
         return 0;
