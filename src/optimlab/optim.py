@@ -9,11 +9,14 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 
 from __future__ import annotations
 
+import functools
 import inspect
+from itertools import chain
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from . import faults, kernels
 from .kernels import compiled
@@ -45,6 +48,45 @@ def _settings(group: dict[str, Any]) -> tuple | None:
         else:
             return None
     return tuple(out)
+
+
+def _hooked(inner: Callable[..., Any]) -> Callable[..., Any]:
+    """``inner`` (a ``step``) as torch.optim's ``Optimizer.profile_hook_step`` wraps every
+    optimizer's step: the step pre-hooks (global, then the optimizer's; one may return new
+    ``(args, kwargs)``), the step, ``_optimizer_step_code`` (the profiler's Python tracer hooks
+    it), the post-hooks - inside ``torch.autograd.profiler.record_function("Optimizer.step#<class
+    name>.step")`` wherever anything would see it (:func:`.kernels.native.recording`: a profiler
+    or other RecordFunction callback, a torch-function or dispatch mode; always while compiling
+    and where the C++ build is not used). Where nothing would, that context records nothing, and
+    entering it costs ~0.2 ms on a cold cache (measured, benchmarks/step_speed.py layout c: 6% of
+    a 2,000-tensor step), so it is left out. Marked ``hooked``: torch does not wrap it again."""
+
+    @functools.wraps(inner)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        if torch.compiler.is_compiling() or kernels.native.recording():
+            with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return _with_hooks(self, inner, args, kwargs)
+        return _with_hooks(self, inner, args, kwargs)
+
+    step.hooked = True  # type: ignore[attr-defined]
+    return step
+
+
+def _with_hooks(self: torch.optim.Optimizer, inner: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """torch's ``profile_hook_step`` body: pre-hooks, ``inner(*args, **kwargs)``, post-hooks."""
+    for pre_hook in chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+        result = pre_hook(self, args, kwargs)
+        if result is not None:
+            if isinstance(result, tuple) and len(result) == 2:
+                args, kwargs = result
+            else:
+                raise RuntimeError(f"{inner} must return None or a tuple of (new_args, new_kwargs), but got {result}.")
+    out = inner(*args, **kwargs)
+    self._optimizer_step_code()
+    for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+        post_hook(self, args, kwargs)
+    return out
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -100,6 +142,7 @@ class Optimizer(torch.optim.Optimizer):
                 if torch.is_tensor(per_param.get(name)):
                     per_param[name] = per_param[name].to(scalar_dtype())
 
+    @_hooked
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply the rule once to every parameter that has a gradient; return ``closure()``.
 
@@ -293,11 +336,12 @@ class ScheduleFreeOptimizer(Optimizer):
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
         Optimizer.__init__(self, params, {**defaults, "train_mode": True})
 
+    @_hooked
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}.step() needs training mode: call optimizer.train() first "
                                f"(allowed: step after train(), evaluate after eval())")
-        return super().step(closure)
+        return Optimizer.step.__wrapped__(self, closure)  # (the hooks ran once, around this step)
 
     @torch.no_grad()
     def _switch(self, train: bool) -> None:

@@ -60,6 +60,10 @@ The functions (both builds, and :data:`python`):
     ``params`` (a group's list) holds exactly the tuple ``members`` in order, and each member's
     gradient is as ``mask`` (bytes) says: 0 none, 1 some, 2 not looked at (``gather_own`` checks
     it). C++ build and :data:`python` only, as ``gather_own``.
+``recording()`` (C++ build only; :func:`recording` answers for every build)
+    whether a RecordFunction callback (a profiler, an observer), a torch-function mode or a
+    dispatch mode is active: where none is, torch's ``record_function`` records nothing and is
+    not entered around a step (``optim``).
 ``same_bytes(a, b, nbytes)``, ``advance(address, n, double)``, ``fill(address, n, value, double)``
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
@@ -94,7 +98,7 @@ from torch import Tensor
 
 from . import cpu
 
-__all__ = ["module", "build", "enabled", "kind", "python", "switched_off", "unavailable"]
+__all__ = ["module", "build", "enabled", "kind", "python", "recording", "switched_off", "unavailable"]
 
 SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
@@ -104,6 +108,7 @@ SOURCE = r"""
 #ifdef OPTIMLAB_TORCH
 #include <c10/core/TensorImpl.h>
 #include <c10/core/UndefinedTensorImpl.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <atomic>
 extern "C" const char KEY_SYMBOL[];  /* the key the build appends: exported, not a C++ const */
 #endif
@@ -961,6 +966,18 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t n) {
 }
 #endif
 
+#ifdef OPTIMLAB_TORCH
+namespace at { bool hasCallbacks(); }  /* ATen/record_function.h (libtorch_cpu) */
+
+/* recording() -> bool: whether torch's record_function would be seen by anything here: a
+   RecordFunction callback (a profiler, an observer; thread-local or global), a torch-function
+   mode or a dispatch mode (which would see its profiler ops) */
+static PyObject *recording(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    return PyBool_FromLong(at::hasCallbacks() || at::impl::torch_function_mode_enabled()
+                           || c10::impl::TorchDispatchModeTLS::any_modes_set());
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL, NULL},
     {"with_grads", (PyCFunction)(void (*)(void))with_grads, METH_FASTCALL, NULL},
@@ -977,6 +994,7 @@ static PyMethodDef methods[] = {
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
     {"gather_own", (PyCFunction)(void (*)(void))gather_own, METH_FASTCALL, NULL},
     {"listing", (PyCFunction)(void (*)(void))listing, METH_FASTCALL, NULL},
+    {"recording", (PyCFunction)(void (*)(void))recording, METH_FASTCALL, NULL},
 #endif
     {NULL, NULL, 0, NULL},
 };
@@ -1137,6 +1155,14 @@ def enabled() -> Any:
     if switched_off("OPTIMLAB_NATIVE"):
         return python
     return _module[0] or python if _module else module() or python
+
+
+def recording() -> bool:
+    """Whether torch's ``record_function`` around a step would be seen by anything: True unless
+    the C++ build says no RecordFunction callback (profiler, observer), torch-function mode or
+    dispatch mode is active (it reads that from torch; the C build and Python cannot: True)."""
+    mod = _module[0] if _module else module()
+    return mod.recording() if mod is not None and hasattr(mod, "recording") else True
 
 
 class _Python:
