@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import triton_gpu  # noqa: E402
-from test_precision import run_bf16_params  # noqa: E402
+from test_precision import SGD_STORAGES, assert_same_sgd, run_bf16_params, run_sgd  # noqa: E402
 from test_triton import use_interpreter  # noqa: E402
 
 SIZES = (5000, 4100)
@@ -151,3 +151,20 @@ def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, sta
         for key in ("exp_avg", "exp_avg_sq"):
             assert our_state[i][key].dtype == eager_state[i][key].dtype == (state_dtype or torch.float32)
             assert torch.equal(our_state[i][key], eager_state[i][key]), key
+
+
+@pytest.mark.parametrize("storage", SGD_STORAGES, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-bf16"])
+def test_sgd_low_precision_in_the_kernel(interpreter, storage):
+    """SGD (no step count of its own; the plan keeps the counter that keys its rounding): after
+    the first step, which creates the momentum buffer eagerly, the Triton kernel stores the
+    eager path's parameters, bf16 bits, 8-bit codes and scales exactly, resumed mid-way too."""
+    pdtype, state_dtype = storage
+    kwargs, steps = {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-2}, 3
+    ours = run_sgd(kwargs, pdtype, state_dtype, SIZES, steps, fused=True)
+    assert ours[2] == {"fused": (steps - 1) * len(SIZES), "eager": len(SIZES)}
+    eager = run_sgd(kwargs, pdtype, state_dtype, SIZES, steps, fused=False)
+    assert_same_sgd(ours, eager)
+    assert_same_sgd(run_sgd({**kwargs, "nesterov": True, "dampening": 0}, pdtype, state_dtype, SIZES, steps,
+                            fused=True, stop_at=2),
+                    run_sgd({**kwargs, "nesterov": True, "dampening": 0}, pdtype, state_dtype, SIZES, steps,
+                            fused=False))

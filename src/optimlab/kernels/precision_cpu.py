@@ -20,6 +20,10 @@ the float bits as it stores, then the block's codes are written, all in the same
 every loop is a handful of integer and float operations on each element and vectorizes (no table
 look-ups).
 
+SGD, which counts no steps, runs here too: where it rounds stochastically the eager path and the
+dispatcher keep a ``step`` for the key (:func:`optimlab.kernels._counters`); the step that
+creates its momentum buffer (the first) runs eagerly (:attr:`Backend.MAKES_STATE`).
+
 Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
 and op table, so the fused and eager paths compute the same float32 numbers and round them with
 the same bits.
@@ -157,6 +161,10 @@ class Int8Source(cpu.CSource):
 class Backend:
     """A backend of :func:`optimlab.kernels.step_group` for one storage kind (``"bf16"``, ``"int8"``)."""
 
+    #: a step that creates state (SGD's first, which makes the momentum buffer) runs eagerly: the
+    #: eager path stores the new buffer in its storage; the dispatcher plans the next step again
+    MAKES_STATE = False
+
     def __init__(self, storage: str) -> None:
         self.storage = storage
 
@@ -164,10 +172,11 @@ class Backend:
         return f"precision_cpu.Backend({self.storage!r})"
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
-        """CPU parameters of rules that count steps (the step keys bfloat16's rounding; the one
-        rule that does not, SGD, creates its momentum buffer in the step: eager): float32 ones with
-        low-precision state, or stochastically rounded bfloat16 ones with float32 or bfloat16 state."""
-        return p.device.type == "cpu" and rule.counts_steps and kept(self.storage, p, group)
+        """CPU parameters (:func:`kept`): float32 ones with low-precision state, or stochastically
+        rounded bfloat16 ones with float32 or bfloat16 state. The rounding keys on the parameter's
+        ``step``, which a rule that counts no steps (SGD) keeps for it too
+        (``Optimizer.param_state``; the dispatcher advances it)."""
+        return p.device.type == "cpu" and kept(self.storage, p, group)
 
     def state_ok(self, t: Any, p: Tensor) -> bool:
         dtype = {"bf16": torch.bfloat16, "int8": torch.uint8, "f32": torch.float32}[self.storage]

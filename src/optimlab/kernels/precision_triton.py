@@ -219,11 +219,12 @@ class Backend(precision_cpu.Backend):
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         """float32 parameters with low-precision state, or stochastically rounded bfloat16 ones
-        (state float32 or bfloat16), of rules that count steps; not 8-bit state with kernel
+        (state float32 or bfloat16); the rounding keys on the parameter's ``step``, which SGD
+        keeps for it too (see :meth:`.precision_cpu.Backend.takes`). Not 8-bit state with kernel
         blocks that would split its blocks, nor a capturable group whose rounding needs keys."""
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
         keyed = self.storage == "bf16" or precision.rounds_param(p, group)
-        return (rule.counts_steps and triton_gpu.accepts(p.dtype, p.device, forced)
+        return (triton_gpu.accepts(p.dtype, p.device, forced)
                 and precision_cpu.kept(self.storage, p, group)
                 and not (group.get("capturable") and keyed)  # the keys come from the host's step count
                 and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
