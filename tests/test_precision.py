@@ -519,12 +519,13 @@ def run_bf16_params(name, state_dtype, sizes, steps, fused):
     return [p.detach() for p in params], opt.state_dict()["state"]
 
 
-@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16, "int8"], ids=["f32-state", "bf16-state", "int8-state"])
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "Adagrad"])
 def test_stochastically_rounded_bf16_params_run_in_the_c_kernel(name, state_dtype):
     """``param_rounding="stochastic"`` on bfloat16 parameters: the generated C computes in float32
-    and rounds the parameter with the eager path's bits (stream "param"), the state float32 or
-    bfloat16 exactly as the eager path keeps it. The float32 results differ only where the eager
+    and rounds the parameter with the eager path's bits (stream "param"), the state float32,
+    bfloat16 or 8-bit (codes and scales; float32 under the 8-bit threshold) exactly as the eager
+    path keeps it. The float32 results differ only where the eager
     CPU sqrt is an ulp off the correctly rounded one, which may flip a rounding."""
     from optimlab import kernels
 
@@ -550,7 +551,8 @@ SGD_OPTIONS = [
 ]
 #: (parameter dtype, state_dtype) of SGD's low-precision storages: bf16 parameters are rounded stochastically
 SGD_STORAGES = [(torch.float32, torch.bfloat16), (torch.float32, "int8"), (torch.bfloat16, None),
-                (torch.bfloat16, torch.bfloat16)]
+                (torch.bfloat16, torch.bfloat16), (torch.bfloat16, "int8")]
+SGD_STORAGE_IDS = ["f32-bf16", "f32-int8", "bf16-f32", "bf16-bf16", "bf16-int8"]
 
 
 def run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused, stop_at=None):
@@ -589,7 +591,7 @@ def assert_same_sgd(ours, eager):
                 assert ours[1][i][key].dtype == value.dtype and torch.equal(ours[1][i][key], value), (i, key)
 
 
-@pytest.mark.parametrize("storage", SGD_STORAGES, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-bf16"])
+@pytest.mark.parametrize("storage", SGD_STORAGES, ids=SGD_STORAGE_IDS)
 @pytest.mark.parametrize("kwargs", SGD_OPTIONS, ids=["dampening-wd", "nesterov-max", "ewma", "plain"])
 def test_sgd_low_precision_runs_in_the_c_kernel(kwargs, storage):
     """SGD counts no steps, yet its low-precision storage keys the stochastic rounding on a

@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import triton_gpu  # noqa: E402
-from test_precision import SGD_STORAGES, assert_same_sgd, run_bf16_params, run_sgd  # noqa: E402
+from test_precision import SGD_STORAGE_IDS, SGD_STORAGES, assert_same_sgd, run_bf16_params, run_sgd  # noqa: E402
 from test_triton import use_interpreter  # noqa: E402
 
 SIZES = (5000, 4100)
@@ -131,12 +131,13 @@ def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypa
     assert kernels.stats["eager_tensors"] - before["eager_tensors"] == len(SIZES)
 
 
-@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16, "int8"], ids=["f32-state", "bf16-state", "int8-state"])
 @pytest.mark.parametrize("name", ["Adam", "NAdam"])
 def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, state_dtype):
     """bfloat16 parameters with ``param_rounding="stochastic"``: the kernel computes in float32 and
     rounds the parameter with the eager path's bits (stream "param"); the state is float32
-    (without ``state_dtype``) or bfloat16, bit for bit as the eager path keeps it."""
+    (without ``state_dtype``), bfloat16 or 8-bit (codes and scales), bit for bit as the eager path
+    keeps it."""
     before = dict(kernels.stats)
     ours, our_state = run_bf16_params(name, state_dtype, SIZES, steps=2, fused=True)
     assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
@@ -147,13 +148,17 @@ def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, sta
         # the float32 results differ by an ulp where the eager CPU sqrt does: a rounding may flip
         assert (a != b).float().mean() < 1e-3
         torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=2 ** -6)
+    stored = {None: torch.float32, torch.bfloat16: torch.bfloat16, "int8": torch.uint8}[state_dtype]
     for i in eager_state:
+        assert our_state[i].keys() == eager_state[i].keys()
         for key in ("exp_avg", "exp_avg_sq"):
-            assert our_state[i][key].dtype == eager_state[i][key].dtype == (state_dtype or torch.float32)
-            assert torch.equal(our_state[i][key], eager_state[i][key]), key
+            assert our_state[i][key].dtype == eager_state[i][key].dtype == stored
+        for key, value in eager_state[i].items():
+            if torch.is_tensor(value):
+                assert torch.equal(our_state[i][key], value), key
 
 
-@pytest.mark.parametrize("storage", SGD_STORAGES, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-bf16"])
+@pytest.mark.parametrize("storage", SGD_STORAGES, ids=SGD_STORAGE_IDS)
 def test_sgd_low_precision_in_the_kernel(interpreter, storage):
     """SGD (no step count of its own; the plan keeps the counter that keys its rounding): after
     the first step, which creates the momentum buffer eagerly, the Triton kernel stores the

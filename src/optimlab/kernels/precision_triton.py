@@ -2,7 +2,9 @@
 with the state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
 
 A bfloat16 parameter with ``param_rounding="stochastic"`` is stored the way bfloat16 state is
-(its float32 result rounded with the bits of stream ``"param"``), its state in float32 or bfloat16.
+(its float32 result rounded with the bits of stream ``"param"``), its state in float32, bfloat16
+or 8-bit blocks (:class:`Int8BF16Source`). SGD, which counts no steps, is fused too: the dispatcher
+keeps the ``step`` that keys its rounding; the step that creates its momentum buffer runs eagerly.
 
 Only the buffer accesses differ from the float32 kernel (the expressions come from the same trace
 and op table), so the Triton, C and eager paths compute the same float32 numbers and store them
@@ -28,6 +30,7 @@ host step count); 8-bit state needs no step and is fused, capturable or not.
 from __future__ import annotations
 
 import os
+from array import array
 from typing import Any, Sequence
 
 import torch
@@ -210,6 +213,32 @@ class Int8Source(_LowSource):
                 f"{masked})")
 
 
+class Int8BF16Source(Int8Source):
+    """8-bit state (:class:`Int8Source`) of a stochastically rounded bfloat16 parameter: buffer 0
+    accessed as :class:`BF16Source` does (its tensor keys at table row ``row``, after the scale
+    rows; the step as two arguments), the gradient plain bfloat16."""
+
+    def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, rows: dict[int, int],
+                 signed: Sequence[bool], row: int) -> None:
+        super().__init__(dtype, aligned, n_inputs, rows, signed)
+        self.param = BF16Source(dtype, aligned, row, {0: precision.stream_id("param")}, {0}, set())
+
+    def arguments(self) -> list[str]:
+        return self.param.arguments()
+
+    def setup(self) -> list[str]:
+        return self.param.setup()
+
+    def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
+        return self.param.pointer(buffer, offset) if buffer == 0 else super().pointer(buffer, offset)
+
+    def load(self, buffer: int, masked: bool) -> str:
+        return self.param.load(buffer, masked) if buffer == 0 else super().load(buffer, masked)
+
+    def store(self, buffer: int, value: str, masked: bool) -> str:
+        return self.param.store(buffer, value, masked) if buffer == 0 else super().store(buffer, value, masked)
+
+
 class Backend(precision_cpu.Backend):
     """The CUDA (and, under ``TRITON_INTERPRET=1`` with ``OPTIMLAB_BACKEND=triton``, the CPU)
     backend for one low-precision storage."""
@@ -236,6 +265,8 @@ class Backend(precision_cpu.Backend):
             rows = {k: n_buffers + i for i, k in enumerate(range(2, n_inputs))}
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
+                if dtype == torch.bfloat16:  # rounded stochastically: its tensor keys after the scales
+                    return Int8BF16Source(dtype, aligned, n_inputs, rows, signed, n_buffers + len(rows))
                 return Int8Source(dtype, aligned, n_inputs, rows, signed)
         else:  # one row of tensor keys; each rounded buffer's stream id in the source
             names, state = structure[-1], set(range(2, n_inputs))
@@ -255,12 +286,14 @@ class Backend(precision_cpu.Backend):
 
     def launch(self, program: triton_gpu.Program, bucket: Any, columns: Sequence[list[Tensor]],
                scalars: Any) -> None:
-        if self.storage == "int8":
+        if self.storage == "int8" and bucket.dtype != torch.bfloat16:  # nothing rounded stochastically
             triton_gpu.launch(program, bucket, columns, scalars, bucket.cache["scales"])
             return
+        rows = array("q", bucket.cache["scales"]) if self.storage == "int8" else array("q")
         base, step = self.tensor_keys(bucket)
+        rows.extend(base.tolist())
         step &= 0xFFFFFFFF
-        triton_gpu.launch(program, bucket, columns, scalars, base.tolist(), (step & 0xFFFF, step >> 16))
+        triton_gpu.launch(program, bucket, columns, scalars, rows, (step & 0xFFFF, step >> 16))
 
 
 #: by state storage; "f32": float32 state of a stochastically rounded bfloat16 parameter
