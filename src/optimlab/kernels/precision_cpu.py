@@ -245,14 +245,18 @@ class Backend:
         kernel.keyed = keyed  # the buffers rounded stochastically: a key row each, in this order
         return kernel
 
-    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
-        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
+    def tensor_base(self, bucket: Any) -> np.ndarray:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values)."""
         seed = bucket.cache["group"].get("rounding_seed", 0)
         cached_seed, base = bucket.cache["tensor_keys"]
         if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
             base = precision.tensor_key(seed, bucket.cache["positions"])
             bucket.cache["tensor_keys"] = (seed, base)
-        return base, int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+        return base
+
+    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
+        return self.tensor_base(bucket), int(bucket.scalars["step"][0].item())  # already advanced: as eager
 
     def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
         """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
