@@ -163,7 +163,8 @@ def capture_check() -> None:
     shapes = [(1000,), (37, 5), (4096,), (3,)]
     cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
              ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True}),
-             ("Adam", {"lr": 1e-2, "state_dtype": "int8"})]  # 8-bit state on the 4096 tensor (torch: none)
+             ("Adam", {"lr": 1e-2, "state_dtype": "int8"}),  # 8-bit state on the 4096 tensor (torch: none)
+             ("Adam", {"lr": 1e-2, "state_dtype": torch.bfloat16})]  # the rounding's step read on the device
     for name, kwargs in cases:
         try:
             pg, og = make_side(shapes, getattr(optimlab, name), {**kwargs, "capturable": True})
