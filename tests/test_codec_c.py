@@ -200,3 +200,45 @@ def test_decode_of_all_256_codes(builds, signed):
                 lib.decode_both(int(signed), _ptr(codes), m, float(scale), _ptr(block), _ptr(one))
                 assert np.array_equal(block.view(np.uint32), expected[:m]), (name, scale, m)
                 assert np.array_equal(one.view(np.uint32), expected[:m]), (name, scale, m)
+
+
+def _adam_run(state_dtype):
+    """4 fused Adam steps on two tensors (partial 8-bit blocks) with gradients over 60 binades, zeros,
+    infinities and a NaN: the parameters and every state tensor."""
+    import optimlab
+
+    gen = torch.Generator().manual_seed(4)
+    params = [torch.nn.Parameter(torch.randn(n, generator=gen)) for n in (5000, 4100)]
+    opt = optimlab.Adam(params, lr=1e-2, state_dtype=state_dtype)
+    for step in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen) * 10.0 ** torch.randint(-30, 30, p.shape, generator=gen)
+            p.grad[:300] = 0.0
+        params[0].grad[700] = float("inf") if step == 1 else params[0].grad[700]
+        params[1].grad[4099] = float("nan") if step == 2 else params[1].grad[4099]
+        opt.step()
+    return [p.detach().clone() for p in params] + [
+        v.clone() for s in opt.state_dict()["state"].values() for v in s.values() if torch.is_tensor(v)]
+
+
+@pytest.mark.skipif(not X86, reason="the baseline build is x86-64's")
+def test_generated_kernels_built_without_avx2_give_the_avx2_builds_bits(monkeypatch, tmp_path):
+    """The generated Adam kernels with 8-bit and with bfloat16 state, built for baseline x86-64
+    (the one-element C throughout), store the bits of this machine's build (AVX2 here)."""
+    from optimlab import kernels
+
+    native = {s: _adam_run(s) for s in ("int8", torch.bfloat16)}
+    monkeypatch.setenv("OPTIMLAB_CACHE_DIR", str(tmp_path))  # kept out of the user's kernel cache
+    monkeypatch.setattr(cpu, "_by_structure", {})
+    at = cpu.FLAGS.index("-march=native")
+    cpu.FLAGS[at] = "-march=x86-64"  # in place: the build's default flags are this list
+    try:
+        built, fused = cpu.stats["built"], kernels.stats["fused_tensors"]
+        baseline = {s: _adam_run(s) for s in ("int8", torch.bfloat16)}
+        assert cpu.stats["built"] - built >= 2 and kernels.stats["fused_tensors"] - fused == 2 * 4 * 2
+    finally:
+        cpu.FLAGS[at] = "-march=native"
+    for s in native:
+        assert len(native[s]) == len(baseline[s])
+        for a, b in zip(native[s], baseline[s]):
+            assert a.dtype == b.dtype and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)), s
