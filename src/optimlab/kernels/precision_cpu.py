@@ -204,7 +204,7 @@ class Backend:
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         """CPU parameters (:func:`kept`): float32 ones with low-precision state, or stochastically
-        rounded bfloat16 ones with float32 or bfloat16 state. The rounding keys on the parameter's
+        rounded bfloat16 ones with float32, bfloat16 or 8-bit state. The rounding keys on the parameter's
         ``step``, which a rule that counts no steps (SGD) keeps for it too
         (``Optimizer.param_state``; the dispatcher advances it)."""
         return p.device.type == "cpu" and kept(self.storage, p, group)

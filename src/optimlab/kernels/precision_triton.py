@@ -220,7 +220,7 @@ class Int8Source(_LowSource):
 class Int8BF16Source(Int8Source):
     """8-bit state (:class:`Int8Source`) of a stochastically rounded bfloat16 parameter: buffer 0
     accessed as :class:`BF16Source` does (its tensor keys at table row ``row``, after the scale
-    rows; the step as two arguments), the gradient plain bfloat16."""
+    rows; the step as BF16Source takes it), the gradient plain bfloat16."""
 
     def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, rows: dict[int, int],
                  signed: Sequence[bool], row: int, capturable: bool = False) -> None:
@@ -257,9 +257,10 @@ class Backend(precision_cpu.Backend):
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         """float32 parameters with low-precision state, or stochastically rounded bfloat16 ones
-        (state float32 or bfloat16); the rounding keys on the parameter's ``step``, which SGD
-        keeps for it too (see :meth:`.precision_cpu.Backend.takes`). Not 8-bit state with kernel
-        blocks that would split its blocks, nor a capturable group whose rounding needs keys."""
+        (state float32, bfloat16 or 8-bit); the rounding keys on the parameter's ``step``, which
+        SGD keeps for it too (see :meth:`.precision_cpu.Backend.takes`). Not 8-bit state with
+        kernel blocks that would split its blocks; capturable groups only on a capturable backend
+        (:data:`CAPTURABLE`: the step read on the device)."""
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
         return (triton_gpu.accepts(p.dtype, p.device, forced)
                 and precision_cpu.kept(self.storage, p, group)
