@@ -247,12 +247,14 @@ class Optimizer(torch.optim.Optimizer):
         a rule with no state leaves no entry. The fused path and the eager one both get it here."""
         state = self.state.get(param)
         if state:
+            if not self.rule.counts_steps and "step" not in state and precision.rounds_stochastically(param, group):
+                state["step"] = self._rounding_step(param, group)  # a torch.optim SGD state has none
             return state
         state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
-        elif precision.rounds_stochastically(param, group):  # the step keys the rounding
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        elif precision.rounds_stochastically(param, group):
+            state["step"] = self._rounding_step(param, group)
         storage = precision.kind(param, group)
         for name, value in self.rule.init_state(faults.state_template(param, group), group).items():
             if storage is None or name in self.rule.scalar_state:
@@ -267,6 +269,12 @@ class Optimizer(torch.optim.Optimizer):
             self.state[param] = state
         return state
 
+    @staticmethod
+    def _rounding_step(param: Tensor, group: dict[str, Any]) -> Tensor:
+        """The ``step`` count of a rule that counts none (SGD) where it keys the stochastic rounding
+        (:func:`.precision.stream_key`): kept, advanced and saved as a counting rule's is."""
+        return torch.tensor(0.0, dtype=scalar_dtype(), device=param.device if group.get("capturable") else None)
+
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
         state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
@@ -278,9 +286,6 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             inputs[name] = value.item() if name in self.rule.scalar_state else real(precision.load(state, name, dtype))
         stochastic = precision.rounds_stochastically(param, group)
-        if stochastic and "step" not in state:  # a torch.optim SGD state has no step
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            self.state[param] = state
         if "step" in state:
             state["step"] += 1
         if self.rule.counts_steps:

@@ -153,7 +153,7 @@ class _Bucket:
         self.param_ptrs = array("q", map(_data_ptr, self.params))
         self.scalars: dict[str, Tensor] = {}  # name -> the buffer the per-parameter 0-dim views share
         self.expected: dict[str, Tensor] = {}  # what the plan last wrote there
-        for name in (["step"] if rule.counts_steps else []) + list(rule.scalar_state):
+        for name in self.sets[0].values:  # the counters (``step``: see :func:`_counters`), scalar state
             buffer = torch.stack([state[name] for state in states])
             for i, state in enumerate(states):
                 state[name] = buffer[i]
@@ -272,7 +272,6 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     rule = optimizer.rule
     stats["plans"] += 1
     plan = _Plan(optimizer, flags, [tuple(params) for _, params in work])
-    scalar_names = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
     sets: dict[tuple, list[tuple[Tensor, dict, int]]] = {}
     position = 0  # of each parameter in ``work``, all groups one after another: its gradient's
     for index, ((group, params), hp) in enumerate(zip(work, hyperparams)):
@@ -299,6 +298,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
                 rest.append(p)
                 continue
             state = optimizer.param_state(p, group)
+            scalar_names = _counters(rule, p, group)
             names = tuple(k for k in state if k not in scalar_names
                           and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
             scalar_device = p.device if capturable else torch.device("cpu")
@@ -313,14 +313,18 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     buckets: dict[tuple, tuple[_Bucket, list]] = {}
     for (index, backend, device, dtype, names, values), items in sets.items():
         set_values = {k: v for k, _, v in values}
-        round_ = _ROUND[values[0][1]] if rule.counts_steps else float
+        round_ = _ROUND[values[0][1]] if values and values[0][0] == "step" else float
         capturable = bool(work[index][0].get("capturable"))
         if capturable:
-            arguments, on = _device_arguments({k: items[0][1][k] for k in scalar_names}), device
+            arguments, on = _device_arguments({k: items[0][1][k] for k in set_values}, rule.counts_steps), device
         else:
-            arguments, on = _arguments(set_values, round_), None
+            arguments, on = _arguments(set_values, round_, rule.counts_steps), None
         try:
             trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
+            if fresh and not getattr(backend, "MAKES_STATE", True):  # (SGD's first momentum buffer)
+                plan.rest[index].extend(p for p, _, _ in items)  # the eager step creates it in its storage;
+                plan.transient = True  # the next step is planned again, with it
+                continue
             structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype, names)  # names: precision_cpu
             kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
         except Unsupported:
@@ -330,7 +334,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             continue
         # on the CPU, sets of one structure share a bucket; elsewhere (and capturable) a set is one
         shared = getattr(backend, "SCALAR_SETS", False) and not capturable
-        key = (backend, device, dtype, names, structure, round_) + (() if shared else (index, values))
+        key = (backend, device, dtype, names, structure, round_, tuple(set_values)) + (
+            () if shared else (index, values))
         bucket, members = buckets.setdefault(key, (_Bucket(
             backend, capturable, dtype, names, structure, kernel, outputs, fresh, round_,
             max(1, len(trace.scalars))), []))
@@ -406,18 +411,32 @@ def _dense_like(t: Any, p: Tensor) -> bool:
             and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
 
-def _arguments(values: dict[str, float], round_: Any) -> dict[str, float]:
+def _counters(rule: Any, p: Tensor, group: dict[str, Any]) -> list[str]:
+    """The 0-dim state of ``p`` that the plan keeps and advances: ``step`` where the rule counts
+    steps, or where it keys ``p``'s stochastic rounding (a rule that counts none, SGD: the eager
+    path keeps the same counter, ``Optimizer.param_state``), then the rule's scalar state."""
+    keyed = rule.counts_steps or precision.rounds_stochastically(p, group)
+    return (["step"] if keyed else []) + list(rule.scalar_state)
+
+
+def _arguments(values: dict[str, float], round_: Any, counts_steps: bool = True) -> dict[str, float]:
     """The rule's ``step`` and scalar-state arguments: ``step`` as eager sees it after ``+= 1``
-    (``round_`` rounds a number to the dtype of the ``step`` tensor)."""
+    (``round_`` rounds a number to the dtype of the ``step`` tensor); none for a rule that counts
+    no steps (its counter keys the rounding only)."""
     arguments = dict(values)
     if "step" in arguments:
-        arguments["step"] = round_(arguments["step"] + 1)
+        if counts_steps:
+            arguments["step"] = round_(arguments["step"] + 1)
+        else:
+            del arguments["step"]
     return arguments
 
 
-def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device."""
-    arguments = {name: value.to(torch.float64) for name, value in values.items()}
+def _device_arguments(values: dict[str, Tensor], counts_steps: bool = True) -> dict[str, Tensor]:
+    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device
+    (no ``step`` for a rule that counts none)."""
+    arguments = {name: value.to(torch.float64) for name, value in values.items()
+                 if counts_steps or name != "step"}
     if "step" in arguments:
         arguments["step"] = arguments["step"] + 1
     return arguments
@@ -506,10 +525,11 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
         outs = []
         for s in bucket.sets:
             if bucket.capturable:  # counter and scalar state stay 0-dim device tensors: no host sync
-                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()})
+                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()},
+                                              rule.counts_steps)
                 device = bucket.params[0].device
             else:
-                arguments, device = _arguments(s.values, bucket.round), None
+                arguments, device = _arguments(s.values, bucket.round, rule.counts_steps), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
                     rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer,
