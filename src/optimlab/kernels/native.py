@@ -623,6 +623,34 @@ static int64_t *q_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int wr
     return (int64_t *)view->buf;
 }
 
+/* gather's and gather_own's common arguments (params, dicts, values: tuples, checked by the
+   caller): nt tensors, nv values, one dict per tensor, at (args[8]) and the int64 buffers
+   param_ptrs, sizes (nt each), value_ptrs (nv) and ptrs (at + nt, written); release_buffers after */
+struct buffers { Py_ssize_t nt, nv, at; Py_buffer vp, vs, vv, vo; int64_t *pp, *sz, *vptr, *out; };
+
+static int bucket_buffers(PyObject *const *args, struct buffers *b) {
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return -1; }
+    Py_ssize_t nt = b->nt = PyTuple_GET_SIZE(args[0]), nv = b->nv = PyTuple_GET_SIZE(args[5]);
+    if (PyTuple_GET_SIZE(args[4]) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return -1; }
+    b->at = PyLong_AsSsize_t(args[8]);
+    if (b->at < 0 && PyErr_Occurred()) return -1;
+    if ((b->pp = q_buffer(args[1], &b->vp, nt, 0)) == NULL) return -1;
+    if ((b->sz = q_buffer(args[2], &b->vs, nt, 0)) == NULL) { PyBuffer_Release(&b->vp); return -1; }
+    if ((b->vptr = q_buffer(args[6], &b->vv, nv, 0)) == NULL) {
+        PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs);
+        return -1;
+    }
+    if ((b->out = q_buffer(args[7], &b->vo, b->at + nt, 1)) == NULL) {
+        PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs); PyBuffer_Release(&b->vv);
+        return -1;
+    }
+    return 0;
+}
+
+static void release_buffers(struct buffers *b) {
+    PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs); PyBuffer_Release(&b->vv); PyBuffer_Release(&b->vo);
+}
+
 /* gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)
    -> the bucket's gradients (grads[index[t]]) or None */
 static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
@@ -634,25 +662,15 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     PyObject *all = args[9];
     Py_ssize_t n_all = PyList_GET_SIZE(all);
-    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
     PyObject *params = args[0], *dtype = args[3], *dicts = args[4], *values = args[5];
-    Py_ssize_t nt = PyTuple_GET_SIZE(params), nv = PyTuple_GET_SIZE(values);
-    Py_ssize_t at = PyLong_AsSsize_t(args[8]);
-    if (at < 0 && PyErr_Occurred()) return NULL;
-    if (PyTuple_GET_SIZE(dicts) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return NULL; }
-    Py_buffer vp, vs, vv, vo;
-    int64_t *pp = q_buffer(args[1], &vp, nt, 0);
-    if (pp == NULL) return NULL;
-    int64_t *sz = q_buffer(args[2], &vs, nt, 0);
-    if (sz == NULL) { PyBuffer_Release(&vp); return NULL; }
-    int64_t *vptr = q_buffer(args[6], &vv, nv, 0);
-    if (vptr == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); return NULL; }
-    int64_t *out = q_buffer(args[7], &vo, at + nt, 1);
-    if (out == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); return NULL; }
+    struct buffers b;
+    if (bucket_buffers(args, &b) < 0) return NULL;
+    Py_ssize_t nt = b.nt, nv = b.nv, at = b.at;
+    int64_t *pp = b.pp, *sz = b.sz, *vptr = b.vptr, *out = b.out;
     Py_buffer vi;
     int64_t *index = q_buffer(args[10], &vi, nt, 0);
     if (index == NULL) {
-        PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+        release_buffers(&b);
         return NULL;
     }
     PyObject *grads = PyList_New(nt);
@@ -750,12 +768,12 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         if (v == -1 && PyErr_Occurred()) goto error;
         out[at + t] = v;  /* only the gradient row: the caller rewrites it every step */
     }
-    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    release_buffers(&b);
     PyBuffer_Release(&vi);
     if (!ok) { Py_XDECREF(grads); Py_RETURN_NONE; }
     return grads;
 error:
-    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    release_buffers(&b);
     PyBuffer_Release(&vi);
     Py_XDECREF(grads);
     return NULL;
@@ -772,21 +790,11 @@ static PyObject *gather_own(PyObject *self, PyObject *const *args, Py_ssize_t n)
         PyErr_SetString(PyExc_TypeError, "gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)");
         return NULL;
     }
-    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
     PyObject *params = args[0], *dicts = args[4], *values = args[5];
-    Py_ssize_t nt = PyTuple_GET_SIZE(params), nv = PyTuple_GET_SIZE(values);
-    Py_ssize_t at = PyLong_AsSsize_t(args[8]);
-    if (at < 0 && PyErr_Occurred()) return NULL;
-    if (PyTuple_GET_SIZE(dicts) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return NULL; }
-    Py_buffer vp, vs, vv, vo;
-    int64_t *pp = q_buffer(args[1], &vp, nt, 0);
-    if (pp == NULL) return NULL;
-    int64_t *sz = q_buffer(args[2], &vs, nt, 0);
-    if (sz == NULL) { PyBuffer_Release(&vp); return NULL; }
-    int64_t *vptr = q_buffer(args[6], &vv, nv, 0);
-    if (vptr == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); return NULL; }
-    int64_t *out = q_buffer(args[7], &vo, at + nt, 1);
-    if (out == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); return NULL; }
+    struct buffers b;
+    if (bucket_buffers(args, &b) < 0) return NULL;
+    Py_ssize_t nt = b.nt, nv = b.nv, at = b.at;
+    int64_t *pp = b.pp, *sz = b.sz, *vptr = b.vptr, *out = b.out;
     caffe2::TypeMeta meta;
     int state = 0, tensors = 0;
     if (!at::impl::torch_function_mode_enabled() && meta_of(args[3], &meta)) {
@@ -815,7 +823,7 @@ static PyObject *gather_own(PyObject *self, PyObject *const *args, Py_ssize_t n)
             if (state == 1) tensors = params_own_hold(param_items, nt, pp, sz, meta, out + at, &next, &failed);
         }
     }
-    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    release_buffers(&b);
     return PyBool_FromLong(state == 1 && tensors == 1);
 }
 
