@@ -28,6 +28,12 @@ or ``.data = t`` on it, with the ``step`` left as it is); replace the entry inst
 in one loop per bucket (:mod:`.native`: C++ reading each tensor's ``TensorImpl``, else C on
 Python's C API; in Python where neither can be built, or with ``OPTIMLAB_NATIVE=0``), so it
 costs a few memory reads per tensor and no Python.
+Where the plan's lists still hold (each group lists the same parameters, each one's gradient
+there or not as before: :func:`listing`, one C loop) and every bucket's backend reads gradients
+by address (the CPU's), a step does not collect the gradients at all: each bucket's check reads
+every gradient from its parameter's autograd metadata (``gather_own``), so a gradient fresh from
+``backward()`` gets no Python object; any mismatch sends the step the collecting way
+(``with_grads``, ``gather``), which sees the change as before.
 The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
 one small buffer, so advancing two thousand counters is one C loop; they remain torch's
 per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
