@@ -7,7 +7,10 @@ have no Python object until ``p.grad`` is read; collecting them makes one per te
 parameters), Adam, with the per-step checks read by address from the TensorImpls (the C++ build;
 no gradient object made), the same build collecting the gradients through Python's getter (as
 every step did before), the C build (Python's C API) and Python (``OPTIMLAB_NATIVE=0``), and
-torch's fused Adam; alternating, medians, in one process::
+torch's fused Adam; alternating, medians, in one process. Every optimlab side must end with the
+same parameters bit for bit (each side's own parameters, the same gradients every step; exit 1
+otherwise). Issue 13's layout-c target is step_speed.py's (gradients kept between steps); this
+one has no speed target::
 
     PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e]
 """
@@ -35,10 +38,12 @@ def side(shapes, cls, **kwargs):
     return params, cls(params, lr=1e-3, **kwargs)
 
 
-def backward(params) -> None:
+def backward(params, step: int) -> None:
     for p in params:
         p.grad = None  # zero_grad(set_to_none=True)
-    torch.stack([p.sum() for p in params]).sum().backward()
+    # the same gradients on every side: d/dp of sum(p * w) is w, a fixed draw per step
+    g = torch.Generator().manual_seed(step)
+    torch.stack([(p * torch.randn(p.shape, generator=g)).sum() for p in params]).sum().backward()
 
 
 def collected(step):
@@ -76,7 +81,7 @@ def main() -> None:
         names = list(sides) if i % 2 == 0 else list(reversed(sides))
         for k in names:
             (params, opt), how = sides[k]
-            backward(params)
+            backward(params, i)
             t = time.perf_counter()
             how(opt.step)
             if i >= 3:
@@ -91,6 +96,11 @@ def main() -> None:
         m = statistics.median(v)
         print(f"  {k:<15} {m * 1e3:8.3f} ms  {100 * 28 * n / m / 1e9 / bw:5.1f}% of the triad  "
               f"torch fused / this {base / m:6.2f}")
+    ours = [k for k in sides if k != "torch fused"]
+    first = sides[ours[0]][0][0]
+    same = all(all(torch.equal(a, b) for a, b in zip(first, sides[k][0][0])) for k in ours[1:])
+    print(f"optimlab sides equal bit for bit: {same}")
+    sys.exit(0 if same else 1)
 
 
 if __name__ == "__main__":
