@@ -97,3 +97,6 @@ def test_record_function_only_where_something_records(monkeypatch):
     assert entered[-1] == "Optimizer.step#Adam.step" and len(entered) == (1 if cpp else 2)
     monkeypatch.setattr(native, "_module", [native.build(against_torch=False)])
     assert native.recording()
+    monkeypatch.setattr(native, "_module", [])  # OPTIMLAB_NATIVE=0: nothing is built to answer
+    monkeypatch.setenv("OPTIMLAB_NATIVE", "0")
+    assert native.recording() and native._module == []

@@ -1167,10 +1167,11 @@ def enabled() -> Any:
 
 def recording() -> bool:
     """Whether torch's ``record_function`` around a step would be seen by anything: True unless
-    the C++ build says no RecordFunction callback (profiler, observer), torch-function mode or
-    dispatch mode is active (it reads that from torch; the C build and Python cannot: True)."""
-    mod = _module[0] if _module else module()
-    return mod.recording() if mod is not None and hasattr(mod, "recording") else True
+    the C++ build (where :func:`enabled` gives it) says no RecordFunction callback (profiler,
+    observer), torch-function mode or dispatch mode is active; the C build and Python cannot
+    read that from torch: True."""
+    checks = enabled()
+    return checks.recording() if hasattr(checks, "recording") else True
 
 
 class _Python:
