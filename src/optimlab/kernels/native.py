@@ -14,10 +14,13 @@ two builds:
   gradient already has its Python object and no torch-function mode is active, a new reference
   to that object, which is all the getter returns then), a few nanoseconds each instead of a
   Python call each. The objects are scattered and the step's data has just flushed the caches,
-  so each loop prefetches the objects, ``TensorImpl`` s and storages of the tensors some way
-  ahead, and from 256 tensors on ``gather``'s two halves (the state dicts and counters; the
-  parameters and gradients) run on two threads at once (only reads; the caller holds the GIL
-  and runs no Python meanwhile), where torch runs two or more. The layout this relies on (the
+  so the loops prefetch: ``with_grads`` and ``gather`` the objects, ``TensorImpl`` s and
+  storages of the tensors some way ahead; ``gather_own`` and the state check block by block,
+  one link of every tensor's pointer chain per stage (see ``warm_state``). From 256 tensors on
+  ``gather``'s two halves (the state dicts and counters; the parameters and gradients) run on
+  two threads at once, and in ``gather_own`` the thread done with the state joins the other on
+  the tensors' blocks (only reads; the caller holds the GIL and runs no Python meanwhile), where
+  torch runs two or more. The layout this relies on (the
   Python tensor object is its header then one pointer to the ``TensorImpl``, ``at::Tensor`` is
   that one pointer) is checked at import against ``Tensor._cdata`` and ``p.grad._cdata``, and
   every read against Python's answer, before the build is used; anything else (a tensor
@@ -29,7 +32,7 @@ two builds:
   the cache, ``optimlab_KEY.failed``, so later processes do not spend seconds failing again),
   and correct for any torch version.
 
-The functions (both builds, and :data:`python`):
+The functions (both builds and :data:`python`, except where said):
 
 ``with_grads(params, complex, grads)``
     the parameters whose ``.grad`` is not None (their gradients appended to the list ``grads``),
