@@ -222,7 +222,7 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]]
     plan = _plans.get(optimizer)
     if (plan is None or plan.flags != flags or plan.state is not optimizer.state
             or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))
-            or not all(map(checks.same, plan.listed, (params for _, params in work)))):
+            or not all(a is b or checks.same(a, b) for a, b in zip(plan.listed, (params for _, params in work)))):
         plan = None
     scalars = _revalidate(optimizer, plan, hyperparams, checks, grads) if plan is not None else None
     if scalars is None and direct:
