@@ -790,7 +790,8 @@ error:
    otherwise): the caller then takes the way through Python's getters (with_grads, gather) */
 static PyObject *gather_own(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     if (n != 9 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])) {
-        PyErr_SetString(PyExc_TypeError, "gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)");
+        PyErr_SetString(PyExc_TypeError,
+                        "gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)");
         return NULL;
     }
     PyObject *params = args[0], *dicts = args[4], *values = args[5];
