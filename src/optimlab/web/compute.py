@@ -7,6 +7,7 @@ written directly (``allow_nan=False``), non-finite numbers as ``null``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -267,9 +268,31 @@ def warm_up(schedules: bool = True) -> None:
 
 
 def warm_up_worker() -> None:
-    """A worker process's start (the server uses threads until every worker has done it)."""
+    """A worker process's start (the server uses threads until every worker has done it): it
+    leaves when the server does (:func:`exit_with_parent`), then warms up."""
+    exit_with_parent()
     warm_up(schedules=True)
 
 
+def exit_with_parent(period_s: float = 0.5) -> threading.Thread:
+    """Watch, from a daemon thread, for this process's parent to go, and exit then.
+
+    A pool worker blocks reading its task queue, whose writing end every worker holds too, so it
+    never sees the end of the queue when the server dies: a server killed (``SIGKILL``) or stopped
+    by a re-raised ``SIGTERM`` (uvicorn re-raises it after its shutdown, before ``atexit``) would
+    leave its workers behind, each holding torch (~0.5 GB). Polled rather than
+    ``prctl(PR_SET_PDEATHSIG)``: portable, and the thread that started the worker may end first."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 __all__ = ["ApiError", "BudgetExceeded", "meta", "run_json", "landscape_grid", "landscape_grid_json", "run_request",
-           "warm_up", "warm_up_worker", "dumps", "nested"]
+           "warm_up", "warm_up_worker", "exit_with_parent", "dumps", "nested"]
