@@ -264,8 +264,8 @@ def codec_c(signed: bool) -> str:
     unclamped codes lie in -1000 .. 1200), bounds them there on one side and lets the unsigned
     pack to bytes bound the other (signed map: ``<= 127`` in 16-bit lanes, ``>= 0`` by the pack,
     the sign bytes from the float bits packed twice with signed saturation, negative exactly where
-    the sign bit is set; unsigned map: ``>= 1`` in 16-bit lanes, ``<= 255`` by the pack, zero where
-    ``y > 0`` fails), thirty-two elements per step (``encode32_<s|u>``). ``decode8_<s|u>_at`` and
+    the sign bit is set; unsigned map: ``>= 1`` and zero where ``y > 0`` fails in 32-bit lanes,
+    ``<= 255`` by the pack), thirty-two elements per step (``encode32_<s|u>``). ``decode8_<s|u>_at`` and
     ``encode32_<s|u>`` are also the steps of the kernel's loops over all its buffers at once
     (:class:`.precision_cpu.Int8Source`).
     """
@@ -301,17 +301,12 @@ def codec_c(signed: bool) -> str:
                   f"  k = k < 1 ? 1 : k > {top} ? {top} : k;\n"
                   "  return (uint8_t)(y > 0.0f ? k : 0);")
         decode = f"  uint32_t u = c == 0u ? 0u : (c + {offset}u) << {_SHIFT};"
-        # >= 1 in 16-bit lanes, <= 255 by the unsigned pack, zero where y > 0 fails (NaN too)
-        encode32 = (f"  __m256i k0 = _mm256_srai_epi32(_mm256_add_epi32(u0, bias), {_SHIFT});  /* y < 0: k < 0 */\n"
-                    f"  __m256i k1 = _mm256_srai_epi32(_mm256_add_epi32(u1, bias), {_SHIFT});\n"
-                    f"  __m256i k2 = _mm256_srai_epi32(_mm256_add_epi32(u2, bias), {_SHIFT});\n"
-                    f"  __m256i k3 = _mm256_srai_epi32(_mm256_add_epi32(u3, bias), {_SHIFT});\n"
-                    "  const __m256i one = _mm256_set1_epi16(1);\n"
-                    "  __m256i ka = _mm256_and_si256(_mm256_max_epi16(_mm256_packs_epi32(k0, k1), one),\n"
-                    "                                _mm256_packs_epi32(positive8(u0), positive8(u1)));\n"
-                    "  __m256i kb = _mm256_and_si256(_mm256_max_epi16(_mm256_packs_epi32(k2, k3), one),\n"
-                    "                                _mm256_packs_epi32(positive8(u2), positive8(u3)));\n"
-                    "  __m256i k = _mm256_packus_epi16(ka, kb);")
+        # >= 1, and zero where y > 0 fails (NaN too), in 32-bit lanes (no pack of the compare
+        # masks); <= 255 by the unsigned pack
+        encode32 = ("  const __m256i one = _mm256_set1_epi32(1);\n"
+                    + "".join(f"  __m256i k{i} = _mm256_and_si256(_mm256_max_epi32(_mm256_srai_epi32("
+                              f"_mm256_add_epi32(u{i}, bias), {_SHIFT}), one), positive8(u{i}));\n" for i in range(4))
+                    + "  __m256i k = _mm256_packus_epi16(_mm256_packs_epi32(k0, k1), _mm256_packs_epi32(k2, k3));")
         widen = "_mm256_cvtepu8_epi32"
         decode8 = (f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(w, _mm256_set1_epi32({offset})), {_SHIFT});\n"
                    "  u = _mm256_sign_epi32(u, w);  /* code 0: zero */")
