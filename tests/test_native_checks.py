@@ -154,6 +154,75 @@ def test_gather_answers_as_python(c_module, change, shapes):
         assert got_row == want_row == array("q", [g.data_ptr() for g in grads])
 
 
+@pytest.fixture(scope="module")
+def cpp_module():
+    """The C++ build (gather_own and listing exist only there and in Python)."""
+    module = native.module()
+    if module is None or native.kind(module) != "C++":
+        pytest.skip(f"no C++ build here: {native.unavailable.get('torch')}")
+    return module
+
+
+def _param_reinterpreted(params, opt):
+    """The same memory seen as another dtype: the address holds, the parameter does not."""
+    params[0].data = params[0].data.view(torch.complex64)
+
+
+def _grads_from_backward(params, opt):
+    """Gradients fresh from backward(): no Python object exists for them until ``.grad`` is read."""
+    for p in params:
+        p.grad = None
+    sum((p * p).sum() for p in params).backward()
+
+
+def _gather_own(module, bucket):
+    ptrs = array("q", bucket.static_ptrs)
+    n = len(bucket.params)
+    out = module.gather_own(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                            bucket.values, bucket.value_ptrs, ptrs, n)
+    return out, ptrs[n:2 * n]
+
+
+@pytest.mark.parametrize("shapes", [SHAPES, MANY], ids=["few", "many"])
+@pytest.mark.parametrize("change", CHANGES + [_param_reinterpreted, _grads_from_backward],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_gather_own_answers_as_python(cpp_module, change, shapes):
+    """gather's check with each gradient read from its parameter (the C++ build: from its autograd
+    metadata, first, before Python's getter has made any gradient object): the same answers and
+    addresses as Python's; a parameter reinterpreted at the same address fails it too."""
+    params, opt = _stepped(shapes=shapes)
+    bucket = kernels._plans[opt].buckets[0]
+    change(params, opt)
+    got, got_row = _gather_own(cpp_module, bucket)
+    want, want_row = _gather_own(native.python, bucket)
+    assert got is want is (change in HOLDING + (_grads_from_backward,))
+    if got:
+        assert got_row == want_row == array("q", [p.grad.data_ptr() for p in params])
+
+
+def test_listing_answers_as_python(cpp_module):
+    """A group's parameters (by identity, in order) and whose gradient is there, as the plan saw them."""
+
+    class Quiet(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(4)]
+    sum(p.sum() for p in params[:3]).backward()  # params[3]: no gradient; the others' have no Python object
+    members, mask = tuple(params), bytes([2, 1, 1, 0])
+    cases = [(params, mask, True), (params[:3], mask, False), (params[::-1], mask, False),
+             (params, bytes([2, 1, 0, 0]), False), (params, bytes([1, 1, 1, 1]), False),
+             (params, bytes([2, 2, 2, 2]), True), (params, bytes([0, 1, 1, 0]), True)]  # 2: not looked at
+    for module in (cpp_module, native.python):
+        for listed, m, want in cases:
+            assert module.listing(members, listed, m) is (want if m[0] != 0 else False)
+        with Quiet():  # a mode may answer .grad otherwise: never taken as read
+            assert module.listing(members, params, mask) is False
+    params[0].grad = None
+    for module in (cpp_module, native.python):
+        assert module.listing(members, params, bytes([0, 1, 1, 0])) is True
+
+
 def test_with_grads_answers_as_python(c_module):
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(5)]
     params.append(torch.nn.Parameter(torch.randn(4, dtype=torch.complex64)))
@@ -265,6 +334,54 @@ def test_checks_in_c_and_in_python_give_the_same_run(monkeypatch, name, kwargs):
         assert all(torch.equal(a, b) for a, b in zip(pa, pb))
         assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
         assert na == nb  # the same rebuilds: the builds tell the same changes apart
+
+
+def test_steps_that_read_gradients_by_address_see_every_change(monkeypatch, cpp_module):
+    """The C++ build steps without collecting the gradients (kernels.listing, gather_own) where
+    the plan's lists hold; between steps the gradients come from backward(), a parameter loses
+    its gradient and gets it back, one comes transposed, a group gains a parameter,
+    a torch-function mode is active: every step equals the C build's (which always collects the
+    gradients through Python's getter) bit for bit, and the by-address steps did happen."""
+
+    class Quiet(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    def backward(params, g):
+        for p in params:
+            p.grad = None
+        sum((p * torch.randn(p.shape, generator=g)).sum() for p in params).backward()
+
+    def run(direct_steps):
+        g = torch.Generator().manual_seed(5)
+        params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in MANY]
+        extra = torch.nn.Parameter(torch.randn(4, generator=g))
+        opt = optimlab.Adam([{"params": params[:3]}, {"params": params[3:], "lr": 0.02}], lr=0.01)
+        for i in range(14):  # a change every other step; plain steps between
+            backward(params + ([extra] if i >= 8 else []), g)
+            if i == 3:
+                params[1].grad = None
+            if i == 6:  # not contiguous: that parameter steps eagerly
+                params[1].grad = torch.randn(3, 5, generator=g).t()
+            if i == 8:
+                opt.param_groups[0]["params"].append(extra)
+            if i == 10:
+                with Quiet():
+                    opt.step()
+                continue
+            opt.step()
+        return [p.detach().clone() for p in params + [extra]], opt.state_dict()["state"]
+
+    took = []
+    real = cpp_module.gather_own
+    monkeypatch.setattr(cpp_module, "gather_own", lambda *a: took.append(real(*a)) or took[-1])
+    direct = run(took)
+    assert took.count(True) >= 4 and False in took  # by address where it held; refused where not
+    monkeypatch.setattr(native, "_module", [native.build(against_torch=False)])
+    collected = run(None)
+    (pa, sa), (pb, sb) = direct, collected
+    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
 
 
 def test_without_torch_headers_the_c_build_is_used(monkeypatch, tmp_path):

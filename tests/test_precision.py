@@ -5,7 +5,6 @@ arithmetic allows; fused against eager; resume at any step; state_dict conversio
 from __future__ import annotations
 
 import io
-import subprocess
 
 import numpy as np
 import pytest
@@ -59,61 +58,6 @@ def _hard_inputs(signed, seed=0):
         flat[257:512:2] *= -1
     flat[600:640] = 1e-30 if not signed else -1e-30  # far below the smallest code
     return x
-
-
-_CODEC_DRIVER = r"""
-#include <stdio.h>
-#include <string.h>
-/* the kernels' block loops (AVX2 where the machine has it: 32 codes per encoding step, 8 per
-   decoding step, the one-element C for a tail) against the one-element C, on float32 patterns */
-static float x[1 << 16]; static uint8_t c[1 << 16]; static float back[256];
-static long check(uint32_t hi_step, uint32_t lo) {
-  long bad = 0; int64_t n = 0;
-  for (uint64_t hi = 0; hi < 65536; hi += hi_step) {
-    uint32_t u = (uint32_t)(hi << 16) | lo; memcpy(&x[n++], &u, 4);
-  }
-  for (int s = 0; s < 2; s++) {
-    if (s) encode_block_s(x, c, 1.0f, n); else encode_block_u(x, c, 1.0f, n);
-    for (int64_t i = 0; i < n; i++) bad += c[i] != (s ? encode_s(x[i] * 1.0f) : encode_u(x[i] * 1.0f));
-  }
-  return bad;
-}
-int main(void) {
-  long bad = 0;
-  const uint32_t lows[] = {0u, 1u, 0x7FFFu, 0x8000u, 0xFFFFu, 0x1234u};  /* below, at and above the rounding bit */
-  for (int k = 0; k < 6; k++) bad += check(1, lows[k]);
-  const float scales[] = {1.0f, 0.5f, 3.3e-5f, 1e30f, 1e-40f, 0.0f, 1.0f / 0.0f, 0.0f / 0.0f};
-  uint8_t codes[256]; for (int i = 0; i < 256; i++) codes[i] = (uint8_t)i;
-  for (int k = 0; k < 8; k++)
-    for (int s = 0; s < 2; s++) {
-      if (s) decode_block_s(codes, back, scales[k], 256 - k); else decode_block_u(codes, back, scales[k], 256 - k);
-      for (int i = 0; i < 256 - k; i++) {
-        float want = (s ? decode_s(codes[i]) : decode_u(codes[i])) * scales[k];
-        bad += memcmp(&want, &back[i], 4) != 0;
-      }
-    }
-  printf("%ld\n", bad);
-  return 0;
-}
-"""
-
-
-def test_codec_block_loops_equal_the_one_element_codec(tmp_path):
-    """The C block encoders and decoders (AVX2 shortcuts: saturating packs for the bounds, the sign
-    from packed bits, ``_mm256_sign_epi32`` for code 0) give the one-element C's codes and values
-    bit for bit: every float32 high half with six low halves around the rounding bit (both maps;
-    NaN, infinities, subnormals, both zeros among them), and all 256 codes at finite, zero,
-    subnormal, infinite and NaN scales, through whole steps and one-element tails."""
-    from optimlab.kernels import cpu
-
-    if cpu.compiler() is None:
-        pytest.skip("no C compiler")
-    source = tmp_path / "codec.c"
-    source.write_text("#include <stdint.h>\n#include <math.h>\n" + precision.BLOCK_C + "\n"
-                      + precision.codec_c(True) + "\n" + precision.codec_c(False) + "\n" + _CODEC_DRIVER)
-    flags = [f for f in cpu.FLAGS if f not in ("-shared", "-fPIC", "-fopenmp")]
-    subprocess.run([cpu.compiler(), *flags, str(source), "-o", str(tmp_path / "codec"), "-lm"], check=True)
-    assert subprocess.run([str(tmp_path / "codec")], capture_output=True, text=True, check=True).stdout.strip() == "0"
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -322,8 +266,8 @@ def test_fused_equals_eager(case, state_dtype):
     fused = kernels.stats["fused_tensors"] - before["fused_tensors"]
     if name != "SGD":
         assert fused == 5 * 4  # every tensor of every step in the kernel
-    elif state_dtype == "int8":
-        assert fused == 5 * 2  # SGD: the two small tensors (float32 state); the low-precision buffer is eager
+    else:  # SGD's first step creates the momentum buffers, eagerly in their storage; then all fused
+        assert fused == 5 * 4 - (4 if state_dtype is torch.bfloat16 else 2)  # int8: 2 small ones float32
     ep, eo = _run(name, kwargs, state_dtype, 5, fused=False)
     for a, b in zip(fp, ep):
         if name == "SGD":
@@ -575,12 +519,13 @@ def run_bf16_params(name, state_dtype, sizes, steps, fused):
     return [p.detach() for p in params], opt.state_dict()["state"]
 
 
-@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16, "int8"], ids=["f32-state", "bf16-state", "int8-state"])
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "Adagrad"])
 def test_stochastically_rounded_bf16_params_run_in_the_c_kernel(name, state_dtype):
     """``param_rounding="stochastic"`` on bfloat16 parameters: the generated C computes in float32
-    and rounds the parameter with the eager path's bits (stream "param"), the state float32 or
-    bfloat16 exactly as the eager path keeps it. The float32 results differ only where the eager
+    and rounds the parameter with the eager path's bits (stream "param"), the state float32,
+    bfloat16 or 8-bit (codes and scales; float32 under the 8-bit threshold) exactly as the eager
+    path keeps it. The float32 results differ only where the eager
     CPU sqrt is an ulp off the correctly rounded one, which may flip a rounding."""
     from optimlab import kernels
 
@@ -595,3 +540,78 @@ def test_stochastically_rounded_bf16_params_run_in_the_c_kernel(name, state_dtyp
         for key, value in entries.items():
             if torch.is_tensor(value):
                 assert our_state[i][key].dtype == value.dtype and torch.equal(our_state[i][key], value), key
+
+
+#: SGD's options (each changes the traced rule) for the low-precision SGD tests
+SGD_OPTIONS = [
+    {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-2},
+    {"lr": 0.1, "momentum": 0.9, "nesterov": True, "maximize": True},
+    {"lr": 0.1, "momentum": 0.8, "momentum_form": "ewma"},
+    {"lr": 0.1},  # no momentum: no buffer, the step counter only keys the rounding
+]
+#: (parameter dtype, state_dtype) of SGD's low-precision storages: bf16 parameters are rounded stochastically
+SGD_STORAGES = [(torch.float32, torch.bfloat16), (torch.float32, "int8"), (torch.bfloat16, None),
+                (torch.bfloat16, torch.bfloat16), (torch.bfloat16, "int8")]
+SGD_STORAGE_IDS = ["f32-bf16", "f32-int8", "bf16-f32", "bf16-bf16", "bf16-int8"]
+
+
+def run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused, stop_at=None):
+    """``steps`` SGD steps on parameters of ``sizes`` (``pdtype``; bfloat16 ones rounded
+    stochastically); with ``stop_at``, saved there and resumed in a fresh optimizer. Returns the
+    parameters, the state dict's state and how many tensor steps ran fused / eagerly."""
+    g = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(n, generator=g).to(pdtype)) for n in sizes]
+    rounding = "stochastic" if pdtype == torch.bfloat16 else "nearest"
+    make = lambda ps: optimlab.SGD(ps, **kwargs, state_dtype=state_dtype, param_rounding=rounding,  # noqa: E731
+                                   rounding_seed=11, fused=None if fused else False)
+    opt = make(params)
+    before = dict(kernels.stats)
+    for t in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(pdtype)
+        opt.step()
+        if stop_at == t + 1:
+            saved = {"opt": opt.state_dict(), "params": [p.detach().clone() for p in params]}
+            params = [torch.nn.Parameter(p) for p in saved["params"]]
+            opt = make(params)
+            opt.load_state_dict(saved["opt"])
+    ran = {k: kernels.stats[k + "_tensors"] - before[k + "_tensors"] for k in ("fused", "eager")}
+    return [p.detach() for p in params], opt.state_dict()["state"], ran
+
+
+def assert_same_sgd(ours, eager):
+    """Parameters and every state entry (bf16 bits, 8-bit codes and scales, step) bit for bit."""
+    for a, b in zip(ours[0], eager[0]):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert ours[1].keys() == eager[1].keys()
+    for i, entries in eager[1].items():
+        assert ours[1][i].keys() == entries.keys()
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                assert ours[1][i][key].dtype == value.dtype and torch.equal(ours[1][i][key], value), (i, key)
+
+
+#: each option set with every storage or two of them (every kernel is a compile on a fresh machine)
+SGD_CASES = [(0, k) for k in range(5)] + [(1, 1), (1, 3), (2, 0), (2, 4), (3, 0), (3, 2)]
+
+
+@pytest.mark.parametrize("case", SGD_CASES, ids=[f"{['dampening-wd', 'nesterov-max', 'ewma', 'plain'][o]}-"
+                                                f"{SGD_STORAGE_IDS[k]}" for o, k in SGD_CASES])
+def test_sgd_low_precision_runs_in_the_c_kernel(case):
+    """SGD counts no steps, yet its low-precision storage keys the stochastic rounding on a
+    ``step`` the eager path keeps: the plan keeps and advances the same counter, so the kernel
+    rounds with the same bits. Its first step creates the momentum buffer (eagerly, in its
+    storage); every later step runs in the generated C: parameters, bf16 bits, 8-bit codes and
+    scales and the step equal the eager path's (no square root: exactly), and so does a run
+    saved and resumed mid-way."""
+    kwargs, (pdtype, state_dtype) = SGD_OPTIONS[case[0]], SGD_STORAGES[case[1]]
+    sizes, steps = (5000, 4100), 4
+    ours = run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused=True)
+    created = len(sizes) if kwargs.get("momentum") else 0  # the first step's momentum buffers
+    assert ours[2] == {"fused": steps * len(sizes) - created, "eager": created}
+    eager = run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused=False)
+    assert eager[2]["fused"] == 0
+    assert_same_sgd(ours, eager)
+    keyed = pdtype == torch.bfloat16 or state_dtype is torch.bfloat16  # the step keys a rounding
+    assert all(int(entries["step"]) == steps if keyed else "step" not in entries for entries in ours[1].values())
+    assert_same_sgd(run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused=True, stop_at=2), eager)

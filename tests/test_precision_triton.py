@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import triton_gpu  # noqa: E402
-from test_precision import run_bf16_params  # noqa: E402
+from test_precision import SGD_STORAGE_IDS, SGD_STORAGES, assert_same_sgd, run_bf16_params, run_sgd  # noqa: E402
 from test_triton import use_interpreter  # noqa: E402
 
 SIZES = (5000, 4100)
@@ -103,23 +103,51 @@ def test_nan_in_low_precision_state_survives_the_kernel(interpreter):
         assert nan.any() and not nan.all()
 
 
-def test_capturable_bf16_state_runs_eagerly_and_8bit_state_fuses(interpreter, monkeypatch):
-    """bfloat16's rounding keys come from the host step count: a capturable group runs eagerly.
-    8-bit state needs no step: capturable, it is fused (the step's scalars read from the device)
-    and stores the eager path's codes and scales."""
+def _run_capturable(name, kwargs, fused, pdtype, steps=3):
+    """``steps`` steps; after the first, each tensor's step counter is set in place (as a captured
+    graph's replay would find it advanced on the device, unseen by the host)."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n, generator=g).to(pdtype)) for n in SIZES]
+    opt = getattr(optimlab, name)(params, **kwargs, fused=None if fused else False)
+    for t in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(pdtype)
+        opt.step()
+        if t == 0:
+            for p in params:
+                opt.state[p]["step"].fill_(40)
+    return [p.detach() for p in params], opt.state_dict()["state"]
+
+
+CAPTURABLE = [("Adam", torch.float32, torch.bfloat16), ("Adam", torch.float32, "int8"),
+              ("Adam", torch.bfloat16, None), ("AdamW", torch.bfloat16, "int8"), ("RMSprop", torch.bfloat16, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("case", CAPTURABLE, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-int8", "rmsprop-bf16-bf16"])
+def test_capturable_low_precision_fuses_and_reads_the_step_on_the_device(interpreter, monkeypatch, case):
+    """A capturable group (no host sync) that rounds stochastically: the kernel reads each
+    tensor's step from its 0-dim counter on the device and hashes the key there, so it rounds
+    with the eager path's bits even after the counters were changed in place behind the host's
+    back; 8-bit state needs no step. Every tensor of every step runs in the kernel."""
+    name, pdtype, state_dtype = case
     monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
+    kwargs = {"lr": 1e-2, "state_dtype": state_dtype, "capturable": True,
+              "param_rounding": "stochastic" if pdtype == torch.bfloat16 else "nearest"}
     before = dict(kernels.stats)
-    _run("Adam", {"lr": 1e-2, "state_dtype": torch.bfloat16, "capturable": True}, fused=True, steps=1)
-    assert kernels.stats["fused_tensors"] == before["fused_tensors"]
-    kwargs = {"lr": 1e-2, "state_dtype": "int8", "capturable": True}
-    ours, our_state = _run("Adam", kwargs, fused=True)
-    assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
-    eager, eager_state = _run("Adam", {**kwargs, "capturable": False}, fused=False)
+    ours, our_state = _run_capturable(name, kwargs, True, pdtype)
+    assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 3 * len(SIZES)
+    assert kernels.stats["eager_tensors"] == before["eager_tensors"]
+    eager, eager_state = _run_capturable(name, kwargs, False, pdtype)
     for a, b in zip(ours, eager):
-        torch.testing.assert_close(a, b)
+        assert a.dtype == pdtype
+        if pdtype == torch.bfloat16:  # a rounding may flip where the eager CPU sqrt is an ulp off
+            assert (a != b).float().mean() < 1e-3
+        torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=2 ** -6)
     for i in eager_state:
-        for key in ("exp_avg", "exp_avg_absmax", "exp_avg_sq", "exp_avg_sq_absmax"):
-            assert torch.equal(our_state[i][key], eager_state[i][key]), key
+        assert our_state[i].keys() == eager_state[i].keys() and float(our_state[i]["step"]) == 42
+        for key in ("exp_avg", "exp_avg_absmax", "exp_avg_sq", "exp_avg_sq_absmax", "square_avg"):
+            if key in eager_state[i]:
+                assert torch.equal(our_state[i][key], eager_state[i][key]), key
 
 
 def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypatch):
@@ -131,12 +159,13 @@ def test_8bit_state_runs_eagerly_where_a_kernel_block_splits_its_blocks(monkeypa
     assert kernels.stats["eager_tensors"] - before["eager_tensors"] == len(SIZES)
 
 
-@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16], ids=["f32-state", "bf16-state"])
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16, "int8"], ids=["f32-state", "bf16-state", "int8-state"])
 @pytest.mark.parametrize("name", ["Adam", "NAdam"])
 def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, state_dtype):
     """bfloat16 parameters with ``param_rounding="stochastic"``: the kernel computes in float32 and
     rounds the parameter with the eager path's bits (stream "param"); the state is float32
-    (without ``state_dtype``) or bfloat16, bit for bit as the eager path keeps it."""
+    (without ``state_dtype``), bfloat16 or 8-bit (codes and scales), bit for bit as the eager path
+    keeps it."""
     before = dict(kernels.stats)
     ours, our_state = run_bf16_params(name, state_dtype, SIZES, steps=2, fused=True)
     assert kernels.stats["fused_tensors"] - before["fused_tensors"] == 2 * len(SIZES)
@@ -147,7 +176,25 @@ def test_stochastically_rounded_bf16_params_in_the_kernel(interpreter, name, sta
         # the float32 results differ by an ulp where the eager CPU sqrt does: a rounding may flip
         assert (a != b).float().mean() < 1e-3
         torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=2 ** -6)
+    stored = {None: torch.float32, torch.bfloat16: torch.bfloat16, "int8": torch.uint8}[state_dtype]
     for i in eager_state:
+        assert our_state[i].keys() == eager_state[i].keys()
         for key in ("exp_avg", "exp_avg_sq"):
-            assert our_state[i][key].dtype == eager_state[i][key].dtype == (state_dtype or torch.float32)
-            assert torch.equal(our_state[i][key], eager_state[i][key]), key
+            assert our_state[i][key].dtype == eager_state[i][key].dtype == stored
+        for key, value in eager_state[i].items():
+            if torch.is_tensor(value):
+                assert torch.equal(our_state[i][key], value), key
+
+
+@pytest.mark.parametrize("storage", SGD_STORAGES, ids=SGD_STORAGE_IDS)
+def test_sgd_low_precision_in_the_kernel(interpreter, storage):
+    """SGD (no step count of its own; the plan keeps the counter that keys its rounding): after
+    the first step, which creates the momentum buffer eagerly, the Triton kernel stores the
+    eager path's parameters, bf16 bits, 8-bit codes and scales exactly, resumed mid-way too."""
+    pdtype, state_dtype = storage
+    kwargs, steps = {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-2}, 3
+    ours = run_sgd(kwargs, pdtype, state_dtype, SIZES, steps, fused=True)
+    assert ours[2] == {"fused": (steps - 1) * len(SIZES), "eager": len(SIZES)}
+    eager = run_sgd(kwargs, pdtype, state_dtype, SIZES, steps, fused=False)
+    assert_same_sgd(ours, eager)
+    assert_same_sgd(run_sgd(kwargs, pdtype, state_dtype, SIZES, steps, fused=True, stop_at=2), eager)

@@ -9,11 +9,14 @@ Arguments, defaults and state names are torch.optim's, so a ``state_dict`` saved
 
 from __future__ import annotations
 
+import functools
 import inspect
+from itertools import chain
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from . import faults, kernels
 from .kernels import compiled
@@ -45,6 +48,45 @@ def _settings(group: dict[str, Any]) -> tuple | None:
         else:
             return None
     return tuple(out)
+
+
+def _hooked(inner: Callable[..., Any]) -> Callable[..., Any]:
+    """``inner`` (a ``step``) as torch.optim's ``Optimizer.profile_hook_step`` wraps every
+    optimizer's step: the step pre-hooks (global, then the optimizer's; one may return new
+    ``(args, kwargs)``), the step, ``_optimizer_step_code`` (the profiler's Python tracer hooks
+    it), the post-hooks - inside ``torch.autograd.profiler.record_function("Optimizer.step#<class
+    name>.step")`` wherever anything would see it (:func:`.kernels.native.recording`: a profiler
+    or other RecordFunction callback, a torch-function or dispatch mode; always while compiling
+    and where the C++ build is not used). Where nothing would, that context records nothing, and
+    entering it costs ~0.2 ms on a cold cache (measured, benchmarks/step_speed.py layout c: 6% of
+    a 2,000-tensor step), so it is left out. Marked ``hooked``: torch does not wrap it again."""
+
+    @functools.wraps(inner)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        if torch.compiler.is_compiling() or kernels.native.recording():
+            with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return _with_hooks(self, inner, args, kwargs)
+        return _with_hooks(self, inner, args, kwargs)
+
+    step.hooked = True  # type: ignore[attr-defined]
+    return step
+
+
+def _with_hooks(self: torch.optim.Optimizer, inner: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """torch's ``profile_hook_step`` body: pre-hooks, ``inner(*args, **kwargs)``, post-hooks."""
+    for pre_hook in chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+        result = pre_hook(self, args, kwargs)
+        if result is not None:
+            if isinstance(result, tuple) and len(result) == 2:
+                args, kwargs = result
+            else:
+                raise RuntimeError(f"{inner} must return None or a tuple of (new_args, new_kwargs), but got {result}.")
+    out = inner(*args, **kwargs)
+    self._optimizer_step_code()
+    for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+        post_hook(self, args, kwargs)
+    return out
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -100,6 +142,7 @@ class Optimizer(torch.optim.Optimizer):
                 if torch.is_tensor(per_param.get(name)):
                     per_param[name] = per_param[name].to(scalar_dtype())
 
+    @_hooked
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply the rule once to every parameter that has a gradient; return ``closure()``.
 
@@ -120,23 +163,11 @@ class Optimizer(torch.optim.Optimizer):
 
     def _update(self) -> None:
         """The update of ``step()``, after the closure."""
-        work = []
-        grads: list[Tensor] = []  # every group's gradients, one after another
         checks = kernels.native.enabled()  # one C loop per group where it could be built
-        for group in self.param_groups:
-            self._validate(group)
-            faults.validate(group)
-            params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
-            if group.get("fused"):  # checked at step, as torch (Adagrad's state is made in __init__)
-                for p in params:
-                    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
-                        raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of "
-                                           f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and "
-                                           f"{p.device.type}")
-            if self.rule.sparse_only or flags:  # a sparse gradient, or a complex param the rule refuses
-                for p in params:  # (a loop over thousands of tensors only when one may be refused)
-                    self._check_grad(group, p)
-            work.append((group, params))
+        # where the fused plan's lists still hold, its buckets read their gradients by address
+        # (grads None): no gradient's Python object is made or read for them
+        listed = kernels.listing(self, checks)
+        work, grads = self._gradients(checks, listed)
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
         if any(precision.low_precision(group) for group in self.param_groups):
@@ -147,13 +178,45 @@ class Optimizer(torch.optim.Optimizer):
                         for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
         # the fused kernels take what they can, all groups at once (a differentiable step is never
         # fused); the rest runs the eager reference
-        for (group, _), hp, rest in zip(work, hyperparams, kernels.step(self, work, hyperparams, grads)):
+        rests = kernels.step(self, work, hyperparams, grads)
+        if rests is None:  # the plan's lists did not hold after all (a gradient changed): collect them
+            work, grads = self._gradients(checks, None)
+            rests = kernels.step(self, work, hyperparams, grads)
+        for (group, _), hp, rest in zip(work, hyperparams, rests):
             if not rest:
                 continue
             before = kernels.listed_twice_state(self, group, rest)
             for p in rest:
                 kernels.hide_state_made_this_step(self, p, before)
                 self._apply_rule(p, hp, group)
+
+    def _gradients(self, checks: Any, listed: Any) -> tuple[list[tuple[dict[str, Any], Any]], list[Tensor] | None]:
+        """Validate each group and list its parameters with gradients (refusing, before anything
+        moves, what the rule does not take): ``(work, grads)``, every group's gradients one after
+        another. ``listed``: :func:`kernels.listing`'s answer (the lists, and the eager parameters
+        among them, the only ones looked at here), then ``grads`` is None."""
+        work = []
+        grads: list[Tensor] = []
+        for index, group in enumerate(self.param_groups):
+            self._validate(group)
+            faults.validate(group)
+            if listed is None:
+                params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
+                seen = params
+            else:  # the fused ones are float tensors on the CPU with dense gradients (gather_own checks)
+                params = listed[0][index]
+                seen, flags = checks.with_grads(listed[1][index], not self.rule.complex_ok, [])
+            if group.get("fused"):  # checked at step, as torch (Adagrad's state is made in __init__)
+                for p in seen:
+                    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+                        raise RuntimeError(f"`fused=True` requires all the params to be floating point Tensors of "
+                                           f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and "
+                                           f"{p.device.type}")
+            if self.rule.sparse_only or flags:  # a sparse gradient, or a complex param the rule refuses
+                for p in seen:  # (a loop over thousands of tensors only when one may be refused)
+                    self._check_grad(group, p)
+            work.append((group, params))
+        return work, grads if listed is None else None
 
     def _validate(self, group: dict[str, Any]) -> None:
         """``rule.validate(group)``, skipped while the group's settings are the plain values (numbers,
@@ -184,12 +247,14 @@ class Optimizer(torch.optim.Optimizer):
         a rule with no state leaves no entry. The fused path and the eager one both get it here."""
         state = self.state.get(param)
         if state:
+            if not self.rule.counts_steps and "step" not in state and precision.rounds_stochastically(param, group):
+                state["step"] = self._rounding_step(param, group)  # a torch.optim SGD state has none
             return state
         state = {} if state is None else state
         if self.rule.counts_steps:
             state["step"] = 0 if self.rule.int_step else torch.tensor(0.0, dtype=scalar_dtype())
-        elif precision.rounds_stochastically(param, group):  # the step keys the rounding
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        elif precision.rounds_stochastically(param, group):
+            state["step"] = self._rounding_step(param, group)
         storage = precision.kind(param, group)
         for name, value in self.rule.init_state(faults.state_template(param, group), group).items():
             if storage is None or name in self.rule.scalar_state:
@@ -204,6 +269,12 @@ class Optimizer(torch.optim.Optimizer):
             self.state[param] = state
         return state
 
+    @staticmethod
+    def _rounding_step(param: Tensor, group: dict[str, Any]) -> Tensor:
+        """The ``step`` count of a rule that counts none (SGD) where it keys the stochastic rounding
+        (:func:`.precision.stream_key`): kept, advanced and saved as a counting rule's is."""
+        return torch.tensor(0.0, dtype=scalar_dtype(), device=param.device if group.get("capturable") else None)
+
     def _apply_rule(self, param: Tensor, hyperparams: dict[str, Any], group: dict[str, Any]) -> None:
         state = self.param_state(param, group)
         dtype = faults.compute_dtype(param, group)  # the param's dtype unless state_dtype asks for more
@@ -215,9 +286,6 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             inputs[name] = value.item() if name in self.rule.scalar_state else real(precision.load(state, name, dtype))
         stochastic = precision.rounds_stochastically(param, group)
-        if stochastic and "step" not in state:  # a torch.optim SGD state has no step
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            self.state[param] = state
         if "step" in state:
             state["step"] += 1
         if self.rule.counts_steps:
@@ -273,11 +341,12 @@ class ScheduleFreeOptimizer(Optimizer):
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
         Optimizer.__init__(self, params, {**defaults, "train_mode": True})
 
+    @_hooked
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}.step() needs training mode: call optimizer.train() first "
                                f"(allowed: step after train(), evaluate after eval())")
-        return super().step(closure)
+        return Optimizer.step.__wrapped__(self, closure)  # (the hooks ran once, around this step)
 
     @torch.no_grad()
     def _switch(self, train: bool) -> None:

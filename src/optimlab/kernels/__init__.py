@@ -28,6 +28,12 @@ or ``.data = t`` on it, with the ``step`` left as it is); replace the entry inst
 in one loop per bucket (:mod:`.native`: C++ reading each tensor's ``TensorImpl``, else C on
 Python's C API; in Python where neither can be built, or with ``OPTIMLAB_NATIVE=0``), so it
 costs a few memory reads per tensor and no Python.
+Where the plan's lists still hold (each group lists the same parameters, each one's gradient
+there or not as before: :func:`listing`, one C loop) and every bucket's backend reads gradients
+by address (the CPU's), a step does not collect the gradients at all: each bucket's check reads
+every gradient from its parameter's autograd metadata (``gather_own``), so a gradient fresh from
+``backward()`` gets no Python object; any mismatch sends the step the collecting way
+(``with_grads``, ``gather``), which sees the change as before.
 The plan keeps each bucket's ``step`` counters (and Nadam's ``mu_product``) as 0-dim views into
 one small buffer, so advancing two thousand counters is one C loop; they remain torch's
 per-parameter 0-dim tensors. It also keeps the storages of the tensors it points at, so a stale
@@ -58,7 +64,7 @@ from torch import Tensor
 from . import cpu, foreach, native, precision, precision_cpu
 from .trace import CachedTracer, Unsupported, Vec, trace_rule
 
-__all__ = ["step", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
+__all__ = ["step", "listing", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
            "hide_state_made_this_step"]
 
 #: counters for tests and diagnostics: tensors stepped by each path, plans built, kernels built/loaded
@@ -153,7 +159,7 @@ class _Bucket:
         self.param_ptrs = array("q", map(_data_ptr, self.params))
         self.scalars: dict[str, Tensor] = {}  # name -> the buffer the per-parameter 0-dim views share
         self.expected: dict[str, Tensor] = {}  # what the plan last wrote there
-        for name in (["step"] if rule.counts_steps else []) + list(rule.scalar_state):
+        for name in self.sets[0].values:  # the counters (``step``: see :func:`_counters`), scalar state
             buffer = torch.stack([state[name] for state in states])
             for i, state in enumerate(states):
                 state[name] = buffer[i]
@@ -191,24 +197,36 @@ class _Plan:
         self.transient = False  # some tensors are eager only for this step's gradients: rebuild next
         self.state_keys: tuple = ()  # ``optimizer.state``'s keys and values when the plan was made
         self.state_dicts: tuple = ()
+        # for :func:`listing`: per group, all its parameters, what each one's gradient was (mask:
+        # 0 none, 1 some - the eager ones, 2 in a bucket) and the eager ones with gradients; and
+        # whether every bucket's backend reads gradients by address only (then a step may skip
+        # making the gradients' Python objects)
+        self.members: list[tuple[Tensor, ...]] = []
+        self.masks: list[bytes] = []
+        self.eager: list[tuple[Tensor, ...]] = []
+        self.direct = False
 
 
-def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
-         hyperparams: Sequence[dict[str, Any]], grads: list[Tensor] | None = None) -> list[list[Tensor]]:
+def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]],
+         hyperparams: Sequence[dict[str, Any]], grads: list[Tensor] | None) -> list[list[Tensor]] | None:
     """Step what the fused path can of every ``(group, params)``; return, per group, the rest.
 
     ``grads``: the parameters' gradients in ``work``'s order, all groups one after another, as
-    :func:`.native.with_grads` collected them (read here when not given)."""
+    :func:`.native.with_grads` collected them. None: ``work`` holds :func:`listing`'s lists and
+    each bucket reads its gradients from its parameters (``gather_own``: no Python objects for
+    them); then None is returned, nothing done, where the plan does not hold as it is (the caller
+    collects the gradients and calls again)."""
     checks = native.enabled()  # the per-tensor checks in C (kernels/native.py), else in Python
-    if grads is None:
-        grads = [p.grad for _, params in work for p in params]
+    direct = grads is None
     flags = [False] * len(work) if native.switched_off("OPTIMLAB_FUSED") else [_group_fused(g) for g, _ in work]
     plan = _plans.get(optimizer)
     if (plan is None or plan.flags != flags or plan.state is not optimizer.state
             or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))
-            or not all(map(checks.same, plan.listed, (params for _, params in work)))):
+            or not all(a is b or checks.same(a, b) for a, b in zip(plan.listed, (params for _, params in work)))):
         plan = None
     scalars = _revalidate(optimizer, plan, hyperparams, checks, grads) if plan is not None else None
+    if scalars is None and direct:
+        return None
     if scalars is None:
         plan = _plans[optimizer] = _make_plan(optimizer, work, hyperparams, flags)
         scalars = _revalidate(optimizer, plan, hyperparams, checks, grads)
@@ -233,12 +251,33 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
     return rest
 
 
+def listing(optimizer: Any, checks: Any) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]]] | None:
+    """Per group, the parameters with gradients and, of those, the ones stepped eagerly, as the
+    plan recorded them - where each group still lists the same parameters and each one's gradient
+    is there or not as it was (those in buckets are looked at by the step's ``gather_own``). Reads
+    no gradient's Python object. None: collect the gradients (``with_grads``), as without a plan.
+
+    Only where every bucket's backend reads gradients by address (``GRADS_BY_ADDRESS``), the
+    checks have ``gather_own`` (the C++ build, and Python), and no group asks for what reads the
+    gradients before the step (``nonfinite``) or runs under autograd (``differentiable``)."""
+    plan = _plans.get(optimizer)
+    if plan is None or not plan.direct or not hasattr(checks, "listing"):
+        return None
+    groups = optimizer.param_groups
+    if len(groups) != len(plan.groups) or not all(map(is_, groups, plan.groups)):
+        return None
+    for group, members, mask in zip(groups, plan.members, plan.masks):
+        if (group.get("nonfinite", "ignore") != "ignore" or group.get("differentiable")
+                or not checks.listing(members, group["params"], mask)):
+            return None
+    return plan.listed, plan.eager
+
+
 def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
                hyperparams: Sequence[dict[str, Any]], flags: list[bool]) -> _Plan:
     rule = optimizer.rule
     stats["plans"] += 1
     plan = _Plan(optimizer, flags, [tuple(params) for _, params in work])
-    scalar_names = (["step"] if rule.counts_steps else []) + list(rule.scalar_state)
     sets: dict[tuple, list[tuple[Tensor, dict, int]]] = {}
     position = 0  # of each parameter in ``work``, all groups one after another: its gradient's
     for index, ((group, params), hp) in enumerate(zip(work, hyperparams)):
@@ -265,6 +304,7 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
                 rest.append(p)
                 continue
             state = optimizer.param_state(p, group)
+            scalar_names = _counters(rule, p, group)
             names = tuple(k for k in state if k not in scalar_names
                           and not precision.is_scale(k, state))  # 8-bit block scales travel with their codes
             scalar_device = p.device if capturable else torch.device("cpu")
@@ -279,14 +319,18 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     buckets: dict[tuple, tuple[_Bucket, list]] = {}
     for (index, backend, device, dtype, names, values), items in sets.items():
         set_values = {k: v for k, _, v in values}
-        round_ = _ROUND[values[0][1]] if rule.counts_steps else float
+        round_ = _ROUND[values[0][1]] if values and values[0][0] == "step" else float
         capturable = bool(work[index][0].get("capturable"))
         if capturable:
-            arguments, on = _device_arguments({k: items[0][1][k] for k in scalar_names}), device
+            arguments, on = _device_arguments({k: items[0][1][k] for k in set_values}, rule.counts_steps), device
         else:
-            arguments, on = _arguments(set_values, round_), None
+            arguments, on = _arguments(set_values, round_, rule.counts_steps), None
         try:
             trace, outputs, fresh, _ = _trace(rule, names, {**hyperparams[index], **arguments}, dtype, on)
+            if fresh and not getattr(backend, "MAKES_STATE", True):  # (SGD's first momentum buffer)
+                plan.rest[index].extend(p for p, _, _ in items)  # the eager step creates it in its storage;
+                plan.transient = True  # the next step is planned again, with it
+                continue
             structure = (tuple(trace.nodes), tuple(outputs), len(names) + 2, dtype, names)  # names: precision_cpu
             kernel = _kernel(rule, backend, trace, outputs, len(names) + 2, dtype, structure)
         except Unsupported:
@@ -296,7 +340,8 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
             continue
         # on the CPU, sets of one structure share a bucket; elsewhere (and capturable) a set is one
         shared = getattr(backend, "SCALAR_SETS", False) and not capturable
-        key = (backend, device, dtype, names, structure, round_) + (() if shared else (index, values))
+        key = (backend, device, dtype, names, structure, round_, tuple(set_values)) + (
+            () if shared else (index, values))
         bucket, members = buckets.setdefault(key, (_Bucket(
             backend, capturable, dtype, names, structure, kernel, outputs, fresh, round_,
             max(1, len(trace.scalars))), []))
@@ -311,7 +356,21 @@ def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]
     # ``optimizer.state`` as it is now: compared entry by entry (by identity, in order) each step,
     # which is cheap where looking each parameter up is not (a tensor's __hash__ is Python code)
     plan.state_keys, plan.state_dicts = tuple(optimizer.state.keys()), tuple(optimizer.state.values())
+    _record_listing(plan, rule)
     return plan
+
+
+def _record_listing(plan: _Plan, rule: Any) -> None:
+    """What :func:`listing` compares with: each group's parameters and whose gradient was there."""
+    stepped = {id(p) for bucket in plan.buckets for p in bucket.params}
+    for group, listed in zip(plan.groups, plan.listed):
+        members = tuple(group["params"])
+        with_grad = set(map(id, listed))
+        plan.members.append(members)
+        plan.masks.append(bytes(2 if id(p) in stepped else 1 if id(p) in with_grad else 0 for p in members))
+        plan.eager.append(tuple(p for p in listed if id(p) not in stepped))
+    plan.direct = (not rule.sparse_only and not any(g.get("differentiable") for g in plan.groups)
+                   and all(getattr(b.backend, "GRADS_BY_ADDRESS", False) for b in plan.buckets))
 
 
 def _listed_twice(params: list[Tensor]) -> set[int]:
@@ -358,18 +417,32 @@ def _dense_like(t: Any, p: Tensor) -> bool:
             and t.layout == torch.strided and t.is_contiguous() and t.shape == p.shape)
 
 
-def _arguments(values: dict[str, float], round_: Any) -> dict[str, float]:
+def _counters(rule: Any, p: Tensor, group: dict[str, Any]) -> list[str]:
+    """The 0-dim state of ``p`` that the plan keeps and advances: ``step`` where the rule counts
+    steps, or where it keys ``p``'s stochastic rounding (a rule that counts none, SGD: the eager
+    path keeps the same counter, ``Optimizer.param_state``), then the rule's scalar state."""
+    keyed = rule.counts_steps or precision.rounds_stochastically(p, group)
+    return (["step"] if keyed else []) + list(rule.scalar_state)
+
+
+def _arguments(values: dict[str, float], round_: Any, counts_steps: bool = True) -> dict[str, float]:
     """The rule's ``step`` and scalar-state arguments: ``step`` as eager sees it after ``+= 1``
-    (``round_`` rounds a number to the dtype of the ``step`` tensor)."""
+    (``round_`` rounds a number to the dtype of the ``step`` tensor); none for a rule that counts
+    no steps (its counter keys the rounding only)."""
     arguments = dict(values)
     if "step" in arguments:
-        arguments["step"] = round_(arguments["step"] + 1)
+        if counts_steps:
+            arguments["step"] = round_(arguments["step"] + 1)
+        else:
+            del arguments["step"]
     return arguments
 
 
-def _device_arguments(values: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device."""
-    arguments = {name: value.to(torch.float64) for name, value in values.items()}
+def _device_arguments(values: dict[str, Tensor], counts_steps: bool = True) -> dict[str, Tensor]:
+    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device
+    (no ``step`` for a rule that counts none)."""
+    arguments = {name: value.to(torch.float64) for name, value in values.items()
+                 if counts_steps or name != "step"}
     if "step" in arguments:
         arguments["step"] = arguments["step"] + 1
     return arguments
@@ -421,11 +494,12 @@ def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]],
 
 
 def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any]], checks: Any,
-                all_grads: list[Tensor]) -> list | None:
+                all_grads: list[Tensor] | None) -> list | None:
     """Check the plan against the state as it is now and trace this step; None: rebuild it.
 
     ``checks``: :mod:`.native`'s functions (C, or the same in Python). Returns, per bucket,
-    ``(gradients, scalars per set, scalar outputs per set)``. Nothing is written here but each
+    ``(gradients, scalars per set, scalar outputs per set)`` (gradients None where ``all_grads``
+    is: read from the parameters, by address only). Nothing is written here but each
     bucket's row of gradient addresses, so a rebuild after a failed check starts from untouched state.
     """
     rule = optimizer.rule
@@ -439,10 +513,16 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
         # the parameters at their addresses (p.data = ...); each state dict holding the same tensors
         # at the same addresses (an entry replaced, added or removed; st[k].set_(t)); the gradients
         # plain, dense, contiguous, of the bucket's dtype and sizes; their addresses into the table
-        grads = checks.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
-                              bucket.values, bucket.value_ptrs, bucket.static_ptrs, n, all_grads, bucket.index)
-        if grads is None:
-            return None
+        if all_grads is None:  # read from the parameters (step's ``grads`` None)
+            grads = None
+            if not checks.gather_own(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                                     bucket.values, bucket.value_ptrs, bucket.static_ptrs, n):
+                return None
+        else:
+            grads = checks.gather(bucket.params, bucket.param_ptrs, bucket.sizes, bucket.dtype, bucket.dicts,
+                                  bucket.values, bucket.value_ptrs, bucket.static_ptrs, n, all_grads, bucket.index)
+            if grads is None:
+                return None
         for name, (address, expected, size, _) in bucket.scalar_memory.items():  # st["step"].zero_() ...
             if not checks.same_bytes(address, expected, size * n):
                 return None
@@ -451,10 +531,11 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
         outs = []
         for s in bucket.sets:
             if bucket.capturable:  # counter and scalar state stay 0-dim device tensors: no host sync
-                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()})
+                arguments = _device_arguments({name: buffer[0] for name, buffer in bucket.scalars.items()},
+                                              rule.counts_steps)
                 device = bucket.params[0].device
             else:
-                arguments, device = _arguments(s.values, bucket.round), None
+                arguments, device = _arguments(s.values, bucket.round, rule.counts_steps), None
             try:
                 trace, outputs, fresh, scalar_out = _trace(
                     rule, bucket.names, {**hyperparams[s.group], **arguments}, bucket.dtype, device, s.tracer,
@@ -471,7 +552,7 @@ def _revalidate(optimizer: Any, plan: _Plan, hyperparams: Sequence[dict[str, Any
     return out
 
 
-def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor], slots: Any,
+def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor] | None, slots: Any,
                 scalar_outs: list[dict[str, Any]], checks: Any) -> bool:
     """Run the bucket's kernel and advance its scalar state; True when new state entries appeared."""
     params = bucket.params

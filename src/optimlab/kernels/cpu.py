@@ -217,6 +217,9 @@ def accepts(dtype: torch.dtype, device: torch.device) -> bool:
 
 #: this backend runs the tensors of many scalar sets (param groups, step counts) in one call
 SCALAR_SETS = True
+#: :func:`launch` reads the gradients by the addresses the dispatcher wrote, never the tensors
+#: (``columns[1]`` may be None): a step need not make their Python objects (``kernels.listing``)
+GRADS_BY_ADDRESS = True
 
 
 def launch(kernel: Kernel, bucket: Any, columns: Sequence[list[torch.Tensor]], scalars: array) -> None:

@@ -14,10 +14,13 @@ two builds:
   gradient already has its Python object and no torch-function mode is active, a new reference
   to that object, which is all the getter returns then), a few nanoseconds each instead of a
   Python call each. The objects are scattered and the step's data has just flushed the caches,
-  so each loop prefetches the objects, ``TensorImpl`` s and storages of the tensors some way
-  ahead, and from 256 tensors on ``gather``'s two halves (the state dicts and counters; the
-  parameters and gradients) run on two threads at once (only reads; the caller holds the GIL
-  and runs no Python meanwhile), where torch runs two or more. The layout this relies on (the
+  so the loops prefetch: ``with_grads`` and ``gather`` the objects, ``TensorImpl`` s and
+  storages of the tensors some way ahead; ``gather_own`` and the state check block by block,
+  one link of every tensor's pointer chain per stage (see ``warm_state``). From 256 tensors on
+  ``gather``'s two halves (the state dicts and counters; the parameters and gradients) run on
+  two threads at once, and in ``gather_own`` the thread done with the state joins the other on
+  the tensors' blocks (only reads; the caller holds the GIL and runs no Python meanwhile), where
+  torch runs two or more. The layout this relies on (the
   Python tensor object is its header then one pointer to the ``TensorImpl``, ``at::Tensor`` is
   that one pointer) is checked at import against ``Tensor._cdata`` and ``p.grad._cdata``, and
   every read against Python's answer, before the build is used; anything else (a tensor
@@ -29,7 +32,7 @@ two builds:
   the cache, ``optimlab_KEY.failed``, so later processes do not spend seconds failing again),
   and correct for any torch version.
 
-The functions (both builds, and :data:`python`):
+The functions (both builds and :data:`python`, except where said):
 
 ``with_grads(params, complex, grads)``
     the parameters whose ``.grad`` is not None (their gradients appended to the list ``grads``),
@@ -48,6 +51,22 @@ The functions (both builds, and :data:`python`):
     storage swapped under one (``st["step"].set_(t)``, ``.data = t``). Writes the gradients'
     addresses to ``ptrs[at:at + n]`` and returns the gradients, or None on any mismatch (nothing
     else written).
+``gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)``
+    ``gather``'s check with each gradient read from its own parameter (no ``grads`` list), each
+    parameter also of ``dtype`` and its size; True or False (never an error for a tensor that does
+    not fit). The C++ build reads the gradient's ``TensorImpl`` from the parameter's autograd
+    metadata without making (or touching) a Python object for it - a gradient fresh from
+    ``backward()`` has none - and answers False under a torch-function mode or for a tensor it
+    cannot read (the caller then takes the way through ``with_grads`` and ``gather``). Not in the
+    C build (it would ask Python's getter for each gradient, as ``with_grads`` does).
+``listing(members, params, mask)``
+    ``params`` (a group's list) holds exactly the tuple ``members`` in order, and each member's
+    gradient is as ``mask`` (bytes) says: 0 none, 1 some, 2 not looked at (``gather_own`` checks
+    it). C++ build and :data:`python` only, as ``gather_own``.
+``recording()`` (C++ build only; :func:`recording` answers for every build)
+    whether a RecordFunction callback (a profiler, an observer), a torch-function mode or a
+    dispatch mode is active: where none is, torch's ``record_function`` records nothing and is
+    not entered around a step (``optim``).
 ``same_bytes(a, b, nbytes)``, ``advance(address, n, double)``, ``fill(address, n, value, double)``
     the plan's 0-dim step / scalar-state buffers (CPU memory the plan owns): compare with what
     the plan last wrote, ``+= 1`` (as torch's ``buffer += 1`` in that dtype), and ``fill_``.
@@ -82,7 +101,7 @@ from torch import Tensor
 
 from . import cpu
 
-__all__ = ["module", "build", "enabled", "kind", "python", "switched_off", "unavailable"]
+__all__ = ["module", "build", "enabled", "kind", "python", "recording", "switched_off", "unavailable"]
 
 SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
@@ -92,6 +111,8 @@ SOURCE = r"""
 #ifdef OPTIMLAB_TORCH
 #include <c10/core/TensorImpl.h>
 #include <c10/core/UndefinedTensorImpl.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <atomic>
 extern "C" const char KEY_SYMBOL[];  /* the key the build appends: exported, not a C++ const */
 #endif
 
@@ -240,15 +261,19 @@ static int meta_of(PyObject *dtype, caffe2::TypeMeta *meta) {
     return 0;
 }
 
-/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not,
-   -1 ask Python */
+/* a gradient's check from its TensorImpl: 1 it holds (its address in *address), 0 it does not;
+   throws where a read does */
+static inline int impl_fits(c10::TensorImpl *impl, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
+    if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
+    if (!impl->is_contiguous() || impl->numel() != size) return 0;
+    *address = (int64_t)(intptr_t)impl->mutable_data();
+    return 1;
+}
+
+/* the same for a gradient's Python object: -1 ask Python where a read throws */
 static int grad_fits(PyObject *g, caffe2::TypeMeta meta, int64_t size, int64_t *address) {
     try {
-        c10::TensorImpl *impl = impl_of(g);
-        if (impl->dtype() != meta || impl->layout() != c10::kStrided) return 0;  /* sparse: no contiguity */
-        if (!impl->is_contiguous() || impl->numel() != size) return 0;
-        *address = (int64_t)(intptr_t)impl->mutable_data();
-        return 1;
+        return impl_fits(impl_of(g), meta, size, address);
     } catch (...) {
         return -1;
     }
@@ -451,13 +476,36 @@ static PyObject *same_state(PyObject *self, PyObject *const *args, Py_ssize_t n)
    and runs no Python meanwhile; these only read): 1 the check holds, 0 it does not, -1 decide in
    gather's own loops (a tensor that is not plain, a TensorImpl read that throws), which make the
    same checks in the same order, so the answer (or the error) is the same */
+/* Warming a block of tensors, stage by stage. Each tensor's fields lie at the end of a chain of
+   pointers (object -> TensorImpl -> autograd metadata -> gradient's TensorImpl -> its storage),
+   all out of the caches after the step's data went through. Following one tensor's chain at a
+   time waits a memory latency per link; a loop that prefetches some tensors ahead still waits
+   wherever a link arrives later than the loop needs it. Here each stage walks the whole block,
+   issuing one link of every tensor's chain (independent loads, in flight together), and the
+   next stage follows the links the previous one brought in: a block costs about one latency per
+   link, whatever its size. Only prefetches and reads (a stage reads what the one before fetched). */
+#define WARM_BLOCK 64
+
+/* a block of state dicts (their objects and entry tables) and of the 0-dim values gather checks
+   by address (`vptr[k] != 0`: objects, TensorImpls, storages) */
+static void warm_state(PyObject *const *dict_items, Py_ssize_t t0, Py_ssize_t t1, PyObject *const *value_items,
+                       Py_ssize_t k0, Py_ssize_t k1, const int64_t *vptr) {
+    for (Py_ssize_t t = t0; t < t1; t++) fetch(dict_items[t]);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) fetch(value_items[k]);
+    for (Py_ssize_t t = t0; t < t1; t++)
+        if (PyDict_Check(dict_items[t])) prefetch_lines(((PyDictObject *)dict_items[t])->ma_keys, 128);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) prefetch_impl(value_items[k]);
+    for (Py_ssize_t k = k0; k < k1; k++) if (vptr[k] != 0) prefetch_storage(value_items[k]);
+}
+
 static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *const *value_items, Py_ssize_t nv,
                        const int64_t *vptr) {
-    Py_ssize_t k = 0;
+    Py_ssize_t k = 0, per = nt > 0 ? (nv + nt - 1) / nt : 0;  /* values per dict, rounded up: the block's */
     for (Py_ssize_t t = 0; t < nt; t++) {
-        if (t + AHEAD < nt) fetch(dict_items[t + AHEAD]);
-        if (t + AHEAD / 2 < nt && PyDict_Check(dict_items[t + AHEAD / 2]))
-            prefetch_lines(((PyDictObject *)dict_items[t + AHEAD / 2])->ma_keys, 128);
+        if (t % WARM_BLOCK == 0) {
+            Py_ssize_t t1 = t + WARM_BLOCK < nt ? t + WARM_BLOCK : nt, k1 = k + (t1 - t) * per;
+            warm_state(dict_items, t, t1, value_items, k, k1 < nv ? k1 : nv, vptr);
+        }
         PyObject *d = dict_items[t];
         if (d == Py_None) continue;
         if (!PyDict_Check(d)) return 0;
@@ -465,7 +513,6 @@ static int state_holds(PyObject *const *dict_items, Py_ssize_t nt, PyObject *con
         PyObject *key, *value;
         while (PyDict_Next(d, &pos, &key, &value)) {
             if (k >= nv || value != value_items[k]) return 0;
-            AHEAD_TENSOR(value_items, nv, k, NULL, nv, vptr);
             if (vptr[k] != 0) {
                 int64_t address;
                 if (!address_of(value, &address)) return -1;
@@ -495,6 +542,73 @@ static int params_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_
     return 1;
 }
 
+/* gather_own's tensor half, for tensors t0 .. t0 + n - 1 (at most WARM_BLOCK): every parameter
+   plain, of `meta` and its size, at its address; its gradient, read from its autograd metadata,
+   as gather's (a plain, dense, contiguous tensor of `meta` and that size); the gradients'
+   addresses to out. 1 holds, 0 not (or a read threw). Stage by stage (see warm_state): the
+   parameters' objects; their TensorImpls; their autograd metadata and storages; the gradients'
+   TensorImpls; their storages and Python objects; then the checks, on what is now in the cache
+   (each pointer read once, kept) */
+static int params_own_block(PyObject *const *param_items, Py_ssize_t t0, Py_ssize_t n, const int64_t *pp,
+                            const int64_t *sz, caffe2::TypeMeta meta, int64_t *out) {
+    c10::TensorImpl *impls[WARM_BLOCK], *grads[WARM_BLOCK];
+    PyObject *objects[WARM_BLOCK];
+    const c10::TensorImpl *undefined = c10::UndefinedTensorImpl::singleton();
+    try {
+        {
+            PyObject *const *items = param_items + t0;
+            for (Py_ssize_t i = 0; i < n; i++) fetch(items[i]);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (!plain(items[i])) return 0;
+                prefetch_fields(impls[i] = impl_of(items[i]));
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                c10::AutogradMetaInterface *m = impls[i]->autograd_meta();
+                if (m == NULL) return 0;  /* no autograd metadata: no gradient */
+                prefetch_lines(m, 128);  /* where TensorImpl::grad() reads the gradient */
+                fetch(impls[i]->unsafe_storage().unsafeGetStorageImpl());
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if ((grads[i] = grad_impl(impls[i])) == undefined) return 0;
+                prefetch_fields(grads[i]);
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                fetch(grads[i]->unsafe_storage().unsafeGetStorageImpl());
+                /* the gradient's Python object, where it has one (none: the getter would make a plain Tensor) */
+                if ((objects[i] = grads[i]->pyobj_slot()->load_pyobj()) != NULL) fetch(objects[i]);
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                c10::TensorImpl *impl = impls[i];
+                if (objects[i] != NULL && !plain(objects[i])) return 0;  /* a subclass: the way through Python */
+                Py_ssize_t t = t0 + i;
+                if (impl->dtype() != meta || impl->numel() != sz[t] || (int64_t)(intptr_t)impl->mutable_data() != pp[t])
+                    return 0;
+                if (!impl_fits(grads[i], meta, sz[t], out + t)) return 0;
+            }
+        }
+    } catch (...) {
+        return 0;
+    }
+    return 1;
+}
+
+/* the tensor half over all nt tensors, block after block as `next` hands them out (shared by the
+   threads that run it: the work balances itself); `failed` set by any that finds a mismatch
+   stops them all. 1 holds, 0 not */
+static int params_own_hold(PyObject *const *param_items, Py_ssize_t nt, const int64_t *pp, const int64_t *sz,
+                           caffe2::TypeMeta meta, int64_t *out, std::atomic<Py_ssize_t> *next,
+                           std::atomic<int> *failed) {
+    while (!failed->load(std::memory_order_relaxed)) {
+        Py_ssize_t t0 = next->fetch_add(WARM_BLOCK, std::memory_order_relaxed);
+        if (t0 >= nt) return 1;
+        if (!params_own_block(param_items, t0, nt - t0 < WARM_BLOCK ? nt - t0 : WARM_BLOCK, pp, sz, meta, out)) {
+            failed->store(1, std::memory_order_relaxed);
+            return 0;
+        }
+    }
+    return 0;
+}
+
 namespace at { int get_num_threads(); }  /* torch.get_num_threads() (libtorch_cpu) */
 /* from this many tensors on, gather's halves run on two threads where torch runs two or more */
 #define TWO_THREADS_FROM 256
@@ -512,6 +626,34 @@ static int64_t *q_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t need, int wr
     return (int64_t *)view->buf;
 }
 
+/* gather's and gather_own's common arguments (params, dicts, values: tuples, checked by the
+   caller): nt tensors, nv values, one dict per tensor, at (args[8]) and the int64 buffers
+   param_ptrs, sizes (nt each), value_ptrs (nv) and ptrs (at + nt, written); release_buffers after */
+struct buffers { Py_ssize_t nt, nv, at; Py_buffer vp, vs, vv, vo; int64_t *pp, *sz, *vptr, *out; };
+
+static int bucket_buffers(PyObject *const *args, struct buffers *b) {
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return -1; }
+    Py_ssize_t nt = b->nt = PyTuple_GET_SIZE(args[0]), nv = b->nv = PyTuple_GET_SIZE(args[5]);
+    if (PyTuple_GET_SIZE(args[4]) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return -1; }
+    b->at = PyLong_AsSsize_t(args[8]);
+    if (b->at < 0 && PyErr_Occurred()) return -1;
+    if ((b->pp = q_buffer(args[1], &b->vp, nt, 0)) == NULL) return -1;
+    if ((b->sz = q_buffer(args[2], &b->vs, nt, 0)) == NULL) { PyBuffer_Release(&b->vp); return -1; }
+    if ((b->vptr = q_buffer(args[6], &b->vv, nv, 0)) == NULL) {
+        PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs);
+        return -1;
+    }
+    if ((b->out = q_buffer(args[7], &b->vo, b->at + nt, 1)) == NULL) {
+        PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs); PyBuffer_Release(&b->vv);
+        return -1;
+    }
+    return 0;
+}
+
+static void release_buffers(struct buffers *b) {
+    PyBuffer_Release(&b->vp); PyBuffer_Release(&b->vs); PyBuffer_Release(&b->vv); PyBuffer_Release(&b->vo);
+}
+
 /* gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads, index)
    -> the bucket's gradients (grads[index[t]]) or None */
 static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
@@ -523,25 +665,15 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     }
     PyObject *all = args[9];
     Py_ssize_t n_all = PyList_GET_SIZE(all);
-    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
     PyObject *params = args[0], *dtype = args[3], *dicts = args[4], *values = args[5];
-    Py_ssize_t nt = PyTuple_GET_SIZE(params), nv = PyTuple_GET_SIZE(values);
-    Py_ssize_t at = PyLong_AsSsize_t(args[8]);
-    if (at < 0 && PyErr_Occurred()) return NULL;
-    if (PyTuple_GET_SIZE(dicts) != nt) { PyErr_SetString(PyExc_ValueError, "one dict per parameter"); return NULL; }
-    Py_buffer vp, vs, vv, vo;
-    int64_t *pp = q_buffer(args[1], &vp, nt, 0);
-    if (pp == NULL) return NULL;
-    int64_t *sz = q_buffer(args[2], &vs, nt, 0);
-    if (sz == NULL) { PyBuffer_Release(&vp); return NULL; }
-    int64_t *vptr = q_buffer(args[6], &vv, nv, 0);
-    if (vptr == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); return NULL; }
-    int64_t *out = q_buffer(args[7], &vo, at + nt, 1);
-    if (out == NULL) { PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); return NULL; }
+    struct buffers b;
+    if (bucket_buffers(args, &b) < 0) return NULL;
+    Py_ssize_t nt = b.nt, nv = b.nv, at = b.at;
+    int64_t *pp = b.pp, *sz = b.sz, *vptr = b.vptr, *out = b.out;
     Py_buffer vi;
     int64_t *index = q_buffer(args[10], &vi, nt, 0);
     if (index == NULL) {
-        PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+        release_buffers(&b);
         return NULL;
     }
     PyObject *grads = PyList_New(nt);
@@ -639,16 +771,98 @@ static PyObject *gather(PyObject *self, PyObject *const *args, Py_ssize_t n) {
         if (v == -1 && PyErr_Occurred()) goto error;
         out[at + t] = v;  /* only the gradient row: the caller rewrites it every step */
     }
-    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    release_buffers(&b);
     PyBuffer_Release(&vi);
     if (!ok) { Py_XDECREF(grads); Py_RETURN_NONE; }
     return grads;
 error:
-    PyBuffer_Release(&vp); PyBuffer_Release(&vs); PyBuffer_Release(&vv); PyBuffer_Release(&vo);
+    release_buffers(&b);
     PyBuffer_Release(&vi);
     Py_XDECREF(grads);
     return NULL;
 }
+
+#ifdef OPTIMLAB_TORCH
+/* gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at) -> bool: gather's
+   check with each gradient read from its parameter's autograd metadata (no Python object is made
+   or touched), and each parameter also of `dtype` and its size. False on any mismatch, a tensor
+   that is not plain, a read that throws, or a torch-function mode (which may answer `.grad`
+   otherwise): the caller then takes the way through Python's getters (with_grads, gather) */
+static PyObject *gather_own(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 9 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "gather_own(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at)");
+        return NULL;
+    }
+    PyObject *params = args[0], *dicts = args[4], *values = args[5];
+    struct buffers b;
+    if (bucket_buffers(args, &b) < 0) return NULL;
+    Py_ssize_t nt = b.nt, nv = b.nv, at = b.at;
+    int64_t *pp = b.pp, *sz = b.sz, *vptr = b.vptr, *out = b.out;
+    caffe2::TypeMeta meta;
+    int state = 0, tensors = 0;
+    if (!at::impl::torch_function_mode_enabled() && meta_of(args[3], &meta)) {
+        PyObject *const *value_items = items_of(values), *const *param_items = items_of(params);
+        PyObject *const *dict_items = items_of(dicts);
+        /* (the gradients' row is written as it is read: the caller rewrites it every step) */
+        std::atomic<Py_ssize_t> next(0);
+        std::atomic<int> failed(0);
+        if (nt >= TWO_THREADS_FROM && at::get_num_threads() > 1) {
+            /* one thread checks the state, then joins the other on the tensors' blocks (the tensor
+               half costs more: measured ~1.5x on 2,000 Adam tensors), so both finish together */
+            #pragma omp parallel sections num_threads(2)
+            {
+                #pragma omp section
+                {
+                    state = state_holds(dict_items, nt, value_items, nv, vptr);
+                    if (state != 1) failed.store(1, std::memory_order_relaxed);
+                    else params_own_hold(param_items, nt, pp, sz, meta, out + at, &next, &failed);
+                }
+                #pragma omp section
+                params_own_hold(param_items, nt, pp, sz, meta, out + at, &next, &failed);
+            }
+            tensors = !failed.load();
+        } else {
+            state = state_holds(dict_items, nt, value_items, nv, vptr);
+            if (state == 1) tensors = params_own_hold(param_items, nt, pp, sz, meta, out + at, &next, &failed);
+        }
+    }
+    release_buffers(&b);
+    return PyBool_FromLong(state == 1 && tensors == 1);
+}
+
+/* listing(members, params, mask) -> bool: `params` (a group's list) holds exactly `members` (by
+   identity, in order) and each member's gradient is as `mask` says: 0 none, 1 some (read as its
+   TensorImpl, no Python object), 2 not looked at here (gather_own checks it). False also where a
+   member to look at is not plain, a read throws, or a torch-function mode is active */
+static PyObject *listing(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    if (n != 3 || !PyTuple_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "listing(members: tuple, params, mask: bytes)");
+        return NULL;
+    }
+    if (tensor_type == NULL) { PyErr_SetString(PyExc_RuntimeError, "set_types was not called"); return NULL; }
+    PyObject *members = args[0];
+    Py_ssize_t len = PyTuple_GET_SIZE(members);
+    if (PyBytes_GET_SIZE(args[2]) != len || at::impl::torch_function_mode_enabled()) Py_RETURN_FALSE;
+    PyObject *seq = PySequence_Fast(args[1], "params must be a sequence");
+    if (seq == NULL) return NULL;
+    const char *mask = PyBytes_AS_STRING(args[2]);
+    int ok = PySequence_Fast_GET_SIZE(seq) == len;
+    PyObject *const *items = items_of(seq);
+    for (Py_ssize_t i = 0; ok && i < len; i++) {
+        ok = items[i] == PyTuple_GET_ITEM(members, i);
+        if (!ok || mask[i] == 2) continue;
+        if (!plain(items[i])) { ok = 0; break; }
+        try {
+            ok = (grad_impl(impl_of(items[i])) != c10::UndefinedTensorImpl::singleton()) == (mask[i] == 1);
+        } catch (...) {
+            ok = 0;
+        }
+    }
+    Py_DECREF(seq);
+    return PyBool_FromLong(ok);
+}
+#endif
 
 static int addresses(PyObject *const *args, Py_ssize_t n, Py_ssize_t want, int64_t *out) {
     if (n != want) { PyErr_SetString(PyExc_TypeError, "wrong number of arguments"); return -1; }
@@ -764,6 +978,18 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t n) {
 }
 #endif
 
+#ifdef OPTIMLAB_TORCH
+namespace at { bool hasCallbacks(); }  /* ATen/record_function.h (libtorch_cpu) */
+
+/* recording() -> bool: whether torch's record_function would be seen by anything here: a
+   RecordFunction callback (a profiler, an observer; thread-local or global), a torch-function
+   mode or a dispatch mode (which would see its profiler ops) */
+static PyObject *recording(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    return PyBool_FromLong(at::hasCallbacks() || at::impl::torch_function_mode_enabled()
+                           || c10::impl::TorchDispatchModeTLS::any_modes_set());
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL, NULL},
     {"with_grads", (PyCFunction)(void (*)(void))with_grads, METH_FASTCALL, NULL},
@@ -778,6 +1004,9 @@ static PyMethodDef methods[] = {
     {"impl_address", (PyCFunction)(void (*)(void))impl_address, METH_FASTCALL, NULL},
     {"grad_address", (PyCFunction)(void (*)(void))grad_address, METH_FASTCALL, NULL},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, NULL},
+    {"gather_own", (PyCFunction)(void (*)(void))gather_own, METH_FASTCALL, NULL},
+    {"listing", (PyCFunction)(void (*)(void))listing, METH_FASTCALL, NULL},
+    {"recording", (PyCFunction)(void (*)(void))recording, METH_FASTCALL, NULL},
 #endif
     {NULL, NULL, 0, NULL},
 };
@@ -828,14 +1057,22 @@ DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.com
 
 def _self_test(mod: Any) -> None:
     """Before the C++ build is used: its idea of torch's tensor object (the TensorImpl pointer
-    after the object header) must be ``Tensor._cdata``, and everything it reads from TensorImpls
-    must be what Python reads; ImportError otherwise (the C build is used instead)."""
+    after the object header) must be ``Tensor._cdata``, the gradient it finds from a parameter's
+    autograd metadata the one ``p.grad`` then answers (also for a gradient from ``backward()``,
+    read before its Python object exists), and everything it reads from TensorImpls must be what
+    Python reads; ImportError otherwise (the C build is used instead)."""
     mod.set_dtypes(tuple((d, torch.empty(0, dtype=d)) for d in DTYPES))
     base = torch.arange(12.0).reshape(3, 4)
     samples = [torch.zeros(5), torch.nn.Parameter(torch.ones(2, 3)), base.t(), base[1:], torch.tensor(2.0),
                torch.zeros(0), torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.complex64),
                torch.zeros(4, dtype=torch.int32), torch.tensor([1.0, 0.0, 2.0, 0.0]).to_sparse()]  # no RNG: a step never draws
     samples[1].grad = torch.full((2, 3), 2.0)
+    # a gradient made by backward(): no Python object until `.grad` is read, which the loop below
+    # does only after grad_address has found it (gather_own and listing read such gradients)
+    with torch.inference_mode(False), torch.enable_grad():  # (first loaded inside a step, say)
+        fresh = torch.nn.Parameter(torch.ones(3))
+        (fresh * 2.0).sum().backward()
+    samples.append(fresh)
     for t in samples:
         if mod.impl_address(t) != t._cdata:
             raise ImportError("torch's tensor object is not laid out as this build assumes")
@@ -932,6 +1169,15 @@ def enabled() -> Any:
     return _module[0] or python if _module else module() or python
 
 
+def recording() -> bool:
+    """Whether torch's ``record_function`` around a step would be seen by anything: True unless
+    the C++ build (where :func:`enabled` gives it) says no RecordFunction callback (profiler,
+    observer), torch-function mode or dispatch mode is active; the C build and Python cannot
+    read that from torch: True."""
+    checks = enabled()
+    return checks.recording() if hasattr(checks, "recording") else True
+
+
 class _Python:
     """The same functions in Python: where no C compiler or Python headers are found, and the
     reference the C module is tested against."""
@@ -979,6 +1225,22 @@ class _Python:
             return None
         ptrs[at:at + len(grads)] = array("q", map(Tensor.data_ptr, grads))
         return grads
+
+    def gather_own(self, params: tuple, param_ptrs: array, sizes: array, dtype: torch.dtype, dicts: tuple,
+                   values: tuple, value_ptrs: array, ptrs: array, at: int) -> bool:
+        if torch._C._is_torch_function_mode_enabled() or not self._PLAIN.issuperset(map(type, params)):
+            return False
+        if any(p.dtype is not dtype for p in params) or array("q", map(Tensor.numel, params)) != sizes[:len(params)]:
+            return False
+        grads = list(map(self._grad, params))
+        return self.gather(params, param_ptrs, sizes, dtype, dicts, values, value_ptrs, ptrs, at, grads,
+                           array("q", range(len(params)))) is not None
+
+    def listing(self, members: tuple, params: Any, mask: bytes) -> bool:
+        if torch._C._is_torch_function_mode_enabled() or len(params) != len(members) or len(mask) != len(members):
+            return False
+        return all(map(is_, params, members)) and all(
+            m == 2 or (type(p) in self._PLAIN and (p.grad is not None) == (m == 1)) for p, m in zip(params, mask))
 
     @staticmethod
     def same_bytes(a: int, b: int, nbytes: int) -> bool:

@@ -2,7 +2,7 @@
 state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks), and the step of
 a stochastically rounded bfloat16 parameter (``param_rounding="stochastic"``: the parameter and its
 gradient as bfloat16 bits, the parameter rounded like bfloat16 state with the bits of stream
-``"param"``; its state float32 or bfloat16).
+``"param"``; its state float32, bfloat16, or 8-bit: :class:`Int8BF16Source`).
 
 bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to float32 (exact, a
 shift), a store rounds the float32 result stochastically with the same counter-based bits as the
@@ -19,6 +19,10 @@ decoded into a float32 scratch row, the rule runs over it in place and takes the
 the float bits as it stores, then the block's codes are written, all in the same pass over memory;
 every loop is a handful of integer and float operations on each element and vectorizes (no table
 look-ups).
+
+SGD, which counts no steps, runs here too: where it rounds stochastically the eager path and the
+dispatcher keep a ``step`` for the key (:func:`optimlab.kernels._counters`); the step that
+creates its momentum buffer (the first) runs eagerly (:attr:`Backend.MAKES_STATE`).
 
 Only the buffer accesses differ from the float32 kernel: the expressions come from the same trace
 and op table, so the fused and eager paths compute the same float32 numbers and round them with
@@ -178,8 +182,43 @@ class Int8Source(cpu.CSource):
         return lines
 
 
+class Int8BF16Source(Int8Source):
+    """8-bit state (:class:`Int8Source`) of a stochastically rounded bfloat16 parameter: buffers 0
+    (the parameter) and 1 (its gradient) are bfloat16 bits, accessed as :class:`BF16Source` does,
+    the parameter rounded with its key word (the table row after the scale rows)."""
+
+    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int], signed: Sequence[bool]) -> None:
+        super().__init__(n_inputs, n_buffers, stored, signed)
+        self.param = BF16Source(n_inputs, n_buffers + len(self.rows), [0], {0, 1})
+
+    def preamble(self) -> list[str]:  # BF16Source's helpers less the bit helpers BLOCK_C holds too
+        return super().preamble() + [precision.ROUND_BF16_C.replace(precision.BITS_C, "", 1)]
+
+    def declare(self, buffer: int) -> str:
+        return self.param.declare(buffer) if buffer < 2 else super().declare(buffer)
+
+    def pointer(self, buffer: int, address: str) -> str:
+        return self.param.pointer(buffer, address) if buffer < 2 else super().pointer(buffer, address)
+
+    def load(self, buffer: int) -> str:
+        return self.param.load(buffer) if buffer < 2 else super().load(buffer)
+
+    def store(self, buffer: int, value: str) -> str:
+        return self.param.store(buffer, value) if buffer < 2 else super().store(buffer, value)
+
+    def block_begin(self) -> list[str]:
+        return super().block_begin() + self.param.block_begin()
+
+    def block_end(self) -> list[str]:
+        return super().block_end() + self.param.block_end()
+
+
 class Backend:
     """A backend of :func:`optimlab.kernels.step_group` for one storage kind (``"bf16"``, ``"int8"``)."""
+
+    #: a step that creates state (SGD's first, which makes the momentum buffer) runs eagerly: the
+    #: eager path stores the new buffer in its storage; the dispatcher plans the next step again
+    MAKES_STATE = False
 
     def __init__(self, storage: str) -> None:
         self.storage = storage
@@ -188,10 +227,11 @@ class Backend:
         return f"precision_cpu.Backend({self.storage!r})"
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
-        """CPU parameters of rules that count steps (the step keys bfloat16's rounding; the one
-        rule that does not, SGD, creates its momentum buffer in the step: eager): float32 ones with
-        low-precision state, or stochastically rounded bfloat16 ones with float32 or bfloat16 state."""
-        return p.device.type == "cpu" and rule.counts_steps and kept(self.storage, p, group)
+        """CPU parameters (:func:`kept`): float32 ones with low-precision state, or stochastically
+        rounded bfloat16 ones with float32, bfloat16 or 8-bit state. The rounding keys on the parameter's
+        ``step``, which a rule that counts no steps (SGD) keeps for it too
+        (``Optimizer.param_state``; the dispatcher advances it)."""
+        return p.device.type == "cpu" and kept(self.storage, p, group)
 
     def state_ok(self, t: Any, p: Tensor) -> bool:
         dtype = {"bf16": torch.bfloat16, "int8": torch.uint8, "f32": torch.float32}[self.storage]
@@ -213,8 +253,10 @@ class Backend:
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
                    dtype: torch.dtype, structure: tuple) -> cpu.Kernel:
         n_buffers, stored, signed = layout(self.storage, outputs, n_inputs, structure)
-        if self.storage == "int8":
-            source: cpu.CSource = Int8Source(n_inputs, n_buffers, stored, signed)
+        if self.storage == "int8":  # a bfloat16 parameter here is rounded stochastically
+            kind = Int8BF16Source if dtype == torch.bfloat16 else Int8Source
+            source: cpu.CSource = kind(n_inputs, n_buffers, stored, signed)
+            keyed = [0] if dtype == torch.bfloat16 else []
         else:  # bfloat16 state and / or a stochastically rounded bfloat16 parameter (buffer 0, its
             # gradient buffer 1); float32 state (storage "f32") is plain float
             low = set(range(2, n_inputs)) if self.storage == "bf16" else set()
@@ -222,37 +264,43 @@ class Backend:
                 low |= {0, 1}
                 stored = [0] + [k for k in stored if k in low]
             source = BF16Source(n_inputs, n_buffers, stored, low)
+            keyed = stored
         kernel = cpu.kernel_for(trace, outputs, n_inputs, torch.float32, (self.storage, *structure), source)
-        kernel.stored = stored
+        kernel.keyed = keyed  # the buffers rounded stochastically: a key row each, in this order
         return kernel
 
-    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
-        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
+    def tensor_base(self, bucket: Any) -> np.ndarray:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values)."""
         seed = bucket.cache["group"].get("rounding_seed", 0)
         cached_seed, base = bucket.cache["tensor_keys"]
         if cached_seed != seed:  # once per seed: the per-step part is two hashes on a small array
             base = precision.tensor_key(seed, bucket.cache["positions"])
             bucket.cache["tensor_keys"] = (seed, base)
-        return base, int(bucket.scalars["step"][0].item())  # already advanced: what the eager path keys on
+        return base
+
+    def tensor_keys(self, bucket: Any) -> tuple[np.ndarray, int]:
+        """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
+        return self.tensor_base(bucket), int(bucket.scalars["step"][0].item())  # already advanced: as eager
 
     def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
         """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
+        if not stored:  # nothing rounded stochastically (8-bit state of float32 parameters)
+            return []
         base, step = self.tensor_keys(bucket)
         return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2] if buffer else "param"))
                 for buffer in stored]
 
     def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
-        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus a row
-        per stored buffer: its rounding keys (bfloat16) or its block scales (8-bit)."""
+        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus the
+        block scales' rows (8-bit state), then a row of rounding keys per buffer rounded
+        stochastically (bfloat16 state, a bfloat16 parameter)."""
         n = len(bucket.sizes)
         scalars = array("d", scalars or [0.0])  # one set: the trace's scalars
         ptrs = array("q", bucket.static_ptrs)  # parameters and state, checked by the dispatcher
         ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
         if self.storage == "int8":
             ptrs.extend(bucket.cache["scales"])
-            kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
-            return
-        for keys in self.keys(bucket, kernel.stored):
+        for keys in self.keys(bucket, kernel.keyed):
             ptrs.extend((keys.astype(np.uint64) << np.uint64(32)).view(np.int64).tolist())  # key: high half
         kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
@@ -279,9 +327,10 @@ def storage_of(p: Tensor, group: dict[str, Any]) -> str:
 
 def kept(storage: str, p: Tensor, group: dict[str, Any]) -> bool:
     """Whether a fused low-precision kernel keeps ``p`` with ``storage``: float32 parameters with
-    bfloat16 or 8-bit state, stochastically rounded bfloat16 ones with float32 or bfloat16 state."""
+    bfloat16 or 8-bit state, stochastically rounded bfloat16 ones with float32, bfloat16 or 8-bit
+    state."""
     if precision.rounds_param(p, group):
-        return storage in ("f32", "bf16")
+        return storage in ("f32", "bf16", "int8")
     return p.dtype == torch.float32 and storage in ("bf16", "int8")
 
 

@@ -2,7 +2,9 @@
 with the state buffers stored as :mod:`.precision` defines them (bfloat16, or 8-bit blocks).
 
 A bfloat16 parameter with ``param_rounding="stochastic"`` is stored the way bfloat16 state is
-(its float32 result rounded with the bits of stream ``"param"``), its state in float32 or bfloat16.
+(its float32 result rounded with the bits of stream ``"param"``), its state in float32, bfloat16
+or 8-bit blocks (:class:`Int8BF16Source`). SGD, which counts no steps, is fused too: the dispatcher
+keeps the ``step`` that keys its rounding; the step that creates its momentum buffer runs eagerly.
 
 Only the buffer accesses differ from the float32 kernel (the expressions come from the same trace
 and op table), so the Triton, C and eager paths compute the same float32 numbers and store them
@@ -21,13 +23,15 @@ with the same bits:
 
 Chunks start on multiples of ``CHUNK`` elements and ``BLOCK`` is a multiple of 256 (else the step
 runs eagerly), so an 8-bit block never straddles two blocks of a program or two programs.
-A ``capturable`` group that rounds stochastically runs eagerly (its rounding keys come from the
-host step count); 8-bit state needs no step and is fused, capturable or not.
+A ``capturable`` group is fused too: where it rounds stochastically the kernel reads each
+tensor's step count from its 0-dim device counter (``STEPS``, no host sync), so the step can be
+captured in a CUDA graph; 8-bit state needs no step.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
 from typing import Any, Sequence
 
 import torch
@@ -132,13 +136,14 @@ class BF16Source(_LowSource):
     float32 (the state of a bfloat16 parameter without ``state_dtype``); the rest are the
     parameter's dtype. The rounding key of a stored buffer is computed in the kernel, as
     :func:`.precision.step_key` does, from the tensor's key (one static table row: no copy of the
-    table per step), the step (two 16-bit arguments: never a specialised or 64-bit value) and the
-    buffer's stream id."""
+    table per step), the step (two 16-bit arguments: never a specialised or 64-bit value; with
+    ``capturable``, read from the tensor's 0-dim counter on the device, argument ``STEPS``) and
+    the buffer's stream id."""
 
     def __init__(self, dtype: torch.dtype, aligned: bool, row: int, streams: dict[int, int],
-                 low: set[int], f32: set[int]) -> None:
+                 low: set[int], f32: set[int], capturable: bool = False) -> None:
         super().__init__(dtype, aligned, low)
-        self.row, self.streams, self.f32 = row, streams, f32
+        self.row, self.streams, self.f32, self.capturable = row, streams, f32, capturable
 
     def _float32(self, buffer: int) -> triton_gpu.TritonSource | None:
         """The accesses of a float32 buffer (None for the others)."""
@@ -149,11 +154,13 @@ class BF16Source(_LowSource):
         return plain
 
     def arguments(self) -> list[str]:
-        return ["STEP_LO", "STEP_HI"]
+        return ["STEPS"] if self.capturable else ["STEP_LO", "STEP_HI"]
 
     def setup(self) -> list[str]:
-        return [f"tkey = tl.load(PTRS + {self.row} * nt + t).to(tl.uint32)",
-                "step_u32 = (STEP_HI.to(tl.uint32) << 16) | STEP_LO.to(tl.uint32)"]
+        # the eager path keys on int(step) & 0xFFFFFFFF: truncated to an integer, its low 32 bits
+        step = ("tl.load(STEPS + t).to(tl.int64).to(tl.uint32)" if self.capturable
+                else "(STEP_HI.to(tl.uint32) << 16) | STEP_LO.to(tl.uint32)")
+        return [f"tkey = tl.load(PTRS + {self.row} * nt + t).to(tl.uint32)", f"step_u32 = {step}"]
 
     def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
         if (plain := self._float32(buffer)) is not None:
@@ -210,22 +217,54 @@ class Int8Source(_LowSource):
                 f"{masked})")
 
 
+class Int8BF16Source(Int8Source):
+    """8-bit state (:class:`Int8Source`) of a stochastically rounded bfloat16 parameter: buffer 0
+    accessed as :class:`BF16Source` does (its tensor keys at table row ``row``, after the scale
+    rows; the step as BF16Source takes it), the gradient plain bfloat16."""
+
+    def __init__(self, dtype: torch.dtype, aligned: bool, n_inputs: int, rows: dict[int, int],
+                 signed: Sequence[bool], row: int, capturable: bool = False) -> None:
+        super().__init__(dtype, aligned, n_inputs, rows, signed)
+        self.param = BF16Source(dtype, aligned, row, {0: precision.stream_id("param")}, {0}, set(), capturable)
+
+    def arguments(self) -> list[str]:
+        return self.param.arguments()
+
+    def setup(self) -> list[str]:
+        return self.param.setup()
+
+    def pointer(self, buffer: int, offset: str | None = None) -> list[str]:
+        return self.param.pointer(buffer, offset) if buffer == 0 else super().pointer(buffer, offset)
+
+    def load(self, buffer: int, masked: bool) -> str:
+        return self.param.load(buffer, masked) if buffer == 0 else super().load(buffer, masked)
+
+    def store(self, buffer: int, value: str, masked: bool) -> str:
+        return self.param.store(buffer, value, masked) if buffer == 0 else super().store(buffer, value, masked)
+
+
 class Backend(precision_cpu.Backend):
     """The CUDA (and, under ``TRITON_INTERPRET=1`` with ``OPTIMLAB_BACKEND=triton``, the CPU)
-    backend for one low-precision storage."""
+    backend for one low-precision storage; ``capturable``: for capturable groups (the rounding's
+    step read on the device)."""
+
+    def __init__(self, storage: str, capturable: bool = False) -> None:
+        super().__init__(storage)
+        self.capturable = capturable
 
     def __repr__(self) -> str:
-        return f"precision_triton.Backend({self.storage!r})"
+        return f"precision_triton.Backend({self.storage!r}, capturable={self.capturable})"
 
     def takes(self, p: Tensor, group: dict[str, Any], rule: Any) -> bool:
         """float32 parameters with low-precision state, or stochastically rounded bfloat16 ones
-        (state float32 or bfloat16), of rules that count steps; not 8-bit state with kernel
-        blocks that would split its blocks, nor a capturable group whose rounding needs keys."""
+        (state float32, bfloat16 or 8-bit); the rounding keys on the parameter's ``step``, which
+        SGD keeps for it too (see :meth:`.precision_cpu.Backend.takes`). Not 8-bit state with
+        kernel blocks that would split its blocks; capturable groups only on a capturable backend
+        (:data:`CAPTURABLE`: the step read on the device)."""
         forced = os.environ.get("OPTIMLAB_BACKEND", "").strip().lower() == "triton"
-        keyed = self.storage == "bf16" or precision.rounds_param(p, group)
-        return (rule.counts_steps and triton_gpu.accepts(p.dtype, p.device, forced)
+        return (triton_gpu.accepts(p.dtype, p.device, forced)
                 and precision_cpu.kept(self.storage, p, group)
-                and not (group.get("capturable") and keyed)  # the keys come from the host's step count
+                and bool(group.get("capturable")) == self.capturable
                 and (self.storage != "int8" or triton_gpu.BLOCK % G == 0))
 
     def kernel_for(self, trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int,
@@ -235,6 +274,9 @@ class Backend(precision_cpu.Backend):
             rows = {k: n_buffers + i for i, k in enumerate(range(2, n_inputs))}
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
+                if dtype == torch.bfloat16:  # rounded stochastically: its tensor keys after the scales
+                    return Int8BF16Source(dtype, aligned, n_inputs, rows, signed, n_buffers + len(rows),
+                                          self.capturable)
                 return Int8Source(dtype, aligned, n_inputs, rows, signed)
         else:  # one row of tensor keys; each rounded buffer's stream id in the source
             names, state = structure[-1], set(range(2, n_inputs))
@@ -246,26 +288,32 @@ class Backend(precision_cpu.Backend):
             f32 = state if self.storage == "f32" else set()
 
             def source(dtype: torch.dtype, aligned: bool) -> triton_gpu.TritonSource:
-                return BF16Source(dtype, aligned, n_buffers, streams, low, f32)
-        program = triton_gpu.kernel_for(trace, outputs, n_inputs, dtype, ("triton", self.storage, *structure),
-                                        source)
+                return BF16Source(dtype, aligned, n_buffers, streams, low, f32, self.capturable)
+        program = triton_gpu.kernel_for(trace, outputs, n_inputs, dtype,
+                                        ("triton", self.storage, self.capturable, *structure), source)
         program.stored = stored
         return program
 
     def launch(self, program: triton_gpu.Program, bucket: Any, columns: Sequence[list[Tensor]],
                scalars: Any) -> None:
-        if self.storage == "int8":
+        if self.storage == "int8" and bucket.dtype != torch.bfloat16:  # nothing rounded stochastically
             triton_gpu.launch(program, bucket, columns, scalars, bucket.cache["scales"])
             return
-        base, step = self.tensor_keys(bucket)
-        step &= 0xFFFFFFFF
-        triton_gpu.launch(program, bucket, columns, scalars, base.tolist(), (step & 0xFFFF, step >> 16))
+        rows = array("q", bucket.cache["scales"]) if self.storage == "int8" else array("q")
+        rows.extend(self.tensor_base(bucket).tolist())
+        if self.capturable:  # the kernel reads each tensor's counter, advanced on the device
+            triton_gpu.launch(program, bucket, columns, scalars, rows, (bucket.scalars["step"],))
+            return
+        step = self.tensor_keys(bucket)[1] & 0xFFFFFFFF
+        triton_gpu.launch(program, bucket, columns, scalars, rows, (step & 0xFFFF, step >> 16))
 
 
 #: by state storage; "f32": float32 state of a stochastically rounded bfloat16 parameter
 BACKENDS = {"bf16": Backend("bf16"), "int8": Backend("int8"), "f32": Backend("f32")}
+#: the same for capturable groups
+CAPTURABLE = {storage: Backend(storage, capturable=True) for storage in BACKENDS}
 
 
 def backend_for(p: Tensor, group: dict[str, Any], rule: Any) -> Backend | None:
-    backend = BACKENDS.get(precision_cpu.storage_of(p, group))
+    backend = (CAPTURABLE if group.get("capturable") else BACKENDS).get(precision_cpu.storage_of(p, group))
     return backend if backend is not None and backend.takes(p, group, rule) else None

@@ -1,0 +1,107 @@
+"""The fused step as a training loop sees it: gradients fresh from ``backward()``.
+
+In ``step_speed.py`` the gradients are set once and reused, so their Python objects exist. In a
+training loop (``zero_grad()`` then ``backward()``) every step's gradients are new tensors that
+have no Python object until ``p.grad`` is read; collecting them makes one per tensor. This times
+``opt.step()`` alone after ``loss.backward()`` on 2,000 parameters (layout c of step_speed: 2M
+parameters), Adam, with the per-step checks read by address from the TensorImpls (the C++ build;
+no gradient object made), the same build collecting the gradients through Python's getter (as
+every step did before), the C build (Python's C API) and Python (``OPTIMLAB_NATIVE=0``), and
+torch's fused Adam; alternating, medians, in one process. Every optimlab side must end with the
+same parameters bit for bit (each side's own parameters, the same gradients every step; exit 1
+otherwise). Issue 13's layout-c target is step_speed.py's (gradients kept between steps); this
+one has no speed target::
+
+    PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import optimlab  # noqa: E402
+from optimlab import kernels  # noqa: E402
+from optimlab.kernels import native  # noqa: E402
+from step_speed import LAYOUTS, Triad, c_checks, python_checks  # noqa: E402
+
+
+def side(shapes, cls, **kwargs):
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    return params, cls(params, lr=1e-3, **kwargs)
+
+
+def backward(params, step: int) -> None:
+    for p in params:
+        p.grad = None  # zero_grad(set_to_none=True)
+    # the same gradients on every side: d/dp of sum(p * w) is w, a fixed draw per step
+    g = torch.Generator().manual_seed(step)
+    torch.stack([(p * torch.randn(p.shape, generator=g)).sum() for p in params]).sum().backward()
+
+
+def collected(step):
+    """``step()`` with the gradients collected through Python's getter (no by-address step)."""
+    real = kernels.listing
+    kernels.listing = lambda *a: None
+    try:
+        step()
+    finally:
+        kernels.listing = real
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--layout", default="c", choices=["c", "e"])
+    args = ap.parse_args()
+    label, make, _ = LAYOUTS[args.layout]
+    shapes = make()
+    n = sum(torch.Size(s).numel() for s in shapes)
+    module = native.module()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, layout {label}, Adam, gradients from "
+          f"backward() every step; checks build: {native.kind(native.enabled())}; median of {args.steps} steps")
+    sides = {"torch fused": (side(shapes, torch.optim.Adam, fused=True), lambda s: s())}
+    sides["C++ by address"] = (side(shapes, optimlab.Adam), lambda s: s())
+    sides["C++ collected"] = (side(shapes, optimlab.Adam), collected)
+    c_module = native.build(against_torch=False) if module is not None and native.kind(module) == "C++" else None
+    if c_module is not None:
+        sides["C build"] = (side(shapes, optimlab.Adam), lambda s: c_checks(c_module, s))
+    sides["Python checks"] = (side(shapes, optimlab.Adam), python_checks)
+    triad = Triad()
+    times = {k: [] for k in sides}
+    bt = []
+    for i in range(args.steps + 3):
+        names = list(sides) if i % 2 == 0 else list(reversed(sides))
+        for k in names:
+            (params, opt), how = sides[k]
+            backward(params, i)
+            t = time.perf_counter()
+            how(opt.step)
+            if i >= 3:
+                times[k].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        triad()
+        bt.append(time.perf_counter() - t)
+    bw = triad.gbs(statistics.median(bt))
+    print(f"in-place triad: {bw:.1f} GB/s; Adam moves 28 B/param: {28 * n / bw / 1e6:.3f} ms at that bandwidth")
+    base = statistics.median(times["torch fused"])
+    for k, v in times.items():
+        m = statistics.median(v)
+        print(f"  {k:<15} {m * 1e3:8.3f} ms  {100 * 28 * n / m / 1e9 / bw:5.1f}% of the triad  "
+              f"torch fused / this {base / m:6.2f}")
+    ours = [k for k in sides if k != "torch fused"]
+    first = sides[ours[0]][0][0]
+    same = all(all(torch.equal(a, b) for a, b in zip(first, sides[k][0][0])) for k in ours[1:])
+    print(f"optimlab sides equal bit for bit: {same}")
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
