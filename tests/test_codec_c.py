@@ -1,10 +1,10 @@
 """The 8-bit codec's C (:func:`optimlab.kernels.precision.codec_c`) checked densely, compiled here.
 
 The fused kernels encode and decode 8-bit state with the block functions of ``codec_c``: AVX2
-(eight or sixteen elements a step) where the compiler targets it, the one-element C for a
-block's tail and on other machines. A small C driver, built at test time with the kernels' own
-flags (``kernels.cpu.FLAGS``) twice - for this machine (``-march=native``: AVX2 here) and for
-baseline x86-64 (no AVX2: the one-element C throughout) - runs them over:
+(eight elements a decoding step, 32 an encoding step) where the compiler targets it, the
+one-element C for a block's tail and on other machines. A small C driver, built at test time with
+the kernels' own flags (``kernels.cpu.FLAGS``) twice - for this machine (``-march=native``: AVX2
+here) and for baseline x86-64 (no AVX2: the one-element C throughout) - runs them over:
 
 * encode: every float32 bit pattern whose low 12 bits are one of 64 values (all of bits 12-31:
   every sign, exponent and the 11 fraction bits that decide a code, with its rounding boundary

@@ -253,15 +253,21 @@ def codec_c(signed: bool) -> str:
     """:func:`quantize`'s encoder and :func:`dequantize`'s decoder in C for one map, on the float's
     bits: ``encode_<s|u>(y)`` (``y = x * (1 / absmax)``) and ``decode_<s|u>(code)`` (multiply by the
     absmax) for one element, a handful of integer operations each and no table; and
-    ``decode_block_<s|u>`` / ``encode_block_<s|u>`` over a block, the same results eight or sixteen
-    elements at a time in AVX2 where the compiler targets it (x86-64 since 2013), the one-element
+    ``decode_block_<s|u>`` / ``encode_block_<s|u>`` over a block, the same results eight or
+    thirty-two elements at a time in AVX2 where the compiler targets it (x86-64 since 2013), the one-element
     functions for the rest of the block and on other machines (:data:`BLOCK_C` for the helpers).
 
     The AVX2 forms take shortcuts that give the same bits (checked against the one-element
     functions on every float32 bit pattern): a zero code decodes to zero by ``_mm256_sign_epi32``
     (the magnitude code's sign zeroes the lane), the signed map's sign bit comes from the code
-    sign-extended; an encoder clamps its codes after a saturating pack to 16-bit lanes (the
-    unclamped codes lie in -1000 .. 1200), sixteen lanes per instruction.
+    sign-extended; an encoder packs its 32-bit codes to 16-bit lanes with signed saturation (the
+    unclamped codes lie in -1000 .. 1200), bounds them there on one side and lets the unsigned
+    pack to bytes bound the other (signed map: ``<= 127`` in 16-bit lanes, ``>= 0`` by the pack,
+    the sign bytes from the float bits packed twice with signed saturation, negative exactly where
+    the sign bit is set; unsigned map: ``>= 1`` and zero where ``y > 0`` fails in 32-bit lanes,
+    ``<= 255`` by the pack), thirty-two elements per step (``encode32_<s|u>``). ``decode8_<s|u>_at`` and
+    ``encode32_<s|u>`` are also the steps of the kernel's loops over all its buffers at once
+    (:class:`.precision_cpu.Int8Source`).
     """
     tag, offset, top = ("s" if signed else "u"), _OFFSET[signed], _TOP[signed]
     half = 1 << (_SHIFT - 1)
@@ -272,15 +278,19 @@ def codec_c(signed: bool) -> str:
                   "  return (uint8_t)((uint32_t)k | ((u >> 24) & 0x80u));")
         decode = (f"  uint32_t k = c & 127u, u = k == 0u ? 0u : (k + {offset}u) << {_SHIFT};\n"
                   "  u |= (c & 128u) << 24;")
-        # the magnitude codes of |y| (and-ed bits), then the sign: the 16-bit pack of the bits is
-        # negative exactly where the float is, and its high byte's top bit is then set
-        encode16 = ("  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);\n"
-                    f"  __m256i ka = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(ua, abs), bias), {_SHIFT});\n"
-                    f"  __m256i kb = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(ub, abs), bias), {_SHIFT});\n"
-                    "  __m256i k = _mm256_packs_epi32(ka, kb);\n"
-                    f"  k = _mm256_min_epi16(_mm256_max_epi16(k, _mm256_setzero_si256()), _mm256_set1_epi16({top}));\n"
-                    "  __m256i sign = _mm256_srli_epi16(_mm256_packs_epi32(ua, ub), 8);\n"
-                    "  return _mm256_or_si256(k, _mm256_and_si256(sign, _mm256_set1_epi16(0x80)));")
+        # the magnitude codes of |y| (and-ed bits), <= 127 in 16-bit lanes, >= 0 by the unsigned
+        # pack; the sign bytes: the bits packed twice with signed saturation stay negative exactly
+        # where the float is
+        encode32 = ("  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);\n"
+                    f"  __m256i k0 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(u0, abs), bias), {_SHIFT});\n"
+                    f"  __m256i k1 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(u1, abs), bias), {_SHIFT});\n"
+                    f"  __m256i k2 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(u2, abs), bias), {_SHIFT});\n"
+                    f"  __m256i k3 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_and_si256(u3, abs), bias), {_SHIFT});\n"
+                    f"  const __m256i top = _mm256_set1_epi16({top});\n"
+                    "  __m256i k = _mm256_packus_epi16(_mm256_min_epi16(_mm256_packs_epi32(k0, k1), top),\n"
+                    "                                  _mm256_min_epi16(_mm256_packs_epi32(k2, k3), top));\n"
+                    "  __m256i sign = _mm256_packs_epi16(_mm256_packs_epi32(u0, u1), _mm256_packs_epi32(u2, u3));\n"
+                    "  k = _mm256_or_si256(k, _mm256_and_si256(sign, _mm256_set1_epi8((char)0x80)));")
         widen = "_mm256_cvtepi8_epi32"  # sign-extended: bit 31 is the code's sign bit
         decode8 = ("  __m256i k = _mm256_and_si256(w, _mm256_set1_epi32(127));\n"
                    f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32({offset})), {_SHIFT});\n"
@@ -291,15 +301,12 @@ def codec_c(signed: bool) -> str:
                   f"  k = k < 1 ? 1 : k > {top} ? {top} : k;\n"
                   "  return (uint8_t)(y > 0.0f ? k : 0);")
         decode = f"  uint32_t u = c == 0u ? 0u : (c + {offset}u) << {_SHIFT};"
-        encode16 = (f"  __m256i ka = _mm256_srai_epi32(_mm256_add_epi32(ua, bias), {_SHIFT});  /* y < 0: k < 0 */\n"
-                    f"  __m256i kb = _mm256_srai_epi32(_mm256_add_epi32(ub, bias), {_SHIFT});\n"
-                    "  __m256i k = _mm256_packs_epi32(ka, kb);\n"
-                    f"  k = _mm256_min_epi16(_mm256_max_epi16(k, _mm256_set1_epi16(1)), _mm256_set1_epi16({top}));\n"
-                    "  const __m256 zero = _mm256_setzero_ps();\n"
-                    "  __m256i positive = _mm256_packs_epi32(\n"
-                    "      _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(ua), zero, _CMP_GT_OQ)),\n"
-                    "      _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(ub), zero, _CMP_GT_OQ)));\n"
-                    "  return _mm256_and_si256(k, positive);")
+        # >= 1, and zero where y > 0 fails (NaN too), in 32-bit lanes (no pack of the compare
+        # masks); <= 255 by the unsigned pack
+        encode32 = ("  const __m256i one = _mm256_set1_epi32(1);\n"
+                    + "".join(f"  __m256i k{i} = _mm256_and_si256(_mm256_max_epi32(_mm256_srai_epi32("
+                              f"_mm256_add_epi32(u{i}, bias), {_SHIFT}), one), positive8(u{i}));\n" for i in range(4))
+                    + "  __m256i k = _mm256_packus_epi16(_mm256_packs_epi32(k0, k1), _mm256_packs_epi32(k2, k3));")
         widen = "_mm256_cvtepu8_epi32"
         decode8 = (f"  __m256i u = _mm256_slli_epi32(_mm256_add_epi32(w, _mm256_set1_epi32({offset})), {_SHIFT});\n"
                    "  u = _mm256_sign_epi32(u, w);  /* code 0: zero */")
@@ -312,24 +319,30 @@ static inline float decode_{tag}(uint32_t c) {{
   float f; __builtin_memcpy(&f, &u, 4); return f;
 }}
 #ifdef __AVX2__
-/* encode_{tag} of x[0..15] as sixteen 16-bit codes, in _mm256_packs_epi32's lane order */
-static inline __m256i encode16_{tag}(const float *x, __m256 inverse) {{
-  __m256i ua = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), inverse));
-  __m256i ub = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inverse));
+/* encode_{tag} of x[0..31] * inverse: 32 codes to c[0..31] */
+static inline void encode32_{tag}(const float *restrict x, uint8_t *restrict c, __m256 inverse) {{
+  __m256i u0 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), inverse));
+  __m256i u1 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inverse));
+  __m256i u2 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 16), inverse));
+  __m256i u3 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 24), inverse));
   const __m256i bias = _mm256_set1_epi32({bias});
-{encode16}
+{encode32}
+  store32(c, k);
 }}
 static inline __m256 decode8_{tag}(__m256i w) {{  /* decode_{tag} of eight codes, widened by {widen} */
 {decode8}
   return _mm256_castsi256_ps(u);
+}}
+/* decode_{tag} of c[0..7] times the scale s to x[0..7] */
+static inline void decode8_{tag}_at(const uint8_t *restrict c, float *restrict x, __m256 s) {{
+  _mm256_storeu_ps(x, _mm256_mul_ps(decode8_{tag}({widen}(_mm_loadl_epi64((const __m128i *)c))), s));
 }}
 #endif
 static inline void decode_block_{tag}(const uint8_t *restrict c, float *restrict x, float scale, int64_t m) {{
   int64_t i = 0;
 #ifdef __AVX2__
   const __m256 s = _mm256_set1_ps(scale);
-  for (; i + 8 <= m; i += 8)
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(decode8_{tag}({widen}(_mm_loadl_epi64((const __m128i *)(c + i)))), s));
+  for (; i + 8 <= m; i += 8) decode8_{tag}_at(c + i, x + i, s);
 #endif
   for (; i < m; i++) x[i] = decode_{tag}(c[i]) * scale;
 }}
@@ -337,21 +350,24 @@ static inline void encode_block_{tag}(const float *restrict x, uint8_t *restrict
   int64_t i = 0;
 #ifdef __AVX2__
   const __m256 v = _mm256_set1_ps(inverse);
-  for (; i + 32 <= m; i += 32) store32(c + i, encode16_{tag}(x + i, v), encode16_{tag}(x + i + 16, v));
+  for (; i + 32 <= m; i += 32) encode32_{tag}(x + i, c + i, v);
 #endif
   for (; i < m; i++) c[i] = encode_{tag}(x[i] * inverse);
 }}"""
 
 
-#: C helpers of the 8-bit block loops: :data:`BITS_C` and, under AVX2, ``store32`` (32 codes held
-#: as 16-bit lanes in two vectors in ``_mm256_packs_epi32``'s lane order)
+#: C helpers of the 8-bit block loops: :data:`BITS_C` and, under AVX2, ``store32`` (32 codes packed
+#: to bytes by two in-lane packs, stored in memory order) and ``positive8`` (all ones where the
+#: float whose bits are given is > 0)
 BLOCK_C = BITS_C + """
 #ifdef __AVX2__
 #include <immintrin.h>
-static inline void store32(uint8_t *c, __m256i a, __m256i b) {
-  __m256i r = _mm256_packus_epi16(a, b);
+static inline void store32(uint8_t *c, __m256i r) {  /* 32 codes packed twice in-lane, to memory order */
   r = _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));  /* undo the lane interleave */
   _mm256_storeu_si256((__m256i *)c, r);
+}
+static inline __m256i positive8(__m256i u) {
+  return _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(u), _mm256_setzero_ps(), _CMP_GT_OQ));
 }
 #endif"""
 

@@ -103,7 +103,9 @@ class Int8Source(cpu.CSource):
     (``block``): before a block, its codes are decoded into a scratch row ``x<k>`` (code value
     times absmax); the rule reads and writes the scratch row, and keeps the block's new absmax
     (the largest ``|x|`` on the float bits) as it stores; after the block, the absmax and the
-    codes are written (:func:`.precision.codec_c`).
+    codes are written (:func:`.precision.codec_c`). A whole block's codes are decoded, and encoded,
+    in one loop over all the buffers (AVX2: eight codes of each buffer per decoding step, 32 per
+    encoding step); the segment's last, partial block buffer by buffer.
     """
 
     align = block = precision.BLOCK
@@ -130,10 +132,21 @@ class Int8Source(cpu.CSource):
         return f"(float *)ptrs[{self.rows[buffer]} * nt + t] + off / {precision.BLOCK}, (uint8_t *){address}"
 
     def block_begin(self) -> list[str]:
-        size, lines = precision.BLOCK, []
-        for k in sorted(self.low):
-            lines += [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */",
-                      f"    decode_block_{self.tag[k]}(b{k} + q, x{k}, a{k}[q / {size}], m);"]
+        size, low = precision.BLOCK, sorted(self.low)
+        lines = [f"    float x{k}[{size}];  /* buffer {k}'s block in float32 */" for k in low]
+        # a whole block: one loop over every buffer's codes, eight at a time (more independent work
+        # per iteration than a loop per buffer); the segment's last block, or no AVX2: per buffer
+        lines += ["#ifdef __AVX2__",
+                  f"    if (m == {size}) {{",
+                  *(f"      const __m256 s{k} = _mm256_set1_ps(a{k}[q / {size}]);" for k in low),
+                  f"      for (int64_t i = 0; i < {size}; i += 8) {{",
+                  *(f"        decode8_{self.tag[k]}_at(b{k} + q + i, x{k} + i, s{k});" for k in low),
+                  "      }",
+                  "    } else",
+                  "#endif",
+                  "    {",
+                  *(f"      decode_block_{self.tag[k]}(b{k} + q, x{k}, a{k}[q / {size}], m);" for k in low),
+                  "    }"]
         lines += [f"    uint32_t top{k} = 0;  /* the largest |x| of buffer {k}'s new block, on the bits */"
                   for k in self.stored]
         return lines
@@ -150,11 +163,22 @@ class Int8Source(cpu.CSource):
                 f"top{buffer} = abs_bits({value}) > top{buffer} ? abs_bits({value}) : top{buffer};")
 
     def block_end(self) -> list[str]:
-        size, lines = precision.BLOCK, []
-        for k in self.stored:  # the absmax (a NaN wins: its bits are the largest), then the codes
+        size, stored, lines = precision.BLOCK, self.stored, []
+        for k in stored:  # the absmax (a NaN wins: its bits are the largest), then the codes
             lines += [f"    const float amax{k} = float_of(top{k});",
                       f"    a{k}[q / {size}] = amax{k};",
-                      f"    encode_block_{self.tag[k]}(x{k}, b{k} + q, 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f), m);"]
+                      f"    const float inverse{k} = 1.0f / (amax{k} > 0.0f ? amax{k} : 1.0f);"]
+        lines += ["#ifdef __AVX2__",
+                  f"    if (m == {size}) {{",
+                  *(f"      const __m256 v{k} = _mm256_set1_ps(inverse{k});" for k in stored),
+                  f"      for (int64_t i = 0; i < {size}; i += 32) {{",
+                  *(f"        encode32_{self.tag[k]}(x{k} + i, b{k} + q + i, v{k});" for k in stored),
+                  "      }",
+                  "    } else",
+                  "#endif",
+                  "    {",
+                  *(f"      encode_block_{self.tag[k]}(x{k}, b{k} + q, inverse{k}, m);" for k in stored),
+                  "    }"]
         return lines
 
 
