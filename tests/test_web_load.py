@@ -145,14 +145,18 @@ def _gone_within(pids: list[int], seconds: float) -> list[int]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
-@pytest.mark.parametrize("how", ["terminate", "kill"])
-def test_the_worker_processes_leave_with_the_server(how):
+@pytest.mark.parametrize("how,ready", [("terminate", "/api/health"), ("kill", "/api/health"),
+                                       ("terminate", "/api/meta")])
+def test_the_worker_processes_leave_with_the_server(how, ready):
     """Stopped (SIGTERM, as Ctrl-C or a service manager does) or killed (SIGKILL), the server
     leaves no worker behind: each holds torch (~0.5 GB), and before the fix every stop of a
-    loaded test server left three for good."""
-    with served(ready="/api/health") as (url, proc):
-        workers = _children(proc.pid)
+    loaded test server left three for good. ``/api/meta`` answers before the workers are ready:
+    stopped then, the server leaves workers still importing torch, which must go too."""
+    with served(ready=ready) as (url, proc):
+        deadline = time.monotonic() + 30
+        while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(workers) >= 2, workers  # the run slots' workers (and multiprocessing's tracker)
         getattr(proc, how)()
         proc.wait(15)
-    assert _gone_within(workers, 10.0) == []
+    assert _gone_within(workers, 30.0) == []

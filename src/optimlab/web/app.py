@@ -29,6 +29,7 @@ this machine, 429 (with ``Retry-After``) when the server is busy.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -187,7 +188,7 @@ def create_app(limits: Limits | None = None, allowed_hosts: Iterable[str] | None
 
             n = limits.light_running + limits.heavy_running
             pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=warm_up_worker)
+                                       initializer=warm_up_worker, initargs=(os.getpid(),))
 
             async def start() -> None:
                 # every worker started and warmed up (each imports torch): until then runs use threads

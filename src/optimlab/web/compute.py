@@ -267,22 +267,25 @@ def warm_up(schedules: bool = True) -> None:
     run_json(req, Limits(), time.monotonic() + 600, 0.0)
 
 
-def warm_up_worker() -> None:
+def warm_up_worker(server: int | None = None) -> None:
     """A worker process's start (the server uses threads until every worker has done it): it
-    leaves when the server does (:func:`exit_with_parent`), then warms up."""
-    exit_with_parent()
+    leaves when the server (process id ``server``) does (:func:`exit_with_parent`), then warms up."""
+    exit_with_parent(server)
     warm_up(schedules=True)
 
 
-def exit_with_parent(period_s: float = 0.5) -> threading.Thread:
-    """Watch, from a daemon thread, for this process's parent to go, and exit then.
+def exit_with_parent(parent: int | None = None, period_s: float = 0.5) -> threading.Thread:
+    """Watch, from a daemon thread, for this process's parent (process id ``parent``; None: the
+    parent now) to go, and exit then: at once if it has gone already.
 
     A pool worker blocks reading its task queue, whose writing end every worker holds too, so it
     never sees the end of the queue when the server dies: a server killed (``SIGKILL``) or stopped
     by a re-raised ``SIGTERM`` (uvicorn re-raises it after its shutdown, before ``atexit``) would
-    leave its workers behind, each holding torch (~0.5 GB). Polled rather than
+    leave its workers behind, each holding torch (~0.5 GB). The server passes its own id: a worker
+    still importing torch when the server stops finds itself adopted by then, and a parent taken
+    from ``os.getppid()`` at that point would be the adopter. Polled rather than
     ``prctl(PR_SET_PDEATHSIG)``: portable, and the thread that started the worker may end first."""
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:
