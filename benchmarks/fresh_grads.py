@@ -12,7 +12,10 @@ same parameters bit for bit (each side's own parameters, the same gradients ever
 otherwise). Issue 13's layout-c target is step_speed.py's (gradients kept between steps); this
 one has no speed target::
 
-    PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e]
+    PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e] [--state-dtype bfloat16]
+
+``--state-dtype bfloat16``: every optimlab side keeps bfloat16 state (the low-precision kernel);
+the %-of-triad column still counts float32's 28 B per parameter (bfloat16 state moves 20).
 """
 
 from __future__ import annotations
@@ -60,20 +63,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--layout", default="c", choices=["c", "e"])
+    ap.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="optimlab's state storage (torch's stays float32)")
     args = ap.parse_args()
+    ours = {} if args.state_dtype == "float32" else {"state_dtype": torch.bfloat16}
     label, make, _ = LAYOUTS[args.layout]
     shapes = make()
     n = sum(torch.Size(s).numel() for s in shapes)
     module = native.module()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, layout {label}, Adam, gradients from "
-          f"backward() every step; checks build: {native.kind(native.enabled())}; median of {args.steps} steps")
+          f"backward() every step; optimlab state {args.state_dtype}; checks build: {native.kind(native.enabled())}; median of {args.steps} steps")
     sides = {"torch fused": (side(shapes, torch.optim.Adam, fused=True), lambda s: s())}
-    sides["C++ by address"] = (side(shapes, optimlab.Adam), lambda s: s())
-    sides["C++ collected"] = (side(shapes, optimlab.Adam), collected)
+    sides["C++ by address"] = (side(shapes, optimlab.Adam, **ours), lambda s: s())
+    sides["C++ collected"] = (side(shapes, optimlab.Adam, **ours), collected)
     c_module = native.build(against_torch=False) if module is not None and native.kind(module) == "C++" else None
     if c_module is not None:
-        sides["C build"] = (side(shapes, optimlab.Adam), lambda s: c_checks(c_module, s))
-    sides["Python checks"] = (side(shapes, optimlab.Adam), python_checks)
+        sides["C build"] = (side(shapes, optimlab.Adam, **ours), lambda s: c_checks(c_module, s))
+    sides["Python checks"] = (side(shapes, optimlab.Adam, **ours), python_checks)
     triad = Triad()
     times = {k: [] for k in sides}
     bt = []

@@ -615,3 +615,43 @@ def test_sgd_low_precision_runs_in_the_c_kernel(case):
     keyed = pdtype == torch.bfloat16 or state_dtype is torch.bfloat16  # the step keys a rounding
     assert all(int(entries["step"]) == steps if keyed else "step" not in entries for entries in ours[1].values())
     assert_same_sgd(run_sgd(kwargs, pdtype, state_dtype, sizes, steps, fused=True, stop_at=2), eager)
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, "int8"])
+def test_fresh_gradients_every_step_are_read_by_address(state_dtype, monkeypatch):
+    """As in training (``zero_grad(set_to_none=True)``, then ``backward()``): every step's gradients
+    are new tensors at new addresses, with no Python object until asked for. The low-precision
+    kernels read them where the dispatcher found them this step (a stale address would feed the
+    moments last step's gradient or freed memory): the moments equal the eager path's bit for bit
+    (the gradient of ``sum(p * w)`` is ``w``, whatever the parameters), the parameters within the
+    eager CPU sqrt's ulp (as in :func:`test_fused_equals_eager`)."""
+    from optimlab.kernels import native
+
+    checks, took = native.enabled(), []
+    if hasattr(checks, "gather_own"):  # the C++ build and Python read gradients by address
+        real = checks.gather_own
+        monkeypatch.setattr(checks, "gather_own", lambda *a: took.append(real(*a)) or took[-1])
+    sizes = (5000, 8192, 300)
+    results = []
+    for fused in (None, False):
+        params = [torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(7 + n))) for n in sizes]
+        opt = optimlab.Adam(params, lr=1e-2, state_dtype=state_dtype, fused=fused)
+        gen = torch.Generator().manual_seed(3)
+        before = kernels.stats["fused_tensors"]
+        for _ in range(5):
+            opt.zero_grad(set_to_none=True)
+            sum((p * torch.randn(p.shape, generator=gen)).sum() for p in params).backward()
+            opt.step()
+        assert kernels.stats["fused_tensors"] - before == (5 * len(sizes) if fused is None else 0)
+        results.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
+    if hasattr(checks, "gather_own"):
+        # every step after the one that planned, each bucket (int8: the 300-element tensor's state
+        # stays float32, in a bucket of its own)
+        assert took == [True] * 4 * (2 if state_dtype == "int8" else 1)
+    (fused_params, fused_state), (eager_params, eager_state) = results
+    for a, b in zip(fused_params, eager_params):
+        torch.testing.assert_close(a, b)
+    for index, entry in fused_state.items():
+        for name, value in entry.items():
+            other = eager_state[index][name]
+            assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, (index, name)

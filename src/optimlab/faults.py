@@ -41,6 +41,7 @@ The functions here are called from ``optimlab.optim.Optimizer`` with a line each
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -94,16 +95,18 @@ def validate(group: Mapping[str, Any]) -> None:
         raise TypeError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype!r}")
     elif state_dtype not in STATE_DTYPES + LOW_STATE_DTYPES:
         raise ValueError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype}")
-    for p in group["params"]:
+    for dtype in set(map(_dtype_of, group["params"])):  # per dtype: checked every step, of thousands of tensors
         if state_dtype in LOW_STATE_DTYPES:
-            if p.is_complex():
+            if dtype.is_complex:
                 raise ValueError(f"state_dtype={state_dtype!r} does not hold the state of a complex parameter "
-                                 f"({p.dtype}; allowed for complex parameters: None, torch.float32, torch.float64)")
+                                 f"({dtype}; allowed for complex parameters: None, torch.float32, torch.float64)")
             continue
-        real_dtype = p.real.dtype if p.is_complex() else p.dtype
-        if torch.finfo(real_dtype).bits > torch.finfo(state_dtype).bits:
-            raise ValueError(f"state_dtype={state_dtype} is less precise than a {p.dtype} parameter "
+        if torch.finfo(dtype.to_real()).bits > torch.finfo(state_dtype).bits:
+            raise ValueError(f"state_dtype={state_dtype} is less precise than a {dtype} parameter "
                              f"(allowed: a dtype at least as precise as the parameter, or None)")
+
+
+_dtype_of = attrgetter("dtype")
 
 
 def compute_dtype(param: Tensor, group: Mapping[str, Any]) -> torch.dtype:

@@ -170,9 +170,7 @@ class Optimizer(torch.optim.Optimizer):
         work, grads = self._gradients(checks, listed)
         if not faults.grads_finite(self, work):  # nonfinite="skip" / "raise"
             return
-        if any(precision.low_precision(group) for group in self.param_groups):
-            # stochastic rounding keys on each parameter's position (its state_dict id)
-            self._param_index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        self._param_index: dict[int, int] | None = None  # made when an eager step rounds (see key())
         # one-element tensor hyperparameters of any shape act as 0-dim ones (torch's _to_scalar)
         hyperparams = [{k: v.reshape(()) if isinstance(v, Tensor) and v.dim() else v
                         for k, v in self.rule.hyperparams(group).items()} for group, _ in work]
@@ -310,6 +308,8 @@ class Optimizer(torch.optim.Optimizer):
                 out[name] = (base if name == "param" else inputs[name]).add(value)
 
         def key(name: str) -> int:
+            if self._param_index is None:  # stochastic rounding keys on the position (its state_dict id)
+                self._param_index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
             index = self._param_index[id(param)]
             return precision.stream_key(group.get("rounding_seed", 0), int(state["step"]), index,
                                         precision.stream_id(name))

@@ -42,7 +42,6 @@ from torch import Tensor
 from . import cpu, precision
 from .trace import Trace, Unsupported
 
-_data_ptr = Tensor.data_ptr
 
 
 class BF16Source(cpu.CSource):
@@ -219,6 +218,8 @@ class Backend:
     #: a step that creates state (SGD's first, which makes the momentum buffer) runs eagerly: the
     #: eager path stores the new buffer in its storage; the dispatcher plans the next step again
     MAKES_STATE = False
+    #: :meth:`launch` reads the gradients at the addresses the dispatcher wrote (as :mod:`.cpu`)
+    GRADS_BY_ADDRESS = True
 
     def __init__(self, storage: str) -> None:
         self.storage = storage
@@ -294,14 +295,13 @@ class Backend:
         """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus the
         block scales' rows (8-bit state), then a row of rounding keys per buffer rounded
         stochastically (bfloat16 state, a bfloat16 parameter)."""
-        n = len(bucket.sizes)
         scalars = array("d", scalars or [0.0])  # one set: the trace's scalars
-        ptrs = array("q", bucket.static_ptrs)  # parameters and state, checked by the dispatcher
-        ptrs[n:2 * n] = array("q", map(_data_ptr, columns[1]))
+        ptrs = array("q", bucket.static_ptrs)  # parameters, gradients and state, as the dispatcher
+        # checked them and wrote the gradients' addresses this step (``columns[1]`` may be None)
         if self.storage == "int8":
             ptrs.extend(bucket.cache["scales"])
         for keys in self.keys(bucket, kernel.keyed):
-            ptrs.extend((keys.astype(np.uint64) << np.uint64(32)).view(np.int64).tolist())  # key: high half
+            ptrs.frombytes((keys.astype(np.uint64) << np.uint64(32)).tobytes())  # key: high half (int64 bits)
         kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
 
 
