@@ -43,7 +43,6 @@ from . import cpu, precision
 from .trace import Trace, Unsupported
 
 
-
 class BF16Source(cpu.CSource):
     """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word.
 
