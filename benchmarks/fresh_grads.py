@@ -13,9 +13,15 @@ otherwise). Issue 13's layout-c target is step_speed.py's (gradients kept betwee
 one has no speed target::
 
     PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e] [--state-dtype bfloat16]
+    PYTHONPATH=src python benchmarks/fresh_grads.py --state-dtype float32,bfloat16,int8
 
 ``--state-dtype bfloat16``: every optimlab side keeps bfloat16 state (the low-precision kernel);
 the %-of-triad column still counts float32's 28 B per parameter (bfloat16 state moves 20).
+Several state dtypes (a comma list): a by-address side and a collecting one for each (the
+other builds are left out; each pair must end equal bit for bit), all in the same alternation,
+and each side's time over the float32 by-address side's: what the storage
+costs per step. On layout c each tensor is small, so that is mostly the step's work besides the
+kernel; int8 keeps float32 state for tensors under 4,096 elements (all but a few there).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import native  # noqa: E402
-from step_speed import LAYOUTS, Triad, c_checks, python_checks  # noqa: E402
+from step_speed import LAYOUTS, STATE_DTYPES, Triad, c_checks, python_checks  # noqa: E402
 
 
 def side(shapes, cls, **kwargs):
@@ -63,23 +69,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--layout", default="c", choices=["c", "e"])
-    ap.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="optimlab's state storage (torch's stays float32)")
+    ap.add_argument("--state-dtype", default="float32", metavar="LIST",
+                    help=f"optimlab's state storage, or several, comma-separated ({', '.join(STATE_DTYPES)}; "
+                         f"torch's stays float32)")
     args = ap.parse_args()
-    ours = {} if args.state_dtype == "float32" else {"state_dtype": torch.bfloat16}
+    dtypes = args.state_dtype.split(",")
+    for d in dtypes:
+        if d not in STATE_DTYPES or dtypes.count(d) > 1:
+            ap.error(f"--state-dtype: {d!r} unknown or repeated (allowed: {', '.join(STATE_DTYPES)})")
+    kinds = {d: {} if d == "float32" else {"state_dtype": STATE_DTYPES[d]} for d in dtypes}
     label, make, _ = LAYOUTS[args.layout]
     shapes = make()
     n = sum(torch.Size(s).numel() for s in shapes)
     module = native.module()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, layout {label}, Adam, gradients from "
-          f"backward() every step; optimlab state {args.state_dtype}; checks build: {native.kind(native.enabled())}; median of {args.steps} steps")
+          f"backward() every step; optimlab state {', '.join(dtypes)}; checks build: {native.kind(native.enabled())}; median of {args.steps} steps")
     sides = {"torch fused": (side(shapes, torch.optim.Adam, fused=True), lambda s: s())}
-    sides["C++ by address"] = (side(shapes, optimlab.Adam, **ours), lambda s: s())
-    sides["C++ collected"] = (side(shapes, optimlab.Adam, **ours), collected)
-    c_module = native.build(against_torch=False) if module is not None and native.kind(module) == "C++" else None
-    if c_module is not None:
-        sides["C build"] = (side(shapes, optimlab.Adam, **ours), lambda s: c_checks(c_module, s))
-    sides["Python checks"] = (side(shapes, optimlab.Adam, **ours), python_checks)
+    if len(dtypes) > 1:
+        for d, ours in kinds.items():
+            sides[f"by address {d}"] = (side(shapes, optimlab.Adam, **ours), lambda s: s())
+            sides[f"collected {d}"] = (side(shapes, optimlab.Adam, **ours), collected)
+    else:
+        ours = kinds[dtypes[0]]
+        sides["C++ by address"] = (side(shapes, optimlab.Adam, **ours), lambda s: s())
+        sides["C++ collected"] = (side(shapes, optimlab.Adam, **ours), collected)
+        c_module = native.build(against_torch=False) if module is not None and native.kind(module) == "C++" else None
+        if c_module is not None:
+            sides["C build"] = (side(shapes, optimlab.Adam, **ours), lambda s: c_checks(c_module, s))
+        sides["Python checks"] = (side(shapes, optimlab.Adam, **ours), python_checks)
     triad = Triad()
     times = {k: [] for k in sides}
     bt = []
@@ -98,14 +115,17 @@ def main() -> None:
     bw = triad.gbs(statistics.median(bt))
     print(f"in-place triad: {bw:.1f} GB/s; Adam moves 28 B/param: {28 * n / bw / 1e6:.3f} ms at that bandwidth")
     base = statistics.median(times["torch fused"])
+    f32 = statistics.median(times["by address float32"]) if "by address float32" in times else None
     for k, v in times.items():
         m = statistics.median(v)
-        print(f"  {k:<15} {m * 1e3:8.3f} ms  {100 * 28 * n / m / 1e9 / bw:5.1f}% of the triad  "
-              f"torch fused / this {base / m:6.2f}")
-    ours = [k for k in sides if k != "torch fused"]
-    first = sides[ours[0]][0][0]
-    same = all(all(torch.equal(a, b) for a, b in zip(first, sides[k][0][0])) for k in ours[1:])
-    print(f"optimlab sides equal bit for bit: {same}")
+        versus = f"  this / float32 state {m / f32:5.2f}" if f32 is not None and k != "torch fused" else ""
+        print(f"  {k:<19} {m * 1e3:8.3f} ms  {100 * 28 * n / m / 1e9 / bw:5.1f}% of the triad  "
+              f"torch fused / this {base / m:6.2f}{versus}")
+    same = True  # the sides of one state dtype end with the same parameters bit for bit
+    for d in dtypes:
+        ours = [k for k in sides if k != "torch fused" and (len(dtypes) == 1 or k.endswith(f" {d}"))]
+        same &= all(all(torch.equal(a, b) for a, b in zip(sides[ours[0]][0][0], sides[k][0][0])) for k in ours[1:])
+    print(f"optimlab sides of each state dtype equal bit for bit: {same}")
     sys.exit(0 if same else 1)
 
 

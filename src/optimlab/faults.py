@@ -75,17 +75,23 @@ def options(nonfinite: str = "ignore", state_dtype: torch.dtype | str | None = N
 
 
 
-def validate(group: Mapping[str, Any]) -> None:
-    """Raise ValueError/TypeError naming the option when a group's setting is not allowed."""
+def validate(group: Mapping[str, Any], dtypes: Iterable[torch.dtype] | None = None) -> None:
+    """Raise ValueError/TypeError naming the option when a group's setting is not allowed.
+
+    ``dtypes``: the dtypes of the group's parameters where the caller knows them (the fused plan's
+    lists, :func:`optimlab.kernels.listing`: each step's checks confirm them before anything
+    moves); read from the parameters when None (only where a setting depends on them)."""
     check_choice("nonfinite", group.get("nonfinite", "ignore"), NONFINITE_CHOICES)
     check_choice("param_rounding", group.get("param_rounding", "nearest"), PARAM_ROUNDINGS)
     seed = group.get("rounding_seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"rounding_seed must be an integer in [0, 2**32), got {seed!r}")
-    if group.get("param_rounding") == "stochastic" and any(p.dtype == torch.float16 for p in group["params"]):
+    state_dtype = group.get("state_dtype")
+    if dtypes is None and (state_dtype is not None or group.get("param_rounding") == "stochastic"):
+        dtypes = set(map(_dtype_of, group["params"]))  # (a set: checked every step, of thousands of tensors)
+    if group.get("param_rounding") == "stochastic" and torch.float16 in dtypes:
         raise ValueError("param_rounding='stochastic' rounds into bfloat16 parameters; float16 parameters "
                          "take only param_rounding='nearest' (allowed: 'nearest', or bfloat16 parameters)")
-    state_dtype = group.get("state_dtype")
     if state_dtype is None:
         return
     if isinstance(state_dtype, str):
@@ -95,7 +101,7 @@ def validate(group: Mapping[str, Any]) -> None:
         raise TypeError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype!r}")
     elif state_dtype not in STATE_DTYPES + LOW_STATE_DTYPES:
         raise ValueError(f"state_dtype must be {_ALLOWED_STATE}, got {state_dtype}")
-    for dtype in set(map(_dtype_of, group["params"])):  # per dtype: checked every step, of thousands of tensors
+    for dtype in dtypes:
         if state_dtype in LOW_STATE_DTYPES:
             if dtype.is_complex:
                 raise ValueError(f"state_dtype={state_dtype!r} does not hold the state of a complex parameter "

@@ -191,13 +191,13 @@ class Optimizer(torch.optim.Optimizer):
     def _gradients(self, checks: Any, listed: Any) -> tuple[list[tuple[dict[str, Any], Any]], list[Tensor] | None]:
         """Validate each group and list its parameters with gradients (refusing, before anything
         moves, what the rule does not take): ``(work, grads)``, every group's gradients one after
-        another. ``listed``: :func:`kernels.listing`'s answer (the lists, and the eager parameters
-        among them, the only ones looked at here), then ``grads`` is None."""
+        another. ``listed``: :func:`kernels.listing`'s answer (the lists, the eager parameters
+        among them, the only ones looked at here, and the dtypes), then ``grads`` is None."""
         work = []
         grads: list[Tensor] = []
         for index, group in enumerate(self.param_groups):
             self._validate(group)
-            faults.validate(group)
+            faults.validate(group, None if listed is None else listed[2][index])
             if listed is None:
                 params, flags = checks.with_grads(group["params"], not self.rule.complex_ok, grads)
                 seen = params

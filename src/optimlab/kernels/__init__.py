@@ -55,7 +55,7 @@ import warnings
 import weakref
 from array import array
 from itertools import chain
-from operator import is_
+from operator import attrgetter, is_
 from typing import Any, Sequence
 
 import torch
@@ -73,6 +73,7 @@ stats.update({"fused_tensors": 0, "eager_tensors": 0, "plans": 0, "kernel_calls"
 _refused: set[Any] = set()  # structures whose kernel could not be built: not retried every step
 _plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 _data_ptr = Tensor.data_ptr
+_dtype_of = attrgetter("dtype")
 _numel = Tensor.numel
 _untyped_storage = Tensor.untyped_storage
 _values = dict.values
@@ -205,6 +206,18 @@ class _Plan:
         self.masks: list[bytes] = []
         self.eager: list[tuple[Tensor, ...]] = []
         self.direct = False
+        # also for :func:`listing`, per group: the dtypes of its parameters in buckets (each step's
+        # check confirms them) and its other parameters (whose dtypes are read each step)
+        self.bucket_dtypes: list[frozenset[torch.dtype]] = []
+        self.unbucketed: list[tuple[Tensor, ...]] = []
+        # per group, how it stores state (a change in a param group makes a new plan: the
+        # buckets' backends and kernels follow from it)
+        self.storage = [_storage(group) for group in self.groups]
+
+
+def _storage(group: dict[str, Any]) -> tuple:
+    """The settings of a param group that choose its low-precision backends (:mod:`.precision_cpu`)."""
+    return group.get("state_dtype"), group.get("param_rounding")
 
 
 def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]],
@@ -222,6 +235,7 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]]
     plan = _plans.get(optimizer)
     if (plan is None or plan.flags != flags or plan.state is not optimizer.state
             or len(plan.groups) != len(work) or not all(map(is_, plan.groups, (g for g, _ in work)))
+            or plan.storage != [_storage(g) for g, _ in work]
             or not all(a is b or checks.same(a, b) for a, b in zip(plan.listed, (params for _, params in work)))):
         plan = None
     scalars = _revalidate(optimizer, plan, hyperparams, checks, grads) if plan is not None else None
@@ -251,10 +265,14 @@ def step(optimizer: Any, work: Sequence[tuple[dict[str, Any], Sequence[Tensor]]]
     return rest
 
 
-def listing(optimizer: Any, checks: Any) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]]] | None:
+def listing(optimizer: Any, checks: Any) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]],
+                                                  list[frozenset[torch.dtype]]] | None:
     """Per group, the parameters with gradients and, of those, the ones stepped eagerly, as the
     plan recorded them - where each group still lists the same parameters and each one's gradient
-    is there or not as it was (those in buckets are looked at by the step's ``gather_own``). Reads
+    is there or not as it was (those in buckets are looked at by the step's ``gather_own``) - and
+    the dtypes of all its parameters: the buckets' as planned (``gather_own`` confirms them before
+    anything moves; a change sends the step the collecting way, which reads them all again), the
+    others' read here (for :func:`optimlab.faults.validate`, which need not read thousands). Reads
     no gradient's Python object. None: collect the gradients (``with_grads``), as without a plan.
 
     Only where every bucket's backend reads gradients by address (``GRADS_BY_ADDRESS``), the
@@ -270,7 +288,8 @@ def listing(optimizer: Any, checks: Any) -> tuple[list[tuple[Tensor, ...]], list
         if (group.get("nonfinite", "ignore") != "ignore" or group.get("differentiable")
                 or not checks.listing(members, group["params"], mask)):
             return None
-    return plan.listed, plan.eager
+    return plan.listed, plan.eager, [known.union(map(_dtype_of, others))
+                                     for known, others in zip(plan.bucket_dtypes, plan.unbucketed)]
 
 
 def _make_plan(optimizer: Any, work: Sequence[tuple[dict[str, Any], list[Tensor]]],
@@ -369,6 +388,8 @@ def _record_listing(plan: _Plan, rule: Any) -> None:
         plan.members.append(members)
         plan.masks.append(bytes(2 if id(p) in stepped else 1 if id(p) in with_grad else 0 for p in members))
         plan.eager.append(tuple(p for p in listed if id(p) not in stepped))
+        plan.bucket_dtypes.append(frozenset(p.dtype for p in members if id(p) in stepped))
+        plan.unbucketed.append(tuple(p for p in members if id(p) not in stepped))
     plan.direct = (not rule.sparse_only and not any(g.get("differentiable") for g in plan.groups)
                    and all(getattr(b.backend, "GRADS_BY_ADDRESS", False) for b in plan.buckets))
 

@@ -71,12 +71,16 @@ _MASK = 0xFFFFFFFF
 # ----------------------------------------------------------------------------- random bits
 
 
+#: hash32's two odd multipliers
+_MIX = (0x7FEB352D, 0x846CA68B)
+
+
 def hash32(x: Any) -> Any:
     """A 32-bit integer mix (C. Wellons' "lowbias32"): Python int or int64 tensor of uint32 values."""
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK
+    x = (x * _MIX[0]) & _MASK
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK
+    x = (x * _MIX[1]) & _MASK
     return x ^ (x >> 16)
 
 
@@ -100,6 +104,16 @@ def tensor_key(seed: int, tensor: Any) -> Any:
 def step_key(base: Any, step: int, stream: int) -> Any:
     """:func:`stream_key` from its :func:`tensor_key` ``base``."""
     return hash32(hash32(base ^ (step & _MASK)) ^ (stream & _MASK))
+
+
+#: :func:`hash32` and :func:`step_key` in C, on uint32 (whose products wrap as ``& _MASK`` does):
+#: the CPU kernels make each tensor's key of the step from its :func:`tensor_key`
+STEP_KEY_C = f"""static inline uint32_t hash32(uint32_t x) {{
+  x ^= x >> 16; x *= {_MIX[0]:#X}u; x ^= x >> 15; x *= {_MIX[1]:#X}u; return x ^ (x >> 16);
+}}
+static inline uint32_t step_key(uint32_t base, uint32_t step, uint32_t stream) {{
+  return hash32(hash32(base ^ step) ^ stream);
+}}"""
 
 
 #: the odd multiplier of the per-element bits (2**32 / golden ratio, Knuth's multiplicative hashing)

@@ -8,11 +8,13 @@ bfloat16 state: each state buffer is declared ``uint16_t``; a load widens it to 
 shift), a store rounds the float32 result stochastically with the same counter-based bits as the
 eager path (:data:`.precision.ROUND_BF16_C` next to :func:`.precision.round_bf16`), a block of 256
 at a time from a float32 row in L1 (vectorized by hand where the block holds no NaN). Each stored
-buffer gets one 64-bit word per tensor, passed with the buffer: the stream's key in its high half
+buffer gets one 64-bit word per segment, passed with the buffer: the stream's key in its high half
 and the element index of the segment's first element in its low half, so that element ``i`` of
-the tensor draws the same bits whichever thread and chunk runs it. The element index is 32-bit
-(a segment is at most ``cpu.CHUNK`` long), so the rounding runs in 32-bit lanes with one integer
-multiply per element for the bits.
+the tensor draws the same bits whichever thread and chunk runs it. The key is hashed there from
+the tensor's :func:`.precision.tensor_key` (a table row written once per seed) and the step (one
+word of the table, written each step), as the Triton kernels do: a step makes no per-tensor key
+in Python. The element index is 32-bit (a segment is at most ``cpu.CHUNK`` long), so the rounding
+runs in 32-bit lanes with one integer multiply per element for the bits.
 
 8-bit state: the loop runs block by block (256 elements, which stay in L1): the block's codes are
 decoded into a float32 scratch row, the rule runs over it in place and takes the block's absmax on
@@ -44,7 +46,9 @@ from .trace import Trace, Unsupported
 
 
 class BF16Source(cpu.CSource):
-    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word.
+    """Buffers ``2 .. n_inputs-1`` (the state) in bfloat16; each stored one with its key word,
+    hashed from the tensors' key row ``keys`` of ``ptrs`` (:func:`.precision.tensor_key`), the
+    step (the word after that row) and the buffer's stream (``streams``: buffer -> stream id).
 
     The element loop runs block by block (``block``): the rule's results for a stored buffer go
     to a float32 row ``x<k>`` (L1), with the row's largest ``abs_bits`` kept as they are stored;
@@ -54,14 +58,15 @@ class BF16Source(cpu.CSource):
 
     block = precision.BLOCK
 
-    def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int],
+    def __init__(self, n_inputs: int, n_buffers: int, streams: dict[int, int],
                  low: set[int] | None = None) -> None:
         super().__init__("float")
         self.low = set(range(2, n_inputs)) if low is None else low  # the buffers kept as bfloat16 bits
-        self.rows = {k: n_buffers + i for i, k in enumerate(stored)}  # key word rows of ptrs
+        self.rows = streams  # the buffers rounded stochastically, with their stream ids
+        self.keys = n_buffers  # the row of ptrs with the tensors' keys; the step at ptrs[(keys + 1) * nt]
 
     def preamble(self) -> list[str]:
-        return [precision.ROUND_BF16_C]
+        return [precision.ROUND_BF16_C, precision.STEP_KEY_C]
 
     def declare(self, buffer: int) -> str:
         if buffer not in self.low:
@@ -72,7 +77,10 @@ class BF16Source(cpu.CSource):
     def pointer(self, buffer: int, address: str) -> str:
         if buffer not in self.low:
             return super().pointer(buffer, address)
-        key = f"(uint64_t)ptrs[{self.rows[buffer]} * nt + t] + (uint64_t)off, " if buffer in self.rows else ""
+        key = ""
+        if buffer in self.rows:  # this step's key of the tensor's stream in the high half, off in the low
+            tensor, step = f"(uint32_t)(uintptr_t)ptrs[{self.keys} * nt + t]", f"(uint32_t)(uintptr_t)ptrs[{self.keys + 1} * nt]"
+            key = f"((uint64_t)step_key({tensor}, {step}, {self.rows[buffer]:#X}u) << 32) + (uint64_t)off, "
         return f"{key}(uint16_t *){address}"  # the generator adds `+ off` to the buffer pointer
 
     def load(self, buffer: int) -> str:
@@ -183,14 +191,14 @@ class Int8Source(cpu.CSource):
 class Int8BF16Source(Int8Source):
     """8-bit state (:class:`Int8Source`) of a stochastically rounded bfloat16 parameter: buffers 0
     (the parameter) and 1 (its gradient) are bfloat16 bits, accessed as :class:`BF16Source` does,
-    the parameter rounded with its key word (the table row after the scale rows)."""
+    the parameter rounded with its key word (the tensors' key row after the scale rows)."""
 
     def __init__(self, n_inputs: int, n_buffers: int, stored: Sequence[int], signed: Sequence[bool]) -> None:
         super().__init__(n_inputs, n_buffers, stored, signed)
-        self.param = BF16Source(n_inputs, n_buffers + len(self.rows), [0], {0, 1})
+        self.param = BF16Source(n_inputs, n_buffers + len(self.rows), {0: precision.stream_id("param")}, {0, 1})
 
     def preamble(self) -> list[str]:  # BF16Source's helpers less the bit helpers BLOCK_C holds too
-        return super().preamble() + [precision.ROUND_BF16_C.replace(precision.BITS_C, "", 1)]
+        return super().preamble() + [precision.ROUND_BF16_C.replace(precision.BITS_C, "", 1), precision.STEP_KEY_C]
 
     def declare(self, buffer: int) -> str:
         return self.param.declare(buffer) if buffer < 2 else super().declare(buffer)
@@ -263,10 +271,12 @@ class Backend:
             if dtype == torch.bfloat16:
                 low |= {0, 1}
                 stored = [0] + [k for k in stored if k in low]
-            source = BF16Source(n_inputs, n_buffers, stored, low)
+            names = structure[-1]
+            streams = {k: precision.stream_id(names[k - 2] if k else "param") for k in stored}
+            source = BF16Source(n_inputs, n_buffers, streams, low)
             keyed = stored
         kernel = cpu.kernel_for(trace, outputs, n_inputs, torch.float32, (self.storage, *structure), source)
-        kernel.keyed = keyed  # the buffers rounded stochastically: a key row each, in this order
+        kernel.keyed = keyed  # the buffers rounded stochastically (their keys hashed in the kernel)
         return kernel
 
     def tensor_base(self, bucket: Any) -> np.ndarray:
@@ -282,26 +292,28 @@ class Backend:
         """Every tensor's :func:`.precision.tensor_key` (uint32 values) and this step's count."""
         return self.tensor_base(bucket), int(bucket.scalars["step"][0].item())  # already advanced: as eager
 
-    def keys(self, bucket: Any, stored: Sequence[int]) -> list[np.ndarray]:
-        """This step's bfloat16 rounding key of every tensor, per stored buffer (uint32 values)."""
-        if not stored:  # nothing rounded stochastically (8-bit state of float32 parameters)
-            return []
-        base, step = self.tensor_keys(bucket)
-        return [precision.step_key(base, step, precision.stream_id(bucket.names[buffer - 2] if buffer else "param"))
-                for buffer in stored]
-
     def launch(self, kernel: cpu.Kernel, bucket: Any, columns: Sequence[list[Tensor]], scalars: Any) -> None:
-        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``), plus the
-        block scales' rows (8-bit state), then a row of rounding keys per buffer rounded
-        stochastically (bfloat16 state, a bfloat16 parameter)."""
-        scalars = array("d", scalars or [0.0])  # one set: the trace's scalars
-        ptrs = array("q", bucket.static_ptrs)  # parameters, gradients and state, as the dispatcher
-        # checked them and wrote the gradients' addresses this step (``columns[1]`` may be None)
-        if self.storage == "int8":
-            ptrs.extend(bucket.cache["scales"])
-        for keys in self.keys(bucket, kernel.keyed):
-            ptrs.frombytes((keys.astype(np.uint64) << np.uint64(32)).tobytes())  # key: high half (int64 bits)
-        kernel(bucket.sizes, ptrs, scalars, bucket.offsets)
+        """As :func:`.cpu.launch` (one scalar set: this backend has no ``SCALAR_SETS``). The table
+        ``bucket.static_ptrs`` (parameters, gradients and state, as the dispatcher checked them
+        and wrote the gradients' addresses this step; ``columns[1]`` may be None) is extended on
+        the first launch with the block scales' rows (8-bit state) and, where the kernel rounds
+        stochastically (bfloat16 state, a bfloat16 parameter), a row of the tensors' keys
+        (rewritten when the group's seed changes) and the step's word (each step): the kernel
+        hashes each buffer's key from them (:data:`.precision.STEP_KEY_C`)."""
+        table, n = bucket.static_ptrs, len(bucket.params)
+        at = bucket.cache.get("keys_at")
+        if at is None:  # the first launch: the rows that follow the dispatcher's
+            if self.storage == "int8":
+                table.extend(bucket.cache["scales"])
+            at = bucket.cache["keys_at"] = len(table)
+            if kernel.keyed:
+                table.frombytes(bytes(8 * (n + 1)))
+        if kernel.keyed:
+            base = bucket.cache["tensor_keys"][1]
+            if self.tensor_base(bucket) is not base:  # (a new seed, or the first step)
+                table[at:at + n] = array("q", bucket.cache["tensor_keys"][1].tolist())
+            table[at + n] = self.tensor_keys(bucket)[1] & 0xFFFFFFFF  # (the step's low 32 bits, as step_key's)
+        kernel(bucket.sizes, table, array("d", scalars or [0.0]), bucket.offsets)  # one set: the trace's scalars
 
 
 def layout(storage: str, outputs: Sequence[tuple[int, int]], n_inputs: int,
