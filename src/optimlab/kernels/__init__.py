@@ -19,7 +19,8 @@ parameters at the same addresses, and the 0-dim ``step`` / scalar state holding 
 plan last wrote. Anything a user does between steps - replace a state tensor, reset ``step``,
 ``state.clear()``, ``del state[p]``, a ``st[k] = v.clone()`` loop, ``load_state_dict``,
 ``p.data = ...``, a storage swapped under a 0-dim ``step`` (``st["step"].set_(t)``, a
-``v.data = ...`` loop over the state) - fails one of these checks and the plan is rebuilt from
+``v.data = ...`` loop over the state), another ``state_dtype`` or ``param_rounding`` set in a
+param group (its storage: compared per group) - fails one of these checks and the plan is rebuilt from
 the state as it now is, so the step sees exactly what torch.optim's would; in-place edits
 (``st[k].zero_()``) need no check, the kernel reads the memory. One edit is not checked, to keep
 the check cheap: swapping the storage under a dense state tensor alone (``st["exp_avg"].set_(t)``
