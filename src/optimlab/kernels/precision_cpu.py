@@ -79,7 +79,8 @@ class BF16Source(cpu.CSource):
             return super().pointer(buffer, address)
         key = ""
         if buffer in self.rows:  # this step's key of the tensor's stream in the high half, off in the low
-            tensor, step = f"(uint32_t)(uintptr_t)ptrs[{self.keys} * nt + t]", f"(uint32_t)(uintptr_t)ptrs[{self.keys + 1} * nt]"
+            tensor = f"(uint32_t)(uintptr_t)ptrs[{self.keys} * nt + t]"
+            step = f"(uint32_t)(uintptr_t)ptrs[{self.keys + 1} * nt]"
             key = f"((uint64_t)step_key({tensor}, {step}, {self.rows[buffer]:#X}u) << 32) + (uint64_t)off, "
         return f"{key}(uint16_t *){address}"  # the generator adds `+ off` to the buffer pointer
 
