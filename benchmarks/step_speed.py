@@ -413,6 +413,7 @@ def main() -> None:
           f"({'CPU time of this thread' if args.cpu_time else 'wall clock'}); "
           f"optimlab fused={kernels.fused_enabled()}, per-step checks in "
           f"{checks_where()}")
+    load0 = load_average()
     triad = Triad()
     bw0 = bandwidth(triad, 9)
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
@@ -537,12 +538,19 @@ def main() -> None:
             print(f"  {name:<13} cold cache {cold:6.2f} s   warm cache {warm:6.2f} s")
     bw1 = bandwidth(triad, 9)
     print(f"memory bandwidth at the end: {bw1:.1f} GB/s; peak RSS of the run: "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load average "
+          f"{load0} at the start, {load_average()} at the end (an interval covers the noise of "
+          f"this run's rounds, not a machine whose other load time-slices the steps)")
     counts = check_targets(rows)
     if args.rows_json:  # a run of --repeat: the parent reads the rows and decides
         print(ROWS_TAG + json.dumps(rows), flush=True)
     elif (args.check or args.strict) and failures(counts, args.strict):
         sys.exit(1)
+
+
+def load_average() -> str:
+    """The machine's 1-, 5- and 15-minute load averages (other processes share the cores)."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def ratio_ci(numerator: list[float], denominator: list[float], scale: float = 1.0) -> tuple[float, float, float]:
