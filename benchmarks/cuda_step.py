@@ -5,7 +5,8 @@ What it prints, each section on its own so that one failing cell does not hide t
 1. the GPU, torch, triton; the HBM bandwidth of an in-place triad ``a += s * b`` (12 bytes per
    element read + written, 256M float32), timed with CUDA events;
 2. correctness on the GPU: every algorithm and option of ``tests/test_fused.py`` (float32; one per
-   algorithm in float64 and bfloat16), Triton step vs optimlab's eager rule, max |difference|;
+   algorithm in float64 and bfloat16), Triton step vs optimlab's eager rule, max |difference| (in
+   --dry-run bit for bit in float32 and float64: :func:`eager_sqrt`);
 3. CUDA-graph capture: ``capturable=True`` steps captured once and replayed with new gradients
    equal the same steps run eagerly (parameters and state);
 4. first-step latency (kernel generation + Triton compile, state creation) on layout b, in a
@@ -112,6 +113,23 @@ def make_side(shapes, cls, kwargs, dtype=torch.float32, seed=0):
     return params, cls(params, **kwargs)
 
 
+def eager_sqrt(eager: bool = True):
+    """The context a side steps in: the fused side and, on the GPU, the eager side none (torch's
+    CUDA sqrt is correctly rounded, as the kernel's is); the eager side in --dry-run (CPU
+    tensors) a correctly rounded sqrt (``tests/ieee_sqrt.py``), since torch's CPU sqrt is MKL's
+    ``vsSqrt``, one ulp off on ~17% of float32 inputs, which the rules behind a square root
+    (Adam, AdamW, NAdam, RMSprop, Adagrad) carry into their parameters, a flipped stochastic
+    bf16 rounding or 8-bit code, and (RMSprop's momentum buffer, through a cancellation) a later
+    step's parameters: 1.76e-5 once. So the dry run asks bit-equality of the float32 and float64
+    steps as the GPU run shows it."""
+    import contextlib
+
+    if DEVICE == "cuda" or not eager:
+        return contextlib.nullcontext()
+    from ieee_sqrt import correctly_rounded_sqrt
+    return correctly_rounded_sqrt()
+
+
 def correctness(quick: bool) -> None:
     from test_fused import CASES
 
@@ -137,7 +155,8 @@ def correctness(quick: bool) -> None:
                 for _ in range(6):
                     for p in params:
                         p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
-                    opt.step()
+                    with eager_sqrt(not fused):
+                        opt.step()
                     sched.step()
                 results.append([p.detach().double() for p in params])
                 if fused:
@@ -145,6 +164,8 @@ def correctness(quick: bool) -> None:
             diff = max(float((a - b).abs().max()) for a, b in zip(*results))
             scale = max(float(b.abs().max()) for b in results[1])
             tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 5e-2}[dtype] * max(scale, 1.0)
+            if DEVICE == "cpu" and dtype != torch.bfloat16:  # the dry run: bit for bit (see eager_sqrt)
+                tol = 0.0
             verdict = "ok" if diff <= tol and fell_back == 0 else "FAIL"
             key = f"{name} {dtype} {backend}".replace("torch.", "")
             worst[key] = max(worst.get(key, 0.0), diff)
@@ -432,21 +453,6 @@ def approximate_arithmetic(samples: int, shapes, n: int) -> None:
 LOW = {"bfloat16": torch.bfloat16, "int8": "int8"}
 
 
-def eager_sqrt():
-    """The context the eager side steps in: on the GPU none (torch's CUDA sqrt is correctly
-    rounded, as the kernel's is); in --dry-run (CPU tensors) a correctly rounded sqrt
-    (``tests/ieee_sqrt.py``), since torch's CPU sqrt is MKL's ``vsSqrt``, one ulp off on ~17% of
-    float32 inputs, which the rules behind a square root (Adam, AdamW, NAdam, RMSprop, Adagrad)
-    carry into their parameters, a flipped stochastic bf16 rounding or 8-bit code, and (RMSprop's
-    momentum buffer, through a cancellation) a later step's parameters: 1.76e-5 once."""
-    import contextlib
-
-    if DEVICE == "cuda":
-        return contextlib.nullcontext()
-    from ieee_sqrt import correctly_rounded_sqrt
-    return correctly_rounded_sqrt()
-
-
 def low_precision_correctness() -> None:
     """bfloat16 / 8-bit state through the Triton kernel vs the eager path on the GPU (3 steps,
     tensors of 5,000 and 4,100: several programs, tails, a partial 8-bit block): the stored state
@@ -476,11 +482,8 @@ def low_precision_correctness() -> None:
                 for _ in range(3):
                     for p in params:
                         p.grad = torch.randn(p.shape, generator=g, device=DEVICE, dtype=dtype)
-                    if fused:
+                    with eager_sqrt(not fused):
                         opt.step()
-                    else:
-                        with eager_sqrt():
-                            opt.step()
                 fused_n = kernels.stats["fused_tensors"] - before["fused_tensors"]
                 out.append(([p.detach() for p in params], opt.state_dict()["state"], fused_n))
             (pa, sa, na), (pb, sb, _) = out
