@@ -15,6 +15,10 @@ one has no speed target::
     PYTHONPATH=src python benchmarks/fresh_grads.py [--steps 30] [--layout c|e] [--state-dtype bfloat16]
     PYTHONPATH=src python benchmarks/fresh_grads.py --state-dtype float32,bfloat16,int8
 
+Each ratio (torch fused's median over a side's, and the % of the triad: the triad's median over
+the step's, scaled by the bytes) has its 95% interval, the bootstrap over the alternation's rounds
+of ``step_speed.ratio_ci``.
+
 ``--state-dtype bfloat16``: every optimlab side keeps bfloat16 state (the low-precision kernel);
 the %-of-triad column still counts float32's 28 B per parameter (bfloat16 state moves 20).
 Several state dtypes (a comma list): a by-address side and a collecting one for each (the
@@ -38,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import native  # noqa: E402
-from step_speed import LAYOUTS, STATE_DTYPES, Triad, c_checks, python_checks  # noqa: E402
+from step_speed import LAYOUTS, STATE_DTYPES, Triad, c_checks, ci_text, python_checks, ratio_ci  # noqa: E402
 
 
 def side(shapes, cls, **kwargs):
@@ -112,15 +116,17 @@ def main() -> None:
         t = time.perf_counter()
         triad()
         bt.append(time.perf_counter() - t)
+    bt = bt[3:]  # the timed rounds: round i's triad pairs with round i's steps
     bw = triad.gbs(statistics.median(bt))
-    print(f"in-place triad: {bw:.1f} GB/s; Adam moves 28 B/param: {28 * n / bw / 1e6:.3f} ms at that bandwidth")
-    base = statistics.median(times["torch fused"])
-    f32 = statistics.median(times["by address float32"]) if "by address float32" in times else None
+    print(f"in-place triad: {bw:.1f} GB/s; Adam moves 28 B/param: {28 * n / bw / 1e6:.3f} ms at that bandwidth; "
+          f"[95% CI]: percentile bootstrap over the rounds")
+    f32 = times.get("by address float32")
     for k, v in times.items():
-        m = statistics.median(v)
-        versus = f"  this / float32 state {m / f32:5.2f}" if f32 is not None and k != "torch fused" else ""
-        print(f"  {k:<19} {m * 1e3:8.3f} ms  {100 * 28 * n / m / 1e9 / bw:5.1f}% of the triad  "
-              f"torch fused / this {base / m:6.2f}{versus}")
+        # % of the triad = (28 B * n / step) / (12 B * triad.n / triad): a ratio of medians of one round's samples
+        share = ratio_ci(bt, v, 100 * 28 * n / (12 * triad.n))
+        versus = f"  this / float32 state {ci_text(ratio_ci(v, f32)):>18}" if f32 and k != "torch fused" else ""
+        print(f"  {k:<19} {statistics.median(v) * 1e3:8.3f} ms  {ci_text(share, percent=True):>13} of the triad  "
+              f"torch fused / this {ci_text(ratio_ci(times['torch fused'], v)):>18}{versus}")
     same = True  # the sides of one state dtype end with the same parameters bit for bit
     for d in dtypes:
         ours = [k for k in sides if k != "torch fused" and (len(dtypes) == 1 or k.endswith(f" {d}"))]

@@ -14,7 +14,10 @@ optimlab's float32 step, so a run of ``step_speed.py`` can be read against it.
     python benchmarks/state_arith.py --ceiling            # 2**24 parameters, the machine's threads:
                                                           # each storage's bytes moved with almost no
                                                           # arithmetic, against torch fused and
-                                                          # optimlab's steps (what bounds a ratio)
+                                                          # optimlab's steps (what bounds a ratio);
+                                                          # each ratio and share with its 95%
+                                                          # interval (step_speed's: the bootstrap
+                                                          # resamples the alternation's rounds)
 
 A whole step of 2**18 parameters reads its buffers from L3 and one of a few thousand is mostly
 Python: ``--kernel`` times the generated C itself (``cpu.Kernel``, as the step last called it, the
@@ -31,8 +34,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optimlab  # noqa: E402
 from optimlab.kernels import cpu  # noqa: E402
+from step_speed import ci_text, ratio_ci  # noqa: E402
 
 
 def main() -> None:
@@ -192,15 +197,15 @@ def ceiling(numel: int, steps: int) -> None:
             t = time.perf_counter()
             sides[label]()
             times[label].append(time.perf_counter() - t)
-    ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-    torch_ms = ms["torch fused float32"]
-    print(f"Adam, {numel} parameters, {torch.get_num_threads()} threads, median of {steps} alternating steps")
-    print(f"{'':<26} {'ms':>8} {'torch fused / this':>19} {'bytes-only ms / this':>21}")
-    for label, value in ms.items():
+    print(f"Adam, {numel} parameters, {torch.get_num_threads()} threads, median of {steps} alternating steps; "
+          f"[95% CI]: percentile bootstrap over the rounds (step_speed.ratio_ci)")
+    print(f"{'':<26} {'ms':>8} {'torch fused / this [95% CI]':>28} {'bytes-only ms / this [95% CI]':>30}")
+    for label, t in times.items():
         storage = label.split()[-1] if label.startswith("optimlab") else None
-        floor = ms.get(f"bytes of {storage} state") if storage else None
-        share = f"{floor / value:20.0%}" if floor else ""
-        print(f"{label:<26} {value:8.2f} {torch_ms / value:18.2f}x {share}")
+        floor = times.get(f"bytes of {storage} state") if storage else None
+        share = ci_text(ratio_ci(floor, t, 100), percent=True) if floor else ""
+        print(f"{label:<26} {statistics.median(t) * 1e3:8.2f} {ci_text(ratio_ci(times['torch fused float32'], t)):>28} "
+              f"{share:>30}")
 
 
 if __name__ == "__main__":

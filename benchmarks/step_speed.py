@@ -10,7 +10,13 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
     python benchmarks/step_speed.py --quick    # a short run
     python benchmarks/step_speed.py --compiled # add torch.compile of torch's step (layouts a, b;
                                                # tens of seconds of compile per cell)
-    python benchmarks/step_speed.py --check    # exit status 1 when a target (TARGETS) is missed
+    python benchmarks/step_speed.py --check    # exit status 1 when a target (TARGETS) is MISSED
+    python benchmarks/step_speed.py --strict   # --check, and an inconclusive target fails too
+    python benchmarks/step_speed.py --algorithms adam --layouts a,b --state-dtypes bfloat16,int8 --repeat 3
+                                               # the selection 3 times, each in a fresh process, then
+                                               # per target cell: the 3 values, their median and
+                                               # range, how many runs met it (--check: fails when
+                                               # any run MISSED it; --strict: or was inconclusive)
     python benchmarks/step_speed.py --state-dtypes bfloat16,int8 --algorithms adam,nadam,rmsprop --layouts a,b
                                                # add optimlab with low-precision state, timed in the
                                                # same alternation: ms, ratio to torch's path, and the
@@ -27,6 +33,19 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
                                                # (OPTIMLAB_NATIVE=0), timed in the same alternation;
                                                # --cpu-time (one thread) times each step's own work,
                                                # which a saturated shared machine does not distort
+
+Intervals and targets: every ratio (torch's median time over a side's, and %bw, the triad's over
+the step's) is a ratio of medians of samples taken in the same rounds of the alternation, printed
+with its 95% interval, e.g. ``1.27 [1.22,1.33]``: the percentile bootstrap that resamples whole
+rounds (both sides of round i together, so a bandwidth swing that hits both cancels as it does in
+the measurement), 2,000 resamples, a fixed seed
+(``optimlab.lab.verdicts.bootstrap_ratio_of_medians``; Efron & Tibshirani 1993, ch. 13). A
+target (TARGETS) then reads the interval, not the point: "met" when the whole interval lies on
+the good side of the bound, "MISSED" when it lies wholly on the bad side, "inconclusive" when
+it contains (or touches) the bound. ``--check`` fails on MISSED only, ``--strict`` on
+inconclusive too. The state's bytes (``state%``) are counted, not sampled: their interval is the
+value. An interval covers the noise within one run only; the bandwidth of this kind of machine
+also moves between minutes (22-41 GB/s seen), which ``--repeat N`` samples.
 
 Torch's path per algorithm: fused or foreach (its fastest on the CPU), "only" where torch.optim has
 one implementation (Muon, SparseAdam, LBFGS), "rule/fe" for algorithms torch.optim lacks (Lion,
@@ -46,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import statistics
@@ -62,6 +82,7 @@ import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.faults import STATE_DTYPE_NAMES as STATE_DTYPES  # noqa: E402
 from optimlab.kernels import precision  # noqa: E402
+from optimlab.lab.verdicts import BOOTSTRAP_RESAMPLES, bootstrap_ratio_of_medians, decide  # noqa: E402
 
 try:
     from optimlab.kernels import native  # noqa: E402
@@ -352,7 +373,14 @@ def main() -> None:
                     help=f"any of {', '.join(a[0] for a in ALGORITHMS)}")
     ap.add_argument("--layouts", default=",".join(k for k in LAYOUTS if k not in OWN_LAYOUT.values()),
                     help=f"any of {', '.join(LAYOUTS)}")
-    ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
+    ap.add_argument("--check", action="store_true",
+                    help="exit with status 1 when a target is MISSED (its whole 95%% interval on the bad side)")
+    ap.add_argument("--strict", action="store_true",
+                    help="--check, and an inconclusive target (its interval contains the bound) fails too")
+    ap.add_argument("--repeat", type=int, default=None, metavar="N",
+                    help="run the whole selection N times, each in a fresh process, then summarise each target "
+                         "cell over the runs (with --check: fails when any run MISSED it)")
+    ap.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)  # a run of --repeat
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
     ap.add_argument("--cpu-time", action="store_true",
@@ -366,6 +394,13 @@ def main() -> None:
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
+    if args.repeat is not None and not args.rows_json:
+        if args.repeat < 1:
+            ap.error(f"--repeat must be >= 1, got {args.repeat}")
+        runs = repeat(args.repeat, sys.argv[1:])
+        if summarize_runs(runs, args.strict) and (args.check or args.strict):
+            sys.exit(1)
+        return
     steps = args.steps or (20 if args.quick else 30)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -378,28 +413,31 @@ def main() -> None:
           f"({'CPU time of this thread' if args.cpu_time else 'wall clock'}); "
           f"optimlab fused={kernels.fused_enabled()}, per-step checks in "
           f"{checks_where()}")
+    load0 = load_average()
     triad = Triad()
     bw0 = bandwidth(triad, 9)
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
-          f"'bw' below is each cell's own triad, timed alternately with its steps")
+          f"'bw' below is each cell's own triad, timed alternately with its steps; [95% CI]: percentile "
+          f"bootstrap over the {steps} rounds, {BOOTSTRAP_RESAMPLES} resamples, fixed seed")
     rows = []
     names = args.algorithms.split(",")
     header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
-              f"{'ratio':>6} {'GB/s':>6} {'bw':>5} {'%bw':>5} {'1st step s':>10} {'+RSS MB':>8} {'torch +RSS':>10}")
+              f"{RATIO:>{RATIO_W}} {'GB/s':>6} {'bw':>5} {'%bw [95% CI]':>{PCT_W}} {'1st step s':>10} {'+RSS MB':>8} "
+              f"{'torch +RSS':>10}")
     low = [d for d in args.state_dtypes.split(",") if d]
     for d in low:
         if d not in STATE_DTYPES:
             ap.error(f"--state-dtypes: unknown {d!r} (allowed: {', '.join(STATE_DTYPES)})")
-        header += f" {d + ' ms':>11} {'ratio':>6} {'state%':>6}"
+        header += f" {d + ' ms':>11} {RATIO:>{RATIO_W}} {'state%':>6}"
     c_module = None
     if args.c_checks:
         if native is None or not hasattr(native, "build"):
             ap.error("--c-checks: this optimlab has no C build of its checks")
         native.module()  # the default build first, so the swap below has something to restore
         c_module = native.build(against_torch=False)
-        header += f" {'c-checks ms':>11} {'ratio':>6}"
+        header += f" {'c-checks ms':>11} {RATIO:>{RATIO_W}}"
     if args.python_checks:
-        header += f" {'py-checks ms':>12} {'ratio':>6}"
+        header += f" {'py-checks ms':>12} {RATIO:>{RATIO_W}}"
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
@@ -453,25 +491,30 @@ def main() -> None:
                     topt.step()
             tm, om = statistics.median(tt), statistics.median(ot)
             gbs = bytes_per * n / om / 1e9
+            ratio = ratio_ci(tt, ot)
+            # %bw = optimlab's GB/s over the triad's = bytes * median(triad) / (12 B * triad.n * median(step))
+            pbw = ratio_ci(bt, ot, 100 * bytes_per * n / (12 * triad.n))
             path = ("fused" if "fused" in flags else "foreach" if "foreach" in flags
                     else "rule/fe" if isinstance(tcls, ForeachOf) else "only")
-            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                    f"{gbs:6.1f} {bw:5.1f} {100 * gbs / bw:4.0f}% {first:10.2f} {s_o.peak - base_o:8.1f} "
-                    f"{s_t.peak - base_t:10.1f}")
+            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {ci_text(ratio):>{RATIO_W}} "
+                    f"{gbs:6.1f} {bw:5.1f} {ci_text(pbw, percent=True):>{PCT_W}} {first:10.2f} "
+                    f"{s_o.peak - base_o:8.1f} {s_t.peak - base_t:10.1f}")
             fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values()) if lows else 0
-            row = {"algorithm": name, "layout": lk, "ratio": tm / om, "%bw": 100 * gbs / bw}
+            row = {"algorithm": name, "layout": lk, "ratio": ratio[0], "%bw": pbw[0],
+                   "ci": {"ratio": ratio[1:], "%bw": pbw[1:]}}
             for d, lopt, lt in zip(low, lows, times[2:2 + len(lows)]):
-                lm = statistics.median(lt)
+                lr = ratio_ci(tt, lt)
                 state = sum(precision.state_bytes(st) for st in lopt.state.values())
-                row[f"ratio {d}"], row[f"state% {d}"] = tm / lm, 100 * state / fp32_bytes
-                line += f" {lm * 1e3:11.3f} {tm / lm:6.2f} {100 * state / fp32_bytes:5.1f}%"
+                row[f"ratio {d}"], row[f"state% {d}"] = lr[0], 100 * state / fp32_bytes
+                row["ci"][f"ratio {d}"] = lr[1:]
+                line += (f" {statistics.median(lt) * 1e3:11.3f} {ci_text(lr):>{RATIO_W}} "
+                         f"{100 * state / fp32_bytes:5.1f}%")
             if c_module is not None:
-                cm = statistics.median(times[2 + len(lows)])
-                line += f" {cm * 1e3:11.3f} {tm / cm:6.2f}"
+                cct = times[2 + len(lows)]
+                line += f" {statistics.median(cct) * 1e3:11.3f} {ci_text(ratio_ci(tt, cct)):>{RATIO_W}}"
                 del cpp, copt_c
             if args.python_checks:
-                pm = statistics.median(times[-1])
-                line += f" {pm * 1e3:12.3f} {tm / pm:6.2f}"
+                line += f" {statistics.median(times[-1]) * 1e3:12.3f} {ci_text(ratio_ci(tt, times[-1])):>{RATIO_W}}"
                 del pp, popt
             del lows, sides
             if args.compiled and lk in ("a", "b") and not isinstance(tcls, (ForeachOf, WithClosure)):
@@ -495,25 +538,116 @@ def main() -> None:
             print(f"  {name:<13} cold cache {cold:6.2f} s   warm cache {warm:6.2f} s")
     bw1 = bandwidth(triad, 9)
     print(f"memory bandwidth at the end: {bw1:.1f} GB/s; peak RSS of the run: "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    missed = check_targets(rows)
-    if args.check and missed:
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load average "
+          f"{load0} at the start, {load_average()} at the end (an interval covers the noise of "
+          f"this run's rounds, not a machine whose other load time-slices the steps)")
+    counts = check_targets(rows)
+    if args.rows_json:  # a run of --repeat: the parent reads the rows and decides
+        print(ROWS_TAG + json.dumps(rows), flush=True)
+    elif (args.check or args.strict) and failures(counts, args.strict):
         sys.exit(1)
 
 
-def check_targets(rows: list[dict]) -> int:
-    """Print each measured cell that has a target, met or missed; return the number missed."""
-    missed = 0
+def load_average() -> str:
+    """The machine's 1-, 5- and 15-minute load averages (other processes share the cores)."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def ratio_ci(numerator: list[float], denominator: list[float], scale: float = 1.0) -> tuple[float, float, float]:
+    """``scale * median(numerator) / median(denominator)`` and its 95% interval: sample i of both
+    sides is round i of the alternation, and the bootstrap resamples rounds
+    (:func:`optimlab.lab.verdicts.bootstrap_ratio_of_medians`)."""
+    value, low, high = bootstrap_ratio_of_medians(numerator, denominator)
+    return scale * value, scale * low, scale * high
+
+
+def ci_text(estimate, percent: bool = False) -> str:
+    """``1.27 [1.22,1.33]`` (a ratio) or ``75% [72,78]`` (a percentage)."""
+    value, low, high = estimate
+    return f"{value:.0f}% [{low:.0f},{high:.0f}]" if percent else f"{value:.2f} [{low:.2f},{high:.2f}]"
+
+
+RATIO, RATIO_W, PCT_W = "ratio [95% CI]", 17, 13
+OUTCOMES = {"holds": "met", "does not hold": "MISSED", "inconclusive": "inconclusive"}
+ROWS_TAG = "step_speed rows (json): "
+
+
+def target_outcomes(rows: list[dict]) -> list[tuple[dict, str, float, float, float, float, str]]:
+    """``(row, column, bound, value, low, high, outcome)`` for each measured cell that has a target.
+
+    The outcome reads the cell's 95% interval (``row["ci"][column]``; a column without one, such
+    as the state's bytes, is exact: its interval is its value) through
+    :func:`optimlab.lab.verdicts.decide`: "met" when the whole interval lies on the good side of
+    the bound, "MISSED" when it lies wholly on the bad side, "inconclusive" when it contains the
+    bound (an interval touching the bound included)."""
+    out = []
     for row in rows:
         for algorithm, layout, column, bound in TARGETS:
             if layout not in ("*", row["layout"]) or algorithm not in ("*", row["algorithm"]) or column not in row:
                 continue
             value = row[column]
-            ok = value >= bound if bound >= 0 else value <= -bound
-            missed += not ok
-            print(f"target {row['algorithm']} on layout {row['layout']}: {column} {value:.2f} "
-                  f"({'>=' if bound >= 0 else '<='} {abs(bound):g}) {'met' if ok else 'MISSED'}")
-    return missed
+            low, high = row.get("ci", {}).get(column, (value, value))
+            verdict = decide(low, high, abs(bound), ">" if bound >= 0 else "<")
+            out.append((row, column, bound, value, low, high, OUTCOMES[verdict]))
+    return out
+
+
+def check_targets(rows: list[dict]) -> dict[str, int]:
+    """Print each measured cell that has a target with its interval and outcome; return the
+    number of cells per outcome ("met", "MISSED", "inconclusive")."""
+    counts = dict.fromkeys(OUTCOMES.values(), 0)
+    for row, column, bound, value, low, high, outcome in target_outcomes(rows):
+        counts[outcome] += 1
+        shown = ci_text((value, low, high)) if column in row.get("ci", {}) else f"{value:.2f} (counted)"
+        print(f"target {row['algorithm']} on layout {row['layout']}: {column} {shown} "
+              f"({'>=' if bound >= 0 else '<='} {abs(bound):g}) {outcome}")
+    return counts
+
+
+def failures(counts: dict[str, int], strict: bool) -> int:
+    """What ``--check`` fails on: the MISSED cells, and with ``--strict`` the inconclusive ones too."""
+    return counts["MISSED"] + (counts["inconclusive"] if strict else 0)
+
+
+def repeat(n: int, argv: list[str]) -> list[list[dict]]:
+    """Run this script ``n`` times, each in a fresh process with the same arguments (``argv``),
+    passing its output through; return each run's rows (read from its :data:`ROWS_TAG` line)."""
+    runs = []
+    for i in range(n):
+        print(f"=== run {i + 1} of {n} (a fresh process) ===", flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--rows-json"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        rows = None
+        for line in proc.stdout:
+            if line.startswith(ROWS_TAG):
+                rows = json.loads(line[len(ROWS_TAG):])
+            else:
+                print(line, end="", flush=True)
+        if proc.wait() != 0 or rows is None:
+            raise SystemExit(f"run {i + 1} of {n} failed (exit status {proc.returncode})")
+        runs.append(rows)
+    return runs
+
+
+def summarize_runs(runs: list[list[dict]], strict: bool) -> int:
+    """Per target cell over the runs: each run's value, their median and range, and how many runs
+    met, missed or could not decide it (each run by its own interval). Returns the number of cells
+    that ``--check`` fails: a cell MISSED in any run (``strict``: or inconclusive in any run)."""
+    cells: dict[tuple, list] = {}
+    for rows in runs:
+        for row, column, bound, value, _, _, outcome in target_outcomes(rows):
+            cells.setdefault((row["algorithm"], row["layout"], column, bound), []).append((value, outcome))
+    print(f"over {len(runs)} runs, each a fresh process (a run's outcome from its own 95% interval):")
+    failed = 0
+    for (algorithm, layout, column, bound), results in cells.items():
+        values = [v for v, _ in results]
+        counts = {o: sum(outcome == o for _, outcome in results) for o in OUTCOMES.values()}
+        failed += failures(counts, strict) > 0
+        print(f"target {algorithm} on layout {layout}: {column} ({'>=' if bound >= 0 else '<='} {abs(bound):g}): "
+              f"runs {', '.join(f'{v:.2f}' for v in values)}; median {statistics.median(values):.2f}, "
+              f"min-max {min(values):.2f}-{max(values):.2f}; met in {counts['met']} of {len(results)} "
+              f"(inconclusive {counts['inconclusive']}, MISSED {counts['MISSED']})")
+    return failed
 
 
 if __name__ == "__main__":

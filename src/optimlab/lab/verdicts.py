@@ -61,12 +61,50 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, resamples: int = BOOTST
     mean = float(x.mean())
     if x.size == 1 or np.all(x == x[0]):
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(resamples, x.size))
-    means = x[idx].mean(axis=1)
+    low, high = _percentile_bootstrap(lambda i: x[i].mean(axis=1), x.size, resamples, seed, level)
+    return mean, low, high
+
+
+def bootstrap_ratio_of_medians(numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray,
+                               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                               level: float = LEVEL) -> tuple[float, float, float]:
+    """``(ratio, low, high)``: ``median(numerator) / median(denominator)`` and its paired
+    percentile-bootstrap interval (Efron & Tibshirani, 1993, ch. 13).
+
+    Sample ``i`` of both sides must come from the same round (e.g. the i-th alternating timing of
+    two optimizer steps): the bootstrap resamples whole rounds, both sides with the same indices,
+    so what the rounds share (the machine's bandwidth at that moment) cancels in the ratio as it
+    did in the measurement. Each resample takes ``len`` rounds with replacement; the interval is
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled ratios. Vectorised:
+    2,000 resamples of 30 rounds take about a millisecond. Values must be finite and the
+    denominator's positive (times, bandwidths).
+    """
+    a = np.asarray(numerator, dtype=np.float64).ravel()
+    b = np.asarray(denominator, dtype=np.float64).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"numerator and denominator must pair up round by round (the same number >= 1 of "
+                         f"samples), got {a.size} and {b.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or (b <= 0).any():
+        raise ValueError("numerator must be finite and denominator finite and > 0 (times, rates)")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples!r}")
+    ratio = float(np.median(a) / np.median(b))
+    if a.size == 1 or (np.all(a == a[0]) and np.all(b == b[0])):
+        return ratio, ratio, ratio
+    low, high = _percentile_bootstrap(lambda i: np.median(a[i], axis=1) / np.median(b[i], axis=1), a.size,
+                                      resamples, seed, level)
+    return ratio, low, high
+
+
+def _percentile_bootstrap(statistic, size: int, resamples: int, seed: int, level: float) -> tuple[float, float]:
+    """The percentile interval of ``statistic(idx)`` over ``resamples`` rows of indices drawn with
+    replacement from ``range(size)`` (``idx`` has shape ``(resamples, size)``; seeded)."""
+    idx = np.random.default_rng(seed).integers(0, size, size=(resamples, size))
     alpha = (1 - level) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return mean, float(low), float(high)
+    low, high = np.quantile(statistic(idx), [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float, float]:
