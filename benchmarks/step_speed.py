@@ -528,21 +528,23 @@ def report_cell(cell: dict, best_gbs: float) -> tuple[str, dict]:
     return line, row
 
 
-def run_cells(specs: list, measure, best_gbs: float, retry: bool = True) -> list[dict]:
+def run_cells(specs: list, measure, best_gbs: float, retry: bool = True) -> tuple[list[dict], list[dict], float]:
     """Measure each ``(spec, layout)`` of ``specs`` with ``measure`` (:func:`measure_cell`), print
     its line (:func:`report_cell`, against the run's best triad so far: ``best_gbs`` at the start,
     then the highest of it and every cell's own), and return the rows. With ``retry``, a cell void
     because the machine was throttled is measured once more at the end (after every other cell,
     which gives the phase time to pass) and the second measurement replaces the first, void or
     not; the reason for voiding reads only the triad, never the ratios, so the retry cannot pick
-    a verdict."""
-    rows = []
+    a verdict. Returns ``(rows, cells, best)``: the rows, the cells measured (their samples) and
+    the run's best triad (GB/s)."""
+    rows, cells = [], []
     for spec, lk in specs:
         cell = measure(spec, lk)
         best_gbs = max(best_gbs, cell_bandwidth(cell))
         line, row = report_cell(cell, best_gbs)
         print(line, flush=True)
         rows.append(row)
+        cells.append(cell)
     again = [i for i, row in enumerate(rows) if row["void"]]
     if again and retry:
         print(f"re-measuring once, at the end of the run, the {len(again)} cell(s) measured while the machine was "
@@ -555,8 +557,8 @@ def run_cells(specs: list, measure, best_gbs: float, retry: bool = True) -> list
             if row["void"]:
                 row["void"] += ", again when re-measured"
             print(line + "  (re-measured)", flush=True)
-            rows[i] = row
-    return rows
+            rows[i], cells[i] = row, cell
+    return rows, cells, best_gbs
 
 
 def main() -> None:
@@ -594,7 +596,7 @@ def main() -> None:
     if args.repeat is not None and not args.rows_json:
         if args.repeat < 1:
             ap.error(f"--repeat must be >= 1, got {args.repeat}")
-        runs = repeat(args.repeat, sys.argv[1:])
+        runs = rejudge(repeat(args.repeat, sys.argv[1:]))
         if summarize_runs(runs, args.strict) and (args.check or args.strict):
             sys.exit(1)
         return
@@ -639,7 +641,7 @@ def main() -> None:
     print(header)
     specs = [(spec, lk) for spec in ALGORITHMS if spec[0] in names
              for lk in ([OWN_LAYOUT[spec[0]]] if spec[0] in OWN_LAYOUT else args.layouts.split(","))]
-    rows = run_cells(specs, lambda spec, lk: measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks,
+    rows, cells, best = run_cells(specs, lambda spec, lk: measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks,
                                                           args.compiled), bw0, retry=not args.no_retry)
     if not (args.quick or args.no_latency):
         print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
@@ -656,7 +658,7 @@ def main() -> None:
           f"this run's rounds, not a machine whose other load time-slices the steps)")
     counts = check_targets(rows)
     if args.rows_json:  # a run of --repeat: the parent reads the rows and decides
-        print(ROWS_TAG + json.dumps(rows), flush=True)
+        print(ROWS_TAG + json.dumps({"best": max(best, bw1), "cells": cells}), flush=True)
     elif (args.check or args.strict) and failures(counts, args.strict):
         sys.exit(1)
 
@@ -731,9 +733,10 @@ def failures(counts: dict[str, int], strict: bool) -> int:
     return counts["MISSED"] + ((counts["inconclusive"] + counts.get(VOID, 0)) if strict else 0)
 
 
-def repeat(n: int, argv: list[str]) -> list[list[dict]]:
+def repeat(n: int, argv: list[str]) -> list[dict]:
     """Run this script ``n`` times, each in a fresh process with the same arguments (``argv``),
-    passing its output through; return each run's rows (read from its :data:`ROWS_TAG` line)."""
+    passing its output through; return what each run measured (read from its :data:`ROWS_TAG`
+    line): ``{"best": its best triad in GB/s, "cells": its cells' samples}``."""
     runs = []
     for i in range(n):
         print(f"=== run {i + 1} of {n} (a fresh process) ===", flush=True)
@@ -749,6 +752,29 @@ def repeat(n: int, argv: list[str]) -> list[list[dict]]:
             raise SystemExit(f"run {i + 1} of {n} failed (exit status {proc.returncode})")
         runs.append(rows)
     return runs
+
+
+def rejudge(runs: list[dict]) -> list[list[dict]]:
+    """Each run's rows (:func:`report_cell`), every cell judged against the best triad of **all**
+    the runs (the highest of their own bests): a run throttled from its start to its end has a
+    throttled best of its own, and nothing in it reads as throttled against that; against a
+    run that saw the machine as it is, it does. Prints the cells this voids or trims."""
+    best = max(run["best"] for run in runs)
+    out = []
+    for i, run in enumerate(runs):
+        rows = []
+        for cell in run["cells"]:
+            row = report_cell(cell, best)[1]
+            own = report_cell(cell, run["best"])[1]
+            if row["void"] and not own["void"]:
+                print(f"run {i + 1}: {cell['algorithm']} on layout {cell['layout']} is void against the best "
+                      f"triad of the {len(runs)} runs ({row['void']})")
+            elif row["rounds"] < own["rounds"]:
+                print(f"run {i + 1}: {cell['algorithm']} on layout {cell['layout']}: {own['rounds'] - row['rounds']} "
+                      f"more round(s) dropped against the best triad of the {len(runs)} runs ({best:.1f} GB/s)")
+            rows.append(row)
+        out.append(rows)
+    return out
 
 
 def summarize_runs(runs: list[list[dict]], strict: bool) -> int:

@@ -76,7 +76,7 @@ def test_summarize_runs_counts_each_runs_own_outcome(capsys):
 
 
 def test_repeat_runs_fresh_processes_and_reads_their_rows(tmp_path, monkeypatch, capsys):
-    rows = [row("a", ratio=(1.1, 1.0, 1.2))]
+    rows = {"best": 31.5, "cells": [{"algorithm": "adam", "times": [[0.01]]}]}
     child = tmp_path / "child.py"
     child.write_text("import sys\nprint('table line', sys.argv[1:])\n"
                      f"print({S.ROWS_TAG + json.dumps(rows)!r})\n")
@@ -95,6 +95,7 @@ def test_main_repeat_exit_status(monkeypatch):
     missed = [[row("a", ratio_int8=(1.5, 1.45, 1.55))]]
     unsure = [[row("a", ratio_int8=(1.6, 1.55, 1.65))]]
     seen = []
+    monkeypatch.setattr(S, "rejudge", lambda runs: runs)  # the runs below are rows already (rejudge: below)
 
     def fake(runs):
         return lambda n, argv: seen.append((n, argv)) or runs
@@ -212,7 +213,7 @@ def test_run_cells_remeasures_a_void_cell_once_at_the_end(capsys):
         return queue[lk].pop(0)
 
     specs = [(("adam",), "a"), (("adam",), "b")]
-    rows = S.run_cells(specs, measure, best_gbs=32.0)
+    rows = S.run_cells(specs, measure, best_gbs=32.0)[0]
     assert measured == ["a", "b", "a"]  # a again after b
     assert rows[0]["void"] is None and rows[0]["remeasured"] and rows[0]["ratio int8"] > 1.3
     out = capsys.readouterr().out
@@ -220,14 +221,14 @@ def test_run_cells_remeasures_a_void_cell_once_at_the_end(capsys):
     # throttled again: void, said so; without retry: measured once
     queue["a"] = [plateau_cell(), plateau_cell()]
     queue["b"] = [normal_cell(spread=0.02, layout="b")]
-    rows = S.run_cells(specs, measure, best_gbs=32.0)
+    rows = S.run_cells(specs, measure, best_gbs=32.0)[0]
     assert rows[0]["void"].endswith("in 30 of 30 rounds, again when re-measured")
     queue["a"], queue["b"], measured[:] = [plateau_cell()], [normal_cell(spread=0.02, layout="b")], []
-    rows = S.run_cells(specs, measure, best_gbs=32.0, retry=False)
+    rows = S.run_cells(specs, measure, best_gbs=32.0, retry=False)[0]
     assert measured == ["a", "b"] and rows[0]["void"] and "(re-measured)" not in capsys.readouterr().out[-300:]
     # the run's best so far is the reference: a start in the phase (16 GB/s) voids nothing
     queue["a"], queue["b"] = [plateau_cell()], [normal_cell(spread=0.02, layout="b")]
-    assert S.run_cells(specs, measure, best_gbs=16.0)[0]["void"] is None
+    assert S.run_cells(specs, measure, best_gbs=16.0)[0][0]["void"] is None
 
 
 def test_summary_judges_only_the_non_void_runs(capsys):
@@ -244,3 +245,17 @@ def test_summary_judges_only_the_non_void_runs(capsys):
     assert "runs 1.01 (void), 1.01 (void); no non-void run; met in 0 of 0" in capsys.readouterr().out
     runs = [[fine(1.70)], [void], [fine(1.40)]]
     assert S.summarize_runs(runs, strict=False) == 1  # a non-void MISSED still fails --check
+
+
+def test_repeat_judges_every_run_against_the_best_triad_of_all_runs(capsys):
+    # run 1 throttled from start to end (its own best 16.9): nothing in it reads as throttled
+    # against itself; run 2 saw the machine as it is (triad ~32): against it, run 1 is void
+    runs = [{"best": 16.9, "cells": [plateau_cell()]}, {"best": 33.0, "cells": [normal_cell(spread=0.02)]}]
+    assert S.report_cell(runs[0]["cells"][0], 16.9)[1]["void"] is None
+    rows = S.rejudge(json.loads(json.dumps(runs)))  # as read back from the children
+    assert rows[0][0]["void"] == "throttled: triad 16.5 of 33.0 GB/s in 30 of 30 rounds"
+    assert rows[1][0]["void"] is None and rows[1][0]["ratio int8"] == pytest.approx(1.41, abs=0.03)
+    assert "run 1: adam on layout a is void against the best triad of the 2 runs" in capsys.readouterr().out
+    S.summarize_runs(rows, strict=False)
+    out = capsys.readouterr().out
+    assert "ratio int8 (>= 1.6): runs 1.01 (void), 1.4" in out and "(inconclusive 0, MISSED 1); void 1 of 2" in out
