@@ -65,16 +65,19 @@ its line shows its numbers from all rounds with ``<<< VOID, throttled: triad 16.
 in 30 of 30 rounds``, its sampled targets read "void (machine throttled)" (the counted state
 bytes are still decided), counted apart from met / MISSED / inconclusive: ``--check`` never fails
 on them, ``--strict`` does (a void target is not met). A void cell is measured once more at the
-end of the run (after every other cell, so a phase of seconds has passed; ``--no-retry`` skips
-it; ~5 s for a 16M cell) and the second measurement replaces the first, void or not.
+end of the run (after every other cell, so a phase of seconds may have passed; ``--no-retry``
+skips it; 2-5 s for a 16M cell) and the second measurement replaces the first, void or not.
 Why 0.6 and half: the phase holds the triad at 0.51-0.55 of the run's best, while the rounds of a
 noisy cell spread +-10-20% around their own median (a rare round below 0.6 is dropped, the cell
 stands), and a minute of the machine's slower bandwidth (22 of 32-41 GB/s) stays above 0.6 of a
 best around 32. Under other agents' load a core can be taken from the run (the triad at
 10-20 GB/s, every side a multiple of the 4 ms scheduler tick): those rounds are dropped too, as
 they should be. What it cannot see: a run that is throttled from its start triad to its last
-cell has a throttled best (nothing reads below 0.6 of it); ``--repeat`` in fresh processes, whose
-summary prints each run's values, is the check for that.
+cell has a throttled best (nothing reads below 0.6 of it). ``--repeat`` covers that: each run
+hands its cells' samples to the parent, which judges every cell of every run against the best
+triad of all the runs (start, cells and end of each) and says which cells that voids; the
+summary's verdict counts only the runs that are not void. A selection in which no run saw the
+machine unthrottled is not caught.
 
 Torch's path per algorithm: fused or foreach (its fastest on the CPU), "only" where torch.optim has
 one implementation (Muon, SparseAdam, LBFGS), "rule/fe" for algorithms torch.optim lacks (Lion,
