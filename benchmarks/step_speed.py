@@ -73,7 +73,9 @@ stands), and a minute of the machine's slower bandwidth (22 of 32-41 GB/s) stays
 best around 32. Under other agents' load a core can be taken from the run (the triad at
 10-20 GB/s, every side a multiple of the 4 ms scheduler tick): those rounds are dropped too, as
 they should be. What it cannot see: a run that is throttled from its start triad to its last
-cell has a throttled best (nothing reads below 0.6 of it). ``--repeat`` covers that: each run
+cell has a throttled best (nothing reads below 0.6 of it). ``--reference-triad GBS`` (the
+machine's triad from a quiet run, e.g. 32) starts the run's best there instead. ``--repeat`` covers
+it too, without one: each run
 hands its cells' samples to the parent, which judges every cell of every run against the best
 triad of all the runs (start, cells and end of each) and says which cells that voids; the
 summary's verdict counts only the runs that are not void. A selection in which no run saw the
@@ -583,6 +585,9 @@ def main() -> None:
     ap.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)  # a run of --repeat
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--reference-triad", type=float, default=None, metavar="GBS",
+                    help="the machine's unthrottled triad bandwidth in GB/s (e.g. from a quiet run): the run's best "
+                         "triad starts there, so a run throttled from its start is still seen as throttled")
     ap.add_argument("--no-retry", action="store_true",
                     help="do not re-measure a cell voided as throttled (by default: once, at the end of the run)")
     ap.add_argument("--cpu-time", action="store_true",
@@ -596,6 +601,8 @@ def main() -> None:
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
+    if args.reference_triad is not None and not 0 < args.reference_triad < float("inf"):
+        ap.error(f"--reference-triad must be a bandwidth > 0 in GB/s, got {args.reference_triad}")
     if args.repeat is not None and not args.rows_json:
         if args.repeat < 1:
             ap.error(f"--repeat must be >= 1, got {args.repeat}")
@@ -621,6 +628,10 @@ def main() -> None:
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
           f"'bw' below is each cell's own triad, timed alternately with its steps; [95% CI]: percentile "
           f"bootstrap over the {steps} rounds, {BOOTSTRAP_RESAMPLES} resamples, fixed seed")
+    print(f"a round whose triad runs below {THROTTLED_BELOW:g} of the run's best (so far: "
+          f"{max(bw0, args.reference_triad or 0):.1f} GB/s, "
+          f"{'given by --reference-triad' if (args.reference_triad or 0) > bw0 else 'the start'}) is throttled and "
+          f"dropped; a cell with fewer than half of its rounds left is void (see the docstring)")
     names = args.algorithms.split(",")
     header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
               f"{RATIO:>{RATIO_W}} {'GB/s':>6} {'bw':>5} {'%bw [95% CI]':>{PCT_W}} {'1st step s':>10} {'+RSS MB':>8} "
@@ -645,7 +656,8 @@ def main() -> None:
     specs = [(spec, lk) for spec in ALGORITHMS if spec[0] in names
              for lk in ([OWN_LAYOUT[spec[0]]] if spec[0] in OWN_LAYOUT else args.layouts.split(","))]
     rows, cells, best = run_cells(specs, lambda spec, lk: measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks,
-                                                          args.compiled), bw0, retry=not args.no_retry)
+                                                          args.compiled), max(bw0, args.reference_triad or 0),
+                                  retry=not args.no_retry)
     if not (args.quick or args.no_latency):
         print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
               "state creation):")

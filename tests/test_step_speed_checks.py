@@ -259,3 +259,12 @@ def test_repeat_judges_every_run_against_the_best_triad_of_all_runs(capsys):
     S.summarize_runs(rows, strict=False)
     out = capsys.readouterr().out
     assert "ratio int8 (>= 1.6): runs 1.01 (void), 1.4" in out and "(inconclusive 0, MISSED 1); void 1 of 2" in out
+
+
+def test_reference_triad_is_checked(monkeypatch, capsys):
+    for bad in ("0", "-3", "inf", "nan"):
+        monkeypatch.setattr(sys, "argv", ["step_speed.py", "--reference-triad", bad])
+        with pytest.raises(SystemExit) as e:
+            S.main()
+        assert e.value.code == 2
+        assert f"--reference-triad must be a bandwidth > 0 in GB/s, got {float(bad)}" in capsys.readouterr().err
