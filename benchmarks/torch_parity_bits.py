@@ -115,6 +115,61 @@ def sqrt_table(dtype):
         print(f"  {label:<34}{int((value != ieee).sum()):>8} of {x.numel()}")
 
 
+def fma(a, b, c):
+    """float32 ``a * b + c`` rounded once (the float64 product of two float32 is exact)."""
+    return (a.double() * b.double() + c.double()).float()
+
+
+def order_table():
+    """Why optimlab and torch.optim differ beyond the square root: torch's CPU ``lerp_``,
+    ``addcmul_`` and ``add_(alpha=)`` round once (fused multiply-add); and Adam replayed in
+    torch ops, torch's for-loop order vs optimlab's rule's order."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(65536, generator=g) for _ in range(3))
+    w, s, alpha = torch.tensor(0.1), torch.tensor(1e-3), torch.tensor(-0.05)
+    print("\ntorch's CPU ops on 65,536 float32 elements: elements differing from each rounding")
+    print(f"  {'op':<30}{'rounded per op':>16}{'one rounding (fma)':>20}")
+    for label, got, apart, fused in (
+            ("a.lerp(b, 0.1)", a.lerp(b, 0.1), a + w * (b - a), fma(b - a, w, a)),
+            ("a.addcmul(b, c, value=1e-3)", a.addcmul(b, c, value=1e-3), a + (s * b) * c, fma(s * b, c, a)),
+            ("a.add(b, alpha=-0.05)", a.add(b, alpha=-0.05), a + alpha * b, fma(b, alpha, a))):
+        print(f"  {label:<30}{int((got != apart).sum()):>16}{int((got != fused).sum()):>20}")
+
+    p0 = torch.randn(100_000, generator=g)
+    grads = [torch.randn(p0.shape, generator=g) for _ in range(20)]
+    lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
+
+    def replay(torch_order):
+        p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
+        for t, grad in enumerate(grads, start=1):
+            step_size, bc2_sqrt = lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5
+            if torch_order:  # torch.optim.Adam's _single_tensor_adam
+                m.lerp_(grad, 1 - b1)
+                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=-step_size)
+            else:  # optimlab.algorithms.adam (ewma as a lerp written out)
+                m = m + (1 - b1) * (grad - m)
+                v = v + (1 - b2) * (grad * grad - v)
+                p = p - step_size * (m / (torch.sqrt(v) / bc2_sqrt + eps))
+        return p
+
+    def library(lib, **kwargs):
+        p = torch.nn.Parameter(p0.clone())
+        opt = getattr(lib, "Adam")([p], lr=lr, **kwargs)
+        for grad in grads:
+            p.grad = grad.clone()
+            opt.step()
+        return p.detach()
+
+    with correctly_rounded_sqrt():
+        torch_loop, ours = library(torch.optim, foreach=False), library(optimlab, fused=False)
+        replays = {"torch's order": replay(True), "optimlab's order": replay(False)}
+    print("Adam, 20 steps, 100,000 elements, every sqrt correctly rounded: elements differing")
+    for label, value in replays.items():
+        print(f"  replay in {label:<18} vs torch for-loop {int((value != torch_loop).sum()):>7}"
+              f"   vs optimlab eager {int((value != ours).sum()):>7}")
+
+
 def compare(a, b):
     """(largest |a - b|, elements that differ in their bits)"""
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))
@@ -129,6 +184,8 @@ def main():
     dtype = getattr(torch, args.dtype)
     total = sum(torch.Size(s).numel() for s in SHAPES)
     sqrt_table(dtype)
+    if dtype == torch.float32:
+        order_table()
     print(f"\ntorch {torch.__version__}, {args.dtype}, {args.steps} steps, {total} elements in {len(SHAPES)} tensors;"
           f" each cell: max |diff| / elements differing")
     for name, kwargs in CASES:
