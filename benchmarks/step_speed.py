@@ -51,35 +51,34 @@ value. An interval covers the noise within one run only; the bandwidth of this k
 also moves between minutes (22-41 GB/s seen), which ``--repeat N`` samples.
 
 Throttled cells: this (virtual) machine has phases in which every step of 16M parameters takes
-~24 ms whatever its bytes (torch's fused float32 Adam, 28 B/param, as long as int8 state's 16)
-and the triad halves (~16.5 of ~32 GB/s) within a second: the time is set by something other
-than memory (a CPU quota or a starved thread of the two; seen alone on the machine and under
-other load), and a ratio measured there (``1.01 [1.00,1.09]``) says nothing about the kernels,
-however narrow its interval. Its trace is the cell's own triad, timed in every round: a round
-whose triad ran below ``THROTTLED_BELOW`` (0.6) of the run's best is a throttled round. The
-run's best is the highest of the start's triad (median of 9) and every cell's median triad so
-far, the cell's own included. The throttled rounds are dropped from every ratio of the cell (the
-rule reads the triad only, never a side's time, so which rounds stay cannot favour a side; the
-line says how many were dropped); when fewer than half of the rounds stay the cell is **void**:
-its line shows its numbers from all rounds with ``<<< VOID, throttled: triad 16.5 of 32.2 GB/s
-in 30 of 30 rounds``, its sampled targets read "void (machine throttled)" (the counted state
-bytes are still decided), counted apart from met / MISSED / inconclusive: ``--check`` never fails
-on them, ``--strict`` does (a void target is not met). A void cell is measured once more at the
-end of the run (after every other cell, so a phase of seconds may have passed; ``--no-retry``
-skips it; 2-5 s for a 16M cell) and the second measurement replaces the first, void or not.
-Why 0.6 and half: the phase holds the triad at 0.51-0.55 of the run's best, while the rounds of a
-noisy cell spread +-10-20% around their own median (a rare round below 0.6 is dropped, the cell
-stands), and a minute of the machine's slower bandwidth (22 of 32-41 GB/s) stays above 0.6 of a
-best around 32. Under other agents' load a core can be taken from the run (the triad at
-10-20 GB/s, every side a multiple of the 4 ms scheduler tick): those rounds are dropped too, as
-they should be. What it cannot see: a run that is throttled from its start triad to its last
-cell has a throttled best (nothing reads below 0.6 of it). ``--reference-triad GBS`` (the
-machine's triad from a quiet run, e.g. 32) starts the run's best there instead. ``--repeat`` covers
-it too, without one: each run
-hands its cells' samples to the parent, which judges every cell of every run against the best
-triad of all the runs (start, cells and end of each) and says which cells that voids; the
-summary's verdict counts only the runs that are not void. A selection in which no run saw the
-machine unthrottled is not caught.
+~24 ms (or ~36) whatever its bytes (torch's fused float32 Adam, 28 B/param, as long as int8
+state's 16) and the triad drops to ~16.5 (or ~11) of ~32-35 GB/s within a second: the time is set
+by something other than memory (perhaps a CPU quota, or one of the two threads starved; seen
+alone on the machine and under other agents' load), and a ratio measured there
+(``1.01 [1.00,1.09]``) says nothing about the kernels, however narrow its interval. Its trace is
+the cell's own triad, timed in every round: a round whose triad ran below ``THROTTLED_BELOW``
+(0.6) of the run's best is a throttled round. The run's best is the highest of the start's
+triad (median of 9), ``--reference-triad GBS`` if given, and every cell's median triad so far,
+the cell's own included. The throttled rounds are dropped from every ratio of the cell (the rule
+reads the triad only, never a side's time, so which rounds stay cannot favour a side; the line
+says how many were dropped); when fewer than half of the rounds stay the cell is **void**: its
+line shows its numbers from all rounds with ``<<< VOID, throttled: triad 16.5 of 32.2 GB/s in
+30 of 30 rounds``, its sampled targets read "void (machine throttled)" (the counted state bytes
+are still decided), counted apart from met / MISSED / inconclusive: ``--check`` never fails on
+them, ``--strict`` does (a void target is not met). A void cell is measured once more at the end
+of the run (after every other cell, so a phase of seconds may have passed; ``--no-retry`` skips
+it; a few seconds for a 16M cell) and the second measurement replaces the first, void or not.
+Why 0.6 and half: the phase holds the triad at 0.5-0.55 of an unthrottled one (16.2-17.3 of
+31-32 GB/s) or lower, while a noisy cell's rounds spread around their own median (the tests model
++-10% per sample: no such cell is void) and a minute of the machine's slower bandwidth (22 GB/s
+seen) stays above 0.6 of a best around 32; half, so that a phase beginning late in a cell costs
+only its last rounds. What it cannot see: a run throttled from its start triad to its last cell
+has a throttled best, and nothing reads below 0.6 of it. Two ways round that:
+``--reference-triad GBS`` (the machine's triad from a quiet run, e.g. 34) starts the run's best
+there; and ``--repeat`` hands each run's samples to the parent, which judges every cell of every
+run against the best triad of all the runs (start, cells and end of each), says which cells that
+voids, and gives the summary's verdict from the non-void runs only. A selection in which no run
+saw the machine unthrottled, without ``--reference-triad``, is not caught.
 
 Torch's path per algorithm: fused or foreach (its fastest on the CPU), "only" where torch.optim has
 one implementation (Muon, SparseAdam, LBFGS), "rule/fe" for algorithms torch.optim lacks (Lion,
