@@ -654,9 +654,10 @@ def main() -> None:
     print(header)
     specs = [(spec, lk) for spec in ALGORITHMS if spec[0] in names
              for lk in ([OWN_LAYOUT[spec[0]]] if spec[0] in OWN_LAYOUT else args.layouts.split(","))]
-    rows, cells, best = run_cells(specs, lambda spec, lk: measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks,
-                                                          args.compiled), max(bw0, args.reference_triad or 0),
-                                  retry=not args.no_retry)
+    def measure(spec, lk):
+        return measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks, args.compiled)
+
+    rows, cells, best = run_cells(specs, measure, max(bw0, args.reference_triad or 0), retry=not args.no_retry)
     if not (args.quick or args.no_latency):
         print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
               "state creation):")
