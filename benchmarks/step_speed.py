@@ -15,8 +15,11 @@ is the bytes the algorithm must move (read p, g and state, write p and state) ov
     python benchmarks/step_speed.py --algorithms adam --layouts a,b --state-dtypes bfloat16,int8 --repeat 3
                                                # the selection 3 times, each in a fresh process, then
                                                # per target cell: the 3 values, their median and
-                                               # range, how many runs met it (--check: fails when
-                                               # any run MISSED it; --strict: or was inconclusive)
+                                               # range over the runs that were not void (throttled,
+                                               # below), how many of those met it and how many runs
+                                               # were void (--check: fails when any non-void run
+                                               # MISSED it; --strict: or was inconclusive, or every
+                                               # run was void)
     python benchmarks/step_speed.py --state-dtypes bfloat16,int8 --algorithms adam,nadam,rmsprop --layouts a,b
                                                # add optimlab with low-precision state, timed in the
                                                # same alternation: ms, ratio to torch's path, and the
@@ -46,6 +49,36 @@ it contains (or touches) the bound. ``--check`` fails on MISSED only, ``--strict
 inconclusive too. The state's bytes (``state%``) are counted, not sampled: their interval is the
 value. An interval covers the noise within one run only; the bandwidth of this kind of machine
 also moves between minutes (22-41 GB/s seen), which ``--repeat N`` samples.
+
+Throttled cells: this (virtual) machine has phases in which every step of 16M parameters takes
+~24 ms (or ~36) whatever its bytes (torch's fused float32 Adam, 28 B/param, as long as int8
+state's 16) and the triad drops to ~16.5 (or ~11) of ~32-35 GB/s within a second: the time is set
+by something other than memory (perhaps a CPU quota, or one of the two threads starved; seen
+alone on the machine and under other agents' load), and a ratio measured there
+(``1.01 [1.00,1.09]``) says nothing about the kernels, however narrow its interval. Its trace is
+the cell's own triad, timed in every round: a round whose triad ran below ``THROTTLED_BELOW``
+(0.6) of the run's best is a throttled round. The run's best is the highest of the start's
+triad (median of 9), ``--reference-triad GBS`` if given, and every cell's median triad so far,
+the cell's own included. The throttled rounds are dropped from every ratio of the cell (the rule
+reads the triad only, never a side's time, so which rounds stay cannot favour a side; the line
+says how many were dropped); when fewer than half of the rounds stay the cell is **void**: its
+line shows its numbers from all rounds with ``<<< VOID, throttled: triad 16.5 of 32.2 GB/s in
+30 of 30 rounds``, its sampled targets read "void (machine throttled)" (the counted state bytes
+are still decided), counted apart from met / MISSED / inconclusive: ``--check`` never fails on
+them, ``--strict`` does (a void target is not met). A void cell is measured once more at the end
+of the run (after every other cell, so a phase of seconds may have passed; ``--no-retry`` skips
+it; a few seconds for a 16M cell) and the second measurement replaces the first, void or not.
+Why 0.6 and half: the phase holds the triad at 0.5-0.55 of an unthrottled one (16.2-17.3 of
+31-32 GB/s) or lower, while a noisy cell's rounds spread around their own median (the tests model
++-10% per sample: no such cell is void) and a minute of the machine's slower bandwidth (22 GB/s
+seen) stays above 0.6 of a best around 32; half, so that a phase beginning late in a cell costs
+only its last rounds. What it cannot see: a run throttled from its start triad to its last cell
+has a throttled best, and nothing reads below 0.6 of it. Two ways round that:
+``--reference-triad GBS`` (the machine's triad from a quiet run, e.g. 34) starts the run's best
+there; and ``--repeat`` hands each run's samples to the parent, which judges every cell of every
+run against the best triad of all the runs (start, cells and end of each), says which cells that
+voids, and gives the summary's verdict from the non-void runs only. A selection in which no run
+saw the machine unthrottled, without ``--reference-triad``, is not caught.
 
 Torch's path per algorithm: fused or foreach (its fastest on the CPU), "only" where torch.optim has
 one implementation (Muon, SparseAdam, LBFGS), "rule/fe" for algorithms torch.optim lacks (Lion,
@@ -364,6 +397,174 @@ def timed(fn) -> float:
     return clock() - t
 
 
+def measure_cell(spec, lk: str, triad: Triad, steps: int, low: list[str], c_module=None,
+                 py_checks: bool = False, compiled: bool = False) -> dict:
+    """Time one cell (algorithm ``spec`` of :data:`ALGORITHMS` on layout ``lk``): every side and
+    the triad in ``steps`` alternating rounds. Returns the raw samples (seconds per call, round i
+    at index i of every list) and what :func:`report_cell` prints besides them."""
+    name, ocls, tcls, kw, flags, bytes_per = spec
+    label, make, n_groups = LAYOUTS[lk]
+    shapes = make()
+    n = sum(torch.Size(s).numel() for s in shapes)
+    sparse = name == "sparse_adam"
+    if sparse:
+        n = SPARSE_ROWS * shapes[0][1]  # the rows a step touches
+    op, oopt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
+    tp, topt = make_side(shapes, tcls, {**kw, **flags}, groups=n_groups, sparse=sparse)
+    first = timed(oopt.step)  # first step: state creation + kernel build / cache load
+    for _ in range(3):
+        oopt.step()
+        topt.step()
+    lows = [make_side(shapes, ocls, {**kw, "state_dtype": STATE_DTYPES[d]})[1] for d in low
+            if name in DEFAULT_ALGORITHMS]
+    for lopt in lows:
+        for _ in range(4):
+            lopt.step()
+    sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
+    if c_module is not None:
+        cpp, copt_c = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
+        for _ in range(4):
+            c_checks(c_module, copt_c.step)
+        sides.append(lambda: c_checks(c_module, copt_c.step))
+    if py_checks:
+        pp, popt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
+        for _ in range(4):
+            python_checks(popt.step)
+        sides.append(lambda: python_checks(popt.step))
+    times, bt = [[] for _ in sides], []
+    for i in range(steps):
+        order = range(len(sides)) if i % 2 == 0 else reversed(range(len(sides)))
+        for k in order:  # alternate: no side always runs right after the triad
+            times[k].append(timed(sides[k]))
+        bt.append(timed(triad))
+    with RssSampler() as s_o:
+        base_o = s_o.peak
+        for _ in range(5):
+            oopt.step()
+    with RssSampler() as s_t:
+        base_t = s_t.peak
+        for _ in range(5):
+            topt.step()
+    fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values()) if lows else 0
+    state = [100 * sum(precision.state_bytes(st) for st in lopt.state.values()) / fp32_bytes for lopt in lows]
+    cell = {"algorithm": name, "layout": lk, "label": label, "n": n, "bytes_per": bytes_per,
+            "path": ("fused" if "fused" in flags else "foreach" if "foreach" in flags
+                     else "rule/fe" if isinstance(tcls, ForeachOf) else "only"),
+            "times": times, "triad": bt, "first": first, "rss": (s_o.peak - base_o, s_t.peak - base_t),
+            "low": list(zip(low, state)), "c_checks": c_module is not None, "py_checks": py_checks,
+            "compiled": None}
+    del lows, sides
+    if compiled and lk in ("a", "b") and not isinstance(tcls, (ForeachOf, WithClosure)):
+        cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
+        cstep = torch.compile(copt.step)
+        ctime = timed(cstep)
+        cell["compiled"] = (statistics.median(timed(cstep) for _ in range(steps)), ctime)
+    gc.collect()
+    return cell
+
+
+def triad_gbs(seconds: float) -> float:
+    """The triad's bandwidth (GB/s) from one call's time (:class:`Triad`: 12 bytes per element)."""
+    return 12 * Triad.n / seconds / 1e9
+
+
+def cell_bandwidth(cell: dict) -> float:
+    """The cell's own triad: the bandwidth of its median triad round (GB/s)."""
+    return triad_gbs(statistics.median(cell["triad"]))
+
+
+#: a round whose triad ran below this fraction of the run's best triad is a throttled round
+THROTTLED_BELOW = 0.6
+VOID = "void (machine throttled)"
+
+
+def throttled_rounds(triad_seconds: list[float], best_gbs: float) -> tuple[list[int], str | None]:
+    """``(kept, reason)``: the rounds of a cell that stand, and why the cell is void (None when it
+    stands). See "Throttled cells" in the module docstring: a round whose triad ran below
+    :data:`THROTTLED_BELOW` of ``best_gbs`` is dropped; when that leaves fewer than half of the
+    rounds, the cell is void and ``kept`` is every round (its numbers are shown, not judged)."""
+    gbs = [triad_gbs(t) for t in triad_seconds]
+    low = [i for i, g in enumerate(gbs) if g < THROTTLED_BELOW * best_gbs]
+    kept = [i for i in range(len(gbs)) if i not in set(low)]
+    if 2 * len(kept) >= len(gbs):
+        return kept, None
+    slow = statistics.median(gbs[i] for i in low)
+    return list(range(len(gbs))), (f"throttled: triad {slow:.1f} of {best_gbs:.1f} GB/s in {len(low)} of "
+                                   f"{len(gbs)} rounds")
+
+
+def report_cell(cell: dict, best_gbs: float) -> tuple[str, dict]:
+    """The table line and the row (ratios with their intervals, for the targets) of a measured cell
+    (:func:`measure_cell`), given the run's best triad so far: throttled rounds dropped
+    (:func:`throttled_rounds`), or the cell void, with the mark and the reason on its line."""
+    kept, void = throttled_rounds(cell["triad"], best_gbs)
+    times = [[t[i] for i in kept] for t in cell["times"]]
+    bt = [cell["triad"][i] for i in kept]
+    tt, ot = times[0], times[1]
+    n, bytes_per = cell["n"], cell["bytes_per"]
+    tm, om = statistics.median(tt), statistics.median(ot)
+    ratio = ratio_ci(tt, ot)
+    # %bw = optimlab's GB/s over the triad's = bytes * median(triad) / (12 B * triad.n * median(step))
+    pbw = ratio_ci(bt, ot, 100 * bytes_per * n / (12 * Triad.n))
+    line = (f"{cell['algorithm']:<13} {cell['label']:<21} {cell['path']:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} "
+            f"{ci_text(ratio):>{RATIO_W}} {bytes_per * n / om / 1e9:6.1f} {triad_gbs(statistics.median(bt)):5.1f} "
+            f"{ci_text(pbw, percent=True):>{PCT_W}} {cell['first']:10.2f} {cell['rss'][0]:8.1f} {cell['rss'][1]:10.1f}")
+    row = {"algorithm": cell["algorithm"], "layout": cell["layout"], "ratio": ratio[0], "%bw": pbw[0],
+           "ci": {"ratio": ratio[1:], "%bw": pbw[1:]}, "rounds": len(kept), "void": void}
+    lows = times[2:2 + len(cell["low"])]
+    for (d, state), lt in zip(cell["low"], lows):
+        lr = ratio_ci(tt, lt)
+        row[f"ratio {d}"], row[f"state% {d}"], row["ci"][f"ratio {d}"] = lr[0], state, lr[1:]
+        line += f" {statistics.median(lt) * 1e3:11.3f} {ci_text(lr):>{RATIO_W}} {state:5.1f}%"
+    extra = times[2 + len(cell["low"]):]
+    if cell["c_checks"]:
+        cct = extra.pop(0)
+        line += f" {statistics.median(cct) * 1e3:11.3f} {ci_text(ratio_ci(tt, cct)):>{RATIO_W}}"
+    if cell["py_checks"]:
+        line += f" {statistics.median(extra[0]) * 1e3:12.3f} {ci_text(ratio_ci(tt, extra[0])):>{RATIO_W}}"
+    if cell["compiled"] is not None:
+        line += f" {cell['compiled'][0] * 1e3:11.2f} {cell['compiled'][1]:9.1f}"
+    if void:
+        line += f"  <<< VOID, {void}: its targets are void"
+    elif len(kept) < len(cell["triad"]):
+        line += (f"  ({len(cell['triad']) - len(kept)} of {len(cell['triad'])} rounds dropped: their triad ran "
+                 f"below {THROTTLED_BELOW:g} of the run's best, {best_gbs:.1f} GB/s)")
+    return line, row
+
+
+def run_cells(specs: list, measure, best_gbs: float, retry: bool = True) -> tuple[list[dict], list[dict], float]:
+    """Measure each ``(spec, layout)`` of ``specs`` with ``measure`` (:func:`measure_cell`), print
+    its line (:func:`report_cell`, against the run's best triad so far: ``best_gbs`` at the start,
+    then the highest of it and every cell's own), and return the rows. With ``retry``, a cell void
+    because the machine was throttled is measured once more at the end (after every other cell,
+    which gives the phase time to pass) and the second measurement replaces the first, void or
+    not; the reason for voiding reads only the triad, never the ratios, so the retry cannot pick
+    a verdict. Returns ``(rows, cells, best)``: the rows, the cells measured (their samples) and
+    the run's best triad (GB/s)."""
+    rows, cells = [], []
+    for spec, lk in specs:
+        cell = measure(spec, lk)
+        best_gbs = max(best_gbs, cell_bandwidth(cell))
+        line, row = report_cell(cell, best_gbs)
+        print(line, flush=True)
+        rows.append(row)
+        cells.append(cell)
+    again = [i for i, row in enumerate(rows) if row["void"]]
+    if again and retry:
+        print(f"re-measuring once, at the end of the run, the {len(again)} cell(s) measured while the machine was "
+              f"throttled (the re-measurement replaces the first):", flush=True)
+        for i in again:
+            cell = measure(*specs[i])
+            best_gbs = max(best_gbs, cell_bandwidth(cell))
+            line, row = report_cell(cell, best_gbs)
+            row["remeasured"] = True
+            if row["void"]:
+                row["void"] += ", again when re-measured"
+            print(line + "  (re-measured)", flush=True)
+            rows[i], cells[i] = row, cell
+    return rows, cells, best_gbs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps (still >= 20 medians) and layouts")
@@ -383,6 +584,11 @@ def main() -> None:
     ap.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)  # a run of --repeat
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both sides; default torch's)")
     ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm first-step runs (on in --quick)")
+    ap.add_argument("--reference-triad", type=float, default=None, metavar="GBS",
+                    help="the machine's unthrottled triad bandwidth in GB/s (e.g. from a quiet run): the run's best "
+                         "triad starts there, so a run throttled from its start is still seen as throttled")
+    ap.add_argument("--no-retry", action="store_true",
+                    help="do not re-measure a cell voided as throttled (by default: once, at the end of the run)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time every side (and the triad) by the CPU time of this thread, not the wall clock: "
                          "on a shared, saturated machine a step's own work, not its waits (use with --threads 1)")
@@ -394,10 +600,12 @@ def main() -> None:
     ap.add_argument("--state-dtypes", default="", metavar="LIST",
                     help=f"also time optimlab with these state_dtype values ({', '.join(STATE_DTYPES)})")
     args = ap.parse_args()
+    if args.reference_triad is not None and not 0 < args.reference_triad < float("inf"):
+        ap.error(f"--reference-triad must be a bandwidth > 0 in GB/s, got {args.reference_triad}")
     if args.repeat is not None and not args.rows_json:
         if args.repeat < 1:
             ap.error(f"--repeat must be >= 1, got {args.repeat}")
-        runs = repeat(args.repeat, sys.argv[1:])
+        runs = rejudge(repeat(args.repeat, sys.argv[1:]))
         if summarize_runs(runs, args.strict) and (args.check or args.strict):
             sys.exit(1)
         return
@@ -419,7 +627,10 @@ def main() -> None:
     print(f"memory bandwidth (in-place triad on 32M float32, read+write): {bw0:.1f} GB/s at the start; "
           f"'bw' below is each cell's own triad, timed alternately with its steps; [95% CI]: percentile "
           f"bootstrap over the {steps} rounds, {BOOTSTRAP_RESAMPLES} resamples, fixed seed")
-    rows = []
+    print(f"a round whose triad runs below {THROTTLED_BELOW:g} of the run's best (so far: "
+          f"{max(bw0, args.reference_triad or 0):.1f} GB/s, "
+          f"{'given by --reference-triad' if (args.reference_triad or 0) > bw0 else 'the start'}) is throttled and "
+          f"dropped; a cell with fewer than half of its rounds left is void (see the docstring)")
     names = args.algorithms.split(",")
     header = (f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
               f"{RATIO:>{RATIO_W}} {'GB/s':>6} {'bw':>5} {'%bw [95% CI]':>{PCT_W}} {'1st step s':>10} {'+RSS MB':>8} "
@@ -441,93 +652,12 @@ def main() -> None:
     if args.compiled:
         header += f" {'compiled ms':>11} {'compile s':>9}"
     print(header)
-    for name, ocls, tcls, kw, flags, bytes_per in ALGORITHMS:
-        if name not in names:
-            continue
-        for lk in ([OWN_LAYOUT[name]] if name in OWN_LAYOUT else args.layouts.split(",")):
-            label, make, n_groups = LAYOUTS[lk]
-            shapes = make()
-            n = sum(torch.Size(s).numel() for s in shapes)
-            sparse = name == "sparse_adam"
-            if sparse:
-                n = SPARSE_ROWS * shapes[0][1]  # the rows a step touches
-            op, oopt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
-            tp, topt = make_side(shapes, tcls, {**kw, **flags}, groups=n_groups, sparse=sparse)
-            first = timed(oopt.step)  # first step: state creation + kernel build / cache load
-            for _ in range(3):
-                oopt.step()
-                topt.step()
-            lows = [make_side(shapes, ocls, {**kw, "state_dtype": STATE_DTYPES[d]})[1] for d in low
-                    if name in DEFAULT_ALGORITHMS]
-            for lopt in lows:
-                for _ in range(4):
-                    lopt.step()
-            sides = [topt.step, oopt.step] + [lopt.step for lopt in lows]
-            if c_module is not None:
-                cpp, copt_c = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
-                for _ in range(4):
-                    c_checks(c_module, copt_c.step)
-                sides.append(lambda: c_checks(c_module, copt_c.step))
-            if args.python_checks:
-                pp, popt = make_side(shapes, ocls, kw, groups=n_groups, sparse=sparse)
-                for _ in range(4):
-                    python_checks(popt.step)
-                sides.append(lambda: python_checks(popt.step))
-            times = [[] for _ in sides]
-            tt, ot, bt = times[0], times[1], []
-            for i in range(steps):
-                order = range(len(sides)) if i % 2 == 0 else reversed(range(len(sides)))
-                for k in order:  # alternate: no side always runs right after the triad
-                    times[k].append(timed(sides[k]))
-                bt.append(timed(triad))
-            bw = triad.gbs(statistics.median(bt))
-            with RssSampler() as s_o:
-                base_o = s_o.peak
-                for _ in range(5):
-                    oopt.step()
-            with RssSampler() as s_t:
-                base_t = s_t.peak
-                for _ in range(5):
-                    topt.step()
-            tm, om = statistics.median(tt), statistics.median(ot)
-            gbs = bytes_per * n / om / 1e9
-            ratio = ratio_ci(tt, ot)
-            # %bw = optimlab's GB/s over the triad's = bytes * median(triad) / (12 B * triad.n * median(step))
-            pbw = ratio_ci(bt, ot, 100 * bytes_per * n / (12 * triad.n))
-            path = ("fused" if "fused" in flags else "foreach" if "foreach" in flags
-                    else "rule/fe" if isinstance(tcls, ForeachOf) else "only")
-            line = (f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {ci_text(ratio):>{RATIO_W}} "
-                    f"{gbs:6.1f} {bw:5.1f} {ci_text(pbw, percent=True):>{PCT_W}} {first:10.2f} "
-                    f"{s_o.peak - base_o:8.1f} {s_t.peak - base_t:10.1f}")
-            fp32_bytes = sum(precision.state_bytes(st) for st in oopt.state.values()) if lows else 0
-            row = {"algorithm": name, "layout": lk, "ratio": ratio[0], "%bw": pbw[0],
-                   "ci": {"ratio": ratio[1:], "%bw": pbw[1:]}}
-            for d, lopt, lt in zip(low, lows, times[2:2 + len(lows)]):
-                lr = ratio_ci(tt, lt)
-                state = sum(precision.state_bytes(st) for st in lopt.state.values())
-                row[f"ratio {d}"], row[f"state% {d}"] = lr[0], 100 * state / fp32_bytes
-                row["ci"][f"ratio {d}"] = lr[1:]
-                line += (f" {statistics.median(lt) * 1e3:11.3f} {ci_text(lr):>{RATIO_W}} "
-                         f"{100 * state / fp32_bytes:5.1f}%")
-            if c_module is not None:
-                cct = times[2 + len(lows)]
-                line += f" {statistics.median(cct) * 1e3:11.3f} {ci_text(ratio_ci(tt, cct)):>{RATIO_W}}"
-                del cpp, copt_c
-            if args.python_checks:
-                line += f" {statistics.median(times[-1]) * 1e3:12.3f} {ci_text(ratio_ci(tt, times[-1])):>{RATIO_W}}"
-                del pp, popt
-            del lows, sides
-            if args.compiled and lk in ("a", "b") and not isinstance(tcls, (ForeachOf, WithClosure)):
-                cp, copt = make_side(shapes, tcls, {**kw, "foreach": True}, groups=n_groups)
-                cstep = torch.compile(copt.step)
-                ctime = timed(cstep)
-                ct = [timed(cstep) for _ in range(steps)]
-                line += f" {statistics.median(ct) * 1e3:11.2f} {ctime:9.1f}"
-                del cp, copt, cstep
-            print(line, flush=True)
-            rows.append(row)
-            del op, oopt, tp, topt
-            gc.collect()
+    specs = [(spec, lk) for spec in ALGORITHMS if spec[0] in names
+             for lk in ([OWN_LAYOUT[spec[0]]] if spec[0] in OWN_LAYOUT else args.layouts.split(","))]
+    def measure(spec, lk):
+        return measure_cell(spec, lk, triad, steps, low, c_module, args.python_checks, args.compiled)
+
+    rows, cells, best = run_cells(specs, measure, max(bw0, args.reference_triad or 0), retry=not args.no_retry)
     if not (args.quick or args.no_latency):
         print("first step on layout (b), 200 tensors, in a fresh process (kernel build or cache load, "
               "state creation):")
@@ -543,7 +673,7 @@ def main() -> None:
           f"this run's rounds, not a machine whose other load time-slices the steps)")
     counts = check_targets(rows)
     if args.rows_json:  # a run of --repeat: the parent reads the rows and decides
-        print(ROWS_TAG + json.dumps(rows), flush=True)
+        print(ROWS_TAG + json.dumps({"best": max(best, bw1), "cells": cells}), flush=True)
     elif (args.check or args.strict) and failures(counts, args.strict):
         sys.exit(1)
 
@@ -579,7 +709,9 @@ def target_outcomes(rows: list[dict]) -> list[tuple[dict, str, float, float, flo
     as the state's bytes, is exact: its interval is its value) through
     :func:`optimlab.lab.verdicts.decide`: "met" when the whole interval lies on the good side of
     the bound, "MISSED" when it lies wholly on the bad side, "inconclusive" when it contains the
-    bound (an interval touching the bound included)."""
+    bound (an interval touching the bound included). A sampled column (one with an interval) of a
+    cell measured while the machine was throttled (``row["void"]``) reads :data:`VOID` instead; a
+    counted one (the state's bytes) is decided as ever."""
     out = []
     for row in rows:
         for algorithm, layout, column, bound in TARGETS:
@@ -587,31 +719,39 @@ def target_outcomes(rows: list[dict]) -> list[tuple[dict, str, float, float, flo
                 continue
             value = row[column]
             low, high = row.get("ci", {}).get(column, (value, value))
-            verdict = decide(low, high, abs(bound), ">" if bound >= 0 else "<")
-            out.append((row, column, bound, value, low, high, OUTCOMES[verdict]))
+            if row.get("void") and column in row.get("ci", {}):
+                outcome = VOID
+            else:
+                outcome = OUTCOMES[decide(low, high, abs(bound), ">" if bound >= 0 else "<")]
+            out.append((row, column, bound, value, low, high, outcome))
     return out
 
 
 def check_targets(rows: list[dict]) -> dict[str, int]:
     """Print each measured cell that has a target with its interval and outcome; return the
-    number of cells per outcome ("met", "MISSED", "inconclusive")."""
-    counts = dict.fromkeys(OUTCOMES.values(), 0)
+    number of cells per outcome ("met", "MISSED", "inconclusive", :data:`VOID`)."""
+    counts = dict.fromkeys([*OUTCOMES.values(), VOID], 0)
     for row, column, bound, value, low, high, outcome in target_outcomes(rows):
         counts[outcome] += 1
         shown = ci_text((value, low, high)) if column in row.get("ci", {}) else f"{value:.2f} (counted)"
         print(f"target {row['algorithm']} on layout {row['layout']}: {column} {shown} "
-              f"({'>=' if bound >= 0 else '<='} {abs(bound):g}) {outcome}")
+              f"({'>=' if bound >= 0 else '<='} {abs(bound):g}) {outcome}"
+              + (f": {row['void']}" if outcome == VOID else ""))
+    if counts[VOID]:
+        print(f"{counts[VOID]} target(s) void: measured while the machine was throttled, neither met nor MISSED")
     return counts
 
 
 def failures(counts: dict[str, int], strict: bool) -> int:
-    """What ``--check`` fails on: the MISSED cells, and with ``--strict`` the inconclusive ones too."""
-    return counts["MISSED"] + (counts["inconclusive"] if strict else 0)
+    """What ``--check`` fails on: the MISSED cells, and with ``--strict`` the inconclusive and the
+    void ones too (``--strict`` asks for every target met, and a void one is not)."""
+    return counts["MISSED"] + ((counts["inconclusive"] + counts.get(VOID, 0)) if strict else 0)
 
 
-def repeat(n: int, argv: list[str]) -> list[list[dict]]:
+def repeat(n: int, argv: list[str]) -> list[dict]:
     """Run this script ``n`` times, each in a fresh process with the same arguments (``argv``),
-    passing its output through; return each run's rows (read from its :data:`ROWS_TAG` line)."""
+    passing its output through; return what each run measured (read from its :data:`ROWS_TAG`
+    line): ``{"best": its best triad in GB/s, "cells": its cells' samples}``."""
     runs = []
     for i in range(n):
         print(f"=== run {i + 1} of {n} (a fresh process) ===", flush=True)
@@ -629,24 +769,52 @@ def repeat(n: int, argv: list[str]) -> list[list[dict]]:
     return runs
 
 
+def rejudge(runs: list[dict]) -> list[list[dict]]:
+    """Each run's rows (:func:`report_cell`), every cell judged against the best triad of **all**
+    the runs (the highest of their own bests): a run throttled from its start to its end has a
+    throttled best of its own, and nothing in it reads as throttled against that; against a
+    run that saw the machine as it is, it does. Prints the cells this voids or trims."""
+    best = max(run["best"] for run in runs)
+    out = []
+    for i, run in enumerate(runs):
+        rows = []
+        for cell in run["cells"]:
+            row = report_cell(cell, best)[1]
+            own = report_cell(cell, run["best"])[1]
+            if row["void"] and not own["void"]:
+                print(f"run {i + 1}: {cell['algorithm']} on layout {cell['layout']} is void against the best "
+                      f"triad of the {len(runs)} runs ({row['void']})")
+            elif row["rounds"] < own["rounds"]:
+                print(f"run {i + 1}: {cell['algorithm']} on layout {cell['layout']}: {own['rounds'] - row['rounds']} "
+                      f"more round(s) dropped against the best triad of the {len(runs)} runs ({best:.1f} GB/s)")
+            rows.append(row)
+        out.append(rows)
+    return out
+
+
 def summarize_runs(runs: list[list[dict]], strict: bool) -> int:
-    """Per target cell over the runs: each run's value, their median and range, and how many runs
-    met, missed or could not decide it (each run by its own interval). Returns the number of cells
-    that ``--check`` fails: a cell MISSED in any run (``strict``: or inconclusive in any run)."""
+    """Per target cell over the runs: each run's value, and over the runs that were not void (not
+    measured while the machine was throttled) their median and range and how many met, missed or
+    could not decide it (each run by its own interval); the void runs are counted apart. Returns
+    the number of cells that ``--check`` fails: a cell MISSED in any non-void run (``strict``: or
+    inconclusive in any, or void in every run)."""
     cells: dict[tuple, list] = {}
     for rows in runs:
         for row, column, bound, value, _, _, outcome in target_outcomes(rows):
             cells.setdefault((row["algorithm"], row["layout"], column, bound), []).append((value, outcome))
-    print(f"over {len(runs)} runs, each a fresh process (a run's outcome from its own 95% interval):")
+    print(f"over {len(runs)} runs, each a fresh process (a run's outcome from its own 95% interval; a void run "
+          f"was measured while the machine was throttled and is not judged):")
     failed = 0
     for (algorithm, layout, column, bound), results in cells.items():
-        values = [v for v, _ in results]
-        counts = {o: sum(outcome == o for _, outcome in results) for o in OUTCOMES.values()}
-        failed += failures(counts, strict) > 0
+        judged = [v for v, outcome in results if outcome != VOID]
+        counts = {o: sum(outcome == o for _, outcome in results) for o in [*OUTCOMES.values(), VOID]}
+        failed += failures({**counts, VOID: 0}, strict) > 0 if judged else strict  # the judged runs decide
+        spread = (f"median {statistics.median(judged):.2f}, min-max {min(judged):.2f}-{max(judged):.2f} of the "
+                  f"{len(judged)} non-void; " if judged else "no non-void run; ")
         print(f"target {algorithm} on layout {layout}: {column} ({'>=' if bound >= 0 else '<='} {abs(bound):g}): "
-              f"runs {', '.join(f'{v:.2f}' for v in values)}; median {statistics.median(values):.2f}, "
-              f"min-max {min(values):.2f}-{max(values):.2f}; met in {counts['met']} of {len(results)} "
-              f"(inconclusive {counts['inconclusive']}, MISSED {counts['MISSED']})")
+              f"runs {', '.join(f'{v:.2f}' + (' (void)' if o == VOID else '') for v, o in results)}; {spread}"
+              f"met in {counts['met']} of {len(judged)} (inconclusive {counts['inconclusive']}, MISSED "
+              f"{counts['MISSED']}); void {counts[VOID]} of {len(results)}")
     return failed
 
 

@@ -28,20 +28,45 @@ import torch
 
 @contextlib.contextmanager
 def correctly_rounded_sqrt() -> Iterator[None]:
-    """``torch.sqrt(x)`` and ``x.sqrt()`` of a CPU float32 / float64 tensor that needs no
-    gradient computed by NumPy (correctly rounded) while the block runs; anything else (a traced
-    value, keyword arguments, another dtype or device, autograd) goes to torch's own."""
-    real_function, real_method = torch.sqrt, torch.Tensor.sqrt
+    """``torch.sqrt(x)``, ``x.sqrt()`` and ``x.sqrt_()`` of a CPU float32 / float64 tensor that
+    needs no gradient, and ``torch._foreach_sqrt`` / ``torch._foreach_sqrt_`` of lists of them
+    (torch.optim's foreach paths), computed by NumPy (correctly rounded) while the block runs;
+    anything else (a traced value, keyword arguments, another dtype or device, autograd) goes to
+    torch's own."""
+    real = (torch.sqrt, torch.Tensor.sqrt, torch.Tensor.sqrt_, torch._foreach_sqrt, torch._foreach_sqrt_)
+
+    def ours(x: Any, args: tuple, kwargs: dict) -> bool:
+        return not (args or kwargs or type(x) not in (torch.Tensor, torch.nn.Parameter) or x.device.type != "cpu"
+                    or x.dtype not in (torch.float32, torch.float64)
+                    or (x.requires_grad and torch.is_grad_enabled()))
 
     def numpy_sqrt(x: Any, *args: Any, **kwargs: Any) -> Any:
-        if (args or kwargs or type(x) not in (torch.Tensor, torch.nn.Parameter) or x.device.type != "cpu"
-                or x.dtype not in (torch.float32, torch.float64) or (x.requires_grad and torch.is_grad_enabled())):
-            return real_function(x, *args, **kwargs)
+        if not ours(x, args, kwargs):
+            return real[0](x, *args, **kwargs)
         a = x.detach().numpy()
         return torch.from_numpy(np.sqrt(a, out=np.empty_like(a)))
 
-    torch.sqrt, torch.Tensor.sqrt = numpy_sqrt, numpy_sqrt
+    def numpy_sqrt_(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not ours(x, args, kwargs):
+            return real[2](x, *args, **kwargs)
+        a = x.detach().numpy()  # shares x's memory
+        np.sqrt(a, out=a)
+        return x
+
+    def foreach_sqrt(xs: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not all(ours(x, (), {}) for x in xs):
+            return real[3](xs, *args, **kwargs)
+        return [numpy_sqrt(x) for x in xs]
+
+    def foreach_sqrt_(xs: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not all(ours(x, (), {}) for x in xs):
+            return real[4](xs, *args, **kwargs)
+        for x in xs:
+            numpy_sqrt_(x)
+
+    torch.sqrt, torch.Tensor.sqrt, torch.Tensor.sqrt_ = numpy_sqrt, numpy_sqrt, numpy_sqrt_
+    torch._foreach_sqrt, torch._foreach_sqrt_ = foreach_sqrt, foreach_sqrt_
     try:
         yield
     finally:
-        torch.sqrt, torch.Tensor.sqrt = real_function, real_method
+        torch.sqrt, torch.Tensor.sqrt, torch.Tensor.sqrt_, torch._foreach_sqrt, torch._foreach_sqrt_ = real

@@ -71,6 +71,19 @@ def run(lib, name, kwargs, dtype):
     return model, opt
 
 
+#: float64 tolerances: the two libraries round differently (torch.optim's CPU ``lerp_``,
+#: ``addcmul_`` and ``add_(alpha=)`` are fused multiply-adds, optimlab's rules round each product;
+#: torch's for-loop and foreach ``sqrt`` is MKL's, optimlab's kernels' correctly rounded; see
+#: docs/torch_tests.md, "Parity with torch.optim, bit by bit"), so no pair is bit-identical;
+#: over 100 steps the parameters stay within 2e-13 (state: 1e-11), >= 30x inside these
+PARAMS_F64 = {"rtol": 1e-10, "atol": 1e-12}
+STATE_F64 = {"rtol": 1e-9, "atol": 1e-10}
+#: NAdam: torch's for-loop computes its step coefficients from ``mu_product.item()`` in Python
+#: floats, optimlab from the float32 ``mu_product`` tensor (both keep it in float32, torch's
+#: scalar dtype), a float32 rounding in the coefficient: up to 7.4e-8 relative in the parameters
+LOOSE_F64 = {"NAdam": ({"rtol": 1e-6, "atol": 1e-9}, {"rtol": 1e-5, "atol": 1e-9})}
+
+
 def flat(model):
     return torch.cat([p.detach().double().flatten() for p in model.parameters()])
 
@@ -82,15 +95,17 @@ def test_matches_torch_optim(name, kwargs, dtype):
     model_o, opt_o = run(optimlab, name, kwargs, dtype)
     assert (flat(model_t) - flat(make_model(dtype))).abs().max() > 1e-3, "training must move the parameters"
 
+    params_tol, state_tol = LOOSE_F64.get(name, (PARAMS_F64, STATE_F64))
     if dtype == torch.float64:
-        torch.testing.assert_close(flat(model_o), flat(model_t), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(flat(model_o), flat(model_t), **params_tol)
     else:
-        # In float32 both libraries round differently; optimlab must stay as close to the float64
-        # truth as torch.optim's own float32 run is (within a small factor).
+        # In float32 both libraries round differently (and a last-bit difference moves the
+        # network's next gradients); optimlab must stay as close to the float64 truth as
+        # torch.optim's own float32 run is (measured: within 3.4x; torch's error >= 1.5e-7).
         truth = flat(run(torch.optim, name, kwargs, torch.float64)[0])
         torch_error = (flat(model_t) - truth).abs().max().item()
         our_error = (flat(model_o) - truth).abs().max().item()
-        assert our_error <= 10 * torch_error + 1e-5, (our_error, torch_error)
+        assert our_error <= 10 * torch_error + 1e-7, (our_error, torch_error)
 
     # the same state, under torch's names
     st, so = opt_t.state_dict(), opt_o.state_dict()
@@ -100,7 +115,7 @@ def test_matches_torch_optim(name, kwargs, dtype):
         for key, value in st["state"][pid].items():
             assert so["state"][pid][key].dtype == value.dtype, key
             if dtype == torch.float64:
-                torch.testing.assert_close(so["state"][pid][key], value, rtol=1e-5, atol=1e-9)
+                torch.testing.assert_close(so["state"][pid][key], value, **state_tol)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam"])
