@@ -17,7 +17,7 @@ one has no speed target::
 
 Each ratio (torch fused's median over a side's, and the % of the triad: the triad's median over
 the step's, scaled by the bytes) has its 95% interval, the bootstrap over the alternation's rounds
-of ``step_speed.ratio_ci``.
+of ``speed_verdicts.ratio_ci``.
 
 ``--state-dtype bfloat16``: every optimlab side keeps bfloat16 state (the low-precision kernel);
 the %-of-triad column still counts float32's 28 B per parameter (bfloat16 state moves 20).
@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
 from optimlab.kernels import native  # noqa: E402
-from step_speed import LAYOUTS, STATE_DTYPES, Triad, c_checks, ci_text, python_checks, ratio_ci  # noqa: E402
+from speed_verdicts import ci_text, ratio_ci  # noqa: E402
+from step_speed import LAYOUTS, STATE_DTYPES, Triad, c_checks, python_checks  # noqa: E402
 
 
 def side(shapes, cls, **kwargs):

@@ -16,7 +16,7 @@ optimlab's float32 step, so a run of ``step_speed.py`` can be read against it.
                                                           # arithmetic, against torch fused and
                                                           # optimlab's steps (what bounds a ratio);
                                                           # each ratio and share with its 95%
-                                                          # interval (step_speed's: the bootstrap
+                                                          # interval (speed_verdicts.py: the bootstrap
                                                           # resamples the alternation's rounds)
 
 A whole step of 2**18 parameters reads its buffers from L3 and one of a few thousand is mostly
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optimlab  # noqa: E402
 from optimlab.kernels import cpu  # noqa: E402
-from step_speed import ci_text, ratio_ci  # noqa: E402
+from speed_verdicts import ci_text, ratio_ci  # noqa: E402
 
 
 def main() -> None:
@@ -198,7 +198,7 @@ def ceiling(numel: int, steps: int) -> None:
             sides[label]()
             times[label].append(time.perf_counter() - t)
     print(f"Adam, {numel} parameters, {torch.get_num_threads()} threads, median of {steps} alternating steps; "
-          f"[95% CI]: percentile bootstrap over the rounds (step_speed.ratio_ci)")
+          f"[95% CI]: percentile bootstrap over the rounds (speed_verdicts.ratio_ci)")
     print(f"{'':<26} {'ms':>8} {'torch fused / this [95% CI]':>28} {'bytes-only ms / this [95% CI]':>30}")
     for label, t in times.items():
         storage = label.split()[-1] if label.startswith("optimlab") else None

@@ -26,7 +26,7 @@ def row(layout="a", columns=None, **kw):
 
 
 def outcomes(rows):
-    return {(r["layout"], column): outcome for r, column, *_, outcome in S.target_outcomes(rows)}
+    return {(r["layout"], column): outcome for r, column, *_, outcome in S.target_outcomes(rows, S.TARGETS)}
 
 
 def test_outcome_reads_the_interval_not_the_point():
@@ -45,7 +45,7 @@ def test_check_targets_counts_and_failures(capsys):
     rows = [row("a", ratio_bfloat16=(1.32, 1.31, 1.36), ratio_int8=(1.5, 1.45, 1.55)),
             row("e", ratio=(6.0, 4.8, 7.0)), row("c", {"%bw": (75.0, 72.0, 78.0)})]
     rows[2]["algorithm"] = "rmsprop"  # "*" on layout c
-    counts = S.check_targets(rows)
+    counts = S.check_targets(rows, S.TARGETS)
     assert counts == {"met": 2, "MISSED": 1, "inconclusive": 1, S.VOID: 0}
     assert S.failures(counts, strict=False) == 1 and S.failures(counts, strict=True) == 2
     out = capsys.readouterr().out
@@ -66,13 +66,13 @@ def test_ratio_ci_scales_the_helper_and_text():
 def test_summarize_runs_counts_each_runs_own_outcome(capsys):
     runs = [[row("a", ratio_bfloat16=(1.27, 1.22, 1.31))], [row("a", ratio_bfloat16=(1.32, 1.31, 1.35))],
             [row("a", ratio_bfloat16=(1.35, 1.32, 1.40))]]
-    assert S.summarize_runs(runs, strict=False) == 0
-    assert S.summarize_runs(runs, strict=True) == 1  # run 1 was inconclusive
+    assert S.summarize_runs(runs, strict=False, targets=S.TARGETS) == 0
+    assert S.summarize_runs(runs, strict=True, targets=S.TARGETS) == 1  # run 1 was inconclusive
     out = capsys.readouterr().out
     assert ("target adam on layout a: ratio bfloat16 (>= 1.3): runs 1.27, 1.32, 1.35; median 1.32, "
             "min-max 1.27-1.35 of the 3 non-void; met in 2 of 3 (inconclusive 1, MISSED 0); void 0 of 3") in out
     runs.append([row("a", ratio_bfloat16=(1.2, 1.1, 1.25))])
-    assert S.summarize_runs(runs, strict=False) == 1
+    assert S.summarize_runs(runs, strict=False, targets=S.TARGETS) == 1
 
 
 def test_repeat_runs_fresh_processes_and_reads_their_rows(tmp_path, monkeypatch, capsys):
@@ -158,7 +158,7 @@ def test_a_throttled_cell_is_void_with_its_numbers_and_reason():
     assert "<<< VOID, throttled: triad 16.5 of 32.2 GB/s in 30 of 30 rounds: its targets are void" in line
     assert row["ratio int8"] == pytest.approx(1.0, abs=0.03) and row["rounds"] == 30  # its numbers, shown
     assert " 24.0" in line  # int8 ms printed
-    got = {column: outcome for _, column, *_, outcome in S.target_outcomes([row])}
+    got = {column: outcome for _, column, *_, outcome in S.target_outcomes([row], S.TARGETS)}
     assert got == {"ratio int8": S.VOID, "state% int8": "met"}  # the counted bytes are no sample: decided
 
 
@@ -193,13 +193,13 @@ def test_throttled_rounds_are_dropped_when_most_of_the_cell_stands():
 def test_void_targets_are_counted_apart_never_met_nor_missed(capsys):
     _, void_row = S.report_cell(plateau_cell(), best_gbs=32.2)
     _, fine_row = S.report_cell(normal_cell(spread=0.02), best_gbs=32.0)
-    counts = S.check_targets([void_row, fine_row])
+    counts = S.check_targets([void_row, fine_row], S.TARGETS)
     assert counts == {"met": 2, "MISSED": 1, "inconclusive": 0, S.VOID: 1}  # fine: int8 1.41 MISSED, 25.4% met x2
     out = capsys.readouterr().out
     assert "ratio int8 1.01 [" in out and "(>= 1.6) void (machine throttled): throttled: triad 16.5 of 32.2" in out
     assert "1 target(s) void: measured while the machine was throttled, neither met nor MISSED" in out
     assert S.failures(counts, strict=False) == 1 and S.failures(counts, strict=True) == 2
-    alone = S.check_targets([void_row])  # --check: void is no MISSED; --strict: it is not met either
+    alone = S.check_targets([void_row], S.TARGETS)  # --check: void is no MISSED; --strict: it is not met either
     assert alone == {"met": 1, "MISSED": 0, "inconclusive": 0, S.VOID: 1}
     assert S.failures(alone, strict=False) == 0 and S.failures(alone, strict=True) == 1
 
@@ -235,16 +235,17 @@ def test_summary_judges_only_the_non_void_runs(capsys):
     fine = lambda v: row("a", ratio_int8=(v, v - 0.05, v + 0.05))  # noqa: E731
     void = {**row("a", ratio_int8=(1.01, 1.0, 1.09)), "void": "throttled: triad 16.5 of 32.2 GB/s in 30 of 30 rounds"}
     runs = [[fine(1.70)], [void], [fine(1.68)]]
-    assert S.summarize_runs(runs, strict=False) == 0 and S.summarize_runs(runs, strict=True) == 0
+    assert S.summarize_runs(runs, strict=False, targets=S.TARGETS) == 0
+    assert S.summarize_runs(runs, strict=True, targets=S.TARGETS) == 0
     out = capsys.readouterr().out
     assert ("target adam on layout a: ratio int8 (>= 1.6): runs 1.70, 1.01 (void), 1.68; median 1.69, "
             "min-max 1.68-1.70 of the 2 non-void; met in 2 of 2 (inconclusive 0, MISSED 0); void 1 of 3") in out
     runs = [[void], [void]]
-    assert S.summarize_runs(runs, strict=False) == 0  # no evidence is no MISSED
-    assert S.summarize_runs(runs, strict=True) == 1   # but it is not met either
+    assert S.summarize_runs(runs, strict=False, targets=S.TARGETS) == 0  # no evidence is no MISSED
+    assert S.summarize_runs(runs, strict=True, targets=S.TARGETS) == 1   # but it is not met either
     assert "runs 1.01 (void), 1.01 (void); no non-void run; met in 0 of 0" in capsys.readouterr().out
     runs = [[fine(1.70)], [void], [fine(1.40)]]
-    assert S.summarize_runs(runs, strict=False) == 1  # a non-void MISSED still fails --check
+    assert S.summarize_runs(runs, strict=False, targets=S.TARGETS) == 1  # a non-void MISSED still fails --check
 
 
 def test_repeat_judges_every_run_against_the_best_triad_of_all_runs(capsys):
@@ -256,7 +257,7 @@ def test_repeat_judges_every_run_against_the_best_triad_of_all_runs(capsys):
     assert rows[0][0]["void"] == "throttled: triad 16.5 of 33.0 GB/s in 30 of 30 rounds"
     assert rows[1][0]["void"] is None and rows[1][0]["ratio int8"] == pytest.approx(1.41, abs=0.03)
     assert "run 1: adam on layout a is void against the best triad of the 2 runs" in capsys.readouterr().out
-    S.summarize_runs(rows, strict=False)
+    S.summarize_runs(rows, strict=False, targets=S.TARGETS)
     out = capsys.readouterr().out
     assert "ratio int8 (>= 1.6): runs 1.01 (void), 1.4" in out and "(inconclusive 0, MISSED 1); void 1 of 2" in out
 
