@@ -43,7 +43,7 @@ from .trace import Trace, Unsupported
 
 CTYPES = {torch.float32: "float", torch.float64: "double"}
 CHUNK = 1 << 15  # elements per unit of parallel work
-PARALLEL_MIN = 1 << 18  # below this many elements one thread does it: waking a second costs more
+PARALLEL_MIN = 2 * CHUNK  # below two chunks of work one thread does it: a second would have no whole chunk
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=off",
          "-fno-trapping-math", "-fPIC", "-shared", "-std=c99"]
 
