@@ -310,10 +310,11 @@ class Backend:
             if kernel.keyed:
                 table.frombytes(bytes(8 * (n + 1)))
         if kernel.keyed:
-            base = bucket.cache["tensor_keys"][1]
-            if self.tensor_base(bucket) is not base:  # (a new seed, or the first step)
-                table[at:at + n] = array("q", bucket.cache["tensor_keys"][1].tolist())
-            table[at + n] = self.tensor_keys(bucket)[1] & 0xFFFFFFFF  # (the step's low 32 bits, as step_key's)
+            base, step = self.tensor_keys(bucket)
+            if bucket.cache.get("keys_written") is not base:  # the first launch, or a new seed
+                table[at:at + n] = array("q", base.tolist())
+                bucket.cache["keys_written"] = base
+            table[at + n] = step & 0xFFFFFFFF  # (the step's low 32 bits, as step_key's)
         kernel(bucket.sizes, table, array("d", scalars or [0.0]), bucket.offsets)  # one set: the trace's scalars
 
 
