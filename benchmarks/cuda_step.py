@@ -347,26 +347,80 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
 
-VARIANTS = [  # (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps); first: the default
-    (True, False, True, 1024, 4, 4), (False, False, True, 1024, 4, 4), (True, True, True, 1024, 4, 4),
-    (True, False, False, 4096, 16, 16), (True, True, False, 4096, 16, 16),
-    (True, False, False, 2048, 32, 16)]  # the last: torch's geometry (512 threads x 4 elements, 64K chunks)
-# Runs 5-7 (docs/performance.md) also timed BLOCK 512-4096, 4-32 blocks per program and 2-16 warps,
-# unrolled and looped: every layout within 0.136-0.153 ms for Adam on layout a, none ahead of the
-# default by more than the run-to-run spread.
+# A kernel layout: (per-program branch, evict-first, unrolled, BLOCK, blocks per program, warps,
+# prefetch depth, tl.range stages, persistent programs per SM); the first is the default.
+VARIANTS = [
+    (True, False, True, 1024, 4, 4, 0, 0, 0), (True, True, True, 1024, 4, 4, 0, 0, 0),
+    # loads issued ahead of the arithmetic of earlier blocks (more bytes in flight per thread)
+    (True, False, True, 1024, 4, 4, 1, 0, 0), (True, False, True, 1024, 4, 4, 3, 0, 0),
+    (True, False, True, 512, 8, 4, 1, 0, 0), (True, False, True, 512, 8, 4, 2, 0, 0),
+    (True, False, True, 1024, 8, 8, 1, 0, 0), (True, False, True, 512, 4, 2, 3, 0, 0),
+    (True, True, True, 1024, 4, 4, 1, 0, 0), (True, False, True, 2048, 4, 8, 1, 0, 0),
+    # a looped chunk that Triton software-pipelines
+    (True, False, False, 1024, 16, 4, 0, 3, 0), (True, False, False, 1024, 16, 4, 0, 2, 0),
+    (True, False, False, 2048, 32, 16, 0, 3, 0),  # torch's geometry (512 threads x 4 elements, 64K chunks)
+    # a persistent grid: SMs x k programs walking every chunk
+    (True, False, True, 1024, 4, 4, 0, 0, 4), (True, False, True, 1024, 4, 4, 1, 0, 8),
+    (True, False, False, 1024, 16, 4, 0, 3, 4)]
+# Runs 5-8 (docs/performance.md, H200) timed BLOCK 512-4096, 4-32 blocks per program and 2-16 warps,
+# unrolled and looped, in order (no prefetch, no stages, no persistent grid): every layout within
+# 0.136-0.157 ms for Adam on layout a, none ahead of the default by more than the run-to-run spread.
 
 
-def _use(split: bool, stream: bool, unroll: bool, block: int, iters: int, warps: int) -> None:
+def _use(split: bool, stream: bool, unroll: bool, block: int, iters: int, warps: int, prefetch: int = 0,
+         stages: int = 0, persist: int = 0) -> None:
     from optimlab.kernels import triton_gpu
 
     triton_gpu.SPLIT, triton_gpu.STREAM, triton_gpu.UNROLL = split, stream, unroll
     triton_gpu.BLOCK, triton_gpu.ITERS, triton_gpu.CHUNK, triton_gpu.NUM_WARPS = block, iters, block * iters, warps
+    triton_gpu.PREFETCH, triton_gpu.STAGES, triton_gpu.PERSIST = prefetch, stages, persist
 
 
 def _describe(variant) -> str:
-    split, stream, unroll, block, iters, warps = variant
-    return (f"{'per-program' if split else 'per-block'} branch{', evict-first' if stream else ''}, "
-            f"{'unrolled' if unroll else 'loop'}, BLOCK {block} x {iters}, {warps} warps")
+    split, stream, unroll, block, iters, warps, prefetch, stages, persist = variant
+    return (f"{'per-program' if split else 'per-block'}{', evict-first' if stream else ''}, "
+            f"{'unrolled' if unroll else 'loop'}{f', prefetch {prefetch}' if prefetch else ''}"
+            f"{f', {stages} stages' if stages else ''}{f', persistent {persist}/SM' if persist else ''}, "
+            f"{block} x {iters}, {warps} warps")
+
+
+def _resources(jit_kernels) -> str:
+    """Registers and spills of the kernels Triton compiled for these JIT functions (what the
+    compiler reports; best effort: Triton's cache layout differs between versions)."""
+    found = []
+    for fn in jit_kernels:
+        try:
+            for cache in getattr(fn, "device_caches", {}).values():
+                table = cache[0] if isinstance(cache, tuple) else cache
+                for compiled in table.values():
+                    found.append(f"{compiled.n_regs} regs/{compiled.n_spills} spills")
+        except Exception:
+            pass
+    return ", ".join(found) if found else "regs ?"
+
+
+def _jit_kernels() -> list:
+    from optimlab.kernels import triton_gpu
+
+    return [kernel for program in triton_gpu._programs.values() for kernel, *_ in program.variants.values()]
+
+
+def _dump(label: str, path: str) -> None:
+    """The PTX and SASS of the compiled kernels, appended to ``path`` (read offline)."""
+    with open(path, "a") as f:
+        for fn in _jit_kernels():
+            try:
+                for cache in fn.device_caches.values():
+                    table = cache[0] if isinstance(cache, tuple) else cache
+                    for compiled in table.values():
+                        f.write(f"\n\n######## {label}: {compiled.n_regs} regs, {compiled.n_spills} spills\n")
+                        for kind in ("sass", "ptx"):
+                            try:
+                                f.write(f"#### {kind}\n{compiled.asm[kind]}\n")
+                            except Exception as e:
+                                f.write(f"#### {kind}: unavailable ({e!r})\n")
+            except Exception as e:
+                f.write(f"\n######## {label}: {e!r}\n")
 
 
 def captured(opts, samples: int) -> list[float]:
@@ -394,27 +448,48 @@ def captured(opts, samples: int) -> list[float]:
 
 def sweep(samples: int) -> None:
     """Kernel layouts on layout a (Adam, NAdam): the per-program or per-block full/tail branch,
-    evict-first hints, a program's blocks unrolled or looped, block size, blocks per program, warps. Each step is captured in a CUDA
-    graph (``capturable=True``) and replayed, so the kernel alone is timed; keeps the fastest
-    layout by the sum of the two algorithms' medians."""
+    evict-first hints, a program's blocks unrolled or looped, loads issued ahead of earlier
+    blocks' arithmetic, a software-pipelined loop, a persistent grid, block size, blocks per
+    program, warps. Each step is captured in a CUDA graph (``capturable=True``) and replayed, so
+    the kernel alone is timed; torch's fused Adam is timed beside each, so that a drift of the
+    machine shows. Keeps the fastest layout by the sum of the two algorithms' medians; with
+    ``$OUT`` set, writes the default's and the fastest layout's PTX and SASS to ``$OUT/kernels.txt``."""
+    from optimlab.kernels import triton_gpu
+
     shapes = LAYOUTS["a"][1]()
     n = torch.Size(shapes[0]).numel()
     results = {}
     for variant in VARIANTS:
         try:
             _use(*variant)
+            triton_gpu._programs.clear()
             sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
+            sides.append(make_side(shapes, torch.optim.Adam, {"lr": 1e-3, "capturable": True, "fused": True}))
             row = captured([opt for _, opt in sides], samples)
+            resources = _resources(_jit_kernels())
             del sides
         except Exception:
-            print(f"  {variant}: ERROR\n{traceback.format_exc()}", flush=True)
+            print(f"  {_describe(variant)}: ERROR\n{traceback.format_exc()[-2000:]}", flush=True)
             continue
-        results[variant] = sum(row)
-        print(f"  {_describe(variant):<62}: "
-              f"Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s), "
-              f"NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s)", flush=True)
+        results[variant] = row[0] + row[1]
+        print(f"  {_describe(variant):<58}: Adam {row[0] * 1e3:.4f} ms ({28 * n / row[0] / 1e9:.0f} GB/s, "
+              f"{row[2] / row[0]:.3f}x torch), NAdam {row[1] * 1e3:.4f} ms ({28 * n / row[1] / 1e9:.0f} GB/s); "
+              f"torch fused {row[2] * 1e3:.4f} ms; {resources}", flush=True)
     best = min(results, key=results.get) if results else VARIANTS[0]
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "best.txt"), "w") as f:
+            f.write(repr(best))
+        for label, variant in (("default", VARIANTS[0]), ("fastest", best)):
+            _use(*variant)
+            triton_gpu._programs.clear()
+            sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
+            for _, opt in sides:
+                opt.step()
+            _dump(f"{label}: {_describe(variant)}", os.path.join(out, "kernels.txt"))
+            del sides
     _use(*best)
+    triton_gpu._programs.clear()
     print(f"  using {_describe(best)}")
     approximate_arithmetic(samples, shapes, n)
 

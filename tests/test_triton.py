@@ -195,22 +195,44 @@ def test_reciprocal_is_taken_in_double_then_rounded():
     assert triton_gpu._reciprocal(1e-39, False) == math.inf  # 1e39 overflows float32
 
 
-@pytest.mark.parametrize("split, stream, unroll", [(False, False, True), (True, False, True), (True, True, True),
-                                                   (True, False, False)],
-                         ids=["per-block-branch", "per-program-branch", "evict-first", "loop"])
-def test_every_program_layout_matches_eager(interpreter, monkeypatch, split, stream, unroll):
+LAYOUTS = {  # (SPLIT, STREAM, UNROLL, PREFETCH, STAGES, PERSIST)
+    "per-block-branch": (False, False, True, 0, 0, 0), "per-program-branch": (True, False, True, 0, 0, 0),
+    "evict-first": (True, True, True, 0, 0, 0), "loop": (True, False, False, 0, 0, 0),
+    "prefetch-1": (True, False, True, 1, 0, 0), "prefetch-all": (True, False, True, 2, 0, 0),
+    "pipelined-loop": (True, False, False, 0, 3, 0), "persistent": (True, False, True, 0, 0, 1),
+    "persistent-prefetch": (True, False, True, 1, 0, 1), "persistent-per-block": (False, False, True, 0, 0, 1)}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_program_layout_matches_eager(interpreter, monkeypatch, layout):
     """The kernel with one full/tail branch per program (pointers moved to the chunk, 32-bit
-    offsets), the one testing every block, the evict-first form and the form whose blocks are a
-    loop (the tail's loop only over blocks that hold elements) agree with the eager rule
-    (several programs per tensor, a tail inside the last one)."""
-    monkeypatch.setattr(triton_gpu, "SPLIT", split)
-    monkeypatch.setattr(triton_gpu, "STREAM", stream)
-    monkeypatch.setattr(triton_gpu, "UNROLL", unroll)
+    offsets), the one testing every block, the evict-first form, the form whose blocks are a
+    loop (the tail's loop only over blocks that hold elements), a ``tl.range`` loop with pipeline
+    stages, blocks whose loads are issued one or all blocks ahead, and a persistent grid (4
+    programs per "SM" here: fewer programs than chunks, so each walks several) agree bit for bit
+    with the eager rule (several programs per tensor, a tail inside the last one)."""
+    split, stream, unroll, prefetch, stages, persist = LAYOUTS[layout]
+    for name, value in zip(("SPLIT", "STREAM", "UNROLL", "PREFETCH", "STAGES", "PERSIST"), LAYOUTS[layout]):
+        monkeypatch.setattr(triton_gpu, name, value)
+    monkeypatch.setattr(triton_gpu, "_processors", lambda device: 1)  # persistent: one program walks every chunk
+    launched = []
+    real = triton_gpu._load
+
+    def spy(source):
+        launched.append(source)
+        return real(source)
+
+    monkeypatch.setattr(triton_gpu, "_load", spy)
     ours, eager = _fused_vs_eager(*CASES[12], torch.float32)
     for a, b in zip(ours, eager):
-        torch.testing.assert_close(a, b)
-    assert any(key[2:] == (split, stream, unroll) for program in triton_gpu._programs.values()
-               for key in program.variants)
+        assert torch.equal(a, b), f"max |triton - eager| {float((a - b).abs().max()):.3g}"
+    assert any(key[2:] == (split, stream, unroll or not split, (prefetch, triton_gpu.ITERS) if prefetch else 0, stages,
+                               persist > 0)
+               for program in triton_gpu._programs.values() for key in program.variants)
+    text = "\n".join(launched)
+    assert ("offs_1 = 1 * BLOCK" in text) == bool(prefetch)
+    assert ("num_stages=3" in text) == bool(stages)
+    assert ("for c in range(pid, nc, tl.num_programs(0))" in text) == bool(persist)
 
 
 @pytest.mark.parametrize("backend", ["triton", "foreach"])

@@ -114,6 +114,7 @@ class _LowSource(triton_gpu.TritonSource):
     """The buffers in ``low`` in a low-precision storage (the subclass's)."""
 
     needs_split = True  # element indices and 8-bit blocks are counted from the chunk's ``start``
+    reorders = False  # its accesses name ``offs`` and ``i``: blocks in order
 
     def __init__(self, dtype: torch.dtype, aligned: bool, low: set[int]) -> None:
         super().__init__(dtype, aligned)

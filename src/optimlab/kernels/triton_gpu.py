@@ -57,6 +57,11 @@ NUM_WARPS = 4
 SPLIT = os.environ.get("OPTIMLAB_TRITON_SPLIT", "1") == "1"  # one branch per program, not per block
 STREAM = os.environ.get("OPTIMLAB_TRITON_STREAM", "0") == "1"  # evict-first loads and stores (off: see docs)
 UNROLL = os.environ.get("OPTIMLAB_TRITON_UNROLL", "1") == "1"  # a program's blocks unrolled, or a loop
+# Unrolled full chunks: each block's loads issued this many blocks ahead of its arithmetic (0: in
+# order, a block's loads after the previous block's stores), so that more bytes are in flight.
+PREFETCH = int(os.environ.get("OPTIMLAB_TRITON_PREFETCH", 0))
+STAGES = int(os.environ.get("OPTIMLAB_TRITON_STAGES", 0))  # looped blocks: ``tl.range(num_stages=)``; 0: none
+PERSIST = int(os.environ.get("OPTIMLAB_TRITON_PERSIST", 0))  # programs per SM walking every chunk; 0: one per chunk
 # After a bucket's first launch through Triton's JIT (which compiles and specialises the kernel
 # for these arguments: pointer alignment, the tensor count, an int's width; the numbers' values are
 # never specialised), launch the compiled kernel directly: Triton's per-call binding costs more
@@ -101,6 +106,7 @@ class TritonSource:
     """
 
     needs_split = False  # True: the accesses use the per-program layout's ``start``, ``rest``
+    reorders = True  # False: the accesses use ``offs`` and ``i`` by name (no prefetched blocks)
 
     def __init__(self, dtype: torch.dtype, aligned: bool) -> None:
         self.storage, self.compute, self.aligned = STORAGE[dtype], compute_type(dtype), aligned
@@ -132,11 +138,11 @@ class TritonSource:
     def _hints(self, masked: bool) -> str:
         return (", mask=mask" if masked else "") + (', eviction_policy="evict_first"' if self.stream else "")
 
-    def load(self, buffer: int, masked: bool) -> str:
-        return f"tl.load(b{buffer} + offs{self._hints(masked)}).to(CT)"
+    def load(self, buffer: int, masked: bool, offs: str = "offs") -> str:
+        return f"tl.load(b{buffer} + {offs}{self._hints(masked)}).to(CT)"
 
-    def store(self, buffer: int, value: str, masked: bool) -> str:
-        return f"tl.store(b{buffer} + offs, {value}.to({self.storage}){self._hints(masked)})"
+    def store(self, buffer: int, value: str, masked: bool, offs: str = "offs") -> str:
+        return f"tl.store(b{buffer} + {offs}, {value}.to({self.storage}){self._hints(masked)})"
 
     def scalar(self, slot: int) -> str:
         """A Python number argument: float32 arguments, or float64's bits as an int64."""
@@ -150,8 +156,9 @@ class TritonSource:
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
              aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
-             split: bool = True, stream: bool = False,
-             unroll: bool = True) -> tuple[str, list[int], list[int], set[int]]:
+             split: bool = True, stream: bool = False, unroll: bool = True, prefetch: int = 0,
+             stages: int = 0, persistent: bool = False,
+             iters: int | None = None) -> tuple[str, list[int], list[int], set[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
     Returns the source, the slots of the Python-number arguments in order, the slots of the
@@ -163,10 +170,17 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     block tests whether it is full (64-bit offsets from the tensor's start). ``stream``: loads
     and stores evict first. ``unroll``: the ``ITERS`` blocks of a program are unrolled
     (``tl.static_range``); otherwise a loop, so that a program can cover a long chunk.
+    ``prefetch`` (unrolled full chunks, ``iters`` blocks): each block's loads are issued that
+    many blocks before its arithmetic. ``stages``: the looped full chunk is a ``tl.range`` with
+    that many pipeline stages. ``persistent``: each program walks chunks ``pid, pid + grid, ...``
+    of the ``nc`` chunks (the launch picks the grid), instead of one chunk per program.
     """
     source = source or TritonSource(dtype, aligned)
     source.stream = stream
     split = split or source.needs_split
+    prefetch = prefetch if split and unroll and source.reorders else 0
+    stages = stages if split and not unroll and source.reorders else 0
+    iters = ITERS if iters is None else iters
     live = trace.live(node for _, node in outputs)
     n_buffers = max([n_inputs - 1] + [b for b, _ in outputs]) + 1
     slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "scalar"]
@@ -177,62 +191,95 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     double = source.compute == "tl.float64"
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
                "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
-    args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["S"] if device_slots else [])
-    args += [f"s{slot}" for slot in slots] + source.arguments()
+    args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["nc"] if persistent else [])
+    args += (["S"] if device_slots else []) + [f"s{slot}" for slot in slots] + source.arguments()
     scalar_names = [f"s{slot}" for slot in slots] + source.arguments()
     lines = ["import triton", "import triton.language as tl", "", ""] + source.preamble() + [
              f"@triton.jit(do_not_specialize={scalar_names!r})",
              f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
              f"    CT: tl.constexpr = {source.compute}",
-             "    pid = tl.program_id(0)",
-             "    t = tl.load(PROGRAM_TENSOR + pid).to(tl.int64)",
-             "    start = tl.load(PROGRAM_START + pid)",
+             "    pid = tl.program_id(0)"]
+    chunk = "c" if persistent else "pid"
+    inner = [f"    t = tl.load(PROGRAM_TENSOR + {chunk}).to(tl.int64)",
+             f"    start = tl.load(PROGRAM_START + {chunk})",
              "    n = tl.load(SIZES + t)"]
-    lines += ["    " + line for line in source.setup()]
-    lines += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
+    inner += ["    " + line for line in source.setup()]
+    inner += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
     for i in live:
         op, *rest = trace.nodes[i]
         if op == "scalar":
-            lines.append(f"    t{i} = {source.scalar(rest[0])}")
+            inner.append(f"    t{i} = {source.scalar(rest[0])}")
         elif op == "dscalar":
-            lines.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
+            inner.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
     body = [trace, live, outputs, source, helpers, divisors]
     if split:
         offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
-        loop = "        for i in " + ("tl.static_range(ITERS):" if unroll else "range(ITERS):")
-        lines += ["    if start + BLOCK * ITERS <= n:", loop, offs]
-        lines += _body(*body, masked=False)
-        lines += ["    else:", "        rest = (n - start).to(tl.int32)  # < BLOCK * ITERS here",
-                  loop if unroll else "        for i in range((rest + BLOCK - 1) // BLOCK):",  # only blocks that hold elements
-                  offs, " " * 12 + "mask = offs < rest"]
-        lines += _body(*body, masked=True)
+        loop = "        for i in " + ("tl.static_range(ITERS):" if unroll else
+                                      f"tl.range(ITERS, num_stages={stages}):" if stages else "range(ITERS):")
+        inner.append("    if start + BLOCK * ITERS <= n:")
+        if prefetch:
+            inner += _prefetched(body, iters, prefetch)
+        else:
+            inner += [loop, offs] + _body(*body, masked=False)
+        tail = loop if unroll and not stages else "        for i in range((rest + BLOCK - 1) // BLOCK):"
+        inner += ["    else:", "        rest = (n - start).to(tl.int32)  # < BLOCK * ITERS here",
+                  tail, offs, " " * 12 + "mask = offs < rest"]  # a loop: only blocks that hold elements
+        inner += _body(*body, masked=True)
     else:
         offsets = ["lo = start + i * BLOCK",
                    "offs = tl.max_contiguous(tl.multiple_of(lo + tl.arange(0, BLOCK), BLOCK), BLOCK)"]
-        lines += ["    for i in tl.static_range(ITERS):"] + [" " * 8 + line for line in offsets]
-        lines += ["        if lo + BLOCK <= n:"] + _body(*body, masked=False)
-        lines += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
-    return "\n".join(lines) + "\n", slots, device_slots, inverted
+        inner += ["    for i in tl.static_range(ITERS):"] + [" " * 8 + line for line in offsets]
+        inner += ["        if lo + BLOCK <= n:"] + _body(*body, masked=False)
+        inner += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
+    if persistent:
+        inner = ["    for c in range(pid, nc, tl.num_programs(0)):"] + ["    " + line for line in inner]
+    return "\n".join(lines + inner) + "\n", slots, device_slots, inverted
+
+
+def _prefetched(body: list, iters: int, depth: int) -> list[str]:
+    """A full chunk's ``iters`` blocks unrolled, each block's loads issued ``depth`` blocks ahead
+    of its arithmetic and stores (the blocks are disjoint, so no load passes a store to its address)."""
+    pad = " " * 8
+    lines = [f"{pad}offs_{k} = {k} * BLOCK + tl.arange(0, BLOCK)" for k in range(iters)]
+    loads = [_body(*body, masked=False, block=k, part="loads") for k in range(iters)]
+    for k in range(min(depth, iters)):
+        lines += loads[k]
+    for k in range(iters):
+        if k + depth < iters:
+            lines += loads[k + depth]
+        lines += _body(*body, masked=False, block=k, part="rest")
+    return [pad + line.lstrip() for line in lines]
 
 
 def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], source: TritonSource,
-          helpers: dict[str, str], divisors: set[int], masked: bool) -> list[str]:
+          helpers: dict[str, str], divisors: set[int], masked: bool, block: int | None = None,
+          part: str = "all") -> list[str]:
+    """One block's loads, arithmetic and stores (``part``: all, only the loads, or the rest).
+    ``block``: the values and offsets are that block's own names (``t3_1``, ``offs_1``), for
+    blocks whose work is interleaved; a scalar keeps its one name."""
     pad = " " * 12
+    suffix = "" if block is None else f"_{block}"
+    where = {} if block is None else {"offs": f"offs{suffix}"}
+
+    def name(node: int) -> str:
+        return f"t{node}" if trace.nodes[node][0] in ("scalar", "dscalar") else f"t{node}{suffix}"
+
     lines = []
     for i in live:
         op, *args = trace.nodes[i]
-        if op in ("scalar", "dscalar"):
+        if op in ("scalar", "dscalar") or (part == "loads" and op != "in") or (part == "rest" and op == "in"):
             continue
         if op == "in":
-            expr = source.load(args[0], masked)
+            expr = source.load(args[0], masked, **where)
         elif op == "div" and args[1] in divisors:  # the argument is the divisor's reciprocal
-            expr = f"(t{args[0]} * t{args[1]})"
+            expr = f"({name(args[0])} * {name(args[1])})"
         elif op in OPS:
-            expr = OPS[op].emit_triton([f"t{a}" for a in args], helpers)
+            expr = OPS[op].emit_triton([name(a) for a in args], helpers)
         else:
             raise Unsupported(f"no Triton for node {op}", op=op)
-        lines.append(f"{pad}t{i} = {expr}")
-    lines += [pad + source.store(buffer, f"t{node}", masked) for buffer, node in outputs]
+        lines.append(f"{pad}{name(i)} = {expr}")
+    if part != "loads":
+        lines += [pad + source.store(buffer, name(node), masked, **where) for buffer, node in outputs]
     return lines
 
 
@@ -271,7 +318,8 @@ class Program:
 
     def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
         """The kernel for this pointer alignment (and the module's current code options)."""
-        key = (aligned, reciprocal_division(), SPLIT, STREAM, UNROLL or not SPLIT)
+        key = (aligned, reciprocal_division(), SPLIT, STREAM, UNROLL or not SPLIT, (PREFETCH, ITERS) if PREFETCH else 0,
+               STAGES, PERSIST > 0)
         found = self.variants.get(key)
         if found is None:
             with _lock:
@@ -279,7 +327,8 @@ class Program:
                 if found is None:
                     source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
                                                aligned, self.source(self.dtype, aligned), reciprocal=key[1],
-                                               split=key[2], stream=key[3], unroll=key[4])
+                                               split=key[2], stream=key[3], unroll=key[4],
+                                               prefetch=PREFETCH, stages=STAGES, persistent=key[7], iters=ITERS)
                     found = self.variants[key] = (_load(source), *layout)
         return found
 
@@ -360,6 +409,20 @@ def _raw_stream(index: int) -> int:
     return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
 
 
+_sm_counts: dict[int, int] = {}
+
+
+def _processors(device: torch.device) -> int:
+    """The device's multiprocessors (a persistent grid's unit); 4 for CPU tensors (the interpreter)."""
+    if device.type != "cuda":
+        return 4
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    count = _sm_counts.get(index)
+    if count is None:
+        count = _sm_counts[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return count
+
+
 def _disable_fast_launch() -> None:
     global FAST_LAUNCH
     FAST_LAUNCH = False
@@ -379,6 +442,10 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     ptrs = tables.pointers(bucket, columns, extra)
     kernel, slots, device_slots, inverted = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
+    grid = tables.programs
+    if PERSIST > 0:
+        args.append(tables.programs)
+        grid = min(grid, PERSIST * _processors(device))
     if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
         args.append(torch.stack([scalars[k].to(torch.float64) for k in device_slots]))
     values = [float(scalars[k]) for k in slots]
@@ -388,20 +455,20 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     args += extra_args
     if interpreting():
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
-            kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS)
+            kernel[(grid,)](*args, BLOCK=BLOCK, ITERS=ITERS)
         return
-    key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS)
+    key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS, grid)
     if program.double:  # Triton types an int argument (a float64 number's bits) int32 or int64 by value
         key += tuple(-2 ** 31 <= a < 2 ** 31 for a in args if type(a) is int)
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
         stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
         try:
-            compiled[(tables.programs, 1, 1)](*args, BLOCK, ITERS, stream=stream)
+            compiled[(grid, 1, 1)](*args, BLOCK, ITERS, stream=stream)
             return
         except TypeError:  # a Triton whose launcher takes other arguments (checked before launching)
             _disable_fast_launch()
-    compiled = kernel[(tables.programs,)](*args, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
+    compiled = kernel[(grid,)](*args, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
                                          enable_fp_fusion=False)
     if FAST_LAUNCH and hasattr(compiled, "__getitem__"):
         tables.compiled[key] = compiled
