@@ -182,7 +182,9 @@ def correctness(quick: bool) -> None:
 
 def capture_check() -> None:
     """Capture one capturable step in a CUDA graph, replay it with fresh gradients; compare with
-    the same optimizer stepping eagerly (optimlab's eager rule, and torch.optim's own)."""
+    the same optimizer stepping eagerly (optimlab's eager rule, also in its capturable form, whose
+    counter arithmetic runs as torch ops on the device where the kernel computes it in float64,
+    and torch.optim's own); count the kernels one captured step launches."""
     shapes = [(1000,), (37, 5), (4096,), (3,)]
     cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
              ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True}),
@@ -192,13 +194,14 @@ def capture_check() -> None:
         try:
             pg, og = make_side(shapes, getattr(optimlab, name), {**kwargs, "capturable": True})
             pe, oe = make_side(shapes, getattr(optimlab, name), {**kwargs, "fused": False})
+            pc, oc = make_side(shapes, getattr(optimlab, name), {**kwargs, "fused": False, "capturable": True})
             plain = {k: v for k, v in kwargs.items() if k != "state_dtype"}
             pt, ot = make_side(shapes, getattr(torch.optim, name), {**plain, "capturable": True, "foreach": True})
             gen = torch.Generator(device="cuda").manual_seed(7)
 
             def new_grads():
                 grads = [torch.randn(p.shape, generator=gen, device="cuda") for p in pg]
-                for side in (pg, pe, pt):
+                for side in (pg, pe, pt, pc):
                     for p, g in zip(side, grads):
                         p.grad.copy_(g)
 
@@ -210,6 +213,7 @@ def capture_check() -> None:
                     og.step()
                     oe.step()
                     ot.step()
+                    oc.step()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             fused_before = kernels.stats["fused_tensors"]
@@ -221,7 +225,9 @@ def capture_check() -> None:
                 graph.replay()
                 oe.step()
                 ot.step()
+                oc.step()
             torch.cuda.synchronize()
+            d_capt = max(float((a - b).abs().max()) for a, b in zip(pg, pc))
             d_eager = max(float((a - b).abs().max()) for a, b in zip(pg, pe))
             d_torch = 0.0 if "state_dtype" in kwargs else max(float((a - b).abs().max()) for a, b in zip(pg, pt))
             sg, se = og.state_dict()["state"], oe.state_dict()["state"]
@@ -230,11 +236,26 @@ def capture_check() -> None:
             steps = float(sg[0]["step"])
             ok = d_eager < 1e-5 and d_torch < 1e-5 and d_state < 1e-5 and steps == 8 and captured == len(shapes)
             label = name + (f" {kwargs['state_dtype']}" if "state_dtype" in kwargs else "")
+            launches = _graph_kernels(og)  # one more step: after every comparison
             print(f"  {label:<10} {'PASS' if ok else 'FAIL'}: 3 eager + 5 replayed steps; max|graph - eager| "
-                  f"params {d_eager:.2g}, state {d_state:.2g}; vs torch capturable {d_torch:.2g}; "
-                  f"step counter {steps:g} (on {sg[0]['step'].device})", flush=True)
+                  f"params {d_eager:.2g}, state {d_state:.2g}; vs eager capturable {d_capt:.2g}; vs torch "
+                  f"capturable {d_torch:.2g}; step counter {steps:g} (on {sg[0]['step'].device}); "
+                  f"{launches} kernels per captured step", flush=True)
         except Exception:
             print(f"  {name:<8} ERROR:\n{traceback.format_exc()}", flush=True)
+
+
+def _graph_kernels(opt) -> str:
+    """How many kernels one step launches (counted by the profiler over a step, capturable form)."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            opt.step()
+            torch.cuda.synchronize()
+        return str(sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA))
+    except Exception as e:  # the profiler is a diagnostic here
+        return f"? ({type(e).__name__})"
 
 
 LATENCY = r"""

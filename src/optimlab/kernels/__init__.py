@@ -63,7 +63,7 @@ import torch
 from torch import Tensor
 
 from . import cpu, foreach, native, precision, precision_cpu
-from .trace import CachedTracer, Unsupported, Vec, trace_rule
+from .trace import CachedTracer, DVal, Unsupported, Vec, trace_rule
 
 __all__ = ["step", "listing", "fused_enabled", "check_capturable", "stats", "Unsupported", "listed_twice_state",
            "hide_state_made_this_step"]
@@ -461,13 +461,10 @@ def _arguments(values: dict[str, float], round_: Any, counts_steps: bool = True)
 
 
 def _device_arguments(values: dict[str, Tensor], counts_steps: bool = True) -> dict[str, Tensor]:
-    """A capturable step's ``step`` and scalar-state arguments: float64 0-dim tensors on the device
-    (no ``step`` for a rule that counts none)."""
-    arguments = {name: value.to(torch.float64) for name, value in values.items()
-                 if counts_steps or name != "step"}
-    if "step" in arguments:
-        arguments["step"] = arguments["step"] + 1
-    return arguments
+    """A capturable step's ``step`` and scalar-state arguments: the plan's 0-dim buffers on the
+    device (no ``step`` for a rule that counts none). The trace records what the rule computes
+    from them; the kernel reads them when it runs, after the step's ``step += 1``."""
+    return {name: value for name, value in values.items() if counts_steps or name != "step"}
 
 
 def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: torch.dtype,
@@ -482,14 +479,14 @@ def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: 
     inputs = ["param", "grad", *names]
     trace, out = (tracer or trace_rule)(rule.update, inputs, arguments, rule.name, device)
     if known is not None and trace is known:
-        return trace, None, None, {name: value if isinstance(value, Tensor) else float(value)
+        return trace, None, None, {name: _scalar_output(value)
                                    for name, value in out.items() if name in rule.scalar_state}
     outputs: list[tuple[int, int]] = []
     fresh: list[str] = []
     scalar_out: dict[str, float] = {}
     for name, value in out.items():
         if name in rule.scalar_state:
-            scalar_out[name] = value if isinstance(value, Tensor) else float(value)
+            scalar_out[name] = _scalar_output(value)
             continue
         if not isinstance(value, Vec):
             raise Unsupported(f"output {name!r} is not element-wise")
@@ -499,6 +496,11 @@ def _trace(rule: Any, names: tuple[str, ...], arguments: dict[str, Any], dtype: 
             fresh.append(name)
             outputs.append((len(inputs) + len(fresh) - 1, value.index))
     return trace, outputs, fresh, scalar_out
+
+
+def _scalar_output(value: Any) -> Any:
+    """Scalar state the rule returns: a number, or (capturable) a device value computed after the launch."""
+    return value if isinstance(value, (Tensor, DVal)) else float(value)
 
 
 def _kernel(rule: Any, backend: Any, trace: Any, outputs: list[tuple[int, int]], n_inputs: int,
@@ -581,9 +583,8 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor] | None, slo
     new_state = [[torch.empty_like(p) for p in params] for _ in bucket.fresh]
     n = len(params)
     if "step" in bucket.scalars:
-        if bucket.capturable:
+        if bucket.capturable:  # one kernel; ``expected`` serves the host checks, which capturable skips
             bucket.scalars["step"] += 1
-            bucket.expected["step"] += 1
         else:  # the same float additions as ``+= 1`` on the buffers, without two torch calls
             address, expected, _, double = bucket.scalar_memory["step"]
             checks.advance(address, n, double)
@@ -594,9 +595,10 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor] | None, slo
         if "step" in s.values:
             s.values["step"] = bucket.round(s.values["step"] + 1)
         for name, value in scalar_out.items():
-            if bucket.capturable:
+            if bucket.capturable:  # computed now, from the counters the kernel read (Nadam's mu_product)
+                if isinstance(value, DVal):
+                    value = value.trace.device_value(value.index)
                 bucket.scalars[name][s.start:s.stop].fill_(value)
-                bucket.expected[name][s.start:s.stop].fill_(value)
                 continue
             address, expected, size, double = bucket.scalar_memory[name]
             checks.fill(address + size * s.start, s.stop - s.start, value, double)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .ops import OPS
-from .trace import LEAVES, Trace, Unsupported
+from .trace import DEVICE_OPS, LEAVES, Trace, Unsupported, device_value
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -30,19 +30,23 @@ class Program:
 
     def __init__(self, trace: Trace, outputs: Sequence[tuple[int, int]]) -> None:
         self.outputs = list(outputs)
+        self.nodes = list(trace.nodes)
         self.order = [(i, trace.nodes[i]) for i in trace.live(node for _, node in outputs)]
         for _, (op, *_args) in self.order:
-            if op not in LEAVES and op not in OPS:
+            if op not in LEAVES and op not in OPS and op not in DEVICE_OPS:
                 raise Unsupported(f"no foreach form of node {op}", op=op)
 
     def __call__(self, columns: Sequence[list[Tensor]], scalars: Sequence[Any]) -> None:
         """``columns[k]``: buffer k of every tensor (outputs may be inputs, updated in place)."""
         values: dict[int, Any] = {}
+        device: dict[int, Any] = {}
         for i, (op, *args) in self.order:
             if op == "in":
                 values[i] = columns[args[0]]
-            elif op in ("scalar", "dscalar"):  # a float, or a 0-dim device tensor
+            elif op == "scalar":
                 values[i] = scalars[args[0]]
+            elif op in DEVICE_OPS or op in ("dscalar", "dconst"):  # computed on the device (capturable)
+                values[i] = device_value(self.nodes, scalars, i, device)
             elif OPS[op].arity == 0:  # zeros or ones like the parameters
                 values[i] = OPS[op].foreach(columns[0])
             else:

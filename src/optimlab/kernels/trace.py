@@ -15,6 +15,7 @@ back to eager; an op the table lacks also warns, once per rule and op (:func:`tr
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import warnings
@@ -36,7 +37,26 @@ class Unsupported(Exception):
         self.op = op
 
 
-LEAVES = ("in", "scalar", "dscalar")  # node kinds that are no op: a buffer's value, a scalar slot
+LEAVES = ("in", "scalar", "dscalar", "dconst")  # node kinds that are no op: a buffer's value, a scalar slot
+
+# A capturable step's arithmetic on its device counters (``1 - beta1 ** step``), recorded as nodes
+# of the same trace and computed in float64 inside the kernel, not by one tiny kernel per operation.
+# Each node kind: its meaning on 0-dim float64 tensors and Python numbers (what the eager rule
+# computes, applied again for the foreach executor and for scalar state such as Nadam's
+# ``mu_product``), and its Triton form in float64. ``dsqrt`` is also ``x ** 0.5`` (torch's CUDA
+# ``pow`` takes that exponent as ``sqrt``), ``dsquare`` ``x ** 2``; ``number / x`` is
+# ``x.reciprocal() * number`` and ``x / number`` is ``x * (1 / number)`` with the reciprocal taken
+# in double on the host, as torch computes both; a ``dconst`` is a number argument (float64 bits).
+DEVICE_OPS: dict[str, tuple[Callable[..., Any], str]] = {
+    "dadd": (operator.add, "({a} + {b})"), "dsub": (operator.sub, "({a} - {b})"),
+    "dmul": (operator.mul, "({a} * {b})"), "ddiv": (operator.truediv, "({a} / {b})"),
+    "drecip": (lambda a: a.reciprocal(), "(1.0 / {a})"), "dneg": (operator.neg, "(-{a})"),
+    "dsqrt": (lambda a: a ** 0.5, "tl.sqrt({a})"),  # float64: sqrt.rn, as CUDA's sqrt
+    "dsquare": (lambda a: a ** 2, "({a} * {a})"),
+    "dpow": (operator.pow, "pow64({a}, {b})"),  # libdevice's pow (CUDA's), as torch's CUDA pow
+    "dcast": (lambda a: a, "{a}.to(CT)"),  # where a device value meets a tensor: rounded to its type
+}
+TORCH_POW_SPECIAL = {-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0}  # exponents torch's pow computes otherwise
 
 
 def live_nodes(nodes: Any, roots: Any, leaves: Any) -> list[int]:
@@ -73,14 +93,18 @@ class Trace:
         return Vec(self, index)
 
     def scalar(self, value: Any) -> "Vec":
-        """A slot for a number meeting a tensor: ``("scalar", slot)`` for a Python number, or
-        ``("dscalar", slot)`` for a 0-dim tensor on the trace's device (computed there, no sync)."""
-        if isinstance(value, Sym):  # a recorded number: its value now, its source for replays
-            kind = "scalar"
-        elif isinstance(value, torch.Tensor):
+        """A slot for a number meeting a tensor: ``("scalar", slot)`` for a Python number; for a
+        device value (:class:`DVal`, or a 0-dim tensor on the trace's device) a ``dcast`` node."""
+        if isinstance(value, torch.Tensor):
             if self.device is None or value.dim() != 0 or value.device != self.device:
                 raise Unsupported("a real tensor met a traced one (tensor hyperparameters run eagerly)")
-            kind = "dscalar"
+            value = self.device_input(value)
+        if isinstance(value, DVal):
+            if value.trace is not self:
+                raise Unsupported("device values from two traces")
+            return self.node("dcast", value.index)
+        if isinstance(value, Sym):  # a recorded number: its value now, its source for replays
+            kind = "scalar"
         elif isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise Unsupported(f"operand of type {type(value).__name__}")
         else:
@@ -92,9 +116,49 @@ class Trace:
     def input(self, slot: int) -> "Vec":
         return self.node("in", slot)
 
+    def device_input(self, tensor: torch.Tensor) -> "DVal":
+        """A 0-dim tensor on the device (a counter, scalar state): read by the kernel from memory
+        when it runs, widened to float64; its slot holds the tensor."""
+        self.scalars.append(tensor)
+        self.nodes.append(("dscalar", len(self.scalars) - 1))
+        return DVal(self, len(self.nodes) - 1)
+
+    def device_constant(self, value: float) -> int:
+        """A number in a device computation: a float64 argument of the kernel (a slot, never shared)."""
+        self.scalars.append(float(value))
+        self.nodes.append(("dconst", len(self.scalars) - 1))
+        return len(self.nodes) - 1
+
+    def device_node(self, op: str, *args: int) -> "DVal":
+        key = (op, *args)
+        index = self._memo.get(key)
+        if index is None:
+            index = self._memo[key] = len(self.nodes)
+            self.nodes.append(key)
+        return DVal(self, index)
+
+    def device_value(self, index: int, cache: dict[int, Any] | None = None) -> Any:
+        """Node ``index`` of the device computation, computed now: see :func:`device_value`."""
+        return device_value(self.nodes, self.scalars, index, {} if cache is None else cache)
+
     def live(self, roots: Any) -> list[int]:
         """The nodes that ``roots`` depend on (themselves included), in evaluation order."""
         return live_nodes(self.nodes, roots, LEAVES)
+
+
+def device_value(nodes: Any, scalars: Any, index: int, cache: dict[int, Any]) -> Any:
+    """Node ``index`` of a trace's device computation, computed now with torch on the slots'
+    tensors (``scalars``: the step's slot values): the same operations, in the same order, as the
+    eager rule; a 0-dim float64 tensor (a number for a ``dconst``)."""
+    if index not in cache:
+        op, *args = nodes[index]
+        if op == "dscalar":
+            cache[index] = scalars[args[0]].to(torch.float64)
+        elif op == "dconst":
+            cache[index] = scalars[args[0]]
+        else:
+            cache[index] = DEVICE_OPS[op][0](*(device_value(nodes, scalars, a, cache) for a in args))
+    return cache[index]
 
 
 class Vec:
@@ -151,6 +215,86 @@ class Vec:
             name = getattr(func, "__name__", str(func))
             raise Unsupported(f"torch function {name}", op=name)
         return handler(*args, **kwargs)
+
+
+class DVal:
+    """A number computed on the device from a capturable step's 0-dim tensors (``step``,
+    ``mu_product``): each operation a node of the trace (:data:`DEVICE_OPS`), nothing run now.
+    A use that needs its value on the host (a comparison, ``float()``) raises :class:`Unsupported`."""
+
+    __slots__ = ("trace", "index")
+
+    def __init__(self, trace: Trace, index: int) -> None:
+        self.trace, self.index = trace, index
+
+    def _index(self, other: Any) -> int | None:
+        if isinstance(other, DVal) and other.trace is self.trace:
+            return other.index
+        if isinstance(other, numbers.Real) and not isinstance(other, bool) and not isinstance(other, Sym):
+            return self.trace.device_constant(float(other))
+        return None
+
+    def _op(self, op: str, other: Any, reverse: bool = False) -> Any:
+        b = self._index(other)
+        if b is None:
+            return NotImplemented  # a traced tensor takes it from here (``Vec.__rmul__``)
+        return self.trace.device_node(op, *((b, self.index) if reverse else (self.index, b)))
+
+    def __add__(self, o): return self._op("dadd", o)
+    def __radd__(self, o): return self._op("dadd", o, True)
+    def __sub__(self, o): return self._op("dsub", o)
+    def __rsub__(self, o): return self._op("dsub", o, True)
+    def __mul__(self, o): return self._op("dmul", o)
+    def __rmul__(self, o): return self._op("dmul", o, True)
+    def __neg__(self): return self.trace.device_node("dneg", self.index)
+    def __pos__(self): return self
+
+    def __truediv__(self, o):
+        if isinstance(o, DVal):
+            return self._op("ddiv", o)
+        if isinstance(o, numbers.Real) and not isinstance(o, (bool, Sym)):  # torch: x * (1 / o), 1 / o in double
+            return self._op("dmul", math.copysign(math.inf, o) if o == 0 else 1.0 / o)
+        return NotImplemented
+
+    def __rtruediv__(self, o):  # torch: ``number / tensor`` is ``tensor.reciprocal() * number``
+        if self._index(o) is None:
+            return NotImplemented
+        return self.trace.device_node("drecip", self.index)._op("dmul", o)
+
+    def __pow__(self, e):
+        if isinstance(e, numbers.Real) and not isinstance(e, (bool, Sym)):
+            if e == 0.5:
+                return self.sqrt()
+            if e == 2:
+                return self.trace.device_node("dsquare", self.index)
+            if e in TORCH_POW_SPECIAL:
+                raise Unsupported(f"a device value ** {e}")
+        return self._op("dpow", e)
+
+    def __rpow__(self, base):
+        if isinstance(base, numbers.Real) and not isinstance(base, (bool, Sym)) and base == 1:
+            return DVal(self.trace, self.trace.device_constant(1.0))  # torch fills ones
+        return self._op("dpow", base, True)
+
+    def sqrt(self) -> "DVal":
+        return self.trace.device_node("dsqrt", self.index)
+
+    @classmethod
+    def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None):
+        if func in (torch.sqrt, torch.Tensor.sqrt) and isinstance(args[0], DVal) and not kwargs and len(args) == 1:
+            return args[0].sqrt()
+        if any(isinstance(a, Vec) for a in args):  # ``torch.mul(step_size, m)``: the tensor's recording
+            return Vec.__torch_function__(func, types, args, kwargs)
+        raise Unsupported(f"torch function {getattr(func, '__name__', func)} on a device value")
+
+    def _host(self, *args: Any) -> Any:
+        raise Unsupported("a device value used on the host (comparison, float, branch)")
+
+    __bool__ = __float__ = __int__ = __index__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _host
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unsupported(f"method {name} of a device value", op=name)
 
 
 def _apply(op: str, *operands: Any) -> Vec:
@@ -229,11 +373,15 @@ def trace_rule(update: Callable[..., dict[str, Any]], vector_inputs: list[str],
     Returns the trace and the rule's output dict: proxies for tensor outputs, numbers for the
     scalar state it computes (Nadam's ``mu_product``). A rule (``name``, else the function's
     name) that uses an op the table lacks gets one RuntimeWarning per op, then Unsupported.
-    With ``device``, 0-dim tensors there (a capturable step's counter and what the rule computes
-    from it) become device-scalar slots instead of being refused.
+    With ``device``, the 0-dim tensors there among ``arguments`` (a capturable step's counter and
+    scalar state) become device values (:class:`DVal`): what the rule computes from them is
+    recorded in the trace, for the kernel to compute, instead of being refused.
     """
     trace = Trace(device)
     proxies = {name: trace.input(slot) for slot, name in enumerate(vector_inputs)}
+    if device is not None:
+        arguments = {k: trace.device_input(v) if isinstance(v, torch.Tensor) and v.dim() == 0 and v.device == device
+                     else v for k, v in arguments.items()}
     try:
         out = update(**proxies, **arguments)
     except Unsupported as error:

@@ -46,7 +46,9 @@ except ImportError:  # pragma: no cover - the dev extra installs it; CPU install
     triton = None
 
 from .ops import OPS
-from .trace import Trace, Unsupported
+from .trace import DEVICE_OPS, Trace, Unsupported
+
+NUMBERS = {"scalar", "dscalar", "dconst", *DEVICE_OPS}  # nodes computed once per program, before the blocks
 
 STORAGE = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
            torch.float64: "tl.float64"}
@@ -92,6 +94,16 @@ def reciprocal_division() -> bool:
     The kernels follow the eager rule of the device they run for: on CUDA the reciprocal, in the
     interpreter (CPU tensors) the division."""
     return RECIPROCAL if RECIPROCAL is not None else not interpreting()
+
+
+def interpreted_pow(a: Any, b: Any) -> Any:
+    """``libdevice.pow`` (float64) under Triton's interpreter, which runs no external functions:
+    NumPy's ``power`` on the values (the C library's ``pow``, as torch's CPU ``pow``)."""
+    from triton.runtime.interpreter import TensorHandle
+
+    with np.errstate(all="ignore"):
+        data = np.power(a.handle.data, b.handle.data)
+    return triton.language.tensor(TensorHandle(data, a.handle.dtype), a.type)
 
 
 def compute_type(dtype: torch.dtype) -> str:
@@ -150,21 +162,20 @@ class TritonSource:
             return f"tl.cast(tl.cast(s{slot}, tl.int64), tl.float64, bitcast=True)"
         return f"tl.cast(s{slot}, CT)"
 
-    def device_scalar(self, position: int) -> str:
-        return f"tl.load(S + {position}).to(CT)"
 
 
 def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dtype: torch.dtype,
              aligned: bool, source: TritonSource | None = None, reciprocal: bool = False,
              split: bool = True, stream: bool = False, unroll: bool = True, prefetch: int = 0,
-             stages: int = 0, persistent: bool = False,
-             iters: int | None = None) -> tuple[str, list[int], list[int], set[int]]:
+             stages: int = 0, persistent: bool = False, iters: int | None = None,
+             interpreted: bool = False) -> tuple[str, list[int], list[int], set[int], list[int]]:
     """Triton source for ``outputs`` (pairs ``(buffer, node)``) of ``trace``.
 
     Returns the source, the slots of the Python-number arguments in order, the slots of the
-    device scalars in the order of the ``S`` argument (a float64 tensor; absent when none), and
-    the slots whose argument is the number's reciprocal (``reciprocal``: every Python-number
-    divisor, see :func:`reciprocal_division`). ``split``: a program whose chunk lies inside its
+    device inputs (0-dim tensors the kernel reads, ``D<slot>`` arguments), the slots whose
+    argument is the number's reciprocal (``reciprocal``: every Python-number divisor, see
+    :func:`reciprocal_division`), and the slots of the device computation's numbers (float64
+    bits, ``k<slot>`` arguments). ``split``: a program whose chunk lies inside its
     tensor runs every block unmasked with no branch between them, the last chunk of a tensor
     masked, with the pointers moved to the chunk and 32-bit offsets within it; otherwise each
     block tests whether it is full (64-bit offsets from the tensor's start). ``stream``: loads
@@ -188,13 +199,19 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
                 and trace.nodes[trace.nodes[i][2]][0] == "scalar"}
     inverted = {trace.nodes[i][1] for i in divisors}
     device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
+    constants = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dconst"]
     double = source.compute == "tl.float64"
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
                "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
     args = ["PTRS", "SIZES", "PROGRAM_TENSOR", "PROGRAM_START", "nt"] + (["nc"] if persistent else [])
-    args += (["S"] if device_slots else []) + [f"s{slot}" for slot in slots] + source.arguments()
-    scalar_names = [f"s{slot}" for slot in slots] + source.arguments()
-    lines = ["import triton", "import triton.language as tl", "", ""] + source.preamble() + [
+    args += [f"D{slot}" for slot in device_slots] + [f"s{slot}" for slot in slots]
+    args += [f"k{slot}" for slot in constants] + source.arguments()
+    scalar_names = [f"s{slot}" for slot in slots] + [f"k{slot}" for slot in constants] + source.arguments()
+    imports = ["import triton", "import triton.language as tl"]
+    if any(trace.nodes[i][0] == "dpow" for i in live):
+        imports.append("from optimlab.kernels.triton_gpu import interpreted_pow as pow64" if interpreted
+                       else "from triton.language.extra.libdevice import pow as pow64")
+    lines = imports + ["", ""] + source.preamble() + [
              f"@triton.jit(do_not_specialize={scalar_names!r})",
              f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
              f"    CT: tl.constexpr = {source.compute}",
@@ -205,12 +222,17 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
              "    n = tl.load(SIZES + t)"]
     inner += ["    " + line for line in source.setup()]
     inner += ["    " + line for k in range(n_buffers) for line in source.pointer(k, "start" if split else None)]
-    for i in live:
+    for i in live:  # the numbers: arguments, and a capturable step's arithmetic on its device counters
         op, *rest = trace.nodes[i]
         if op == "scalar":
             inner.append(f"    t{i} = {source.scalar(rest[0])}")
         elif op == "dscalar":
-            inner.append(f"    t{i} = {source.device_scalar(device_slots.index(rest[0]))}")
+            inner.append(f"    t{i} = tl.load(D{rest[0]}).to(tl.float64)")
+        elif op == "dconst":
+            inner.append(f"    t{i} = tl.cast(tl.cast(k{rest[0]}, tl.int64), tl.float64, bitcast=True)")
+        elif op in DEVICE_OPS:
+            operands = dict(zip("ab", (f"t{a}" for a in rest)))
+            inner.append(f"    t{i} = {DEVICE_OPS[op][1].format(**operands)}")
     body = [trace, live, outputs, source, helpers, divisors]
     if split:
         offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
@@ -233,7 +255,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
         inner += ["        else:", "            mask = offs < n"] + _body(*body, masked=True)
     if persistent:
         inner = ["    for c in range(pid, nc, tl.num_programs(0)):"] + ["    " + line for line in inner]
-    return "\n".join(lines + inner) + "\n", slots, device_slots, inverted
+    return "\n".join(lines + inner) + "\n", slots, device_slots, inverted, constants
 
 
 def _prefetched(body: list, iters: int, depth: int) -> list[str]:
@@ -262,12 +284,12 @@ def _body(trace: Trace, live: list[int], outputs: Sequence[tuple[int, int]], sou
     where = {} if block is None else {"offs": f"offs{suffix}"}
 
     def name(node: int) -> str:
-        return f"t{node}" if trace.nodes[node][0] in ("scalar", "dscalar") else f"t{node}{suffix}"
+        return f"t{node}" if trace.nodes[node][0] in NUMBERS else f"t{node}{suffix}"
 
     lines = []
     for i in live:
         op, *args = trace.nodes[i]
-        if op in ("scalar", "dscalar") or (part == "loads" and op != "in") or (part == "rest" and op == "in"):
+        if op in NUMBERS or (part == "loads" and op != "in") or (part == "rest" and op == "in"):
             continue
         if op == "in":
             expr = source.load(args[0], masked, **where)
@@ -313,13 +335,13 @@ class Program:
         self.trace, self.outputs, self.n_inputs, self.dtype = trace, list(outputs), n_inputs, dtype
         self.source = source  # makes the buffer accesses for (dtype, aligned): plain, or low-precision state
         self.double = dtype == torch.float64
-        self.variants: dict[tuple, tuple[Any, list[int], list[int], set[int]]] = {}
+        self.variants: dict[tuple, tuple[Any, list[int], list[int], set[int], list[int]]] = {}
         self.variant(True)  # generate now: an op without Triton form is refused before any launch
 
-    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int]]:
+    def variant(self, aligned: bool) -> tuple[Any, list[int], list[int], set[int], list[int]]:
         """The kernel for this pointer alignment (and the module's current code options)."""
         key = (aligned, reciprocal_division(), SPLIT, STREAM, UNROLL or not SPLIT, (PREFETCH, ITERS) if PREFETCH else 0,
-               STAGES, PERSIST > 0)
+               STAGES, PERSIST > 0, interpreting())
         found = self.variants.get(key)
         if found is None:
             with _lock:
@@ -328,7 +350,8 @@ class Program:
                     source, *layout = generate(self.trace, self.outputs, self.n_inputs, self.dtype,
                                                aligned, self.source(self.dtype, aligned), reciprocal=key[1],
                                                split=key[2], stream=key[3], unroll=key[4],
-                                               prefetch=PREFETCH, stages=STAGES, persistent=key[7], iters=ITERS)
+                                               prefetch=PREFETCH, stages=STAGES, persistent=key[7], iters=ITERS,
+                                               interpreted=key[8])
                     found = self.variants[key] = (_load(source), *layout)
         return found
 
@@ -440,25 +463,25 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     if not tables.programs:
         return
     ptrs = tables.pointers(bucket, columns, extra)
-    kernel, slots, device_slots, inverted = program.variant(tables.aligned)
+    kernel, slots, device_slots, inverted, constants = program.variant(tables.aligned)
     args: list[Any] = [ptrs, tables.sizes, tables.program_tensor, tables.program_start, len(columns[0])]
     grid = tables.programs
     if PERSIST > 0:
         args.append(tables.programs)
         grid = min(grid, PERSIST * _processors(device))
-    if device_slots:  # one float64 tensor of the step's device scalars, stacked on the device
-        args.append(torch.stack([scalars[k].to(torch.float64) for k in device_slots]))
+    args += [scalars[k] for k in device_slots]  # 0-dim tensors the kernel reads (capturable counters)
     values = [float(scalars[k]) for k in slots]
     if inverted:
         values = [_reciprocal(v, program.double) if k in inverted else v for k, v in zip(slots, values)]
     args += [_bits(v) for v in values] if program.double else values
+    args += [_bits(float(scalars[k])) for k in constants]
     args += extra_args
     if interpreting():
         with np.errstate(all="ignore"):  # masked-off lanes of a tail block compute on zeros
             kernel[(grid,)](*args, BLOCK=BLOCK, ITERS=ITERS)
         return
-    key = (id(kernel), bool(device_slots), BLOCK, ITERS, NUM_WARPS, grid)
-    if program.double:  # Triton types an int argument (a float64 number's bits) int32 or int64 by value
+    key = (id(kernel), BLOCK, ITERS, NUM_WARPS, grid)
+    if program.double or constants:  # Triton types an int argument (a float64 number's bits) int32 or int64 by value
         key += tuple(-2 ** 31 <= a < 2 ** 31 for a in args if type(a) is int)
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
