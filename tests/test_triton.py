@@ -265,3 +265,83 @@ def test_capturable_step_keeps_its_counters_on_the_device(interpreter, monkeypat
 def test_capturable_needs_cuda_parameters():
     with pytest.raises(ValueError, match="capturable=True needs every parameter on a CUDA device"):
         optimlab.Adam([torch.nn.Parameter(torch.randn(3))], capturable=True)
+
+
+class _AtenOps:
+    """The aten ops run inside the ``with`` block (a dispatch mode: every op, even on 0-dim tensors)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        seen = self.seen = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                seen.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("backend", ["triton", "foreach"])
+def test_capturable_counter_arithmetic_runs_in_the_kernel(interpreter, monkeypatch, backend):
+    """capturable Adam: a step runs one torch arithmetic op, ``step += 1``; the bias corrections
+    (``1 - beta ** step``, their square root and reciprocal) are computed inside the Triton kernel,
+    not as one-element torch kernels (before: ~15 per step, and a stack of their results). The
+    foreach executor computes the same nodes with torch. An lr schedule builds no kernel."""
+    monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
+    monkeypatch.setenv("OPTIMLAB_BACKEND", backend)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
+    opt = optimlab.Adam(params, lr=0.01, capturable=True)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched.step()
+    compiled = triton_gpu.stats["compiled"]
+    with _AtenOps() as ops:
+        opt.step()
+    arithmetic = [op for op in ops.seen if op in {"add", "add_", "sub", "rsub", "mul", "div", "pow", "sqrt",
+                                                  "reciprocal", "stack", "cat", "_to_copy", "fill_"}]
+    if backend == "triton":
+        assert arithmetic == ["add_"], ops.seen
+    else:
+        assert {"pow", "reciprocal"} <= set(ops.seen)  # the same arithmetic, as torch ops
+    sched.step()
+    opt.step()
+    assert triton_gpu.stats["compiled"] == compiled
+    assert float(opt.state[params[0]]["step"]) == 3
+
+
+def test_device_values_record_what_torch_computes():
+    """The arithmetic on a capturable step's device counters is recorded as trace nodes in torch's
+    own forms (``number / x`` a reciprocal then a product, ``x / number`` a product by the
+    reciprocal taken in double, ``x ** 0.5`` a square root), computed again with torch it equals
+    the eager expression bit for bit, and a use on the host is refused (the step then runs eagerly)."""
+    step = torch.tensor(7.0, dtype=torch.float64)
+
+    def rule(param, grad, *, step):
+        bc1 = 1 - 0.9 ** step
+        bc2 = (1 - 0.999 ** step) ** 0.5
+        return {"param": param - (0.01 / bc1) * (grad / bc2) - (step / 3.0) * grad}
+
+    trace, out = tracing.trace_rule(rule, ["param", "grad"], {"step": step}, "t", device=torch.device("cpu"))
+    kinds = [node[0] for node in trace.nodes]
+    assert {"dpow", "dsub", "drecip", "dmul", "dsqrt", "dcast"} <= set(kinds) and "ddiv" not in kinds
+    thirds = [n for n in trace.nodes if n[0] == "dmul" and any(trace.nodes[a][0] == "dconst"
+                                                               and trace.scalars[trace.nodes[a][1]] == 1 / 3.0
+                                                               for a in n[1:])]
+    assert thirds  # ``step / 3.0`` as ``step * (1 / 3.0)``
+    casts = [i for i, node in enumerate(trace.nodes) if node[0] == "dcast"]
+    got = [trace.device_value(trace.nodes[i][1]) for i in casts]
+    expected = [0.01 / (1 - 0.9 ** step), (1 - 0.999 ** step) ** 0.5, step * (1 / 3.0)]
+    assert sorted(float(x) for x in got) == sorted(float(x) for x in expected)
+    for use in (lambda s: s > 1, lambda s: float(s), lambda s: s ** 3, lambda s: bool(s)):
+        with pytest.raises(tracing.Unsupported):
+            tracing.trace_rule(lambda param, grad, *, step: {"param": param * use(step)}, ["param", "grad"],
+                               {"step": step}, "t", device=torch.device("cpu"))
