@@ -16,10 +16,11 @@ operation is IEEE-rounded (``tl.div_rn``, ``tl.sqrt_rn``, no fused multiply-add)
 number is rounded to the compute type where it meets a tensor, as in the C kernels. State of a
 low-precision parameter is stored in its dtype, like the parameter (load: widen, store: round).
 
-``capturable``: a scalar computed on the device (the step counter and what the rule derives from
-it, Nadam's ``mu_product``) is a 0-dim tensor; the trace records it as a *device scalar*, the plan
-stacks them into one float64 tensor and the kernel reads them from there, so a step makes no
-host sync and can be captured in a CUDA graph.
+``capturable``: the step counter (and Nadam's ``mu_product``) stays a 0-dim tensor on the device.
+The trace records the rule's arithmetic on it (``1 - beta1 ** step``; :data:`.trace.DEVICE_OPS`)
+as nodes, and the kernel reads the counter from memory and computes them in float64 once per
+program, before its blocks: a step launches ``step += 1`` and the kernel, makes no host sync, and
+can be captured in a CUDA graph.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors in Triton's interpreter (tests).
 """
