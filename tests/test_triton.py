@@ -107,14 +107,20 @@ def test_unaligned_parameters_take_the_unaligned_kernel(interpreter):
     assert any(not key[0] for program in programs for key in program.variants)  # key[0]: aligned
 
 
-def test_scheduler_changing_lr_reuses_the_kernel(interpreter):
+def _stepped_adam(**kwargs):
+    """Adam over ``SHAPES`` with a halving lr schedule, one step (and its kernels) taken."""
     params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
-    opt = optimlab.Adam(params, lr=0.01)
+    opt = optimlab.Adam(params, lr=0.01, **kwargs)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
     sched.step()
+    return params, opt, sched
+
+
+def test_scheduler_changing_lr_reuses_the_kernel(interpreter):
+    params, opt, sched = _stepped_adam()
     compiled = triton_gpu.stats["compiled"]
     for _ in range(3):
         opt.step()
@@ -296,13 +302,7 @@ def test_capturable_counter_arithmetic_runs_in_the_kernel(interpreter, monkeypat
     foreach executor computes the same nodes with torch. An lr schedule builds no kernel."""
     monkeypatch.setattr(kernels, "check_capturable", lambda group: None)  # CUDA-only otherwise
     monkeypatch.setenv("OPTIMLAB_BACKEND", backend)
-    params = [torch.nn.Parameter(torch.randn(s)) for s in SHAPES]
-    opt = optimlab.Adam(params, lr=0.01, capturable=True)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    for p in params:
-        p.grad = torch.ones_like(p)
-    opt.step()
-    sched.step()
+    params, opt, sched = _stepped_adam(capturable=True)
     compiled = triton_gpu.stats["compiled"]
     with _AtenOps() as ops:
         opt.step()
