@@ -596,9 +596,13 @@ def _run_bucket(optimizer: Any, bucket: _Bucket, grads: list[Tensor] | None, slo
             s.values["step"] = bucket.round(s.values["step"] + 1)
         for name, value in scalar_out.items():
             if bucket.capturable:  # computed now, from the counters the kernel read (Nadam's mu_product)
+                target = bucket.scalars[name][s.start:s.stop]
                 if isinstance(value, DVal):
-                    value = value.trace.device_value(value.index)
-                bucket.scalars[name][s.start:s.stop].fill_(value)
+                    store = getattr(bucket.backend, "store_device_value", None)  # one kernel (Triton)
+                    if store is not None and store(value.trace, value.index, target):
+                        continue
+                    value = value.trace.device_value(value.index)  # torch, one kernel per operation
+                target.fill_(value)
                 continue
             address, expected, size, double = bucket.scalar_memory[name]
             checks.fill(address + size * s.start, s.stop - s.start, value, double)

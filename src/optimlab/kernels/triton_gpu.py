@@ -70,6 +70,9 @@ PERSIST = int(os.environ.get("OPTIMLAB_TRITON_PERSIST", 0))  # programs per SM w
 # never specialised), launch the compiled kernel directly: Triton's per-call binding costs more
 # than a small step. The cache key holds what the specialisation depends on.
 FAST_LAUNCH = os.environ.get("OPTIMLAB_TRITON_FAST_LAUNCH", "1") == "1"
+# The direct launch passes the device tables' and counters' addresses as integers: Triton's launcher
+# then skips, per tensor argument, a ``data_ptr`` call and a driver query of the pointer.
+ADDRESSES = os.environ.get("OPTIMLAB_TRITON_ADDRESSES", "1") == "1"
 _reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
 RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
@@ -208,11 +211,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     args += [f"D{slot}" for slot in device_slots] + [f"s{slot}" for slot in slots]
     args += [f"k{slot}" for slot in constants] + source.arguments()
     scalar_names = [f"s{slot}" for slot in slots] + [f"k{slot}" for slot in constants] + source.arguments()
-    imports = ["import triton", "import triton.language as tl"]
-    if any(trace.nodes[i][0] == "dpow" for i in live):
-        imports.append("from optimlab.kernels.triton_gpu import interpreted_pow as pow64" if interpreted
-                       else "from triton.language.extra.libdevice import pow as pow64")
-    lines = imports + ["", ""] + source.preamble() + [
+    lines = _imports(trace, live, interpreted) + source.preamble() + [
              f"@triton.jit(do_not_specialize={scalar_names!r})",
              f"def kernel({', '.join(args)}, BLOCK: tl.constexpr, ITERS: tl.constexpr):",
              f"    CT: tl.constexpr = {source.compute}",
@@ -227,13 +226,8 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
         op, *rest = trace.nodes[i]
         if op == "scalar":
             inner.append(f"    t{i} = {source.scalar(rest[0])}")
-        elif op == "dscalar":
-            inner.append(f"    t{i} = tl.load(D{rest[0]}).to(tl.float64)")
-        elif op == "dconst":
-            inner.append(f"    t{i} = tl.cast(tl.cast(k{rest[0]}, tl.int64), tl.float64, bitcast=True)")
-        elif op in DEVICE_OPS:
-            operands = dict(zip("ab", (f"t{a}" for a in rest)))
-            inner.append(f"    t{i} = {DEVICE_OPS[op][1].format(**operands)}")
+        else:
+            inner += _device_line(trace, i)
     body = [trace, live, outputs, source, helpers, divisors]
     if split:
         offs = " " * 12 + "offs = i * BLOCK + tl.arange(0, BLOCK)"
@@ -257,6 +251,26 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     if persistent:
         inner = ["    for c in range(pid, nc, tl.num_programs(0)):"] + ["    " + line for line in inner]
     return "\n".join(lines + inner) + "\n", slots, device_slots, inverted, constants
+
+
+def _imports(trace: Trace, live: list[int], interpreted: bool) -> list[str]:
+    lines = ["import triton", "import triton.language as tl"]
+    if any(trace.nodes[i][0] == "dpow" for i in live):
+        lines.append("from optimlab.kernels.triton_gpu import interpreted_pow as pow64" if interpreted
+                     else "from triton.language.extra.libdevice import pow as pow64")
+    return lines + ["", ""]
+
+
+def _device_line(trace: Trace, i: int) -> list[str]:
+    """Node ``i`` of a capturable step's device arithmetic (float64), if it is one."""
+    op, *rest = trace.nodes[i]
+    if op == "dscalar":
+        return [f"    t{i} = tl.load(D{rest[0]}).to(tl.float64)"]
+    if op == "dconst":
+        return [f"    t{i} = tl.cast(tl.cast(k{rest[0]}, tl.int64), tl.float64, bitcast=True)"]
+    if op in DEVICE_OPS:
+        return [f"    t{i} = {DEVICE_OPS[op][1].format(**dict(zip('ab', (f't{a}' for a in rest))))}"]
+    return []
 
 
 def _prefetched(body: list, iters: int, depth: int) -> list[str]:
@@ -388,6 +402,14 @@ class _Tables:
         self.compiled: dict[tuple, Any] = {}  # Triton's compiled kernel per variant, launched directly
         self.ptrs: Tensor | None = None
         self.aligned = False
+        self._addresses: tuple[Tensor | None, list[int]] = (None, [])
+
+    def addresses(self, ptrs: Tensor) -> list[int]:
+        """The four tables' device addresses (the pointer table's, read again when it was reallocated)."""
+        if self._addresses[0] is not ptrs:
+            self._addresses = (ptrs, [_data_ptr(t) for t in (ptrs, self.sizes, self.program_tensor,
+                                                              self.program_start)])
+        return self._addresses[1]
 
     def pointers(self, bucket: Any, columns: Sequence[list[Tensor]], extra: Sequence[int] = ()) -> Tensor:
         """The device table for this step: the plan's parameter and state addresses (checked by
@@ -487,8 +509,13 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
         stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
+        direct = args
+        if ADDRESSES:  # the same kernel, compiled for these tensors: their addresses will do
+            direct = tables.addresses(ptrs) + args[4:]
+            first = len(args) - len(extra_args) - len(constants) - len(slots) - len(device_slots)
+            direct[first:first + len(device_slots)] = [_data_ptr(t) for t in args[first:first + len(device_slots)]]
         try:
-            compiled[(grid, 1, 1)](*args, BLOCK, ITERS, stream=stream)
+            compiled[(grid, 1, 1)](*direct, BLOCK, ITERS, stream=stream)
             return
         except TypeError:  # a Triton whose launcher takes other arguments (checked before launching)
             _disable_fast_launch()
@@ -496,3 +523,37 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
                                          enable_fp_fusion=False)
     if FAST_LAUNCH and hasattr(compiled, "__getitem__"):
         tables.compiled[key] = compiled
+
+
+_stores: dict[tuple, Any] = {}
+
+
+def store_device_value(trace: Trace, index: int, out: Tensor) -> bool:
+    """Compute device node ``index`` of ``trace`` (a capturable step's scalar state, Nadam's
+    ``mu_product``) with one single-program kernel and write it, rounded to ``out``'s dtype, to
+    every element of ``out``: one launch where torch would take one per operation. Launched
+    after the step's kernel, which read the old value. False: not on a device Triton takes."""
+    if not (out.device.type == "cuda" or (interpreting() and out.device.type == "cpu")) or triton is None:
+        return False
+    live = trace.live([index])
+    device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
+    constants = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dconst"]
+    structure = (tuple(trace.nodes[i] for i in live), index, out.dtype, interpreting())
+    kernel = _stores.get(structure)
+    if kernel is None:
+        names = [f"k{slot}" for slot in constants]
+        lines = _imports(trace, live, interpreting()) + [
+            f"@triton.jit(do_not_specialize={names!r})",
+            f"def kernel(OUT, n, {''.join(f'D{slot}, ' for slot in device_slots)}"
+            f"{''.join(f'{name}, ' for name in names)}BLOCK: tl.constexpr):"]
+        lines += [line for i in live for line in _device_line(trace, i)]
+        lines += ["    value = (tl.full([BLOCK], 0.0, tl.float64) + t%d).to(OUT.dtype.element_ty)" % index,
+                  "    offs = tl.arange(0, BLOCK)",
+                  "    for start in range(0, n, BLOCK):",
+                  "        tl.store(OUT + start + offs, value, mask=start + offs < n)"]
+        kernel = _stores[structure] = _load("\n".join(lines) + "\n")
+    args = [out, out.numel(), *(trace.scalars[slot] for slot in device_slots),
+            *(_bits(float(trace.scalars[slot])) for slot in constants)]
+    with np.errstate(all="ignore"):
+        kernel[(1,)](*args, BLOCK=128)
+    return True
