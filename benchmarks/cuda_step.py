@@ -324,12 +324,11 @@ def host_ms(opt, steps: int = 20) -> float:
 def host_table(budget: float, names: tuple[str, ...]) -> None:
     """Host milliseconds per step, layouts t and a: torch's path, optimlab (checks in C), optimlab
     (checks in Python), optimlab without the kernel launch, optimlab launching through Triton's
-    JIT each step (not the compiled kernel directly), optimlab's direct launch given tensors instead
-    of their addresses, and each side's full step time (host + kernels, 5 steps between events);
-    then where one step's host time goes (cProfile over 200 steps of Adam, layout a)."""
+    JIT each step (not the compiled kernel directly), and each side's full step time (host +
+    kernels, 5 steps between events); then where one step's host time goes (cProfile over 200
+    steps of Adam, layout a)."""
     print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch host':>10} {'ours host':>10} "
-          f"{'py-checks':>10} {'no launch':>10} {'JIT launch':>10} {'tensor args':>11} {'torch step':>10} "
-          f"{'ours step':>10}   (ms)")
+          f"{'py-checks':>10} {'no launch':>10} {'JIT launch':>10} {'torch step':>10} {'ours step':>10}   (ms)")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["t", "a"], budget, names=names):
         try:
             class Python:  # the same optimizer, stepped with the checks in Python
@@ -348,15 +347,6 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
                         oopt.step()
                     finally:
                         triton_gpu.launch = real
-            class TensorArgs:  # optimlab's direct launch passing tensors, not their addresses
-                @staticmethod
-                def step():
-                    from optimlab.kernels import triton_gpu
-                    triton_gpu.ADDRESSES = False
-                    try:
-                        oopt.step()
-                    finally:
-                        triton_gpu.ADDRESSES = True
             class JitLaunch:  # optimlab's step launching through Triton's JIT every time
                 @staticmethod
                 def step():
@@ -366,16 +356,16 @@ def host_table(budget: float, names: tuple[str, ...]) -> None:
                         oopt.step()
                     finally:
                         triton_gpu.FAST_LAUNCH = True
-            sides = (topt, oopt, Python, NoLaunch, JitLaunch, TensorArgs)
+            sides = (topt, oopt, Python, NoLaunch, JitLaunch)
             hosts = [[] for _ in sides]
             for i in range(5):  # alternate the sides
                 for k, opt in (enumerate(sides) if i % 2 == 0 else reversed(list(enumerate(sides)))):
                     hosts[k].append(host_ms(opt, 7))
-            th, oh, ph, nh, jh, ah = (statistics.median(h) for h in hosts)
+            th, oh, ph, nh, jh = (statistics.median(h) for h in hosts)
             ts, os_ = cuda_time(topt.step, 5), cuda_time(oopt.step, 5)
             bound = "  host-bound" if oh > 0.9 * os_ else ""
             print(f"{name:<13} {label:<21} {path:<10} {th * 1e3:10.3f} {oh * 1e3:10.3f} {ph * 1e3:10.3f} "
-                  f"{nh * 1e3:10.3f} {jh * 1e3:10.3f} {ah * 1e3:11.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}",
+                  f"{nh * 1e3:10.3f} {jh * 1e3:10.3f} {ts * 1e3:10.3f} {os_ * 1e3:10.3f}{bound}",
                   flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)

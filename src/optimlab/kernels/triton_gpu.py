@@ -70,9 +70,6 @@ PERSIST = int(os.environ.get("OPTIMLAB_TRITON_PERSIST", 0))  # programs per SM w
 # never specialised), launch the compiled kernel directly: Triton's per-call binding costs more
 # than a small step. The cache key holds what the specialisation depends on.
 FAST_LAUNCH = os.environ.get("OPTIMLAB_TRITON_FAST_LAUNCH", "1") == "1"
-# The direct launch passes the device tables' and counters' addresses as integers: Triton's launcher
-# then skips, per tensor argument, a ``data_ptr`` call and a driver query of the pointer.
-ADDRESSES = os.environ.get("OPTIMLAB_TRITON_ADDRESSES", "1") == "1"
 _reciprocal = os.environ.get("OPTIMLAB_TRITON_RECIPROCAL")  # "1"/"0" force; unset: as torch on the device
 RECIPROCAL = None if _reciprocal is None else _reciprocal == "1"
 
@@ -402,14 +399,6 @@ class _Tables:
         self.compiled: dict[tuple, Any] = {}  # Triton's compiled kernel per variant, launched directly
         self.ptrs: Tensor | None = None
         self.aligned = False
-        self._addresses: tuple[Tensor | None, list[int]] = (None, [])
-
-    def addresses(self, ptrs: Tensor) -> list[int]:
-        """The four tables' device addresses (the pointer table's, read again when it was reallocated)."""
-        if self._addresses[0] is not ptrs:
-            self._addresses = (ptrs, [_data_ptr(t) for t in (ptrs, self.sizes, self.program_tensor,
-                                                              self.program_start)])
-        return self._addresses[1]
 
     def pointers(self, bucket: Any, columns: Sequence[list[Tensor]], extra: Sequence[int] = ()) -> Tensor:
         """The device table for this step: the plan's parameter and state addresses (checked by
@@ -439,10 +428,7 @@ def _reciprocal(value: float, double: bool) -> float:
     if not value:
         return math.copysign(math.inf, value)
     inverse = 1.0 / value  # in double, as torch does for every floating type, then rounded
-    if double:
-        return inverse
-    with np.errstate(over="ignore"):
-        return float(np.float32(inverse))
+    return inverse if double else array("f", (inverse,))[0]  # nearest float32 (overflow: inf), no NumPy call
 
 
 def _bits(value: float) -> int:
@@ -509,13 +495,8 @@ def launch(program: Program, bucket: Any, columns: Sequence[list[Tensor]], scala
     compiled = tables.compiled.get(key) if FAST_LAUNCH else None
     if compiled is not None:
         stream = _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
-        direct = args
-        if ADDRESSES:  # the same kernel, compiled for these tensors: their addresses will do
-            direct = tables.addresses(ptrs) + args[4:]
-            first = len(args) - len(extra_args) - len(constants) - len(slots) - len(device_slots)
-            direct[first:first + len(device_slots)] = [_data_ptr(t) for t in args[first:first + len(device_slots)]]
         try:
-            compiled[(grid, 1, 1)](*direct, BLOCK, ITERS, stream=stream)
+            compiled[(grid, 1, 1)](*args, BLOCK, ITERS, stream=stream)
             return
         except TypeError:  # a Triton whose launcher takes other arguments (checked before launching)
             _disable_fast_launch()
