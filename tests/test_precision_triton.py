@@ -139,10 +139,12 @@ def _run_capturable(name, kwargs, fused, pdtype, steps=3):
 
 
 CAPTURABLE = [("Adam", torch.float32, torch.bfloat16), ("Adam", torch.float32, "int8"),
-              ("Adam", torch.bfloat16, None), ("AdamW", torch.bfloat16, "int8"), ("RMSprop", torch.bfloat16, torch.bfloat16)]
+              ("Adam", torch.bfloat16, None), ("AdamW", torch.bfloat16, "int8"), ("RMSprop", torch.bfloat16, torch.bfloat16),
+              ("NAdam", torch.float32, "int8")]  # its mu_product: the single-program store kernel
 
 
-@pytest.mark.parametrize("case", CAPTURABLE, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-int8", "rmsprop-bf16-bf16"])
+@pytest.mark.parametrize("case", CAPTURABLE, ids=["f32-bf16", "f32-int8", "bf16-f32", "bf16-int8", "rmsprop-bf16-bf16",
+                                                  "nadam-f32-int8"])
 def test_capturable_low_precision_fuses_and_reads_the_step_on_the_device(interpreter, monkeypatch, case):
     """A capturable group (no host sync) that rounds stochastically: the kernel reads each
     tensor's step from its 0-dim counter on the device and hashes the key there, so it rounds

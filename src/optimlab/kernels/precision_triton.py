@@ -295,6 +295,8 @@ class Backend(precision_cpu.Backend):
         program.stored = stored
         return program
 
+    store_device_value = staticmethod(triton_gpu.store_device_value)  # capturable scalar state (Nadam)
+
     def launch(self, program: triton_gpu.Program, bucket: Any, columns: Sequence[list[Tensor]],
                scalars: Any) -> None:
         if self.storage == "int8" and bucket.dtype != torch.bfloat16:  # nothing rounded stochastically
