@@ -217,6 +217,10 @@ class Vec:
         return handler(*args, **kwargs)
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 class DVal:
     """A number computed on the device from a capturable step's 0-dim tensors (``step``,
     ``mu_product``): each operation a node of the trace (:data:`DEVICE_OPS`), nothing run now.
@@ -230,7 +234,7 @@ class DVal:
     def _index(self, other: Any) -> int | None:
         if isinstance(other, DVal) and other.trace is self.trace:
             return other.index
-        if isinstance(other, numbers.Real) and not isinstance(other, bool) and not isinstance(other, Sym):
+        if _number(other):
             return self.trace.device_constant(float(other))
         return None
 
@@ -252,7 +256,7 @@ class DVal:
     def __truediv__(self, o):
         if isinstance(o, DVal):
             return self._op("ddiv", o)
-        if isinstance(o, numbers.Real) and not isinstance(o, (bool, Sym)):  # torch: x * (1 / o), 1 / o in double
+        if _number(o):  # torch: x * (1 / o), 1 / o in double
             return self._op("dmul", math.copysign(math.inf, o) if o == 0 else 1.0 / o)
         return NotImplemented
 
@@ -262,7 +266,7 @@ class DVal:
         return self.trace.device_node("drecip", self.index)._op("dmul", o)
 
     def __pow__(self, e):
-        if isinstance(e, numbers.Real) and not isinstance(e, (bool, Sym)):
+        if _number(e):
             if e == 0.5:
                 return self.sqrt()
             if e == 2:
@@ -272,7 +276,7 @@ class DVal:
         return self._op("dpow", e)
 
     def __rpow__(self, base):
-        if isinstance(base, numbers.Real) and not isinstance(base, (bool, Sym)) and base == 1:
+        if _number(base) and base == 1:
             return DVal(self.trace, self.trace.device_constant(1.0))  # torch fills ones
         return self._op("dpow", base, True)
 
