@@ -182,9 +182,10 @@ def correctness(quick: bool) -> None:
 
 def capture_check() -> None:
     """Capture one capturable step in a CUDA graph, replay it with fresh gradients; compare with
-    the same optimizer stepping eagerly (optimlab's eager rule, also in its capturable form, whose
-    counter arithmetic runs as torch ops on the device where the kernel computes it in float64,
-    and torch.optim's own); count the kernels one captured step launches."""
+    the same optimizer stepping eagerly (optimlab's eager rule, also in its capturable form, which
+    reads the counter with ``.item()`` and computes ``beta ** step`` on the host where the kernel
+    computes it with CUDA's ``pow``, and torch.optim's own); count the kernels one captured step
+    launches."""
     shapes = [(1000,), (37, 5), (4096,), (3,)]
     cases = [("Adam", {"lr": 1e-2}), ("AdamW", {"lr": 1e-2, "amsgrad": True}), ("NAdam", {"lr": 1e-2}),
              ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True}),
@@ -438,43 +439,44 @@ def _describe(variant) -> str:
             f"{block} x {iters}, {warps} warps")
 
 
-def _resources(jit_kernels) -> str:
-    """Registers and spills of the kernels Triton compiled for these JIT functions (what the
-    compiler reports; best effort: Triton's cache layout differs between versions)."""
+def _compiled() -> list:
+    """The kernels Triton compiled for optimlab's current programs (best effort: Triton's cache
+    layout differs between versions; an unreadable one is left out)."""
+    from optimlab.kernels import triton_gpu
+
     found = []
-    for fn in jit_kernels:
+    for program in triton_gpu._programs.values():
+        for fn, *_ in program.variants.values():
+            try:
+                for cache in getattr(fn, "device_caches", {}).values():
+                    found += (cache[0] if isinstance(cache, tuple) else cache).values()
+            except Exception:
+                pass
+    return found
+
+
+def _resources() -> str:
+    """Registers and spills of the compiled kernels, as the compiler reports them."""
+    found = []
+    for compiled in _compiled():
         try:
-            for cache in getattr(fn, "device_caches", {}).values():
-                table = cache[0] if isinstance(cache, tuple) else cache
-                for compiled in table.values():
-                    found.append(f"{compiled.n_regs} regs/{compiled.n_spills} spills")
+            found.append(f"{compiled.n_regs} regs/{compiled.n_spills} spills")
         except Exception:
             pass
     return ", ".join(found) if found else "regs ?"
 
 
-def _jit_kernels() -> list:
-    from optimlab.kernels import triton_gpu
-
-    return [kernel for program in triton_gpu._programs.values() for kernel, *_ in program.variants.values()]
-
-
 def _dump(label: str, path: str) -> None:
     """The PTX and SASS of the compiled kernels, appended to ``path`` (read offline)."""
     with open(path, "a") as f:
-        for fn in _jit_kernels():
-            try:
-                for cache in fn.device_caches.values():
-                    table = cache[0] if isinstance(cache, tuple) else cache
-                    for compiled in table.values():
-                        f.write(f"\n\n######## {label}: {compiled.n_regs} regs, {compiled.n_spills} spills\n")
-                        for kind in ("sass", "ptx"):
-                            try:
-                                f.write(f"#### {kind}\n{compiled.asm[kind]}\n")
-                            except Exception as e:
-                                f.write(f"#### {kind}: unavailable ({e!r})\n")
-            except Exception as e:
-                f.write(f"\n######## {label}: {e!r}\n")
+        for compiled in _compiled():
+            f.write(f"\n\n######## {label}: {getattr(compiled, 'n_regs', '?')} regs, "
+                    f"{getattr(compiled, 'n_spills', '?')} spills\n")
+            for kind in ("sass", "ptx"):
+                try:
+                    f.write(f"#### {kind}\n{compiled.asm[kind]}\n")
+                except Exception as e:
+                    f.write(f"#### {kind}: unavailable ({e!r})\n")
 
 
 def captured(opts, samples: int) -> list[float]:
@@ -520,7 +522,7 @@ def sweep(samples: int) -> None:
             sides = [make_side(shapes, cls, {"lr": 1e-3, "capturable": True}) for cls in (optimlab.Adam, optimlab.NAdam)]
             sides.append(make_side(shapes, torch.optim.Adam, {"lr": 1e-3, "capturable": True, "fused": True}))
             row = captured([opt for _, opt in sides], samples)
-            resources = _resources(_jit_kernels())
+            resources = _resources()
             del sides
         except Exception:
             print(f"  {_describe(variant)}: ERROR\n{traceback.format_exc()[-2000:]}", flush=True)

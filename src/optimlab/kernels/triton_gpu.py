@@ -199,8 +199,7 @@ def generate(trace: Trace, outputs: Sequence[tuple[int, int]], n_inputs: int, dt
     divisors = {trace.nodes[i][2] for i in live if reciprocal and trace.nodes[i][0] == "div"
                 and trace.nodes[trace.nodes[i][2]][0] == "scalar"}
     inverted = {trace.nodes[i][1] for i in divisors}
-    device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
-    constants = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dconst"]
+    device_slots, constants = _device_arguments(trace, live)
     double = source.compute == "tl.float64"
     helpers = {"div": "tl.fdiv" if double else "tl.div_rn", "sqrt": "tl.sqrt" if double else "tl.sqrt_rn",
                "zeros": "tl.full([BLOCK], 0.0, CT)", "ones": "tl.full([BLOCK], 1.0, CT)"}
@@ -256,6 +255,13 @@ def _imports(trace: Trace, live: list[int], interpreted: bool) -> list[str]:
         lines.append("from optimlab.kernels.triton_gpu import interpreted_pow as pow64" if interpreted
                      else "from triton.language.extra.libdevice import pow as pow64")
     return lines + ["", ""]
+
+
+def _device_arguments(trace: Trace, live: list[int]) -> tuple[list[int], list[int]]:
+    """The slots of the device inputs (``D<slot>``: 0-dim tensors read) and of the device
+    computation's numbers (``k<slot>``: float64 bits) among ``live``, in order."""
+    return ([trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"],
+            [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dconst"])
 
 
 def _device_line(trace: Trace, i: int) -> list[str]:
@@ -517,8 +523,7 @@ def store_device_value(trace: Trace, index: int, out: Tensor) -> bool:
     if not (out.device.type == "cuda" or (interpreting() and out.device.type == "cpu")) or triton is None:
         return False
     live = trace.live([index])
-    device_slots = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dscalar"]
-    constants = [trace.nodes[i][1] for i in live if trace.nodes[i][0] == "dconst"]
+    device_slots, constants = _device_arguments(trace, live)
     structure = (tuple(trace.nodes[i] for i in live), index, out.dtype, interpreting())
     kernel = _stores.get(structure)
     if kernel is None:
