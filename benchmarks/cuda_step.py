@@ -27,7 +27,8 @@ What it prints, each section on its own so that one failing cell does not hide t
    kernels alone, no host work). The speed table: for every algorithm and layout (a: 1 x 16M, b: 200 tensors / 16M, c: 2000
    tensors / 2M, as in ``step_speed.py``), torch's fastest path (fused where torch has it on
    CUDA, else foreach) and optimlab's step, timed alternately (5 steps between CUDA events per
-   sample, median of the samples), the ratio torch / optimlab, the GB/s each step must move and
+   sample, median of the samples), the ratio torch / optimlab with its 95% interval (a paired
+   bootstrap over the rounds; a target inside it reads "inconclusive"), the GB/s each step must move and
    its share of the triad's bandwidth, and the targets of issue 14 (>= 1.0x torch fused, >= 3x
    torch foreach on layouts a and b, >= 85% of the triad on layout a).
 
@@ -56,7 +57,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 import optimlab  # noqa: E402
 from optimlab import kernels  # noqa: E402
+from speed_verdicts import ci_text, ratio_ci  # noqa: E402
 from step_speed import ALGORITHMS, DEFAULT_ALGORITHMS, LAYOUTS, python_checks  # noqa: E402
+from optimlab.lab.verdicts import decide  # noqa: E402
 
 START = time.perf_counter()
 DEVICE = "cuda"  # "cpu" in --dry-run (Triton's interpreter)
@@ -294,7 +297,9 @@ def first_step_latency() -> None:
             print(f"  latency subprocess timed out; printed so far:\n{e.stdout}")
 
 
-def time_pair(topt, oopt, samples: int, per_sample: int = 5) -> tuple[float, float]:
+def time_pair(topt, oopt, samples: int, per_sample: int = 5) -> tuple[list[float], list[float]]:
+    """Seconds per step of each side, one sample per round (``per_sample`` steps between CUDA
+    events), the two sides alternating which goes first."""
     for _ in range(3):
         topt.step()
         oopt.step()
@@ -306,7 +311,13 @@ def time_pair(topt, oopt, samples: int, per_sample: int = 5) -> tuple[float, flo
         else:
             tt.append(cuda_time(topt.step, per_sample))
             ot.append(cuda_time(oopt.step, per_sample))
-    return statistics.median(tt), statistics.median(ot)
+    return tt, ot
+
+
+def verdict(ratio: tuple[float, float, float], target: float) -> str:
+    """A target read from the ratio's 95% interval: met, MISSED, or inconclusive when the interval holds it."""
+    outcome = decide(ratio[1], ratio[2], target, ">")
+    return "met" if outcome == "holds" else "MISSED" if ratio[2] < target else "inconclusive"
 
 
 def host_ms(opt, steps: int = 20) -> float:
@@ -480,8 +491,13 @@ def _dump(label: str, path: str) -> None:
 
 
 def captured(opts, samples: int) -> list[float]:
-    """Each optimizer's step captured in a CUDA graph; median seconds of a replay, replays of
-    the optimizers alternating (5 replays between CUDA events per sample)."""
+    """Median seconds of a replay of each optimizer's captured step (:func:`captured_samples`)."""
+    return [statistics.median(t) for t in captured_samples(opts, samples)]
+
+
+def captured_samples(opts, samples: int) -> list[list[float]]:
+    """Each optimizer's step captured in a CUDA graph; seconds per replay, one sample per round
+    (5 replays between CUDA events), the optimizers alternating."""
     graphs = []
     for opt in opts:
         stream = torch.cuda.Stream()
@@ -499,7 +515,7 @@ def captured(opts, samples: int) -> list[float]:
         order = range(len(opts)) if i % 2 == 0 else reversed(range(len(opts)))
         for k in order:
             times[k].append(cuda_time(graphs[k].replay, 5))
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def sweep(samples: int) -> None:
@@ -735,21 +751,23 @@ def _share(gbs: float, bw: float, layout: str) -> str:
 
 
 def speed_table(samples: int, triad: Triad, layouts: list[str], budget: float, names: tuple[str, ...]) -> None:
-    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
-          f"{'target':>7} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
+          f"{'ratio [95% interval]':>21} {'target':>7} {'':<12} {'GB/s':>6} {'triad':>6} {'%triad':>6}")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(layouts, budget, names=names):
         try:
             oopt.step()
             before = dict(kernels.stats)
-            tm, om = time_pair(topt, oopt, samples)
+            tt, ot = time_pair(topt, oopt, samples)
+            tm, om = statistics.median(tt), statistics.median(ot)
+            ratio = ratio_ci(tt, ot)
             eager = kernels.stats["eager_tensors"] - before["eager_tensors"]
             bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
             gbs = bytes_per * n / om / 1e9
             target = 1.0 if path == "fused" else 3.0
-            met = "" if lk == "c" else ("met" if tm / om >= target else "MISSED")
+            met = "" if lk == "c" else verdict(ratio, target)
             share = _share(gbs, bw, lk)
-            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                  f"{target:>4.1f}x {met:<6} {gbs:6.0f} {bw:6.0f} {share}"
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {ci_text(ratio):>21} "
+                  f"{target:>6.1f}x {met:<12} {gbs:6.0f} {bw:6.0f} {share}"
                   + (f"  ({eager} tensors ran eagerly!)" if eager else ""), flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
@@ -773,15 +791,18 @@ def graph_table(samples: int, triad: Triad, budget: float) -> None:
     counter): the replay has no host work, so this times the kernels alone."""
     flags = {"sgd_momentum": {}, "rmsprop": {"capturable": True}, "adam": {"capturable": True},
              "adamw": {"capturable": True}, "nadam": {"capturable": True}}
-    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} {'ratio':>6} "
-          f"{'GB/s':>6} {'%triad':>6}")
+    print(f"{'algorithm':<13} {'layout':<21} {'torch path':<10} {'torch ms':>9} {'optimlab ms':>11} "
+          f"{'ratio [95% interval]':>21} {'target':>7} {'':<12} {'GB/s':>6} {'%triad':>6}")
     for name, label, lk, path, n, bytes_per, oopt, topt in cells(["a", "b"], budget, flags):
         try:
-            tm, om = captured([topt, oopt], samples)
+            tt, ot = captured_samples([topt, oopt], samples)
+            tm, om = statistics.median(tt), statistics.median(ot)
+            ratio = ratio_ci(tt, ot)
+            target = 1.0 if path == "fused" else 3.0
             bw = triad.gbs(statistics.median(cuda_time(triad) for _ in range(5)))
             gbs = bytes_per * n / om / 1e9
-            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {tm / om:6.2f} "
-                  f"{gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
+            print(f"{name:<13} {label:<21} {path:<10} {tm * 1e3:9.3f} {om * 1e3:11.3f} {ci_text(ratio):>21} "
+                  f"{target:>6.1f}x {verdict(ratio, target):<12} {gbs:6.0f} {_share(gbs, bw, lk)}", flush=True)
         except Exception:
             print(f"{name:<13} {label:<21} ERROR:\n{traceback.format_exc()}", flush=True)
 
@@ -834,7 +855,8 @@ def main() -> None:
     if "host" not in skip:
         section("host work per step (opt.step() returning, device drained before each), layouts t and a")
         host_table(args.budget, tuple(args.algorithms.split(",")))
-    section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms")
+    section(f"speed: median of {samples} samples of 5 steps, alternating; ratio = torch ms / optimlab ms, "
+            "95% paired bootstrap over the rounds; a target inside the interval is inconclusive")
     speed_table(samples, triad, args.layouts.split(","), args.budget, tuple(args.algorithms.split(",")))
     if "lowprec" not in skip:
         section("low-precision state (bfloat16, int8) through the Triton kernel: vs eager on the GPU")
